@@ -1,0 +1,29 @@
+//! The vocabulary of quiver: ids, entities, keyset cursors, error codes and the batch-load
+//! trait that storage, cache and enrichment meet at. This crate does no I/O.
+//!
+//! ```
+//! use quiver_model::{Cursor, CursorCodec, PostId, PostRef};
+//! use chrono::{TimeZone, Utc};
+//!
+//! let codec = CursorCodec::new(b"a secret only the server knows");
+//! let last = PostRef { id: PostId(42), created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap() };
+//! let token = codec.encode(&Cursor::after(&last));
+//! assert_eq!(codec.decode(&token).unwrap(), Cursor::after(&last));
+//! assert!(codec.decode("garbage").is_err());
+//! ```
+
+mod cursor;
+mod entities;
+mod error;
+mod ids;
+mod load;
+
+pub use cursor::{Cursor, CursorCodec, CursorError};
+pub use entities::{
+    Block, Currency, CurrencyError, EventKind, Follow, Media, MediaKind, Money, Notification,
+    NotificationKind, Order, OrderItem, OrderStatus, OutboxEvent, Page, ParseEnumError, Post,
+    PostKind, PostRef, User, UserFlags, ViewerGraph, Wish,
+};
+pub use error::{ErrorCode, HasErrorCode};
+pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};
+pub use load::{DynLoader, LoadError, Loader, dedup_keys};

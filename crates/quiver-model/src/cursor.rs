@@ -160,7 +160,10 @@ mod tests {
                 bad[byte] ^= 1 << bit;
                 let err = codec.decode(&URL_SAFE_NO_PAD.encode(&bad)).unwrap_err();
                 assert!(
-                    matches!(err, CursorError::BadSignature | CursorError::UnknownVersion(_)),
+                    matches!(
+                        err,
+                        CursorError::BadSignature | CursorError::UnknownVersion(_)
+                    ),
                     "byte {byte} bit {bit}: {err:?}"
                 );
             }

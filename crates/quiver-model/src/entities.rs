@@ -117,9 +117,7 @@ impl FromStr for Currency {
     type Err = CurrencyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.as_bytes() {
-            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => {
-                Ok(Self([*a, *b, *c]))
-            }
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
             _ => Err(CurrencyError(s.to_owned())),
         }
     }

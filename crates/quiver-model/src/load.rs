@@ -141,7 +141,11 @@ mod tests {
         type Key = i64;
         type Value = i64;
         async fn load_many(&self, keys: &[i64]) -> Result<HashMap<i64, i64>, LoadError> {
-            Ok(keys.iter().filter(|k| **k >= 0).map(|k| (*k, k * k)).collect())
+            Ok(keys
+                .iter()
+                .filter(|k| **k >= 0)
+                .map(|k| (*k, k * k))
+                .collect())
         }
     }
 

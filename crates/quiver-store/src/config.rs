@@ -1,0 +1,121 @@
+//! Plain configuration structs for the two backends; the binary fills them from env/flags.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to connect to PostgreSQL and size the pool.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://…` URL; redacted in `Debug`.
+    pub url: String,
+    /// Upper bound of pooled connections. Size it to the database's cores, not the
+    /// request concurrency: more connections than the server can run only queue there.
+    pub max_connections: u32,
+    /// Connections kept open even when idle, so a burst does not pay for handshakes.
+    pub min_connections: u32,
+    /// How long a caller waits for a pooled connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Idle connections above `min_connections` are closed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are recycled after this long (server-side memory, failover).
+    pub max_lifetime: Option<Duration>,
+    /// Server-side `statement_timeout`: PostgreSQL itself cancels a statement running
+    /// longer, so a runaway query cannot hold a connection forever.
+    pub statement_timeout: Duration,
+    /// Ping a connection before handing it out. Off by default: it costs a round trip per
+    /// checkout, and a broken connection already surfaces as `Unavailable` on first use.
+    pub test_before_acquire: bool,
+    /// `application_name` shown in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/quiver".to_owned(),
+            max_connections: 16,
+            min_connections: 2,
+            acquire_timeout: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            statement_timeout: Duration::from_secs(5),
+            test_before_acquire: false,
+            application_name: "quiver".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("test_before_acquire", &self.test_before_acquire)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Where the embedded SQLite database lives.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file; `None` is a private in-memory database (tests).
+    pub path: Option<PathBuf>,
+    /// Readers run in parallel under WAL; writes serialize inside SQLite.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            path: Some(PathBuf::from("quiver-demo.db")),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let cfg = PgConfig {
+            url: "postgres://app:hunter2@db:5432/quiver".into(),
+            ..PgConfig::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:***@db:5432/quiver"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! `SqliteStore`: the embedded default backend, for `quiver serve --demo` and for
+//! embedders without PostgreSQL. Same trait, same contract suite as `PgStore`.
+//!
+//! Its queries are checked at run time, not compile time: sqlx's macros check one database
+//! per crate (launchbadge/sqlx#121, #916), and that database is PostgreSQL. The contract
+//! suite runs every one of these statements against a real SQLite file.
+
+use crate::pg::build_post;
+use crate::store::{OrderRef, Store, corrupt, fetch_len, into_page, order_key, post_key, start_of};
+use crate::{SqliteConfig, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use quiver_model::{
+    Currency, Cursor, Media, MediaId, Money, Order, OrderId, OrderItem, OrderStatus, Page, Post,
+    PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The SQLite migrations, embedded in the binary.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./sql/sqlite-migrations");
+
+/// The embedded SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Timestamps are stored as integer microseconds since the Unix epoch.
+pub(crate) fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("timestamp", micros))
+}
+
+/// A batch of keys as the JSON array that `json_each(?)` expands: SQLite has no arrays.
+fn json_ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> String {
+    let ids: Vec<i64> = dedup_keys(keys).into_iter().map(Into::into).collect();
+    serde_json::to_string(&ids).expect("integers serialize")
+}
+
+fn money(cents: i64, currency: &str) -> Result<Money, StoreError> {
+    Ok(Money {
+        amount_cents: cents,
+        currency: Currency::from_str(currency).map_err(|e| corrupt("currency", e))?,
+    })
+}
+
+fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| corrupt(what, e))
+}
+
+fn refs(rows: Vec<(i64, i64)>) -> Result<Vec<PostRef>, StoreError> {
+    rows.into_iter()
+        .map(|(id, at)| {
+            Ok(PostRef {
+                id: PostId(id),
+                created_at: from_micros(at)?,
+            })
+        })
+        .collect()
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file in WAL mode with foreign keys on.
+    pub async fn connect(config: &SqliteConfig) -> Result<Self, StoreError> {
+        let (options, pool) = match &config.path {
+            Some(path) => (
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal),
+                SqlitePoolOptions::new().max_connections(config.max_connections),
+            ),
+            // Every in-memory connection is its own database: keep exactly one, forever.
+            None => (
+                SqliteConnectOptions::from_str("sqlite::memory:")?,
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+            ),
+        };
+        let options = options
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = pool
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        SQLITE_MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn merged(
+        &self,
+        authors_json: String,
+        at: DateTime<Utc>,
+        id: i64,
+        n: i64,
+    ) -> Result<Vec<PostRef>, StoreError> {
+        // SQLite walks `posts_by_author` once per author for `IN (json_each)` and merges;
+        // fine at embedded scale, where there is no materialized-timeline pressure.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM posts
+             WHERE author_id IN (SELECT value FROM json_each(?1))
+               AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(authors_json)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        refs(rows)
+    }
+}
+
+type UserRow = (i64, String, String, String, Option<String>, i64);
+type PostRow = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+type MediaRow = (i64, i64, String, String, i32, i32, i64, i16);
+type OrderRow = (i64, i64, String, i64, String, i64, i64);
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn users(&self, keys: &[UserId]) -> Result<HashMap<UserId, User>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<UserRow> = sqlx::query_as(
+            "SELECT id, handle, display_name, bio, avatar_url, created_at
+             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, handle, display_name, bio, avatar_url, at)| {
+                let u = User {
+                    id: UserId(id),
+                    handle,
+                    display_name,
+                    bio,
+                    avatar_url,
+                    created_at: from_micros(at)?,
+                };
+                Ok((u.id, u))
+            })
+            .collect()
+    }
+
+    async fn user_flags(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserFlags>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(
+            "SELECT id, verified, creator, private
+             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, verified, creator, private)| {
+                (
+                    UserId(id),
+                    UserFlags {
+                        verified,
+                        creator,
+                        private,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn posts(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<PostRow> = sqlx::query_as(
+            "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
+             FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, author, kind, body, cents, cur, url, at)| {
+                let p = build_post(id, author, &kind, body, (cents, cur, url), from_micros(at)?)?;
+                Ok((p.id, p))
+            })
+            .collect()
+    }
+
+    async fn media_by_post(
+        &self,
+        keys: &[PostId],
+    ) -> Result<HashMap<PostId, Vec<Media>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<MediaRow> = sqlx::query_as(
+            "SELECT id, post_id, kind, url, width, height, size_bytes, position
+             FROM media WHERE post_id IN (SELECT value FROM json_each(?1))
+             ORDER BY post_id, position",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<PostId, Vec<Media>> = HashMap::new();
+        for (id, post_id, kind, url, width, height, size_bytes, position) in rows {
+            let m = Media {
+                id: MediaId(id),
+                post_id: PostId(post_id),
+                kind: parse("media kind", &kind)?,
+                url,
+                width,
+                height,
+                size_bytes,
+                position,
+            };
+            out.entry(m.post_id).or_default().push(m);
+        }
+        Ok(out)
+    }
+
+    async fn tags_by_post(
+        &self,
+        keys: &[PostId],
+    ) -> Result<HashMap<PostId, Vec<String>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT post_id, tag FROM post_tags
+             WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<PostId, Vec<String>> = HashMap::new();
+        for (post_id, tag) in rows {
+            out.entry(PostId(post_id)).or_default().push(tag);
+        }
+        Ok(out)
+    }
+
+    async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<OrderRow> = sqlx::query_as(
+            "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
+             FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, customer, status, total, cur, created, updated)| {
+                let o = Order {
+                    id: OrderId(id),
+                    customer_id: UserId(customer),
+                    status: parse("order status", &status)?,
+                    total: money(total, &cur)?,
+                    created_at: from_micros(created)?,
+                    updated_at: from_micros(updated)?,
+                };
+                Ok((o.id, o))
+            })
+            .collect()
+    }
+
+    async fn order_items(
+        &self,
+        keys: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(i64, i64, i32, i64, String)> = sqlx::query_as(
+            "SELECT order_id, post_id, quantity, unit_price_cents, currency FROM order_items
+             WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
+        )
+        .bind(json_ids(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<OrderId, Vec<OrderItem>> = HashMap::new();
+        for (order_id, post_id, quantity, cents, cur) in rows {
+            let item = OrderItem {
+                order_id: OrderId(order_id),
+                post_id: PostId(post_id),
+                quantity,
+                unit_price: money(cents, &cur)?,
+            };
+            out.entry(item.order_id).or_default().push(item);
+        }
+        Ok(out)
+    }
+
+    async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
+        // One statement: the three edge sets tagged by relation.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT 0, followee_id FROM follows WHERE follower_id = ?1
+             UNION ALL SELECT 1, blocked_id FROM blocks WHERE blocker_id = ?1
+             UNION ALL SELECT 2, blocker_id FROM blocks WHERE blocked_id = ?1",
+        )
+        .bind(viewer.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut g = ViewerGraph {
+            viewer: Some(viewer),
+            ..ViewerGraph::default()
+        };
+        for (rel, other) in rows {
+            let set = match rel {
+                0 => &mut g.followees,
+                1 => &mut g.blocked,
+                _ => &mut g.blocked_by,
+            };
+            set.insert(UserId(other));
+        }
+        Ok(g)
+    }
+
+    async fn author_page(
+        &self,
+        authors: &[UserId],
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        if authors.is_empty() {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        }
+        let (at, id) = start_of(after);
+        let refs = self.merged(json_ids(authors), at, id, n).await?;
+        Ok(into_page(refs, limit, post_key))
+    }
+
+    async fn home_page(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT post_id, created_at FROM home_timeline
+             WHERE user_id = ?1 AND (created_at, post_id) < (?2, ?3)
+             ORDER BY created_at DESC, post_id DESC
+             LIMIT ?4",
+        )
+        .bind(viewer.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page = refs(rows)?;
+        if page.len() < n as usize {
+            // Same continuation as PgStore::home_page: merge-at-read past the timeline.
+            let (at, id) = page.last().map(post_key).unwrap_or((at, id));
+            let authors: Vec<i64> = sqlx::query_scalar(
+                "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
+            )
+            .bind(viewer.0)
+            .fetch_all(&self.pool)
+            .await?;
+            let json = serde_json::to_string(&authors).expect("integers serialize");
+            let rest = n - page.len() as i64;
+            page.extend(self.merged(json, at, id, rest).await?);
+        }
+        Ok(into_page(page, limit, post_key))
+    }
+
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM posts
+             WHERE author_id = ?1 AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(user.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(into_page(refs(rows)?, limit, post_key))
+    }
+
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM orders
+             WHERE customer_id = ?1 AND (?5 IS NULL OR status = ?5)
+               AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(customer.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .bind(status.map(OrderStatus::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let refs = rows
+            .into_iter()
+            .map(|(id, at)| {
+                Ok(OrderRef {
+                    id: OrderId(id),
+                    created_at: from_micros(at)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(into_page(refs, limit, order_key))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,176 @@
+//! The `Store` trait: every read quiver makes, implemented once per backend and checked by
+//! one contract suite against both.
+
+use crate::StoreError;
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use quiver_model::{
+    Cursor, Media, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef, User,
+    UserFlags, UserId, ViewerGraph,
+};
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+/// The largest page a skeleton query returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// An order's position in a customer's order list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OrderRef {
+    pub id: OrderId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Reads of the storage layer. Batch methods run exactly one statement for any number of
+/// keys (none for an empty slice), tolerate duplicate keys and return only keys that exist.
+/// Page methods are keyset-paginated on `(created_at DESC, id DESC)`.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// Profiles of `ids`.
+    async fn users(&self, ids: &[UserId]) -> Result<HashMap<UserId, User>, StoreError>;
+    /// Flags (verified, creator, private) of `ids`.
+    async fn user_flags(&self, ids: &[UserId]) -> Result<HashMap<UserId, UserFlags>, StoreError>;
+    /// Posts and wishes by id.
+    async fn posts(&self, ids: &[PostId]) -> Result<HashMap<PostId, Post>, StoreError>;
+    /// Media of each post, in position order; posts without media are absent.
+    async fn media_by_post(
+        &self,
+        ids: &[PostId],
+    ) -> Result<HashMap<PostId, Vec<Media>>, StoreError>;
+    /// Tags of each post, sorted; posts without tags are absent.
+    async fn tags_by_post(
+        &self,
+        ids: &[PostId],
+    ) -> Result<HashMap<PostId, Vec<String>>, StoreError>;
+    /// Orders by id.
+    async fn orders(&self, ids: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError>;
+    /// Items of each order, by post id; orders without items are absent.
+    async fn order_items(
+        &self,
+        ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError>;
+
+    /// Whom `viewer` follows and blocks, and who blocks them, in one round trip.
+    async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError>;
+    /// Posts of any of `authors`, newest first, merged at read time.
+    async fn author_page(
+        &self,
+        authors: &[UserId],
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError>;
+    /// The home feed skeleton of `viewer`: posts by the accounts they follow and their own,
+    /// newest first, from the materialized home timeline, continued by merge-at-read past
+    /// its depth.
+    async fn home_page(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError>;
+    /// Posts of one user, newest first.
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError>;
+    /// Orders of a customer, newest first, optionally of one status. Active orders are
+    /// served by the partial index `orders_active_by_customer`.
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, StoreError>;
+
+    /// One cheap round trip to the database.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes the pool; later calls fail with `Unavailable` (those that need a connection).
+    async fn close(&self);
+}
+
+/// Where a page starts: strictly after `after`, or from the top. The sentinel lies beyond
+/// any real row so one index-friendly row comparison serves both cases.
+pub(crate) fn start_of(after: Option<Cursor>) -> (DateTime<Utc>, i64) {
+    match after {
+        Some(c) => (c.created_at, c.id),
+        None => (
+            Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0).unwrap(),
+            i64::MAX,
+        ),
+    }
+}
+
+/// Checks a page size and returns how many rows to fetch: one more than the page, so the
+/// last page is known to be last without another query.
+pub(crate) fn fetch_len(limit: u32) -> Result<i64, StoreError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(StoreError::InvalidLimit {
+            got: limit,
+            max: MAX_PAGE_SIZE,
+        });
+    }
+    Ok(i64::from(limit) + 1)
+}
+
+/// Cuts `rows` (fetched with [`fetch_len`]) to a page and sets `next` when there is more.
+pub(crate) fn into_page<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    key: impl Fn(&T) -> (DateTime<Utc>, i64),
+) -> Page<T> {
+    let limit = limit as usize;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| {
+            let (created_at, id) = key(r);
+            Cursor { created_at, id }
+        })
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}
+
+pub(crate) fn post_key(r: &PostRef) -> (DateTime<Utc>, i64) {
+    (r.created_at, r.id.0)
+}
+
+pub(crate) fn order_key(r: &OrderRef) -> (DateTime<Utc>, i64) {
+    (r.created_at, r.id.0)
+}
+
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_len_bounds_the_page() {
+        assert!(fetch_len(0).is_err());
+        assert_eq!(fetch_len(20).unwrap(), 21);
+        assert!(fetch_len(MAX_PAGE_SIZE + 1).is_err());
+    }
+
+    #[test]
+    fn into_page_sets_next_only_when_more_rows_exist() {
+        let t = Utc.timestamp_opt(1, 0).unwrap();
+        let rows = |n: i64| (0..n).map(|i| (t, i)).collect::<Vec<_>>();
+        let p = into_page(rows(3), 2, |r| *r);
+        assert_eq!(p.items.len(), 2);
+        assert_eq!(
+            p.next,
+            Some(Cursor {
+                created_at: t,
+                id: 1
+            })
+        );
+        let p = into_page(rows(2), 2, |r| *r);
+        assert_eq!(p.next, None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of quiver-store against real PostgreSQL and SQLite.

@@ -1,1 +1,1130 @@
-//! placeholder
+//! A deterministic, realistic data set, and the fastest way to load it into each backend:
+//! `COPY` for PostgreSQL, batched transactions for SQLite.
+//!
+//! The same [`SeedConfig`] always generates the same rows (ChaCha8 from a fixed seed, a
+//! fixed epoch, no clock reads). The shape follows real social graphs: follower counts are
+//! Zipf-distributed (a few accounts with very many followers), out-degrees are Pareto
+//! (some users follow thousands), about a third of posts are wishes, posts carry 0–4 media
+//! and 0–5 tags, and orders exist in every status.
+
+use crate::sqlite::to_micros;
+use crate::{PgStore, SqliteStore, StoreError};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use quiver_model::{MediaKind, NotificationKind, OrderStatus, PostKind};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Pareto, Zipf};
+use sqlx::postgres::PgPoolCopyExt;
+use std::collections::{BinaryHeap, HashSet};
+use std::fmt::Write as _;
+use std::time::{Duration as StdDuration, Instant};
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedConfig {
+    /// Number of users.
+    pub users: u32,
+    /// Mean posts per user (each user gets between 0 and twice this).
+    pub posts_per_user: u32,
+    /// Mean accounts a user follows (Pareto-distributed, so some follow thousands).
+    pub follows_per_user: u32,
+    /// The random seed: the same seed gives the same rows.
+    pub seed: u64,
+    /// Depth of each user's materialized home timeline; deeper pages merge at read time.
+    pub timeline_depth: u32,
+}
+
+impl SeedConfig {
+    /// The small data set of the embedded demo.
+    pub fn demo() -> Self {
+        Self {
+            users: 200,
+            posts_per_user: 10,
+            follows_per_user: 15,
+            seed: 42,
+            timeline_depth: 200,
+        }
+    }
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        Self {
+            users: 10_000,
+            posts_per_user: 20,
+            follows_per_user: 30,
+            seed: 42,
+            timeline_depth: 200,
+        }
+    }
+}
+
+/// A progress event, for a progress bar per table.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    /// Loading of `table` starts; `rows` will be written.
+    Start { table: &'static str, rows: u64 },
+    /// `rows` more rows of `table` were written.
+    Advance { table: &'static str, rows: u64 },
+    /// `table` is done.
+    Finish { table: &'static str },
+}
+
+/// How long each table took, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    /// `(table, rows, time)` in load order.
+    pub tables: Vec<(&'static str, u64, StdDuration)>,
+    /// Time spent generating the data set in memory.
+    pub generate: StdDuration,
+    /// Time spent loading, indexing and analyzing.
+    pub load: StdDuration,
+}
+
+impl SeedReport {
+    /// Rows written over all tables.
+    pub fn total_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.1).sum()
+    }
+
+    /// Rows per second of loading (not generation).
+    pub fn rows_per_sec(&self) -> f64 {
+        self.total_rows() as f64 / self.load.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A generated user row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub handle: String,
+    pub display_name: String,
+    pub bio: String,
+    pub avatar_url: Option<String>,
+    pub verified: bool,
+    pub creator: bool,
+    pub private: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A generated post row; the wish fields are set exactly for wishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostRow {
+    pub id: i64,
+    pub author_id: i64,
+    pub kind: PostKind,
+    pub body: String,
+    pub wish: Option<(i64, &'static str, String)>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A generated media row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRow {
+    pub id: i64,
+    pub post_id: i64,
+    pub kind: MediaKind,
+    pub url: String,
+    pub width: i32,
+    pub height: i32,
+    pub size_bytes: i64,
+    pub position: i16,
+}
+
+/// A generated order row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub status: OrderStatus,
+    pub total_cents: i64,
+    pub currency: &'static str,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A generated order item row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderItemRow {
+    pub order_id: i64,
+    pub post_id: i64,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+    pub currency: &'static str,
+}
+
+/// A generated notification row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub kind: NotificationKind,
+    pub actor_id: Option<i64>,
+    pub post_id: Option<i64>,
+    pub order_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The whole generated data set, in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dataset {
+    pub users: Vec<UserRow>,
+    /// `(follower, followee, created_at)`.
+    pub follows: Vec<(i64, i64, DateTime<Utc>)>,
+    /// `(blocker, blocked, created_at)`.
+    pub blocks: Vec<(i64, i64, DateTime<Utc>)>,
+    pub posts: Vec<PostRow>,
+    pub media: Vec<MediaRow>,
+    /// `(post, tag)`.
+    pub tags: Vec<(i64, &'static str)>,
+    pub orders: Vec<OrderRow>,
+    pub order_items: Vec<OrderItemRow>,
+    pub notifications: Vec<NotificationRow>,
+    /// `(user, created_at, post, author)`.
+    pub home_timeline: Vec<(i64, DateTime<Utc>, i64, i64)>,
+}
+
+const WORDS: &[&str] = &[
+    "amber", "bright", "calm", "daring", "eager", "fuzzy", "gentle", "happy", "icy", "jolly",
+    "kind", "lucky", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "shy", "tidy", "urban",
+    "vivid", "witty", "young", "zesty", "otter", "falcon", "maple", "river", "comet", "pixel",
+    "harbor", "meadow", "ember", "cedar", "willow", "quartz", "lantern", "orbit", "pepper",
+    "saffron", "tundra", "violet", "walnut", "yarrow", "zephyr", "beacon", "canyon", "dune",
+    "fjord", "grove", "haven", "island", "jungle", "kettle", "lagoon", "mesa", "nectar",
+];
+const TAGS: &[&str] = &[
+    "books",
+    "travel",
+    "coffee",
+    "tech",
+    "music",
+    "art",
+    "garden",
+    "kitchen",
+    "outdoors",
+    "fitness",
+    "gaming",
+    "photo",
+    "design",
+    "fashion",
+    "kids",
+    "pets",
+    "cycling",
+    "running",
+    "camping",
+    "diy",
+    "vintage",
+    "vinyl",
+    "tea",
+    "wine",
+    "beer",
+    "cooking",
+    "baking",
+    "yoga",
+    "ski",
+    "surf",
+    "climbing",
+    "film",
+    "anime",
+    "comics",
+    "boardgames",
+    "lego",
+    "knitting",
+    "woodwork",
+    "ceramics",
+    "plants",
+    "birthday",
+    "wedding",
+    "housewarming",
+    "gift_ideas",
+    "minimal",
+    "luxury",
+    "budget",
+    "eco",
+    "handmade",
+    "local",
+];
+const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
+
+/// The fixed epoch of generated timestamps; nothing reads the clock.
+fn epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// A time within the 180 days after the epoch, at whole seconds so equal timestamps occur
+/// (keyset pagination must break those ties by id).
+fn random_time(rng: &mut ChaCha8Rng, after: DateTime<Utc>) -> DateTime<Utc> {
+    let end = epoch() + Duration::days(180);
+    let span = (end - after).num_seconds().max(1);
+    after + Duration::seconds(rng.random_range(0..span))
+}
+
+fn sentence(rng: &mut ChaCha8Rng, min: usize, max: usize) -> String {
+    let n = rng.random_range(min..=max);
+    let mut s = String::with_capacity(n * 8);
+    for i in 0..n {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(WORDS.choose(rng).expect("non-empty"));
+    }
+    s
+}
+
+/// Generates the data set `config` describes. Pure: same config, same rows.
+pub fn generate(config: &SeedConfig) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let n_users = config.users.max(2) as usize;
+    let mut ds = Dataset::default();
+
+    // Popularity: rank r (Zipf) maps through a shuffled permutation to a user, so the
+    // celebrities are spread over the id space.
+    let mut by_rank: Vec<i64> = (1..=n_users as i64).collect();
+    rand::seq::SliceRandom::shuffle(by_rank.as_mut_slice(), &mut rng);
+    let celebrity_cut = (n_users / 100).max(1);
+    let celebrities: HashSet<i64> = by_rank[..celebrity_cut].iter().copied().collect();
+
+    for id in 1..=n_users as i64 {
+        let a = WORDS.choose(&mut rng).expect("non-empty");
+        let b = WORDS.choose(&mut rng).expect("non-empty");
+        let creator = celebrities.contains(&id) || rng.random_bool(0.08);
+        ds.users.push(UserRow {
+            id,
+            handle: format!("{a}_{b}{id}"),
+            display_name: format!("{} {}", capitalize(a), capitalize(b)),
+            bio: if rng.random_bool(0.7) {
+                sentence(&mut rng, 3, 20)
+            } else {
+                String::new()
+            },
+            avatar_url: rng
+                .random_bool(0.8)
+                .then(|| format!("https://avatars.example.com/{id}.jpg")),
+            verified: celebrities.contains(&id) && rng.random_bool(0.6) || rng.random_bool(0.01),
+            creator,
+            private: rng.random_bool(0.05),
+            created_at: epoch() - Duration::days(400)
+                + Duration::seconds(rng.random_range(0..400 * 86_400)),
+        });
+    }
+
+    // Follows: Pareto out-degree around the configured mean, Zipf-chosen followees.
+    let zipf = Zipf::new(n_users as f64, 1.1).expect("valid zipf");
+    let mean = f64::from(config.follows_per_user.max(1));
+    let pareto = Pareto::new(mean / 3.0, 1.5).expect("valid pareto");
+    let max_out = (n_users - 1).min(5000);
+    let mut follows_set: HashSet<(i64, i64)> = HashSet::new();
+    for follower in 1..=n_users as i64 {
+        let want = (pareto.sample(&mut rng).round() as usize).min(max_out);
+        let mut got = 0;
+        let mut tries = 0;
+        while got < want && tries < want * 4 {
+            tries += 1;
+            let rank = zipf.sample(&mut rng) as usize - 1;
+            let followee = by_rank[rank.min(n_users - 1)];
+            if followee != follower && follows_set.insert((follower, followee)) {
+                got += 1;
+            }
+        }
+    }
+    // Blocks: about 1 % of users block one to three others; a block removes follows both ways.
+    let mut blocks_set: HashSet<(i64, i64)> = HashSet::new();
+    for blocker in 1..=n_users as i64 {
+        if rng.random_bool(0.01) {
+            for _ in 0..rng.random_range(1..=3) {
+                let blocked = rng.random_range(1..=n_users as i64);
+                if blocked != blocker {
+                    blocks_set.insert((blocker, blocked));
+                }
+            }
+        }
+    }
+    for (a, b) in &blocks_set {
+        follows_set.remove(&(*a, *b));
+        follows_set.remove(&(*b, *a));
+    }
+    let mut follows: Vec<(i64, i64)> = follows_set.into_iter().collect();
+    follows.sort_unstable();
+    ds.follows = follows
+        .into_iter()
+        .map(|(a, b)| (a, b, random_time(&mut rng, epoch() - Duration::days(30))))
+        .collect();
+    let mut blocks: Vec<(i64, i64)> = blocks_set.into_iter().collect();
+    blocks.sort_unstable();
+    ds.blocks = blocks
+        .into_iter()
+        .map(|(a, b)| (a, b, random_time(&mut rng, epoch() - Duration::days(30))))
+        .collect();
+
+    // Posts: ids in creation order, as an identity column would assign them.
+    let mut drafts: Vec<(DateTime<Utc>, i64)> = Vec::new();
+    for author in 1..=n_users as i64 {
+        let n = rng.random_range(0..=config.posts_per_user * 2);
+        for _ in 0..n {
+            drafts.push((random_time(&mut rng, epoch()), author));
+        }
+    }
+    drafts.sort_unstable();
+    for (i, (created_at, author_id)) in drafts.into_iter().enumerate() {
+        let id = i as i64 + 1;
+        let wish = rng.random_bool(1.0 / 3.0).then(|| {
+            (
+                rng.random_range(5..=500) * 100 - 1,
+                *CURRENCIES.choose(&mut rng).expect("non-empty"),
+                format!(
+                    "https://shop.example.com/p/{}",
+                    rng.random_range(1..1_000_000)
+                ),
+            )
+        });
+        ds.posts.push(PostRow {
+            id,
+            author_id,
+            kind: if wish.is_some() {
+                PostKind::Wish
+            } else {
+                PostKind::Post
+            },
+            body: sentence(&mut rng, 3, 40),
+            wish,
+            created_at,
+        });
+        let n_media = *[0, 0, 1, 1, 1, 2, 2, 3, 4]
+            .choose(&mut rng)
+            .expect("non-empty");
+        for position in 0..n_media {
+            let video = rng.random_bool(0.15);
+            ds.media.push(MediaRow {
+                id: ds.media.len() as i64 + 1,
+                post_id: id,
+                kind: if video {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Image
+                },
+                url: format!(
+                    "https://media.example.com/{id}/{position}.{}",
+                    if video { "mp4" } else { "jpg" }
+                ),
+                width: *[640, 1080, 1280, 1920].choose(&mut rng).expect("non-empty"),
+                height: *[480, 720, 1080, 1350].choose(&mut rng).expect("non-empty"),
+                size_bytes: rng.random_range(20_000..5_000_000),
+                position,
+            });
+        }
+        let n_tags = rng.random_range(0..=5);
+        let mut tags: Vec<&'static str> = TAGS.choose_multiple(&mut rng, n_tags).copied().collect();
+        tags.sort_unstable();
+        ds.tags.extend(tags.into_iter().map(|t| (id, t)));
+    }
+
+    generate_orders(&mut rng, n_users, &mut ds);
+    for &(follower, followee, created_at) in ds.follows.iter().filter(|f| f.2 >= epoch()) {
+        ds.notifications.push(NotificationRow {
+            id: 0,
+            user_id: followee,
+            kind: NotificationKind::Followed,
+            actor_id: Some(follower),
+            post_id: None,
+            order_id: None,
+            created_at,
+        });
+    }
+    ds.notifications.sort_by_key(|n| n.created_at);
+    for (i, n) in ds.notifications.iter_mut().enumerate() {
+        n.id = i as i64 + 1;
+    }
+    ds.home_timeline = home_timelines(&ds, config.timeline_depth as usize);
+    ds
+}
+
+fn capitalize(w: &str) -> String {
+    let mut c = w.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn generate_orders(rng: &mut ChaCha8Rng, n_users: usize, ds: &mut Dataset) {
+    let wishes: Vec<(i64, i64, i64, &'static str, DateTime<Utc>)> = ds
+        .posts
+        .iter()
+        .filter_map(|p| {
+            p.wish
+                .as_ref()
+                .map(|w| (p.id, p.author_id, w.0, w.1, p.created_at))
+        })
+        .collect();
+    if wishes.is_empty() {
+        return;
+    }
+    let statuses = [
+        (OrderStatus::Pending, 15),
+        (OrderStatus::Active, 35),
+        (OrderStatus::Shipped, 40),
+        (OrderStatus::Cancelled, 10),
+    ];
+    for customer in 1..=n_users as i64 {
+        if !rng.random_bool(0.3) {
+            continue;
+        }
+        for _ in 0..rng.random_range(1..=5) {
+            let first = wishes.choose(rng).expect("non-empty");
+            if first.1 == customer {
+                continue;
+            }
+            let currency = first.3;
+            let order_id = ds.orders.len() as i64 + 1;
+            let mut items = vec![*first];
+            for _ in 0..rng.random_range(0..=2) {
+                let w = wishes.choose(rng).expect("non-empty");
+                if w.1 != customer && w.3 == currency && items.iter().all(|i| i.0 != w.0) {
+                    items.push(*w);
+                }
+            }
+            let created_at = random_time(rng, items.iter().map(|i| i.4).max().expect("one item"));
+            let mut total = 0;
+            for (post_id, owner, price, _, _) in &items {
+                let quantity = rng.random_range(1..=3);
+                total += price * i64::from(quantity);
+                ds.order_items.push(OrderItemRow {
+                    order_id,
+                    post_id: *post_id,
+                    quantity,
+                    unit_price_cents: *price,
+                    currency,
+                });
+                ds.notifications.push(NotificationRow {
+                    id: 0,
+                    user_id: *owner,
+                    kind: NotificationKind::WishBought,
+                    actor_id: Some(customer),
+                    post_id: Some(*post_id),
+                    order_id: Some(order_id),
+                    created_at,
+                });
+            }
+            let status = statuses
+                .choose_weighted(rng, |s| s.1)
+                .expect("positive weights")
+                .0;
+            ds.notifications.push(NotificationRow {
+                id: 0,
+                user_id: customer,
+                kind: NotificationKind::OrderConfirmed,
+                actor_id: None,
+                post_id: None,
+                order_id: Some(order_id),
+                created_at,
+            });
+            ds.orders.push(OrderRow {
+                id: order_id,
+                customer_id: customer,
+                status,
+                total_cents: total,
+                currency,
+                created_at,
+            });
+        }
+    }
+}
+
+/// Each user's home timeline: the newest `depth` posts of the accounts they follow and
+/// their own, by a k-way merge of the authors' newest-first post lists.
+fn home_timelines(ds: &Dataset, depth: usize) -> Vec<(i64, DateTime<Utc>, i64, i64)> {
+    let n_users = ds.users.len();
+    // Posts per author, newest first (posts are in ascending id = creation order).
+    let mut by_author: Vec<Vec<(DateTime<Utc>, i64)>> = vec![Vec::new(); n_users + 1];
+    for p in ds.posts.iter().rev() {
+        by_author[p.author_id as usize].push((p.created_at, p.id));
+    }
+    let mut followees: Vec<Vec<i64>> = vec![Vec::new(); n_users + 1];
+    for &(a, b, _) in &ds.follows {
+        followees[a as usize].push(b);
+    }
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for user in 1..=n_users as i64 {
+        let mut heap = BinaryHeap::new();
+        for author in followees[user as usize].iter().copied().chain([user]) {
+            if let Some(&(at, id)) = by_author[author as usize].first() {
+                heap.push((at, id, author, 0usize));
+            }
+        }
+        let mut taken = 0;
+        while let Some((at, id, author, idx)) = heap.pop() {
+            out.push((user, at, id, author));
+            taken += 1;
+            if taken == depth {
+                break;
+            }
+            if let Some(&(at, id)) = by_author[author as usize].get(idx + 1) {
+                heap.push((at, id, author, idx + 1));
+            }
+        }
+    }
+    out
+}
+
+impl Dataset {
+    /// Row counts per table, in load order.
+    pub fn counts(&self) -> [(&'static str, u64); 10] {
+        [
+            ("users", self.users.len() as u64),
+            ("follows", self.follows.len() as u64),
+            ("blocks", self.blocks.len() as u64),
+            ("posts", self.posts.len() as u64),
+            ("media", self.media.len() as u64),
+            ("post_tags", self.tags.len() as u64),
+            ("orders", self.orders.len() as u64),
+            ("order_items", self.order_items.len() as u64),
+            ("notifications", self.notifications.len() as u64),
+            ("home_timeline", self.home_timeline.len() as u64),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: COPY in text format.
+
+/// Appends a value in COPY text format: backslash escapes, `\N` for NULL.
+fn copy_text(buf: &mut String, value: Option<&str>) {
+    match value {
+        None => buf.push_str("\\N"),
+        Some(s) => {
+            for c in s.chars() {
+                match c {
+                    '\\' => buf.push_str("\\\\"),
+                    '\t' => buf.push_str("\\t"),
+                    '\n' => buf.push_str("\\n"),
+                    '\r' => buf.push_str("\\r"),
+                    c => buf.push(c),
+                }
+            }
+        }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+}
+
+/// Rows of one table as COPY text lines, built lazily chunk by chunk.
+struct CopyTable<'a> {
+    table: &'static str,
+    statement: &'static str,
+    rows: usize,
+    line: Box<dyn Fn(usize, &mut String) + 'a>,
+}
+
+const COPY_CHUNK_ROWS: usize = 20_000;
+
+impl PgStore {
+    /// Loads `dataset` with `COPY` into an empty database (see [`PgStore::reset`]), then
+    /// moves the identity sequences past the loaded ids and analyzes the tables.
+    pub async fn load_dataset(
+        &self,
+        ds: &Dataset,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<(&'static str, u64, StdDuration)>, StoreError> {
+        let mut report = Vec::new();
+        for t in pg_tables(ds) {
+            let started = Instant::now();
+            progress(Progress::Start {
+                table: t.table,
+                rows: t.rows as u64,
+            });
+            let mut copy = self.pool().copy_in_raw(t.statement).await?;
+            let mut buf = String::with_capacity(4 << 20);
+            for chunk_start in (0..t.rows).step_by(COPY_CHUNK_ROWS) {
+                buf.clear();
+                let end = (chunk_start + COPY_CHUNK_ROWS).min(t.rows);
+                for i in chunk_start..end {
+                    (t.line)(i, &mut buf);
+                    buf.push('\n');
+                }
+                copy.send(buf.as_bytes()).await?;
+                progress(Progress::Advance {
+                    table: t.table,
+                    rows: (end - chunk_start) as u64,
+                });
+            }
+            let rows = copy.finish().await?;
+            progress(Progress::Finish { table: t.table });
+            report.push((t.table, rows, started.elapsed()));
+        }
+        sqlx::raw_sql(
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), COALESCE(max(id), 0) + 1, false) FROM users;
+             SELECT setval(pg_get_serial_sequence('posts', 'id'), COALESCE(max(id), 0) + 1, false) FROM posts;
+             SELECT setval(pg_get_serial_sequence('media', 'id'), COALESCE(max(id), 0) + 1, false) FROM media;
+             SELECT setval(pg_get_serial_sequence('orders', 'id'), COALESCE(max(id), 0) + 1, false) FROM orders;
+             SELECT setval(pg_get_serial_sequence('notifications', 'id'), COALESCE(max(id), 0) + 1, false) FROM notifications;
+             ANALYZE;",
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(report)
+    }
+
+    /// Whether the data tables hold any user.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let any = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users) AS "any!""#)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(!any)
+    }
+
+    /// Deletes every row of every data table (the schema stays).
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(
+            "TRUNCATE users, follows, blocks, posts, media, post_tags, orders, order_items,
+                      notifications, outbox, home_timeline RESTART IDENTITY",
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+fn pg_tables(ds: &Dataset) -> Vec<CopyTable<'_>> {
+    vec![
+        CopyTable {
+            table: "users",
+            statement: "COPY users (id, handle, display_name, bio, avatar_url, verified, creator, private, created_at) FROM STDIN",
+            rows: ds.users.len(),
+            line: Box::new(|i, b| {
+                let u = &ds.users[i];
+                let _ = write!(b, "{}\t", u.id);
+                copy_text(b, Some(&u.handle));
+                b.push('\t');
+                copy_text(b, Some(&u.display_name));
+                b.push('\t');
+                copy_text(b, Some(&u.bio));
+                b.push('\t');
+                copy_text(b, u.avatar_url.as_deref());
+                let _ = write!(
+                    b,
+                    "\t{}\t{}\t{}\t{}",
+                    u.verified,
+                    u.creator,
+                    u.private,
+                    ts(u.created_at)
+                );
+            }),
+        },
+        CopyTable {
+            table: "follows",
+            statement: "COPY follows (follower_id, followee_id, created_at) FROM STDIN",
+            rows: ds.follows.len(),
+            line: Box::new(|i, b| {
+                let (a, c, t) = ds.follows[i];
+                let _ = write!(b, "{a}\t{c}\t{}", ts(t));
+            }),
+        },
+        CopyTable {
+            table: "blocks",
+            statement: "COPY blocks (blocker_id, blocked_id, created_at) FROM STDIN",
+            rows: ds.blocks.len(),
+            line: Box::new(|i, b| {
+                let (a, c, t) = ds.blocks[i];
+                let _ = write!(b, "{a}\t{c}\t{}", ts(t));
+            }),
+        },
+        CopyTable {
+            table: "posts",
+            statement: "COPY posts (id, author_id, kind, body, price_cents, currency, product_url, created_at) FROM STDIN",
+            rows: ds.posts.len(),
+            line: Box::new(|i, b| {
+                let p = &ds.posts[i];
+                let _ = write!(b, "{}\t{}\t{}\t", p.id, p.author_id, p.kind.as_str());
+                copy_text(b, Some(&p.body));
+                match &p.wish {
+                    Some((cents, cur, url)) => {
+                        let _ = write!(b, "\t{cents}\t{cur}\t");
+                        copy_text(b, Some(url));
+                    }
+                    None => b.push_str("\t\\N\t\\N\t\\N"),
+                }
+                let _ = write!(b, "\t{}", ts(p.created_at));
+            }),
+        },
+        CopyTable {
+            table: "media",
+            statement: "COPY media (id, post_id, kind, url, width, height, size_bytes, position) FROM STDIN",
+            rows: ds.media.len(),
+            line: Box::new(|i, b| {
+                let m = &ds.media[i];
+                let _ = write!(b, "{}\t{}\t{}\t", m.id, m.post_id, m.kind.as_str());
+                copy_text(b, Some(&m.url));
+                let _ = write!(
+                    b,
+                    "\t{}\t{}\t{}\t{}",
+                    m.width, m.height, m.size_bytes, m.position
+                );
+            }),
+        },
+        CopyTable {
+            table: "post_tags",
+            statement: "COPY post_tags (post_id, tag) FROM STDIN",
+            rows: ds.tags.len(),
+            line: Box::new(|i, b| {
+                let (p, t) = ds.tags[i];
+                let _ = write!(b, "{p}\t{t}");
+            }),
+        },
+        CopyTable {
+            table: "orders",
+            statement: "COPY orders (id, customer_id, status, total_cents, currency, created_at, updated_at) FROM STDIN",
+            rows: ds.orders.len(),
+            line: Box::new(|i, b| {
+                let o = &ds.orders[i];
+                let t = ts(o.created_at);
+                let _ = write!(
+                    b,
+                    "{}\t{}\t{}\t{}\t{}\t{t}\t{t}",
+                    o.id,
+                    o.customer_id,
+                    o.status.as_str(),
+                    o.total_cents,
+                    o.currency
+                );
+            }),
+        },
+        CopyTable {
+            table: "order_items",
+            statement: "COPY order_items (order_id, post_id, quantity, unit_price_cents, currency) FROM STDIN",
+            rows: ds.order_items.len(),
+            line: Box::new(|i, b| {
+                let it = &ds.order_items[i];
+                let _ = write!(
+                    b,
+                    "{}\t{}\t{}\t{}\t{}",
+                    it.order_id, it.post_id, it.quantity, it.unit_price_cents, it.currency
+                );
+            }),
+        },
+        CopyTable {
+            table: "notifications",
+            statement: "COPY notifications (id, user_id, kind, actor_id, post_id, order_id, created_at) FROM STDIN",
+            rows: ds.notifications.len(),
+            line: Box::new(|i, b| {
+                let n = &ds.notifications[i];
+                let opt = |v: Option<i64>| v.map_or_else(|| "\\N".to_owned(), |v| v.to_string());
+                let _ = write!(
+                    b,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    n.id,
+                    n.user_id,
+                    n.kind.as_str(),
+                    opt(n.actor_id),
+                    opt(n.post_id),
+                    opt(n.order_id),
+                    ts(n.created_at)
+                );
+            }),
+        },
+        CopyTable {
+            table: "home_timeline",
+            statement: "COPY home_timeline (user_id, created_at, post_id, author_id) FROM STDIN",
+            rows: ds.home_timeline.len(),
+            line: Box::new(|i, b| {
+                let (u, t, p, a) = ds.home_timeline[i];
+                let _ = write!(b, "{u}\t{}\t{p}\t{a}", ts(t));
+            }),
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite: multi-row INSERTs in one transaction per table.
+
+/// Rows per INSERT statement: SQLite allows 32,766 bound variables per statement.
+const SQLITE_ROWS_PER_INSERT: usize = 500;
+
+impl SqliteStore {
+    /// Loads `dataset` into an empty database with batched multi-row inserts, one
+    /// transaction per table.
+    pub async fn load_dataset(
+        &self,
+        ds: &Dataset,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<(&'static str, u64, StdDuration)>, StoreError> {
+        let mut report = Vec::new();
+        macro_rules! load {
+            ($table:literal, $cols:literal, $rows:expr, |$q:ident, $r:ident| $push:block) => {{
+                let started = Instant::now();
+                let rows = $rows;
+                progress(Progress::Start {
+                    table: $table,
+                    rows: rows.len() as u64,
+                });
+                let mut tx = self.pool().begin().await?;
+                for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
+                    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+                        "INSERT INTO ",
+                        $table,
+                        " ",
+                        $cols,
+                        " "
+                    ));
+                    qb.push_values(chunk, |mut $q, $r| $push);
+                    qb.build().execute(&mut *tx).await?;
+                    progress(Progress::Advance {
+                        table: $table,
+                        rows: chunk.len() as u64,
+                    });
+                }
+                tx.commit().await?;
+                progress(Progress::Finish { table: $table });
+                report.push(($table, rows.len() as u64, started.elapsed()));
+            }};
+        }
+        load!(
+            "users",
+            "(id, handle, display_name, bio, avatar_url, verified, creator, private, created_at)",
+            &ds.users,
+            |q, u| {
+                q.push_bind(u.id)
+                    .push_bind(u.handle.clone())
+                    .push_bind(u.display_name.clone())
+                    .push_bind(u.bio.clone())
+                    .push_bind(u.avatar_url.clone())
+                    .push_bind(u.verified)
+                    .push_bind(u.creator)
+                    .push_bind(u.private)
+                    .push_bind(to_micros(u.created_at));
+            }
+        );
+        load!(
+            "follows",
+            "(follower_id, followee_id, created_at)",
+            &ds.follows,
+            |q, f| {
+                q.push_bind(f.0).push_bind(f.1).push_bind(to_micros(f.2));
+            }
+        );
+        load!(
+            "blocks",
+            "(blocker_id, blocked_id, created_at)",
+            &ds.blocks,
+            |q, f| {
+                q.push_bind(f.0).push_bind(f.1).push_bind(to_micros(f.2));
+            }
+        );
+        load!(
+            "posts",
+            "(id, author_id, kind, body, price_cents, currency, product_url, created_at)",
+            &ds.posts,
+            |q, p| {
+                let (cents, cur, url) = match &p.wish {
+                    Some((c, cur, url)) => (Some(*c), Some(*cur), Some(url.clone())),
+                    None => (None, None, None),
+                };
+                q.push_bind(p.id)
+                    .push_bind(p.author_id)
+                    .push_bind(p.kind.as_str())
+                    .push_bind(p.body.clone())
+                    .push_bind(cents)
+                    .push_bind(cur)
+                    .push_bind(url)
+                    .push_bind(to_micros(p.created_at));
+            }
+        );
+        load!(
+            "media",
+            "(id, post_id, kind, url, width, height, size_bytes, position)",
+            &ds.media,
+            |q, m| {
+                q.push_bind(m.id)
+                    .push_bind(m.post_id)
+                    .push_bind(m.kind.as_str())
+                    .push_bind(m.url.clone())
+                    .push_bind(m.width)
+                    .push_bind(m.height)
+                    .push_bind(m.size_bytes)
+                    .push_bind(m.position);
+            }
+        );
+        load!("post_tags", "(post_id, tag)", &ds.tags, |q, t| {
+            q.push_bind(t.0).push_bind(t.1);
+        });
+        load!(
+            "orders",
+            "(id, customer_id, status, total_cents, currency, created_at, updated_at)",
+            &ds.orders,
+            |q, o| {
+                q.push_bind(o.id)
+                    .push_bind(o.customer_id)
+                    .push_bind(o.status.as_str())
+                    .push_bind(o.total_cents)
+                    .push_bind(o.currency)
+                    .push_bind(to_micros(o.created_at))
+                    .push_bind(to_micros(o.created_at));
+            }
+        );
+        load!(
+            "order_items",
+            "(order_id, post_id, quantity, unit_price_cents, currency)",
+            &ds.order_items,
+            |q, i| {
+                q.push_bind(i.order_id)
+                    .push_bind(i.post_id)
+                    .push_bind(i.quantity)
+                    .push_bind(i.unit_price_cents)
+                    .push_bind(i.currency);
+            }
+        );
+        load!(
+            "notifications",
+            "(id, user_id, kind, actor_id, post_id, order_id, created_at)",
+            &ds.notifications,
+            |q, n| {
+                q.push_bind(n.id)
+                    .push_bind(n.user_id)
+                    .push_bind(n.kind.as_str())
+                    .push_bind(n.actor_id)
+                    .push_bind(n.post_id)
+                    .push_bind(n.order_id)
+                    .push_bind(to_micros(n.created_at));
+            }
+        );
+        load!(
+            "home_timeline",
+            "(user_id, created_at, post_id, author_id)",
+            &ds.home_timeline,
+            |q, h| {
+                q.push_bind(h.0)
+                    .push_bind(to_micros(h.1))
+                    .push_bind(h.2)
+                    .push_bind(h.3);
+            }
+        );
+        sqlx::query("ANALYZE").execute(self.pool()).await?;
+        Ok(report)
+    }
+
+    /// Whether the data tables hold any user.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(!any)
+    }
+
+    /// Deletes every row of every data table (the schema stays).
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for table in [
+            "home_timeline",
+            "notifications",
+            "order_items",
+            "orders",
+            "post_tags",
+            "media",
+            "posts",
+            "blocks",
+            "follows",
+            "outbox",
+            "users",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SeedConfig {
+        SeedConfig {
+            users: 300,
+            posts_per_user: 6,
+            follows_per_user: 12,
+            seed: 7,
+            timeline_depth: 50,
+        }
+    }
+
+    #[test]
+    fn the_same_seed_generates_the_same_rows_and_another_seed_does_not() {
+        let a = generate(&small());
+        assert_eq!(a, generate(&small()));
+        assert_ne!(a, generate(&SeedConfig { seed: 8, ..small() }));
+    }
+
+    #[test]
+    fn the_data_set_has_the_promised_shape() {
+        let ds = generate(&SeedConfig {
+            users: 2000,
+            ..small()
+        });
+        let wishes = ds.posts.iter().filter(|p| p.kind == PostKind::Wish).count();
+        let share = wishes as f64 / ds.posts.len() as f64;
+        assert!((0.28..0.39).contains(&share), "wish share {share}");
+        // Skew: the most-followed account has far more followers than the median one.
+        let mut followers = vec![0u32; 2001];
+        for f in &ds.follows {
+            followers[f.1 as usize] += 1;
+        }
+        let max = *followers.iter().max().unwrap();
+        let mut sorted = followers[1..].to_vec();
+        sorted.sort_unstable();
+        assert!(max > 20 * sorted[sorted.len() / 2].max(1), "max {max}");
+        // Every status occurs, media and tags stay in range, blocks exist.
+        for s in OrderStatus::ALL {
+            assert!(ds.orders.iter().any(|o| o.status == *s), "{s}");
+        }
+        assert!(ds.media.iter().all(|m| (0..4).contains(&m.position)));
+        assert!(!ds.blocks.is_empty());
+        // A block removes follows both ways.
+        let follows: HashSet<(i64, i64)> = ds.follows.iter().map(|f| (f.0, f.1)).collect();
+        for (a, b, _) in &ds.blocks {
+            assert!(!follows.contains(&(*a, *b)) && !follows.contains(&(*b, *a)));
+        }
+    }
+
+    #[test]
+    fn home_timelines_are_the_newest_posts_of_followees_and_self() {
+        let ds = generate(&small());
+        let user = 5;
+        let mut authors: HashSet<i64> = ds
+            .follows
+            .iter()
+            .filter(|f| f.0 == user)
+            .map(|f| f.1)
+            .collect();
+        authors.insert(user);
+        let mut expected: Vec<(DateTime<Utc>, i64)> = ds
+            .posts
+            .iter()
+            .filter(|p| authors.contains(&p.author_id))
+            .map(|p| (p.created_at, p.id))
+            .collect();
+        expected.sort_unstable_by(|a, b| b.cmp(a));
+        expected.truncate(50);
+        let got: Vec<(DateTime<Utc>, i64)> = ds
+            .home_timeline
+            .iter()
+            .filter(|h| h.0 == user)
+            .map(|h| (h.1, h.2))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn copy_text_escapes_the_format_specials() {
+        let mut b = String::new();
+        copy_text(&mut b, Some("a\tb\\c\nd"));
+        assert_eq!(b, "a\\tb\\\\c\\nd");
+        b.clear();
+        copy_text(&mut b, None);
+        assert_eq!(b, "\\N");
+    }
+}

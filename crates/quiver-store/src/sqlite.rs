@@ -102,6 +102,12 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// Wraps an existing pool (tests, embedders with their own pool). The pool's
+    /// connections must have foreign keys on, as `SqliteConnectOptions` does by default.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

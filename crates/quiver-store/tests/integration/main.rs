@@ -1,1 +1,6 @@
-//! Integration tests of quiver-store against real PostgreSQL and SQLite.
+//! Integration tests of quiver-store against a real PostgreSQL (`DATABASE_URL`, one fresh
+//! database per test) and a real SQLite file: the contract suite runs against both.
+
+mod contract;
+mod postgres;
+mod support;

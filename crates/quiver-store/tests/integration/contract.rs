@@ -1,0 +1,356 @@
+//! The contract suite: every `Store` behaviour that callers rely on, run against both
+//! backends on the same fixture.
+
+use crate::support::{fixture, t0};
+use chrono::{DateTime, Utc};
+use quiver_model::{Cursor, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId};
+use quiver_store::loaders::{
+    MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader, UserFlagsLoader,
+    UsersLoader,
+};
+use quiver_store::seed::{Dataset, Progress};
+use quiver_store::{PgStore, SqliteStore, Store, StoreError};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A fresh, migrated, empty database of one backend.
+pub(crate) enum Backend {
+    Pg(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Backend {
+    /// Replaces the database's rows with `ds` and returns the store over it.
+    pub(crate) async fn load(&self, ds: &Dataset) -> Arc<dyn Store> {
+        let quiet = |_: Progress| {};
+        match self {
+            Backend::Pg(s) => {
+                s.reset().await.expect("reset");
+                s.load_dataset(ds, &quiet).await.expect("load fixture");
+                Arc::new(s.clone())
+            }
+            Backend::Sqlite(s) => {
+                s.reset().await.expect("reset");
+                s.load_dataset(ds, &quiet).await.expect("load fixture");
+                Arc::new(s.clone())
+            }
+        }
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod pg {
+            $(
+                #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+                async fn $name(pool: sqlx::PgPool) {
+                    super::$name(super::Backend::Pg(quiver_store::PgStore::from_pool(pool))).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[sqlx::test(migrator = "quiver_store::SQLITE_MIGRATOR")]
+                async fn $name(pool: sqlx::SqlitePool) {
+                    super::$name(super::Backend::Sqlite(quiver_store::SqliteStore::from_pool(pool))).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    loaders_return_exactly_the_existing_keys,
+    loaders_keep_values_intact,
+    empty_input_runs_no_statement,
+    author_pages_walk_every_post_without_duplicates_or_gaps,
+    home_pages_match_the_merged_feed_at_every_timeline_depth,
+    viewer_graph_sees_follows_and_blocks_both_ways,
+    user_posts_and_customer_orders_page_by_status,
+    page_limits_out_of_range_are_rejected,
+);
+
+fn keys<K: Clone + Eq + std::hash::Hash, V>(m: &std::collections::HashMap<K, V>) -> HashSet<K> {
+    m.keys().cloned().collect()
+}
+
+async fn loaders_return_exactly_the_existing_keys(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    let users = UsersLoader(store.clone());
+    let got = users
+        .load_many(&[UserId(2), UserId(99), UserId(2), UserId(6), UserId(-1)])
+        .await
+        .unwrap();
+    assert_eq!(keys(&got), HashSet::from([UserId(2), UserId(6)]));
+    let got = UserFlagsLoader(store.clone())
+        .load_many(&[UserId(3), UserId(3), UserId(42)])
+        .await
+        .unwrap();
+    assert_eq!(keys(&got), HashSet::from([UserId(3)]));
+
+    let ask = [PostId(1), PostId(3), PostId(1), PostId(404), PostId(2)];
+    let got = PostsLoader(store.clone()).load_many(&ask).await.unwrap();
+    assert_eq!(keys(&got), HashSet::from([PostId(1), PostId(2), PostId(3)]));
+    // Posts without media or tags are absent, not empty.
+    let got = MediaLoader(store.clone()).load_many(&ask).await.unwrap();
+    assert_eq!(keys(&got), HashSet::from([PostId(1), PostId(2)]));
+    let got = TagsLoader(store.clone()).load_many(&ask).await.unwrap();
+    assert_eq!(keys(&got), HashSet::from([PostId(1), PostId(2)]));
+
+    let ask = [OrderId(1), OrderId(9), OrderId(1), OrderId(77)];
+    let got = OrdersLoader(store.clone()).load_many(&ask).await.unwrap();
+    assert_eq!(keys(&got), HashSet::from([OrderId(1), OrderId(9)]));
+    let got = OrderItemsLoader(store.clone())
+        .load_many(&ask)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&got),
+        HashSet::from([OrderId(1)]),
+        "order 9 has no items"
+    );
+    assert_eq!(
+        got[&OrderId(1)].len(),
+        2,
+        "duplicate keys must not duplicate rows"
+    );
+}
+
+async fn loaders_keep_values_intact(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    let u = &store.users(&[UserId(2)]).await.unwrap()[&UserId(2)];
+    assert_eq!(u.handle, "user_2");
+    assert_eq!(
+        u.bio, "tab\there, newline\nthere, back\\slash",
+        "copy escaping"
+    );
+    assert_eq!(u.avatar_url.as_deref(), Some("https://a.example.com/2.png"));
+    let flags = store
+        .user_flags(&[UserId(2), UserId(3), UserId(6)])
+        .await
+        .unwrap();
+    assert!(flags[&UserId(2)].verified && !flags[&UserId(2)].creator);
+    assert!(flags[&UserId(3)].creator && flags[&UserId(6)].private);
+
+    let posts = store.posts(&[PostId(3), PostId(4)]).await.unwrap();
+    let wish = &posts[&PostId(3)];
+    assert_eq!(wish.kind, PostKind::Wish);
+    let w = wish.wish.as_ref().unwrap();
+    assert_eq!(
+        (w.price.amount_cents, w.price.currency.as_str()),
+        (2002, "EUR")
+    );
+    assert_eq!(w.product_url, "https://shop.example.com/3");
+    assert_eq!(posts[&PostId(4)].wish, None);
+    assert_eq!(
+        posts[&PostId(4)].created_at,
+        t0() + chrono::Duration::seconds(40)
+    );
+
+    let media = &store.media_by_post(&[PostId(1)]).await.unwrap()[&PostId(1)];
+    assert_eq!(
+        media.iter().map(|m| m.position).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(media[1].kind, MediaKind::Video);
+    let tags = &store.tags_by_post(&[PostId(1)]).await.unwrap()[&PostId(1)];
+    assert_eq!(tags, &["alpha", "zeta"]);
+    let order = &store.orders(&[OrderId(2)]).await.unwrap()[&OrderId(2)];
+    assert_eq!(
+        (order.status, order.customer_id, order.total.amount_cents),
+        (OrderStatus::Active, UserId(1), 4004)
+    );
+}
+
+async fn empty_input_runs_no_statement(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    // On a closed pool any statement fails, so success proves none was attempted.
+    store.close().await;
+    assert!(
+        store.users(&[UserId(1)]).await.is_err(),
+        "a closed store must fail real work"
+    );
+    assert!(store.users(&[]).await.unwrap().is_empty());
+    assert!(store.user_flags(&[]).await.unwrap().is_empty());
+    assert!(store.posts(&[]).await.unwrap().is_empty());
+    assert!(store.media_by_post(&[]).await.unwrap().is_empty());
+    assert!(store.tags_by_post(&[]).await.unwrap().is_empty());
+    assert!(store.orders(&[]).await.unwrap().is_empty());
+    assert!(store.order_items(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .author_page(&[], None, 20)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// Walks a listing page by page with `limit`, checking each page is full but the last.
+async fn walk<F, Fut>(limit: u32, mut page: F) -> Vec<(DateTime<Utc>, i64)>
+where
+    F: FnMut(Option<Cursor>) -> Fut,
+    Fut: std::future::Future<Output = Result<quiver_model::Page<(DateTime<Utc>, i64)>, StoreError>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let p = page(cursor).await.unwrap();
+        all.extend(p.items.iter().copied());
+        match p.next {
+            Some(next) => {
+                assert_eq!(
+                    p.items.len(),
+                    limit as usize,
+                    "only the last page may be short"
+                );
+                let last = p.items.last().unwrap();
+                assert_eq!(
+                    (next.created_at, next.id),
+                    *last,
+                    "next points at the last item"
+                );
+                cursor = Some(next);
+            }
+            None => return all,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+fn expected(ds: &Dataset, authors: &[i64]) -> Vec<(DateTime<Utc>, i64)> {
+    let mut v: Vec<_> = ds
+        .posts
+        .iter()
+        .filter(|p| authors.contains(&p.author_id))
+        .map(|p| (p.created_at, p.id))
+        .collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
+}
+
+fn post_page(
+    p: quiver_model::Page<quiver_model::PostRef>,
+) -> quiver_model::Page<(DateTime<Utc>, i64)> {
+    quiver_model::Page {
+        items: p.items.iter().map(|r| (r.created_at, r.id.0)).collect(),
+        next: p.next,
+    }
+}
+
+async fn author_pages_walk_every_post_without_duplicates_or_gaps(backend: Backend) {
+    let ds = fixture(100);
+    let store = backend.load(&ds).await;
+    for authors in [vec![2, 3], vec![1, 2, 3, 4, 5], vec![3, 3, 2], vec![6]] {
+        let ids: Vec<UserId> = authors.iter().map(|a| UserId(*a)).collect();
+        let want = expected(&ds, &authors);
+        for limit in 1..=5 {
+            let got = walk(limit, |c| {
+                let store = store.clone();
+                let ids = ids.clone();
+                async move { store.author_page(&ids, c, limit).await.map(post_page) }
+            })
+            .await;
+            assert_eq!(got, want, "authors {authors:?} limit {limit}");
+        }
+    }
+}
+
+async fn home_pages_match_the_merged_feed_at_every_timeline_depth(backend: Backend) {
+    // Depth 0: no timeline, all merge-at-read. Depth 3: the walk crosses from the
+    // timeline into merge-at-read mid-page. Depth 100: all from the timeline.
+    for depth in [0, 3, 100] {
+        let ds = fixture(depth);
+        let store = backend.load(&ds).await;
+        // Viewer 1 follows 2 and 3; viewer 4 follows nobody; viewer 6 has no posts at all.
+        for (viewer, authors) in [(1, vec![1, 2, 3]), (4, vec![4]), (6, vec![])] {
+            let want = expected(&ds, &authors);
+            for limit in [1, 2, 4, 20] {
+                let got = walk(limit, |c| {
+                    let store = store.clone();
+                    async move {
+                        store
+                            .home_page(UserId(viewer), c, limit)
+                            .await
+                            .map(post_page)
+                    }
+                })
+                .await;
+                assert_eq!(got, want, "viewer {viewer} depth {depth} limit {limit}");
+            }
+        }
+    }
+}
+
+async fn viewer_graph_sees_follows_and_blocks_both_ways(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    let g = store.viewer_graph(UserId(1)).await.unwrap();
+    assert_eq!(g.followees, HashSet::from([UserId(2), UserId(3)]));
+    assert_eq!(g.blocked, HashSet::from([UserId(5)]));
+    assert_eq!(g.blocked_by, HashSet::from([UserId(4)]));
+    assert!(g.hides(UserId(4)) && g.hides(UserId(5)) && !g.hides(UserId(2)));
+    let g = store.viewer_graph(UserId(4)).await.unwrap();
+    assert_eq!(g.blocked, HashSet::from([UserId(1)]));
+    assert!(g.followees.is_empty() && g.blocked_by.is_empty());
+    let g = store.viewer_graph(UserId(999)).await.unwrap();
+    assert!(g.followees.is_empty() && g.blocked.is_empty() && g.blocked_by.is_empty());
+}
+
+async fn user_posts_and_customer_orders_page_by_status(backend: Backend) {
+    let ds = fixture(100);
+    let store = backend.load(&ds).await;
+    for limit in 1..=3 {
+        let got = walk(limit, |c| {
+            let store = store.clone();
+            async move { store.user_posts(UserId(2), c, limit).await.map(post_page) }
+        })
+        .await;
+        assert_eq!(got, expected(&ds, &[2]));
+    }
+    let orders = |status: Option<OrderStatus>, limit: u32| {
+        let store = store.clone();
+        walk(limit, move |c| {
+            let store = store.clone();
+            async move {
+                store
+                    .customer_orders(UserId(1), status, c, limit)
+                    .await
+                    .map(|p| quiver_model::Page {
+                        items: p.items.iter().map(|r| (r.created_at, r.id.0)).collect(),
+                        next: p.next,
+                    })
+            }
+        })
+    };
+    let ids = |v: Vec<(DateTime<Utc>, i64)>| v.into_iter().map(|x| x.1).collect::<Vec<_>>();
+    for limit in [1, 2, 5] {
+        // Orders 5 and 6 share a timestamp: the higher id comes first.
+        assert_eq!(ids(orders(None, limit).await), [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(
+            ids(orders(Some(OrderStatus::Active), limit).await),
+            [6, 2],
+            "not customer 2's order 9"
+        );
+        assert_eq!(ids(orders(Some(OrderStatus::Pending), limit).await), [5, 1]);
+        assert_eq!(
+            ids(orders(Some(OrderStatus::Cancelled), limit).await),
+            [8, 4]
+        );
+    }
+}
+
+async fn page_limits_out_of_range_are_rejected(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    for limit in [0, quiver_store::MAX_PAGE_SIZE + 1] {
+        let err = store.user_posts(UserId(2), None, limit).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidLimit { .. }), "{err:?}");
+        assert!(store.home_page(UserId(1), None, limit).await.is_err());
+        assert!(
+            store
+                .customer_orders(UserId(1), None, None, limit)
+                .await
+                .is_err()
+        );
+    }
+}

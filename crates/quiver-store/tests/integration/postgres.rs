@@ -1,0 +1,143 @@
+//! PostgreSQL-only checks: one statement per batch, and query plans on a seeded data set.
+
+use crate::contract::Backend;
+use crate::support::{count_statements, fixture};
+use quiver_model::{Cursor, OrderId, PostId, UserId};
+use quiver_store::PgStore;
+use quiver_store::seed::{SeedConfig, generate};
+use sqlx::PgPool;
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn each_batch_loader_runs_one_statement_whatever_the_number_of_keys(pool: PgPool) {
+    let store = Backend::Pg(PgStore::from_pool(pool))
+        .load(&fixture(100))
+        .await;
+    for n in [1usize, 5, 500] {
+        let users: Vec<UserId> = (1..=n as i64).map(UserId).collect();
+        let posts: Vec<PostId> = (1..=n as i64).map(PostId).collect();
+        let orders: Vec<OrderId> = (1..=n as i64).map(OrderId).collect();
+        let calls: Vec<(&str, usize)> = vec![
+            ("users", count_statements(store.users(&users)).await.1),
+            (
+                "user_flags",
+                count_statements(store.user_flags(&users)).await.1,
+            ),
+            ("posts", count_statements(store.posts(&posts)).await.1),
+            (
+                "media",
+                count_statements(store.media_by_post(&posts)).await.1,
+            ),
+            ("tags", count_statements(store.tags_by_post(&posts)).await.1),
+            ("orders", count_statements(store.orders(&orders)).await.1),
+            (
+                "order_items",
+                count_statements(store.order_items(&orders)).await.1,
+            ),
+            (
+                "viewer_graph",
+                count_statements(store.viewer_graph(UserId(1))).await.1,
+            ),
+        ];
+        for (name, statements) in calls {
+            assert_eq!(statements, 1, "{name} with {n} keys");
+        }
+    }
+    let (found, statements) = count_statements(store.posts(&[])).await;
+    assert!(found.unwrap().is_empty());
+    assert_eq!(statements, 0, "an empty batch runs no statement");
+}
+
+/// The plan of `sql` as text, with generic parameters so it matches a prepared statement.
+async fn plan(pool: &PgPool, sql: &str) -> String {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let prepare = format!("PREPARE q AS {sql}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(prepare))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+        "EXPLAIN EXECUTE q(2, '9999-12-31', 9223372036854775807, 21)".to_owned(),
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::raw_sql("DEALLOCATE q")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    rows.join("\n")
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn indexes_serve_the_hot_queries_on_a_seeded_data_set(pool: PgPool) {
+    let ds = generate(&SeedConfig {
+        users: 2500,
+        posts_per_user: 21,
+        follows_per_user: 20,
+        seed: 1,
+        timeline_depth: 20,
+    });
+    assert!(ds.posts.len() >= 50_000, "{} posts", ds.posts.len());
+    let store = Backend::Pg(PgStore::from_pool(pool.clone()))
+        .load(&ds)
+        .await;
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(posts as usize, ds.posts.len());
+
+    let active = plan(
+        &pool,
+        "SELECT id, created_at FROM orders
+         WHERE customer_id = $1 AND status = 'active' AND (created_at, id) < ($2, $3)
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+    )
+    .await;
+    assert!(active.contains("orders_active_by_customer"), "{active}");
+
+    let author = plan(
+        &pool,
+        "SELECT id, created_at FROM posts
+         WHERE author_id = $1 AND (created_at, id) < ($2, $3)
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+    )
+    .await;
+    assert!(author.contains("posts_by_author"), "{author}");
+    assert!(!author.contains("Seq Scan"), "{author}");
+
+    let merged = plan(
+        &pool,
+        "SELECT p.id, p.created_at FROM unnest(ARRAY[$1::bigint, 3, 4]) AS a(author_id)
+         CROSS JOIN LATERAL (
+             SELECT id, created_at FROM posts
+             WHERE posts.author_id = a.author_id AND (created_at, id) < ($2, $3)
+             ORDER BY created_at DESC, id DESC LIMIT $4) p
+         ORDER BY p.created_at DESC, p.id DESC LIMIT $4",
+    )
+    .await;
+    assert!(
+        merged.contains("posts_by_author") && !merged.contains("Seq Scan"),
+        "{merged}"
+    );
+
+    // The seeded home feed agrees with merge-at-read across the timeline's depth.
+    let viewer = UserId(7);
+    let g = store.viewer_graph(viewer).await.unwrap();
+    let mut authors: Vec<UserId> = g.followees.into_iter().collect();
+    authors.push(viewer);
+    let mut cursor: Option<Cursor> = None;
+    for _ in 0..5 {
+        let home = store.home_page(viewer, cursor, 15).await.unwrap();
+        let merged = store.author_page(&authors, cursor, 15).await.unwrap();
+        assert_eq!(home, merged);
+        match home.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+}

@@ -1,1 +1,186 @@
-fn main() {}
+//! quiver's developer tasks, run as `cargo xtask <task>`:
+//!
+//! - `test`: every test, against real PostgreSQL and Redis; throwaway servers are started
+//!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`.
+//! - `ci`: exactly what CI runs: formatting, clippy with `-D warnings`, the offline-query
+//!   check, then `test`.
+//! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
+
+mod services;
+
+use anyhow::{Context, Result, bail};
+use services::Services;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    std::env::set_current_dir(&root).context("cannot enter the project root")?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root, &args[1..]),
+        Some("ci") => ci(&root),
+        Some("prepare") => sqlx_data(&root, Mode::Write),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
+                 ci           fmt, clippy -D warnings, offline-query check, test: what CI runs\n  \
+                 prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)"
+            );
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
+}
+
+/// Runs `cmd`, failing with its command line when it does not succeed.
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test(_root: &Path, extra: &[String]) -> Result<()> {
+    let services = Services::start()?;
+    let env = services.env();
+    if has_nextest() {
+        let mut cmd = cargo();
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        cmd.args(extra).envs(env.iter().cloned());
+        run(&mut cmd)?;
+    } else {
+        eprintln!("cargo-nextest not found: running cargo test (install it with `cargo install cargo-nextest --locked` for faster runs)");
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace", "--lib", "--bins", "--tests"]);
+        cmd.args(extra).envs(env.iter().cloned());
+        run(&mut cmd)?;
+    }
+    // nextest does not run doc-tests.
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--doc"]).envs(env.iter().cloned());
+    run(&mut cmd)?;
+    drop(services);
+    Ok(())
+}
+
+fn ci(root: &Path) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sqlx_data(root, Mode::Check)?;
+    test(root, &[])
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    Check,
+}
+
+/// Regenerates the query data of every `query!` against a scratch database migrated from
+/// `sql/migrations`, then writes it to `.sqlx/` or checks `.sqlx/` is identical, as
+/// `cargo sqlx prepare --workspace [--check]` does, without needing sqlx-cli installed.
+fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
+    let services = Services::start_postgres_only()?;
+    let db = services.scratch_database("quiver_sqlx")?;
+    let out = root.join("target").join("sqlx-prepare");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).context("cannot create target/sqlx-prepare")?;
+    run(cargo()
+        .args(["run", "--quiet", "-p", "quiver", "--", "migrate"])
+        .env("DATABASE_URL", &db.url))?;
+    // The macros re-run only when their crate recompiles: touch its sources.
+    let src = root.join("crates/quiver-store/src");
+    for entry in std::fs::read_dir(&src).context("cannot list quiver-store sources")? {
+        let path = entry?.path();
+        let file = std::fs::File::options().append(true).open(&path)?;
+        file.set_modified(std::time::SystemTime::now())?;
+    }
+    run(cargo()
+        .args(["check", "-p", "quiver-store", "--all-targets"])
+        .env("SQLX_OFFLINE", "false")
+        .env("SQLX_OFFLINE_DIR", &out)
+        .env("DATABASE_URL", &db.url))?;
+    let fresh = read_queries(&out)?;
+    let committed_dir = root.join(".sqlx");
+    match mode {
+        Mode::Write => {
+            let _ = std::fs::remove_dir_all(&committed_dir);
+            std::fs::create_dir_all(&committed_dir)?;
+            for (name, body) in &fresh {
+                std::fs::write(committed_dir.join(name), body)?;
+            }
+            eprintln!("wrote {} queries to .sqlx/", fresh.len());
+        }
+        Mode::Check => {
+            let committed = read_queries(&committed_dir)?;
+            let stale: Vec<&String> = fresh
+                .iter()
+                .filter(|(name, body)| committed.get(*name) != Some(body))
+                .map(|(name, _)| name)
+                .chain(committed.keys().filter(|name| !fresh.contains_key(*name)))
+                .collect();
+            if !stale.is_empty() {
+                bail!(
+                    ".sqlx/ is out of date ({} files differ: {stale:?}); run `cargo xtask prepare` and commit .sqlx/",
+                    stale.len()
+                );
+            }
+            eprintln!(".sqlx/ is current ({} queries)", fresh.len());
+        }
+    }
+    Ok(())
+}
+
+fn read_queries(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.starts_with("query-") && name.ends_with(".json") {
+            out.insert(name, std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(out)
+}

@@ -2,8 +2,8 @@
 //!
 //! - `test`: every test, against real PostgreSQL and Redis; throwaway servers are started
 //!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`.
-//! - `ci`: exactly what CI runs: formatting, clippy with `-D warnings`, the offline-query
-//!   check, then `test`.
+//! - `lint`: formatting, clippy with `-D warnings`, and the offline-query check.
+//! - `ci`: exactly what CI runs: `lint`, then `test`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
 
 mod services;
@@ -21,13 +21,15 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
         Some("ci") => ci(&root),
+        Some("lint") => lint(&root),
         Some("prepare") => sqlx_data(&root, Mode::Write),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
-                 ci           fmt, clippy -D warnings, offline-query check, test: what CI runs\n  \
+                 lint         fmt --check, clippy -D warnings, offline-query check\n  \
+                 ci           lint, then test: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)"
             );
             bail!("unknown or missing task")
@@ -99,6 +101,11 @@ fn test(_root: &Path, extra: &[String]) -> Result<()> {
 }
 
 fn ci(root: &Path) -> Result<()> {
+    lint(root)?;
+    test(root, &[])
+}
+
+fn lint(root: &Path) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -108,8 +115,7 @@ fn ci(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    sqlx_data(root, Mode::Check)?;
-    test(root, &[])
+    sqlx_data(root, Mode::Check)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -38,8 +38,15 @@ struct Fixture {
 
 fn fixture(rt: &Runtime) -> Fixture {
     rt.block_on(async {
-        let store = Arc::new(seeded("quiver_bench", &bench_config()).await.expect("seeded database"));
-        let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts").fetch_one(store.pool()).await.unwrap();
+        let store = Arc::new(
+            seeded("quiver_bench", &bench_config())
+                .await
+                .expect("seeded database"),
+        );
+        let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         eprintln!("data set: {posts} posts");
         // Viewers whose followee counts are closest to 200 and 2,000.
         let mut viewers = Vec::new();
@@ -52,17 +59,22 @@ fn fixture(rt: &Runtime) -> Fixture {
             .fetch_one(store.pool())
             .await
             .unwrap();
-            let followees: Vec<i64> = sqlx::query_scalar("SELECT followee_id FROM follows WHERE follower_id = $1")
-                .bind(viewer)
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
+            let followees: Vec<i64> =
+                sqlx::query_scalar("SELECT followee_id FROM follows WHERE follower_id = $1")
+                    .bind(viewer)
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
             viewers.push((format!("{n}_followees"), UserId(viewer), followees));
         }
         let page = store.home_page(viewers[0].1, None, 20).await.unwrap();
         let page: Vec<PostId> = page.items.iter().map(|r| r.id).collect();
         assert_eq!(page.len(), 20);
-        Fixture { store, page, viewers }
+        Fixture {
+            store,
+            page,
+            viewers,
+        }
     })
 }
 
@@ -76,12 +88,14 @@ async fn n_plus_one(store: &PgStore, page: &[PostId]) -> usize {
             .fetch_one(pool)
             .await
             .unwrap();
-        rows += sqlx::query("SELECT id, handle, display_name, bio, avatar_url, created_at FROM users WHERE id = $1")
-            .bind(author)
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .len();
+        rows += sqlx::query(
+            "SELECT id, handle, display_name, bio, avatar_url, created_at FROM users WHERE id = $1",
+        )
+        .bind(author)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .len();
         rows += sqlx::query("SELECT verified, creator, private FROM users WHERE id = $1")
             .bind(author)
             .fetch_all(pool)
@@ -105,7 +119,12 @@ async fn n_plus_one(store: &PgStore, page: &[PostId]) -> usize {
 }
 
 fn authors_of(posts: &std::collections::HashMap<PostId, quiver_model::Post>) -> Vec<UserId> {
-    posts.values().map(|p| p.author_id).collect::<HashSet<_>>().into_iter().collect()
+    posts
+        .values()
+        .map(|p| p.author_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// One batch per entity, one after another: five statements.
@@ -122,10 +141,15 @@ async fn batched_sequential(store: &PgStore, page: &[PostId]) -> usize {
 /// The same five batches in two concurrent waves (posts, media and tags need only the
 /// page; users and flags need the posts' authors), each on its own pooled connection.
 async fn batched_concurrent(store: &PgStore, page: &[PostId]) -> usize {
-    let (posts, media, tags) =
-        tokio::try_join!(store.posts(page), store.media_by_post(page), store.tags_by_post(page)).unwrap();
+    let (posts, media, tags) = tokio::try_join!(
+        store.posts(page),
+        store.media_by_post(page),
+        store.tags_by_post(page)
+    )
+    .unwrap();
     let authors = authors_of(&posts);
-    let (users, flags) = tokio::try_join!(store.users(&authors), store.user_flags(&authors)).unwrap();
+    let (users, flags) =
+        tokio::try_join!(store.users(&authors), store.user_flags(&authors)).unwrap();
     posts.len() + users.len() + flags.len() + media.len() + tags.len()
 }
 
@@ -143,7 +167,10 @@ async fn single_round_trip(store: &PgStore, page: &[PostId]) -> usize {
     .fetch_one(store.pool())
     .await
     .unwrap();
-    [row.0, row.1, row.2, row.3].iter().map(|v| v.as_array().map_or(0, Vec::len)).sum()
+    [row.0, row.1, row.2, row.3]
+        .iter()
+        .map(|v| v.as_array().map_or(0, Vec::len))
+        .sum()
 }
 
 /// The obvious home-feed query: every post of every followee, sorted, then limited.
@@ -167,10 +194,18 @@ fn hydrate(c: &mut Criterion) {
     let mut g = c.benchmark_group("hydrate_20_posts");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     let (store, page) = (f.store.clone(), f.page.clone());
-    g.bench_function("n_plus_one", |b| b.to_async(&rt).iter(|| n_plus_one(&store, &page)));
-    g.bench_function("batched_sequential", |b| b.to_async(&rt).iter(|| batched_sequential(&store, &page)));
-    g.bench_function("batched_concurrent", |b| b.to_async(&rt).iter(|| batched_concurrent(&store, &page)));
-    g.bench_function("single_round_trip", |b| b.to_async(&rt).iter(|| single_round_trip(&store, &page)));
+    g.bench_function("n_plus_one", |b| {
+        b.to_async(&rt).iter(|| n_plus_one(&store, &page))
+    });
+    g.bench_function("batched_sequential", |b| {
+        b.to_async(&rt).iter(|| batched_sequential(&store, &page))
+    });
+    g.bench_function("batched_concurrent", |b| {
+        b.to_async(&rt).iter(|| batched_concurrent(&store, &page))
+    });
+    g.bench_function("single_round_trip", |b| {
+        b.to_async(&rt).iter(|| single_round_trip(&store, &page))
+    });
     g.finish();
 }
 
@@ -184,13 +219,16 @@ fn skeleton(c: &mut Criterion) {
         let mut authors: Vec<UserId> = followees.iter().map(|a| UserId(*a)).collect();
         authors.push(*viewer);
         g.bench_function(format!("naive_any/{name}"), |b| {
-            b.to_async(&rt).iter(|| naive_skeleton(&store, *viewer, followees))
+            b.to_async(&rt)
+                .iter(|| naive_skeleton(&store, *viewer, followees))
         });
         g.bench_function(format!("merge_lateral/{name}"), |b| {
-            b.to_async(&rt).iter(|| async { store.author_page(&authors, None, 20).await.unwrap() })
+            b.to_async(&rt)
+                .iter(|| async { store.author_page(&authors, None, 20).await.unwrap() })
         });
         g.bench_function(format!("home_timeline/{name}"), |b| {
-            b.to_async(&rt).iter(|| async { store.home_page(*viewer, None, 20).await.unwrap() })
+            b.to_async(&rt)
+                .iter(|| async { store.home_page(*viewer, None, 20).await.unwrap() })
         });
     }
     g.finish();
@@ -199,8 +237,13 @@ fn skeleton(c: &mut Criterion) {
     println!("\n| home skeleton, 8 clients | calls | p50 ms | p90 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for (name, viewer, followees) in &f.viewers {
-        let authors: Arc<Vec<UserId>> =
-            Arc::new(followees.iter().map(|a| UserId(*a)).chain([*viewer]).collect());
+        let authors: Arc<Vec<UserId>> = Arc::new(
+            followees
+                .iter()
+                .map(|a| UserId(*a))
+                .chain([*viewer])
+                .collect(),
+        );
         let viewer = *viewer;
         let store = f.store.clone();
         let h = rt.block_on(percentiles(8, 250, move || {
@@ -223,9 +266,19 @@ fn skeleton(c: &mut Criterion) {
 
 fn seed(_: &mut Criterion) {
     let rt = Runtime::new().unwrap();
-    let config = SeedConfig { users: 10_000, posts_per_user: 20, follows_per_user: 30, seed: 7, timeline_depth: 200 };
-    let (rows, rate) = rt.block_on(seed_rate("quiver_bench_seed", &config)).expect("seed");
-    println!("\n| seed into postgresql (COPY) | rows | rows/s |\n| --- | --- | --- |\n| {config:?} | {rows} | {rate:.0} |");
+    let config = SeedConfig {
+        users: 10_000,
+        posts_per_user: 20,
+        follows_per_user: 30,
+        seed: 7,
+        timeline_depth: 200,
+    };
+    let (rows, rate) = rt
+        .block_on(seed_rate("quiver_bench_seed", &config))
+        .expect("seed");
+    println!(
+        "\n| seed into postgresql (COPY) | rows | rows/s |\n| --- | --- | --- |\n| {config:?} | {rows} | {rate:.0} |"
+    );
 }
 
 criterion_group!(benches, hydrate, skeleton, seed);

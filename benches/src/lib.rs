@@ -23,9 +23,13 @@ fn url_for(db: &str) -> String {
 /// A store over database `db` seeded with `config`, created and seeded only when the
 /// database does not already hold exactly that seed (recorded as the database comment).
 pub async fn seeded(db: &str, config: &SeedConfig) -> Result<PgStore> {
-    let admin = PgStore::connect(&PgConfig { url: admin_url(), min_connections: 0, ..PgConfig::default() })
-        .await
-        .context("benches need postgresql at DATABASE_URL")?;
+    let admin = PgStore::connect(&PgConfig {
+        url: admin_url(),
+        min_connections: 0,
+        ..PgConfig::default()
+    })
+    .await
+    .context("benches need postgresql at DATABASE_URL")?;
     let marker = format!("quiver bench seed {config:?}");
     let current: Option<String> = sqlx::query_scalar(
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
@@ -41,9 +45,11 @@ pub async fn seeded(db: &str, config: &SeedConfig) -> Result<PgStore> {
     };
     if current.as_deref() != Some(marker.as_str()) {
         eprintln!("seeding {db} with {config:?} (once; later runs reuse it)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-            .execute(admin.pool())
-            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(admin.pool())
+        .await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
             .execute(admin.pool())
             .await?;
@@ -51,21 +57,34 @@ pub async fn seeded(db: &str, config: &SeedConfig) -> Result<PgStore> {
         store.migrate().await?;
         let ds = generate(config);
         store.load_dataset(&ds, &|_: Progress| {}).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("COMMENT ON DATABASE {db} IS '{marker}'")))
-            .execute(admin.pool())
-            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "COMMENT ON DATABASE {db} IS '{marker}'"
+        )))
+        .execute(admin.pool())
+        .await?;
         store.close().await;
     }
     admin.close().await;
-    Ok(PgStore::connect(&PgConfig { url: url_for(db), ..PgConfig::default() }).await?)
+    Ok(PgStore::connect(&PgConfig {
+        url: url_for(db),
+        ..PgConfig::default()
+    })
+    .await?)
 }
 
 /// Loads a fresh database with `config` and returns (rows, rows per second of loading).
 pub async fn seed_rate(db: &str, config: &SeedConfig) -> Result<(u64, f64)> {
-    let admin = PgStore::connect(&PgConfig { url: admin_url(), min_connections: 0, ..PgConfig::default() }).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-        .execute(admin.pool())
-        .await?;
+    let admin = PgStore::connect(&PgConfig {
+        url: admin_url(),
+        min_connections: 0,
+        ..PgConfig::default()
+    })
+    .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(admin.pool())
+    .await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(admin.pool())
         .await?;
@@ -81,9 +100,11 @@ pub async fn seed_rate(db: &str, config: &SeedConfig) -> Result<(u64, f64)> {
     let report = store.load_dataset(&ds, &|_: Progress| {}).await?;
     let elapsed = started.elapsed();
     store.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-        .execute(admin.pool())
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(admin.pool())
+    .await?;
     let rows: u64 = report.iter().map(|r| r.1).sum();
     Ok((rows, rows as f64 / elapsed.as_secs_f64()))
 }

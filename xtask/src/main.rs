@@ -86,7 +86,9 @@ fn test(_root: &Path, extra: &[String]) -> Result<()> {
         cmd.args(extra).envs(env.iter().cloned());
         run(&mut cmd)?;
     } else {
-        eprintln!("cargo-nextest not found: running cargo test (install it with `cargo install cargo-nextest --locked` for faster runs)");
+        eprintln!(
+            "cargo-nextest not found: running cargo test (install it with `cargo install cargo-nextest --locked` for faster runs)"
+        );
         let mut cmd = cargo();
         cmd.args(["test", "--workspace", "--lib", "--bins", "--tests"]);
         cmd.args(extra).envs(env.iter().cloned());
@@ -94,7 +96,8 @@ fn test(_root: &Path, extra: &[String]) -> Result<()> {
     }
     // nextest does not run doc-tests.
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--doc"]).envs(env.iter().cloned());
+    cmd.args(["test", "--workspace", "--doc"])
+        .envs(env.iter().cloned());
     run(&mut cmd)?;
     drop(services);
     Ok(())
@@ -183,7 +186,11 @@ fn read_queries(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("query-") && name.ends_with(".json") {
             out.insert(name, std::fs::read_to_string(&path)?);
         }

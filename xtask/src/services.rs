@@ -29,7 +29,10 @@ pub(crate) struct ScratchDb {
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
-        let _ = psql(&self.admin_url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -42,7 +45,9 @@ struct ThrowawayPostgres {
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         let mut cmd = pg_command(&self.bindir, "pg_ctl", self.as_postgres_user);
-        cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"]);
         let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
@@ -75,7 +80,16 @@ impl Services {
             let port = free_port()?;
             let dir = tempfile::tempdir()?;
             let child = Command::new(server)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -84,7 +98,8 @@ impl Services {
             let url = format!("redis://127.0.0.1:{port}");
             s.redis = Some(child);
             s._dirs.push(dir);
-            wait_reachable(&url, Duration::from_secs(10)).context("throwaway redis did not start")?;
+            wait_reachable(&url, Duration::from_secs(10))
+                .context("throwaway redis did not start")?;
             eprintln!("started a throwaway redis at {url}");
             s.redis_url = Some(url);
         }
@@ -118,11 +133,23 @@ impl Services {
         let as_postgres_user = is_root();
         if as_postgres_user {
             // PostgreSQL refuses to run as root: hand the directory to the postgres user.
-            run_quiet(Command::new("chown").arg("-R").arg("postgres").arg(dir.path()))
-                .context("running as root needs a `postgres` user to own the throwaway server")?;
+            run_quiet(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres")
+                    .arg(dir.path()),
+            )
+            .context("running as root needs a `postgres` user to own the throwaway server")?;
         }
         let mut initdb = pg_command(&bindir, "initdb", as_postgres_user);
-        initdb.arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         run_quiet(&mut initdb).context("initdb failed")?;
         let port = free_port()?;
         let mut start = pg_command(&bindir, "pg_ctl", as_postgres_user);
@@ -138,7 +165,11 @@ impl Services {
             .arg(dir.path().join("log"))
             .args(["-w", "start"]);
         run_quiet(&mut start).context("pg_ctl start failed")?;
-        s.postgres = Some(ThrowawayPostgres { bindir, data, as_postgres_user });
+        s.postgres = Some(ThrowawayPostgres {
+            bindir,
+            data,
+            as_postgres_user,
+        });
         s.database_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         s._dirs.push(dir);
         eprintln!("started a throwaway postgresql at {}", s.database_url);
@@ -157,22 +188,36 @@ impl Services {
     /// A fresh database named after `prefix` on this server, dropped with the guard.
     pub(crate) fn scratch_database(&self, prefix: &str) -> Result<ScratchDb> {
         let name = format!("{prefix}_{}", std::process::id());
-        psql(&self.database_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        psql(
+            &self.database_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
         psql(&self.database_url, &format!("CREATE DATABASE {name}"))?;
-        let base = self.database_url.rsplit_once('/').map_or(self.database_url.as_str(), |(b, _)| b);
-        Ok(ScratchDb { url: format!("{base}/{name}"), admin_url: self.database_url.clone(), name })
+        let base = self
+            .database_url
+            .rsplit_once('/')
+            .map_or(self.database_url.as_str(), |(b, _)| b);
+        Ok(ScratchDb {
+            url: format!("{base}/{name}"),
+            admin_url: self.database_url.clone(),
+            name,
+        })
     }
 }
 
 /// Runs one SQL command through `psql` (part of every PostgreSQL client install).
 fn psql(url: &str, sql: &str) -> Result<()> {
     let psql = which("psql").or_else(|| postgres_bindir().map(|d| d.join("psql")));
-    let Some(psql) = psql else { bail!("psql not found: install the postgresql client") };
+    let Some(psql) = psql else {
+        bail!("psql not found: install the postgresql client")
+    };
     run_quiet(Command::new(psql).args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]))
 }
 
 fn run_quiet(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
         bail!(
             "{:?} failed: {}",
@@ -241,12 +286,20 @@ fn host_port(url: &str) -> Option<String> {
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hostport = rest.split(['/', '?']).next()?;
     let default = if url.starts_with("redis") { 6379 } else { 5432 };
-    Some(if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:{default}") })
+    Some(if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default}")
+    })
 }
 
 fn reachable(url: &str) -> bool {
-    let Some(addr) = host_port(url) else { return false };
-    let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
+    let Some(addr) = host_port(url) else {
+        return false;
+    };
+    let Ok(mut addrs) = addr.to_socket_addrs() else {
+        return false;
+    };
     addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 

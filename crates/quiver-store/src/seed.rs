@@ -616,12 +616,15 @@ fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
 }
 
+/// Writes row `i` of a table as one COPY text line (without the newline).
+type LineWriter<'a> = Box<dyn Fn(usize, &mut String) + 'a>;
+
 /// Rows of one table as COPY text lines, built lazily chunk by chunk.
 struct CopyTable<'a> {
     table: &'static str,
     statement: &'static str,
     rows: usize,
-    line: Box<dyn Fn(usize, &mut String) + 'a>,
+    line: LineWriter<'a>,
 }
 
 const COPY_CHUNK_ROWS: usize = 20_000;

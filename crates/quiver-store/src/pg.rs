@@ -1,13 +1,15 @@
 //! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
-use crate::store::{OrderRef, Store, corrupt, fetch_len, into_page, order_key, post_key, start_of};
+use crate::store::{
+    OrderRef, Store, corrupt, fetch_len, into_page, money, order_key, parse, post_key, start_of,
+};
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Currency, Cursor, Media, MediaId, Money, Order, OrderId, OrderItem, OrderStatus, Page, Post,
-    PostId, PostKind, PostRef, User, UserFlags, UserId, ViewerGraph, Wish, dedup_keys,
+    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostKind,
+    PostRef, User, UserFlags, UserId, ViewerGraph, Wish, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -75,20 +77,6 @@ impl PgStore {
 
 fn ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> Vec<i64> {
     dedup_keys(keys).into_iter().map(Into::into).collect()
-}
-
-fn money(cents: i64, currency: &str) -> Result<Money, StoreError> {
-    Ok(Money {
-        amount_cents: cents,
-        currency: Currency::from_str(currency).map_err(|e| corrupt("currency", e))?,
-    })
-}
-
-fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| corrupt(what, e))
 }
 
 pub(crate) fn build_post(

@@ -6,13 +6,15 @@
 //! suite runs every one of these statements against a real SQLite file.
 
 use crate::pg::build_post;
-use crate::store::{OrderRef, Store, corrupt, fetch_len, into_page, order_key, post_key, start_of};
+use crate::store::{
+    OrderRef, Store, corrupt, fetch_len, into_page, money, order_key, parse, post_key, start_of,
+};
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Currency, Cursor, Media, MediaId, Money, Order, OrderId, OrderItem, OrderStatus, Page, Post,
-    PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef,
+    User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -43,20 +45,6 @@ pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
 fn json_ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> String {
     let ids: Vec<i64> = dedup_keys(keys).into_iter().map(Into::into).collect();
     serde_json::to_string(&ids).expect("integers serialize")
-}
-
-fn money(cents: i64, currency: &str) -> Result<Money, StoreError> {
-    Ok(Money {
-        amount_cents: cents,
-        currency: Currency::from_str(currency).map_err(|e| corrupt("currency", e))?,
-    })
-}
-
-fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| corrupt(what, e))
 }
 
 fn refs(rows: Vec<(i64, i64)>) -> Result<Vec<PostRef>, StoreError> {

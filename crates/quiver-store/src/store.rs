@@ -146,6 +146,22 @@ pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {err}"))
 }
 
+/// Minor units and a stored currency code as `Money`.
+pub(crate) fn money(cents: i64, currency: &str) -> Result<quiver_model::Money, StoreError> {
+    Ok(quiver_model::Money {
+        amount_cents: cents,
+        currency: currency.parse().map_err(|e| corrupt("currency", e))?,
+    })
+}
+
+/// A stored enum text as its domain type.
+pub(crate) fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| corrupt(what, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

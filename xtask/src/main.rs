@@ -19,7 +19,7 @@ fn main() -> Result<()> {
     let root = project_root();
     std::env::set_current_dir(&root).context("cannot enter the project root")?;
     match args.first().map(String::as_str) {
-        Some("test") => test(&root, &args[1..]),
+        Some("test") => test(&args[1..]),
         Some("ci") => ci(&root),
         Some("lint") => lint(&root),
         Some("prepare") => sqlx_data(&root, Mode::Write),
@@ -77,7 +77,7 @@ fn has_nextest() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn test(_root: &Path, extra: &[String]) -> Result<()> {
+fn test(extra: &[String]) -> Result<()> {
     let services = Services::start()?;
     let env = services.env();
     if has_nextest() {
@@ -105,7 +105,7 @@ fn test(_root: &Path, extra: &[String]) -> Result<()> {
 
 fn ci(root: &Path) -> Result<()> {
     lint(root)?;
-    test(root, &[])
+    test(&[])
 }
 
 fn lint(root: &Path) -> Result<()> {
@@ -127,7 +127,7 @@ enum Mode {
     Check,
 }
 
-/// Regenerates the query data of every `query!` against a scratch database migrated from
+/// Regenerates the query data of every `query!` against a scratch database built from
 /// `sql/migrations`, then writes it to `.sqlx/` or checks `.sqlx/` is identical, as
 /// `cargo sqlx prepare --workspace [--check]` does, without needing sqlx-cli installed.
 fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
@@ -136,9 +136,17 @@ fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
     let out = root.join("target").join("sqlx-prepare");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).context("cannot create target/sqlx-prepare")?;
-    run(cargo()
-        .args(["run", "--quiet", "-p", "quiver", "--", "migrate"])
-        .env("DATABASE_URL", &db.url))?;
+    // Apply the schema with psql, not `quiver migrate`: building quiver needs the very
+    // query data this task is about to regenerate.
+    let mut migrations: Vec<PathBuf> = std::fs::read_dir(root.join("sql/migrations"))
+        .context("cannot list sql/migrations")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    migrations.sort();
+    for file in &migrations {
+        services::psql_file(&db.url, file)?;
+    }
     // The macros re-run only when their crate recompiles: touch its sources.
     let src = root.join("crates/quiver-store/src");
     for entry in std::fs::read_dir(&src).context("cannot list quiver-store sources")? {

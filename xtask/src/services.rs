@@ -214,6 +214,20 @@ fn psql(url: &str, sql: &str) -> Result<()> {
     run_quiet(Command::new(psql).args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]))
 }
 
+/// Runs one SQL file through `psql`, stopping at the first error.
+pub(crate) fn psql_file(url: &str, file: &Path) -> Result<()> {
+    let psql = which("psql").or_else(|| postgres_bindir().map(|d| d.join("psql")));
+    let Some(psql) = psql else {
+        bail!("psql not found: install the postgresql client")
+    };
+    run_quiet(
+        Command::new(psql)
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f"])
+            .arg(file),
+    )
+    .with_context(|| format!("cannot apply {}", file.display()))
+}
+
 fn run_quiet(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()

@@ -2,14 +2,13 @@
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
 use crate::store::{
-    OrderRef, Store, corrupt, fetch_len, into_page, money, order_key, parse, post_key, start_of,
+    OrderRef, RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of,
 };
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostKind,
-    PostRef, User, UserFlags, UserId, ViewerGraph, Wish, dedup_keys,
+    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef,
+    User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -77,38 +76,6 @@ impl PgStore {
 
 fn ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> Vec<i64> {
     dedup_keys(keys).into_iter().map(Into::into).collect()
-}
-
-pub(crate) fn build_post(
-    id: i64,
-    author_id: i64,
-    kind: &str,
-    body: String,
-    wish: (Option<i64>, Option<String>, Option<String>),
-    created_at: DateTime<Utc>,
-) -> Result<Post, StoreError> {
-    let kind: PostKind = parse("post kind", kind)?;
-    let wish = match (kind, wish) {
-        (PostKind::Wish, (Some(cents), Some(cur), Some(url))) => Some(Wish {
-            price: money(cents, &cur)?,
-            product_url: url,
-        }),
-        (PostKind::Post, (None, None, None)) => None,
-        _ => {
-            return Err(corrupt(
-                "post",
-                format!("wish fields of post {id} do not match its kind"),
-            ));
-        }
-    };
-    Ok(Post {
-        id: PostId(id),
-        author_id: UserId(author_id),
-        kind,
-        body,
-        wish,
-        created_at,
-    })
 }
 
 #[async_trait]
@@ -203,8 +170,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<PostId, Vec<Media>> = HashMap::new();
-        for r in rows {
+        group(rows.into_iter().map(|r| {
             let m = Media {
                 id: MediaId(r.id),
                 post_id: PostId(r.post_id),
@@ -215,9 +181,8 @@ impl Store for PgStore {
                 size_bytes: r.size_bytes,
                 position: r.position,
             };
-            out.entry(m.post_id).or_default().push(m);
-        }
-        Ok(out)
+            Ok((m.post_id, m))
+        }))
     }
 
     async fn tags_by_post(
@@ -233,11 +198,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<PostId, Vec<String>> = HashMap::new();
-        for r in rows {
-            out.entry(PostId(r.post_id)).or_default().push(r.tag);
-        }
-        Ok(out)
+        group(rows.into_iter().map(|r| Ok((PostId(r.post_id), r.tag))))
     }
 
     async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
@@ -280,17 +241,15 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<OrderId, Vec<OrderItem>> = HashMap::new();
-        for r in rows {
+        group(rows.into_iter().map(|r| {
             let item = OrderItem {
                 order_id: OrderId(r.order_id),
                 post_id: PostId(r.post_id),
                 quantity: r.quantity,
                 unit_price: money(r.unit_price_cents, &r.currency)?,
             };
-            out.entry(item.order_id).or_default().push(item);
-        }
-        Ok(out)
+            Ok((item.order_id, item))
+        }))
     }
 
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
@@ -327,7 +286,8 @@ impl Store for PgStore {
         let (at, id) = start_of(after);
         // Top rows per author straight from `posts_by_author`, then the top of their union:
         // reads at most `n` index entries per author instead of every post of every author.
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            RefRow,
             r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
                FROM unnest($1::bigint[]) AS a(author_id)
                CROSS JOIN LATERAL (
@@ -345,14 +305,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let refs = rows
-            .into_iter()
-            .map(|r| PostRef {
-                id: PostId(r.id),
-                created_at: r.created_at,
-            })
-            .collect();
-        Ok(into_page(refs, limit, post_key))
+        Ok(page_of(rows, limit))
     }
 
     async fn home_page(
@@ -363,8 +316,9 @@ impl Store for PgStore {
     ) -> Result<Page<PostRef>, StoreError> {
         let n = fetch_len(limit)?;
         let (at, id) = start_of(after);
-        let rows = sqlx::query!(
-            "SELECT post_id, created_at FROM home_timeline
+        let mut rows = sqlx::query_as!(
+            RefRow,
+            "SELECT post_id AS id, created_at FROM home_timeline
              WHERE user_id = $1 AND (created_at, post_id) < ($2, $3)
              ORDER BY created_at DESC, post_id DESC
              LIMIT $4",
@@ -375,20 +329,14 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut refs: Vec<PostRef> = rows
-            .into_iter()
-            .map(|r| PostRef {
-                id: PostId(r.post_id),
-                created_at: r.created_at,
-            })
-            .collect();
-        if refs.len() < n as usize {
+        if rows.len() < n as usize {
             // Past the materialized depth (or no timeline yet): continue by merge-at-read
             // from where the timeline ended. The timeline is the newest contiguous part of
             // the same feed, so the two parts meet without gap or overlap.
-            let (at, id) = refs.last().map(post_key).unwrap_or((at, id));
-            let rest = n - refs.len() as i64;
-            let more = sqlx::query!(
+            let (at, id) = rows.last().map_or((at, id), |r| (r.created_at, r.id));
+            let rest = n - rows.len() as i64;
+            let more = sqlx::query_as!(
+                RefRow,
                 r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
                    FROM (SELECT $1::bigint AS author_id
                          UNION ALL
@@ -408,12 +356,9 @@ impl Store for PgStore {
             )
             .fetch_all(&self.pool)
             .await?;
-            refs.extend(more.into_iter().map(|r| PostRef {
-                id: PostId(r.id),
-                created_at: r.created_at,
-            }));
+            rows.extend(more);
         }
-        Ok(into_page(refs, limit, post_key))
+        Ok(page_of(rows, limit))
     }
 
     async fn user_posts(
@@ -424,7 +369,8 @@ impl Store for PgStore {
     ) -> Result<Page<PostRef>, StoreError> {
         let n = fetch_len(limit)?;
         let (at, id) = start_of(after);
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            RefRow,
             "SELECT id, created_at FROM posts
              WHERE author_id = $1 AND (created_at, id) < ($2, $3)
              ORDER BY created_at DESC, id DESC
@@ -436,14 +382,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let refs = rows
-            .into_iter()
-            .map(|r| PostRef {
-                id: PostId(r.id),
-                created_at: r.created_at,
-            })
-            .collect();
-        Ok(into_page(refs, limit, post_key))
+        Ok(page_of(rows, limit))
     }
 
     async fn customer_orders(
@@ -457,62 +396,55 @@ impl Store for PgStore {
         let (at, id) = start_of(after);
         // Three statements on purpose: only a literal `status = 'active'` lets the planner
         // match the partial index in a prepared (generic) plan.
-        let rows: Vec<(i64, DateTime<Utc>)> = match status {
-            Some(OrderStatus::Active) => sqlx::query!(
-                "SELECT id, created_at FROM orders
-                 WHERE customer_id = $1 AND status = 'active' AND (created_at, id) < ($2, $3)
-                 ORDER BY created_at DESC, id DESC
-                 LIMIT $4",
-                customer.0,
-                at,
-                id,
-                n
-            )
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.created_at))
-            .collect(),
-            Some(other) => sqlx::query!(
-                "SELECT id, created_at FROM orders
-                 WHERE customer_id = $1 AND status = $5 AND (created_at, id) < ($2, $3)
-                 ORDER BY created_at DESC, id DESC
-                 LIMIT $4",
-                customer.0,
-                at,
-                id,
-                n,
-                other.as_str()
-            )
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.created_at))
-            .collect(),
-            None => sqlx::query!(
-                "SELECT id, created_at FROM orders
-                 WHERE customer_id = $1 AND (created_at, id) < ($2, $3)
-                 ORDER BY created_at DESC, id DESC
-                 LIMIT $4",
-                customer.0,
-                at,
-                id,
-                n
-            )
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.created_at))
-            .collect(),
+        let rows = match status {
+            Some(OrderStatus::Active) => {
+                sqlx::query_as!(
+                    RefRow,
+                    "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND status = 'active' AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                    customer.0,
+                    at,
+                    id,
+                    n
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(other) => {
+                sqlx::query_as!(
+                    RefRow,
+                    "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND status = $5 AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                    customer.0,
+                    at,
+                    id,
+                    n,
+                    other.as_str()
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as!(
+                    RefRow,
+                    "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                    customer.0,
+                    at,
+                    id,
+                    n
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
         };
-        let refs = rows
-            .into_iter()
-            .map(|(id, created_at)| OrderRef {
-                id: OrderId(id),
-                created_at,
-            })
-            .collect();
-        Ok(into_page(refs, limit, order_key))
+        Ok(page_of(rows, limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

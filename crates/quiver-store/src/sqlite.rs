@@ -5,9 +5,8 @@
 //! per crate (launchbadge/sqlx#121, #916), and that database is PostgreSQL. The contract
 //! suite runs every one of these statements against a real SQLite file.
 
-use crate::pg::build_post;
 use crate::store::{
-    OrderRef, Store, corrupt, fetch_len, into_page, money, order_key, parse, post_key, start_of,
+    OrderRef, RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
@@ -47,11 +46,12 @@ fn json_ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> String {
     serde_json::to_string(&ids).expect("integers serialize")
 }
 
-fn refs(rows: Vec<(i64, i64)>) -> Result<Vec<PostRef>, StoreError> {
+/// `(id, created_at micros)` rows as skeleton rows.
+fn refs(rows: Vec<(i64, i64)>) -> Result<Vec<RefRow>, StoreError> {
     rows.into_iter()
         .map(|(id, at)| {
-            Ok(PostRef {
-                id: PostId(id),
+            Ok(RefRow {
+                id,
                 created_at: from_micros(at)?,
             })
         })
@@ -113,7 +113,7 @@ impl SqliteStore {
         at: DateTime<Utc>,
         id: i64,
         n: i64,
-    ) -> Result<Vec<PostRef>, StoreError> {
+    ) -> Result<Vec<RefRow>, StoreError> {
         // SQLite walks `posts_by_author` once per author for `IN (json_each)` and merges;
         // fine at embedded scale, where there is no materialized-timeline pressure.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
@@ -235,21 +235,21 @@ impl Store for SqliteStore {
         .bind(json_ids(keys))
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<PostId, Vec<Media>> = HashMap::new();
-        for (id, post_id, kind, url, width, height, size_bytes, position) in rows {
-            let m = Media {
-                id: MediaId(id),
-                post_id: PostId(post_id),
-                kind: parse("media kind", &kind)?,
-                url,
-                width,
-                height,
-                size_bytes,
-                position,
-            };
-            out.entry(m.post_id).or_default().push(m);
-        }
-        Ok(out)
+        group(rows.into_iter().map(
+            |(id, post_id, kind, url, width, height, size_bytes, position)| {
+                let m = Media {
+                    id: MediaId(id),
+                    post_id: PostId(post_id),
+                    kind: parse("media kind", &kind)?,
+                    url,
+                    width,
+                    height,
+                    size_bytes,
+                    position,
+                };
+                Ok((m.post_id, m))
+            },
+        ))
     }
 
     async fn tags_by_post(
@@ -266,11 +266,10 @@ impl Store for SqliteStore {
         .bind(json_ids(keys))
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<PostId, Vec<String>> = HashMap::new();
-        for (post_id, tag) in rows {
-            out.entry(PostId(post_id)).or_default().push(tag);
-        }
-        Ok(out)
+        group(
+            rows.into_iter()
+                .map(|(post_id, tag)| Ok((PostId(post_id), tag))),
+        )
     }
 
     async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
@@ -313,17 +312,18 @@ impl Store for SqliteStore {
         .bind(json_ids(keys))
         .fetch_all(&self.pool)
         .await?;
-        let mut out: HashMap<OrderId, Vec<OrderItem>> = HashMap::new();
-        for (order_id, post_id, quantity, cents, cur) in rows {
-            let item = OrderItem {
-                order_id: OrderId(order_id),
-                post_id: PostId(post_id),
-                quantity,
-                unit_price: money(cents, &cur)?,
-            };
-            out.entry(item.order_id).or_default().push(item);
-        }
-        Ok(out)
+        group(
+            rows.into_iter()
+                .map(|(order_id, post_id, quantity, cents, cur)| {
+                    let item = OrderItem {
+                        order_id: OrderId(order_id),
+                        post_id: PostId(post_id),
+                        quantity,
+                        unit_price: money(cents, &cur)?,
+                    };
+                    Ok((item.order_id, item))
+                }),
+        )
     }
 
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
@@ -365,8 +365,8 @@ impl Store for SqliteStore {
             });
         }
         let (at, id) = start_of(after);
-        let refs = self.merged(json_ids(authors), at, id, n).await?;
-        Ok(into_page(refs, limit, post_key))
+        let rows = self.merged(json_ids(authors), at, id, n).await?;
+        Ok(page_of(rows, limit))
     }
 
     async fn home_page(
@@ -392,7 +392,7 @@ impl Store for SqliteStore {
         let mut page = refs(rows)?;
         if page.len() < n as usize {
             // Same continuation as PgStore::home_page: merge-at-read past the timeline.
-            let (at, id) = page.last().map(post_key).unwrap_or((at, id));
+            let (at, id) = page.last().map_or((at, id), |r| (r.created_at, r.id));
             let authors: Vec<i64> = sqlx::query_scalar(
                 "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
             )
@@ -403,7 +403,7 @@ impl Store for SqliteStore {
             let rest = n - page.len() as i64;
             page.extend(self.merged(json, at, id, rest).await?);
         }
-        Ok(into_page(page, limit, post_key))
+        Ok(page_of(page, limit))
     }
 
     async fn user_posts(
@@ -426,7 +426,7 @@ impl Store for SqliteStore {
         .bind(n)
         .fetch_all(&self.pool)
         .await?;
-        Ok(into_page(refs(rows)?, limit, post_key))
+        Ok(page_of(refs(rows)?, limit))
     }
 
     async fn customer_orders(
@@ -452,16 +452,7 @@ impl Store for SqliteStore {
         .bind(status.map(OrderStatus::as_str))
         .fetch_all(&self.pool)
         .await?;
-        let refs = rows
-            .into_iter()
-            .map(|(id, at)| {
-                Ok(OrderRef {
-                    id: OrderId(id),
-                    created_at: from_micros(at)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(into_page(refs, limit, order_key))
+        Ok(page_of(refs(rows)?, limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,11 +5,12 @@ use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use quiver_model::{
-    Cursor, Media, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef, User,
-    UserFlags, UserId, ViewerGraph,
+    Cursor, Media, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostKind, PostRef,
+    User, UserFlags, UserId, ViewerGraph, Wish,
 };
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::Hash;
 
 /// The largest page a skeleton query returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -116,30 +117,18 @@ pub(crate) fn fetch_len(limit: u32) -> Result<i64, StoreError> {
 }
 
 /// Cuts `rows` (fetched with [`fetch_len`]) to a page and sets `next` when there is more.
-pub(crate) fn into_page<T>(
-    mut rows: Vec<T>,
-    limit: u32,
-    key: impl Fn(&T) -> (DateTime<Utc>, i64),
-) -> Page<T> {
+pub(crate) fn into_page<T: Keyed>(mut rows: Vec<T>, limit: u32) -> Page<T> {
     let limit = limit as usize;
     let next = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| {
-            let (created_at, id) = key(r);
+            let (created_at, id) = r.key();
             Cursor { created_at, id }
         })
     } else {
         None
     };
     Page { items: rows, next }
-}
-
-pub(crate) fn post_key(r: &PostRef) -> (DateTime<Utc>, i64) {
-    (r.created_at, r.id.0)
-}
-
-pub(crate) fn order_key(r: &OrderRef) -> (DateTime<Utc>, i64) {
-    (r.created_at, r.id.0)
 }
 
 pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
@@ -162,6 +151,104 @@ where
     s.parse().map_err(|e| corrupt(what, e))
 }
 
+/// A post from its stored columns; the wish columns must be set exactly for wishes.
+pub(crate) fn build_post(
+    id: i64,
+    author_id: i64,
+    kind: &str,
+    body: String,
+    wish: (Option<i64>, Option<String>, Option<String>),
+    created_at: DateTime<Utc>,
+) -> Result<Post, StoreError> {
+    let kind: PostKind = parse("post kind", kind)?;
+    let wish = match (kind, wish) {
+        (PostKind::Wish, (Some(cents), Some(cur), Some(url))) => Some(Wish {
+            price: money(cents, &cur)?,
+            product_url: url,
+        }),
+        (PostKind::Post, (None, None, None)) => None,
+        _ => {
+            return Err(corrupt(
+                "post",
+                format!("wish fields of post {id} do not match its kind"),
+            ));
+        }
+    };
+    Ok(Post {
+        id: PostId(id),
+        author_id: UserId(author_id),
+        kind,
+        body,
+        wish,
+        created_at,
+    })
+}
+
+/// One row of a skeleton query: a position in a keyset-ordered list.
+#[derive(Debug)]
+pub(crate) struct RefRow {
+    pub(crate) id: i64,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+impl From<RefRow> for PostRef {
+    fn from(r: RefRow) -> Self {
+        PostRef {
+            id: PostId(r.id),
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<RefRow> for OrderRef {
+    fn from(r: RefRow) -> Self {
+        OrderRef {
+            id: OrderId(r.id),
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Rows converted to `T` and cut to a page.
+pub(crate) fn page_of<T: From<RefRow> + Keyed>(rows: Vec<RefRow>, limit: u32) -> Page<T> {
+    into_page(rows.into_iter().map(T::from).collect(), limit)
+}
+
+/// Anything with a keyset position `(created_at, id)`.
+pub(crate) trait Keyed {
+    fn key(&self) -> (DateTime<Utc>, i64);
+}
+
+impl Keyed for (DateTime<Utc>, i64) {
+    fn key(&self) -> (DateTime<Utc>, i64) {
+        *self
+    }
+}
+
+impl Keyed for PostRef {
+    fn key(&self) -> (DateTime<Utc>, i64) {
+        (self.created_at, self.id.0)
+    }
+}
+
+impl Keyed for OrderRef {
+    fn key(&self) -> (DateTime<Utc>, i64) {
+        (self.created_at, self.id.0)
+    }
+}
+
+/// Collects `(key, value)` rows into per-key lists, keeping row order within each list.
+pub(crate) fn group<K: Eq + Hash, V>(
+    rows: impl IntoIterator<Item = Result<(K, V), StoreError>>,
+) -> Result<HashMap<K, Vec<V>>, StoreError> {
+    let mut out: HashMap<K, Vec<V>> = HashMap::new();
+    for row in rows {
+        let (k, v) = row?;
+        out.entry(k).or_default().push(v);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +264,7 @@ mod tests {
     fn into_page_sets_next_only_when_more_rows_exist() {
         let t = Utc.timestamp_opt(1, 0).unwrap();
         let rows = |n: i64| (0..n).map(|i| (t, i)).collect::<Vec<_>>();
-        let p = into_page(rows(3), 2, |r| *r);
+        let p = into_page(rows(3), 2);
         assert_eq!(p.items.len(), 2);
         assert_eq!(
             p.next,
@@ -186,7 +273,7 @@ mod tests {
                 id: 1
             })
         );
-        let p = into_page(rows(2), 2, |r| *r);
+        let p = into_page(rows(2), 2);
         assert_eq!(p.next, None);
     }
 }

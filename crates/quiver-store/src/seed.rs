@@ -10,7 +10,11 @@
 use crate::sqlite::to_micros;
 use crate::{PgStore, SqliteStore, StoreError};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use quiver_model::{MediaKind, NotificationKind, OrderStatus, PostKind};
+use quiver_model::{
+    Block, Currency, Follow, Media, MediaId, MediaKind, Money, Notification, NotificationId,
+    NotificationKind, Order, OrderId, OrderItem, OrderStatus, Post, PostId, PostKind, User,
+    UserFlags, UserId, Wish,
+};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,92 +97,20 @@ impl SeedReport {
     }
 }
 
-/// A generated user row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserRow {
-    pub id: i64,
-    pub handle: String,
-    pub display_name: String,
-    pub bio: String,
-    pub avatar_url: Option<String>,
-    pub verified: bool,
-    pub creator: bool,
-    pub private: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A generated post row; the wish fields are set exactly for wishes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PostRow {
-    pub id: i64,
-    pub author_id: i64,
-    pub kind: PostKind,
-    pub body: String,
-    pub wish: Option<(i64, &'static str, String)>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A generated media row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MediaRow {
-    pub id: i64,
-    pub post_id: i64,
-    pub kind: MediaKind,
-    pub url: String,
-    pub width: i32,
-    pub height: i32,
-    pub size_bytes: i64,
-    pub position: i16,
-}
-
-/// A generated order row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrderRow {
-    pub id: i64,
-    pub customer_id: i64,
-    pub status: OrderStatus,
-    pub total_cents: i64,
-    pub currency: &'static str,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A generated order item row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrderItemRow {
-    pub order_id: i64,
-    pub post_id: i64,
-    pub quantity: i32,
-    pub unit_price_cents: i64,
-    pub currency: &'static str,
-}
-
-/// A generated notification row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotificationRow {
-    pub id: i64,
-    pub user_id: i64,
-    pub kind: NotificationKind,
-    pub actor_id: Option<i64>,
-    pub post_id: Option<i64>,
-    pub order_id: Option<i64>,
-    pub created_at: DateTime<Utc>,
-}
-
 /// The whole generated data set, in memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dataset {
-    pub users: Vec<UserRow>,
-    /// `(follower, followee, created_at)`.
-    pub follows: Vec<(i64, i64, DateTime<Utc>)>,
-    /// `(blocker, blocked, created_at)`.
-    pub blocks: Vec<(i64, i64, DateTime<Utc>)>,
-    pub posts: Vec<PostRow>,
-    pub media: Vec<MediaRow>,
+    pub users: Vec<(User, UserFlags)>,
+    pub follows: Vec<Follow>,
+    pub blocks: Vec<Block>,
+    /// In ascending id order, which is creation order.
+    pub posts: Vec<Post>,
+    pub media: Vec<Media>,
     /// `(post, tag)`.
     pub tags: Vec<(i64, &'static str)>,
-    pub orders: Vec<OrderRow>,
-    pub order_items: Vec<OrderItemRow>,
-    pub notifications: Vec<NotificationRow>,
+    pub orders: Vec<Order>,
+    pub order_items: Vec<OrderItem>,
+    pub notifications: Vec<Notification>,
     /// `(user, created_at, post, author)`.
     pub home_timeline: Vec<(i64, DateTime<Utc>, i64, i64)>,
 }
@@ -245,6 +177,11 @@ const TAGS: &[&str] = &[
 ];
 const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
 
+fn currency(code: &str) -> Currency {
+    code.parse()
+        .expect("the generator's currency codes are valid")
+}
+
 /// The fixed epoch of generated timestamps; nothing reads the clock.
 fn epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -287,24 +224,30 @@ pub fn generate(config: &SeedConfig) -> Dataset {
         let a = WORDS.choose(&mut rng).expect("non-empty");
         let b = WORDS.choose(&mut rng).expect("non-empty");
         let creator = celebrities.contains(&id) || rng.random_bool(0.08);
-        ds.users.push(UserRow {
-            id,
-            handle: format!("{a}_{b}{id}"),
-            display_name: format!("{} {}", capitalize(a), capitalize(b)),
-            bio: if rng.random_bool(0.7) {
-                sentence(&mut rng, 3, 20)
-            } else {
-                String::new()
-            },
-            avatar_url: rng
-                .random_bool(0.8)
-                .then(|| format!("https://avatars.example.com/{id}.jpg")),
+        // Draws stay in this order: the data set must not change with refactors.
+        let bio = if rng.random_bool(0.7) {
+            sentence(&mut rng, 3, 20)
+        } else {
+            String::new()
+        };
+        let avatar_url = rng
+            .random_bool(0.8)
+            .then(|| format!("https://avatars.example.com/{id}.jpg"));
+        let flags = UserFlags {
             verified: celebrities.contains(&id) && rng.random_bool(0.6) || rng.random_bool(0.01),
             creator,
             private: rng.random_bool(0.05),
+        };
+        let user = User {
+            id: UserId(id),
+            handle: format!("{a}_{b}{id}"),
+            display_name: format!("{} {}", capitalize(a), capitalize(b)),
+            bio,
+            avatar_url,
             created_at: epoch() - Duration::days(400)
                 + Duration::seconds(rng.random_range(0..400 * 86_400)),
-        });
+        };
+        ds.users.push((user, flags));
     }
 
     // Follows: Pareto out-degree around the configured mean, Zipf-chosen followees.
@@ -346,13 +289,21 @@ pub fn generate(config: &SeedConfig) -> Dataset {
     follows.sort_unstable();
     ds.follows = follows
         .into_iter()
-        .map(|(a, b)| (a, b, random_time(&mut rng, epoch() - Duration::days(30))))
+        .map(|(a, b)| Follow {
+            follower: UserId(a),
+            followee: UserId(b),
+            created_at: random_time(&mut rng, epoch() - Duration::days(30)),
+        })
         .collect();
     let mut blocks: Vec<(i64, i64)> = blocks_set.into_iter().collect();
     blocks.sort_unstable();
     ds.blocks = blocks
         .into_iter()
-        .map(|(a, b)| (a, b, random_time(&mut rng, epoch() - Duration::days(30))))
+        .map(|(a, b)| Block {
+            blocker: UserId(a),
+            blocked: UserId(b),
+            created_at: random_time(&mut rng, epoch() - Duration::days(30)),
+        })
         .collect();
 
     // Posts: ids in creation order, as an identity column would assign them.
@@ -366,19 +317,19 @@ pub fn generate(config: &SeedConfig) -> Dataset {
     drafts.sort_unstable();
     for (i, (created_at, author_id)) in drafts.into_iter().enumerate() {
         let id = i as i64 + 1;
-        let wish = rng.random_bool(1.0 / 3.0).then(|| {
-            (
-                rng.random_range(5..=500) * 100 - 1,
-                *CURRENCIES.choose(&mut rng).expect("non-empty"),
-                format!(
-                    "https://shop.example.com/p/{}",
-                    rng.random_range(1..1_000_000)
-                ),
-            )
+        let wish = rng.random_bool(1.0 / 3.0).then(|| Wish {
+            price: Money {
+                amount_cents: rng.random_range(5..=500) * 100 - 1,
+                currency: currency(CURRENCIES.choose(&mut rng).expect("non-empty")),
+            },
+            product_url: format!(
+                "https://shop.example.com/p/{}",
+                rng.random_range(1..1_000_000)
+            ),
         });
-        ds.posts.push(PostRow {
-            id,
-            author_id,
+        ds.posts.push(Post {
+            id: PostId(id),
+            author_id: UserId(author_id),
             kind: if wish.is_some() {
                 PostKind::Wish
             } else {
@@ -393,9 +344,9 @@ pub fn generate(config: &SeedConfig) -> Dataset {
             .expect("non-empty");
         for position in 0..n_media {
             let video = rng.random_bool(0.15);
-            ds.media.push(MediaRow {
-                id: ds.media.len() as i64 + 1,
-                post_id: id,
+            ds.media.push(Media {
+                id: MediaId(ds.media.len() as i64 + 1),
+                post_id: PostId(id),
                 kind: if video {
                     MediaKind::Video
                 } else {
@@ -418,20 +369,21 @@ pub fn generate(config: &SeedConfig) -> Dataset {
     }
 
     generate_orders(&mut rng, n_users, &mut ds);
-    for &(follower, followee, created_at) in ds.follows.iter().filter(|f| f.2 >= epoch()) {
-        ds.notifications.push(NotificationRow {
-            id: 0,
-            user_id: followee,
+    for f in ds.follows.iter().filter(|f| f.created_at >= epoch()) {
+        ds.notifications.push(Notification {
+            id: NotificationId(0),
+            user_id: f.followee,
             kind: NotificationKind::Followed,
-            actor_id: Some(follower),
+            actor_id: Some(f.follower),
             post_id: None,
             order_id: None,
-            created_at,
+            created_at: f.created_at,
+            read_at: None,
         });
     }
     ds.notifications.sort_by_key(|n| n.created_at);
     for (i, n) in ds.notifications.iter_mut().enumerate() {
-        n.id = i as i64 + 1;
+        n.id = NotificationId(i as i64 + 1);
     }
     ds.fill_home_timelines(config.timeline_depth as usize);
     ds
@@ -445,13 +397,14 @@ fn capitalize(w: &str) -> String {
 }
 
 fn generate_orders(rng: &mut ChaCha8Rng, n_users: usize, ds: &mut Dataset) {
-    let wishes: Vec<(i64, i64, i64, &'static str, DateTime<Utc>)> = ds
+    // (post, owner, price, posted at) of every wish.
+    let wishes: Vec<(PostId, UserId, Money, DateTime<Utc>)> = ds
         .posts
         .iter()
         .filter_map(|p| {
             p.wish
                 .as_ref()
-                .map(|w| (p.id, p.author_id, w.0, w.1, p.created_at))
+                .map(|w| (p.id, p.author_id, w.price, p.created_at))
         })
         .collect();
     if wishes.is_empty() {
@@ -463,7 +416,7 @@ fn generate_orders(rng: &mut ChaCha8Rng, n_users: usize, ds: &mut Dataset) {
         (OrderStatus::Shipped, 40),
         (OrderStatus::Cancelled, 10),
     ];
-    for customer in 1..=n_users as i64 {
+    for customer in (1..=n_users as i64).map(UserId) {
         if !rng.random_bool(0.3) {
             continue;
         }
@@ -472,57 +425,61 @@ fn generate_orders(rng: &mut ChaCha8Rng, n_users: usize, ds: &mut Dataset) {
             if first.1 == customer {
                 continue;
             }
-            let currency = first.3;
-            let order_id = ds.orders.len() as i64 + 1;
+            let currency = first.2.currency;
+            let order_id = OrderId(ds.orders.len() as i64 + 1);
             let mut items = vec![*first];
             for _ in 0..rng.random_range(0..=2) {
                 let w = wishes.choose(rng).expect("non-empty");
-                if w.1 != customer && w.3 == currency && items.iter().all(|i| i.0 != w.0) {
+                if w.1 != customer && w.2.currency == currency && items.iter().all(|i| i.0 != w.0) {
                     items.push(*w);
                 }
             }
-            let created_at = random_time(rng, items.iter().map(|i| i.4).max().expect("one item"));
+            let created_at = random_time(rng, items.iter().map(|i| i.3).max().expect("one item"));
             let mut total = 0;
-            for (post_id, owner, price, _, _) in &items {
+            for (post_id, owner, price, _) in &items {
                 let quantity = rng.random_range(1..=3);
-                total += price * i64::from(quantity);
-                ds.order_items.push(OrderItemRow {
+                total += price.amount_cents * i64::from(quantity);
+                ds.order_items.push(OrderItem {
                     order_id,
                     post_id: *post_id,
                     quantity,
-                    unit_price_cents: *price,
-                    currency,
+                    unit_price: *price,
                 });
-                ds.notifications.push(NotificationRow {
-                    id: 0,
+                ds.notifications.push(Notification {
+                    id: NotificationId(0),
                     user_id: *owner,
                     kind: NotificationKind::WishBought,
                     actor_id: Some(customer),
                     post_id: Some(*post_id),
                     order_id: Some(order_id),
                     created_at,
+                    read_at: None,
                 });
             }
             let status = statuses
                 .choose_weighted(rng, |s| s.1)
                 .expect("positive weights")
                 .0;
-            ds.notifications.push(NotificationRow {
-                id: 0,
+            ds.notifications.push(Notification {
+                id: NotificationId(0),
                 user_id: customer,
                 kind: NotificationKind::OrderConfirmed,
                 actor_id: None,
                 post_id: None,
                 order_id: Some(order_id),
                 created_at,
+                read_at: None,
             });
-            ds.orders.push(OrderRow {
+            ds.orders.push(Order {
                 id: order_id,
                 customer_id: customer,
                 status,
-                total_cents: total,
-                currency,
+                total: Money {
+                    amount_cents: total,
+                    currency,
+                },
                 created_at,
+                updated_at: created_at,
             });
         }
     }
@@ -537,21 +494,21 @@ impl Dataset {
 }
 
 fn home_timelines(ds: &Dataset, depth: usize) -> Vec<(i64, DateTime<Utc>, i64, i64)> {
-    let n_users = ds.users.iter().map(|u| u.id).max().unwrap_or(0) as usize;
+    let n_users = ds.users.iter().map(|u| u.0.id.0).max().unwrap_or(0) as usize;
     // Posts per author, newest first (posts are in ascending id = creation order).
     let mut by_author: Vec<Vec<(DateTime<Utc>, i64)>> = vec![Vec::new(); n_users + 1];
     for p in ds.posts.iter().rev() {
-        by_author[p.author_id as usize].push((p.created_at, p.id));
+        by_author[p.author_id.0 as usize].push((p.created_at, p.id.0));
     }
     let mut followees: Vec<Vec<i64>> = vec![Vec::new(); n_users + 1];
-    for &(a, b, _) in &ds.follows {
-        followees[a as usize].push(b);
+    for f in &ds.follows {
+        followees[f.follower.0 as usize].push(f.followee.0);
     }
     let mut out = Vec::new();
     if depth == 0 {
         return out;
     }
-    for user in ds.users.iter().map(|u| u.id) {
+    for user in ds.users.iter().map(|u| u.0.id.0) {
         let mut heap = BinaryHeap::new();
         for author in followees[user as usize].iter().copied().chain([user]) {
             if let Some(&(at, id)) = by_author[author as usize].first() {
@@ -592,39 +549,220 @@ impl Dataset {
 }
 
 // ---------------------------------------------------------------------------------------
+// The tables of a data set, as typed cells that each backend writes in its own format.
+
+/// One value of a generated row.
+#[derive(Clone, Copy, Debug)]
+enum Cell<'a> {
+    Int(i64),
+    Text(&'a str),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    Null,
+}
+
+fn opt_int(v: Option<i64>) -> Cell<'static> {
+    v.map_or(Cell::Null, Cell::Int)
+}
+
+/// Writes row `i` of a table as cells, in the table's column order.
+type RowWriter<'a> = Box<dyn Fn(usize, &mut Vec<Cell<'a>>) + 'a>;
+
+/// One table of a data set: its name, its column list and its rows.
+struct Table<'a> {
+    name: &'static str,
+    columns: &'static str,
+    rows: usize,
+    row: RowWriter<'a>,
+}
+
+/// Every table of `ds`, parents before children.
+fn tables(ds: &Dataset) -> Vec<Table<'_>> {
+    use Cell::{Bool, Int, Null, Text, Time};
+    vec![
+        Table {
+            name: "users",
+            columns: "(id, handle, display_name, bio, avatar_url, verified, creator, private, created_at)",
+            rows: ds.users.len(),
+            row: Box::new(|i, r| {
+                let (u, f) = &ds.users[i];
+                r.extend([
+                    Int(u.id.0),
+                    Text(&u.handle),
+                    Text(&u.display_name),
+                    Text(&u.bio),
+                    u.avatar_url.as_deref().map_or(Null, Text),
+                    Bool(f.verified),
+                    Bool(f.creator),
+                    Bool(f.private),
+                    Time(u.created_at),
+                ]);
+            }),
+        },
+        Table {
+            name: "follows",
+            columns: "(follower_id, followee_id, created_at)",
+            rows: ds.follows.len(),
+            row: Box::new(|i, r| {
+                let f = &ds.follows[i];
+                r.extend([Int(f.follower.0), Int(f.followee.0), Time(f.created_at)]);
+            }),
+        },
+        Table {
+            name: "blocks",
+            columns: "(blocker_id, blocked_id, created_at)",
+            rows: ds.blocks.len(),
+            row: Box::new(|i, r| {
+                let b = &ds.blocks[i];
+                r.extend([Int(b.blocker.0), Int(b.blocked.0), Time(b.created_at)]);
+            }),
+        },
+        Table {
+            name: "posts",
+            columns: "(id, author_id, kind, body, price_cents, currency, product_url, created_at)",
+            rows: ds.posts.len(),
+            row: Box::new(|i, r| {
+                let p = &ds.posts[i];
+                r.extend([
+                    Int(p.id.0),
+                    Int(p.author_id.0),
+                    Text(p.kind.as_str()),
+                    Text(&p.body),
+                ]);
+                match &p.wish {
+                    Some(w) => r.extend([
+                        Int(w.price.amount_cents),
+                        Text(w.price.currency.as_str()),
+                        Text(&w.product_url),
+                    ]),
+                    None => r.extend([Null, Null, Null]),
+                }
+                r.push(Time(p.created_at));
+            }),
+        },
+        Table {
+            name: "media",
+            columns: "(id, post_id, kind, url, width, height, size_bytes, position)",
+            rows: ds.media.len(),
+            row: Box::new(|i, r| {
+                let m = &ds.media[i];
+                r.extend([
+                    Int(m.id.0),
+                    Int(m.post_id.0),
+                    Text(m.kind.as_str()),
+                    Text(&m.url),
+                    Int(m.width.into()),
+                    Int(m.height.into()),
+                    Int(m.size_bytes),
+                    Int(m.position.into()),
+                ]);
+            }),
+        },
+        Table {
+            name: "post_tags",
+            columns: "(post_id, tag)",
+            rows: ds.tags.len(),
+            row: Box::new(|i, r| {
+                let (post, tag) = ds.tags[i];
+                r.extend([Int(post), Text(tag)]);
+            }),
+        },
+        Table {
+            name: "orders",
+            columns: "(id, customer_id, status, total_cents, currency, created_at, updated_at)",
+            rows: ds.orders.len(),
+            row: Box::new(|i, r| {
+                let o = &ds.orders[i];
+                r.extend([
+                    Int(o.id.0),
+                    Int(o.customer_id.0),
+                    Text(o.status.as_str()),
+                    Int(o.total.amount_cents),
+                    Text(o.total.currency.as_str()),
+                    Time(o.created_at),
+                    Time(o.updated_at),
+                ]);
+            }),
+        },
+        Table {
+            name: "order_items",
+            columns: "(order_id, post_id, quantity, unit_price_cents, currency)",
+            rows: ds.order_items.len(),
+            row: Box::new(|i, r| {
+                let it = &ds.order_items[i];
+                r.extend([
+                    Int(it.order_id.0),
+                    Int(it.post_id.0),
+                    Int(it.quantity.into()),
+                    Int(it.unit_price.amount_cents),
+                    Text(it.unit_price.currency.as_str()),
+                ]);
+            }),
+        },
+        Table {
+            name: "notifications",
+            columns: "(id, user_id, kind, actor_id, post_id, order_id, created_at)",
+            rows: ds.notifications.len(),
+            row: Box::new(|i, r| {
+                let n = &ds.notifications[i];
+                r.extend([
+                    Int(n.id.0),
+                    Int(n.user_id.0),
+                    Text(n.kind.as_str()),
+                    opt_int(n.actor_id.map(|v| v.0)),
+                    opt_int(n.post_id.map(|v| v.0)),
+                    opt_int(n.order_id.map(|v| v.0)),
+                    Time(n.created_at),
+                ]);
+            }),
+        },
+        Table {
+            name: "home_timeline",
+            columns: "(user_id, created_at, post_id, author_id)",
+            rows: ds.home_timeline.len(),
+            row: Box::new(|i, r| {
+                let (user, at, post, author) = ds.home_timeline[i];
+                r.extend([Int(user), Time(at), Int(post), Int(author)]);
+            }),
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
 // PostgreSQL: COPY in text format.
 
-/// Appends a value in COPY text format: backslash escapes, `\N` for NULL.
-fn copy_text(buf: &mut String, value: Option<&str>) {
-    match value {
-        None => buf.push_str("\\N"),
-        Some(s) => {
-            for c in s.chars() {
-                match c {
-                    '\\' => buf.push_str("\\\\"),
-                    '\t' => buf.push_str("\\t"),
-                    '\n' => buf.push_str("\\n"),
-                    '\r' => buf.push_str("\\r"),
-                    c => buf.push(c),
-                }
-            }
+/// Appends a text value in COPY text format, escaping backslash, tab and line breaks.
+fn copy_text(buf: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            c => buf.push(c),
         }
     }
 }
 
-fn ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
-}
-
-/// Writes row `i` of a table as one COPY text line (without the newline).
-type LineWriter<'a> = Box<dyn Fn(usize, &mut String) + 'a>;
-
-/// Rows of one table as COPY text lines, built lazily chunk by chunk.
-struct CopyTable<'a> {
-    table: &'static str,
-    statement: &'static str,
-    rows: usize,
-    line: LineWriter<'a>,
+/// Appends one row as a COPY text line: tab-separated, `\N` for NULL.
+fn copy_line(buf: &mut String, cells: &[Cell<'_>]) {
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            buf.push('\t');
+        }
+        match *cell {
+            Cell::Int(v) => {
+                let _ = write!(buf, "{v}");
+            }
+            Cell::Text(s) => copy_text(buf, s),
+            Cell::Bool(v) => buf.push(if v { 't' } else { 'f' }),
+            Cell::Time(t) => {
+                let _ = write!(buf, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+            }
+            Cell::Null => buf.push_str("\\N"),
+        }
+    }
+    buf.push('\n');
 }
 
 const COPY_CHUNK_ROWS: usize = 20_000;
@@ -642,8 +780,8 @@ impl PgStore {
         ds: &Dataset,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<(&'static str, u64, StdDuration)>, StoreError> {
-        let tables = pg_tables(ds);
-        let names: Vec<String> = tables.iter().map(|t| t.table.to_owned()).collect();
+        let tables = tables(ds);
+        let names: Vec<String> = tables.iter().map(|t| t.name.to_owned()).collect();
         let mut tx = self.pool().begin().await?;
         let foreign_keys: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid)
@@ -677,29 +815,32 @@ impl PgStore {
 
         let mut report = Vec::new();
         let mut buf = String::with_capacity(4 << 20);
+        let mut cells = Vec::new();
         for t in &tables {
             let started = Instant::now();
             progress(Progress::Start {
-                table: t.table,
+                table: t.name,
                 rows: t.rows as u64,
             });
-            let mut copy = tx.copy_in_raw(t.statement).await?;
+            let statement = format!("COPY {} {} FROM STDIN", t.name, t.columns);
+            let mut copy = tx.copy_in_raw(&statement).await?;
             for chunk_start in (0..t.rows).step_by(COPY_CHUNK_ROWS) {
                 buf.clear();
                 let end = (chunk_start + COPY_CHUNK_ROWS).min(t.rows);
                 for i in chunk_start..end {
-                    (t.line)(i, &mut buf);
-                    buf.push('\n');
+                    cells.clear();
+                    (t.row)(i, &mut cells);
+                    copy_line(&mut buf, &cells);
                 }
                 copy.send(buf.as_bytes()).await?;
                 progress(Progress::Advance {
-                    table: t.table,
+                    table: t.name,
                     rows: (end - chunk_start) as u64,
                 });
             }
             let rows = copy.finish().await?;
-            progress(Progress::Finish { table: t.table });
-            report.push((t.table, rows, started.elapsed()));
+            progress(Progress::Finish { table: t.name });
+            report.push((t.name, rows, started.elapsed()));
         }
 
         let started = Instant::now();
@@ -766,155 +907,6 @@ impl PgStore {
     }
 }
 
-fn pg_tables(ds: &Dataset) -> Vec<CopyTable<'_>> {
-    vec![
-        CopyTable {
-            table: "users",
-            statement: "COPY users (id, handle, display_name, bio, avatar_url, verified, creator, private, created_at) FROM STDIN",
-            rows: ds.users.len(),
-            line: Box::new(|i, b| {
-                let u = &ds.users[i];
-                let _ = write!(b, "{}\t", u.id);
-                copy_text(b, Some(&u.handle));
-                b.push('\t');
-                copy_text(b, Some(&u.display_name));
-                b.push('\t');
-                copy_text(b, Some(&u.bio));
-                b.push('\t');
-                copy_text(b, u.avatar_url.as_deref());
-                let _ = write!(
-                    b,
-                    "\t{}\t{}\t{}\t{}",
-                    u.verified,
-                    u.creator,
-                    u.private,
-                    ts(u.created_at)
-                );
-            }),
-        },
-        CopyTable {
-            table: "follows",
-            statement: "COPY follows (follower_id, followee_id, created_at) FROM STDIN",
-            rows: ds.follows.len(),
-            line: Box::new(|i, b| {
-                let (a, c, t) = ds.follows[i];
-                let _ = write!(b, "{a}\t{c}\t{}", ts(t));
-            }),
-        },
-        CopyTable {
-            table: "blocks",
-            statement: "COPY blocks (blocker_id, blocked_id, created_at) FROM STDIN",
-            rows: ds.blocks.len(),
-            line: Box::new(|i, b| {
-                let (a, c, t) = ds.blocks[i];
-                let _ = write!(b, "{a}\t{c}\t{}", ts(t));
-            }),
-        },
-        CopyTable {
-            table: "posts",
-            statement: "COPY posts (id, author_id, kind, body, price_cents, currency, product_url, created_at) FROM STDIN",
-            rows: ds.posts.len(),
-            line: Box::new(|i, b| {
-                let p = &ds.posts[i];
-                let _ = write!(b, "{}\t{}\t{}\t", p.id, p.author_id, p.kind.as_str());
-                copy_text(b, Some(&p.body));
-                match &p.wish {
-                    Some((cents, cur, url)) => {
-                        let _ = write!(b, "\t{cents}\t{cur}\t");
-                        copy_text(b, Some(url));
-                    }
-                    None => b.push_str("\t\\N\t\\N\t\\N"),
-                }
-                let _ = write!(b, "\t{}", ts(p.created_at));
-            }),
-        },
-        CopyTable {
-            table: "media",
-            statement: "COPY media (id, post_id, kind, url, width, height, size_bytes, position) FROM STDIN",
-            rows: ds.media.len(),
-            line: Box::new(|i, b| {
-                let m = &ds.media[i];
-                let _ = write!(b, "{}\t{}\t{}\t", m.id, m.post_id, m.kind.as_str());
-                copy_text(b, Some(&m.url));
-                let _ = write!(
-                    b,
-                    "\t{}\t{}\t{}\t{}",
-                    m.width, m.height, m.size_bytes, m.position
-                );
-            }),
-        },
-        CopyTable {
-            table: "post_tags",
-            statement: "COPY post_tags (post_id, tag) FROM STDIN",
-            rows: ds.tags.len(),
-            line: Box::new(|i, b| {
-                let (p, t) = ds.tags[i];
-                let _ = write!(b, "{p}\t{t}");
-            }),
-        },
-        CopyTable {
-            table: "orders",
-            statement: "COPY orders (id, customer_id, status, total_cents, currency, created_at, updated_at) FROM STDIN",
-            rows: ds.orders.len(),
-            line: Box::new(|i, b| {
-                let o = &ds.orders[i];
-                let t = ts(o.created_at);
-                let _ = write!(
-                    b,
-                    "{}\t{}\t{}\t{}\t{}\t{t}\t{t}",
-                    o.id,
-                    o.customer_id,
-                    o.status.as_str(),
-                    o.total_cents,
-                    o.currency
-                );
-            }),
-        },
-        CopyTable {
-            table: "order_items",
-            statement: "COPY order_items (order_id, post_id, quantity, unit_price_cents, currency) FROM STDIN",
-            rows: ds.order_items.len(),
-            line: Box::new(|i, b| {
-                let it = &ds.order_items[i];
-                let _ = write!(
-                    b,
-                    "{}\t{}\t{}\t{}\t{}",
-                    it.order_id, it.post_id, it.quantity, it.unit_price_cents, it.currency
-                );
-            }),
-        },
-        CopyTable {
-            table: "notifications",
-            statement: "COPY notifications (id, user_id, kind, actor_id, post_id, order_id, created_at) FROM STDIN",
-            rows: ds.notifications.len(),
-            line: Box::new(|i, b| {
-                let n = &ds.notifications[i];
-                let opt = |v: Option<i64>| v.map_or_else(|| "\\N".to_owned(), |v| v.to_string());
-                let _ = write!(
-                    b,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    n.id,
-                    n.user_id,
-                    n.kind.as_str(),
-                    opt(n.actor_id),
-                    opt(n.post_id),
-                    opt(n.order_id),
-                    ts(n.created_at)
-                );
-            }),
-        },
-        CopyTable {
-            table: "home_timeline",
-            statement: "COPY home_timeline (user_id, created_at, post_id, author_id) FROM STDIN",
-            rows: ds.home_timeline.len(),
-            line: Box::new(|i, b| {
-                let (u, t, p, a) = ds.home_timeline[i];
-                let _ = write!(b, "{u}\t{}\t{p}\t{a}", ts(t));
-            }),
-        },
-    ]
-}
-
 // ---------------------------------------------------------------------------------------
 // SQLite: multi-row INSERTs in one transaction per table.
 
@@ -930,155 +922,43 @@ impl SqliteStore {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<(&'static str, u64, StdDuration)>, StoreError> {
         let mut report = Vec::new();
-        macro_rules! load {
-            ($table:literal, $cols:literal, $rows:expr, |$q:ident, $r:ident| $push:block) => {{
-                let started = Instant::now();
-                let rows = $rows;
-                progress(Progress::Start {
-                    table: $table,
-                    rows: rows.len() as u64,
+        let mut cells = Vec::new();
+        for t in tables(ds) {
+            let started = Instant::now();
+            progress(Progress::Start {
+                table: t.name,
+                rows: t.rows as u64,
+            });
+            let mut tx = self.pool().begin().await?;
+            for chunk_start in (0..t.rows).step_by(SQLITE_ROWS_PER_INSERT) {
+                let end = (chunk_start + SQLITE_ROWS_PER_INSERT).min(t.rows);
+                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                    "INSERT INTO {} {} ",
+                    t.name, t.columns
+                ));
+                qb.push_values(chunk_start..end, |mut b, i| {
+                    cells.clear();
+                    (t.row)(i, &mut cells);
+                    for cell in &cells {
+                        match *cell {
+                            Cell::Int(v) => b.push_bind(v),
+                            Cell::Text(s) => b.push_bind(s.to_owned()),
+                            Cell::Bool(v) => b.push_bind(v),
+                            Cell::Time(t) => b.push_bind(to_micros(t)),
+                            Cell::Null => b.push_bind(None::<i64>),
+                        };
+                    }
                 });
-                let mut tx = self.pool().begin().await?;
-                for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
-                    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-                        "INSERT INTO ",
-                        $table,
-                        " ",
-                        $cols,
-                        " "
-                    ));
-                    qb.push_values(chunk, |mut $q, $r| $push);
-                    qb.build().execute(&mut *tx).await?;
-                    progress(Progress::Advance {
-                        table: $table,
-                        rows: chunk.len() as u64,
-                    });
-                }
-                tx.commit().await?;
-                progress(Progress::Finish { table: $table });
-                report.push(($table, rows.len() as u64, started.elapsed()));
-            }};
+                qb.build().execute(&mut *tx).await?;
+                progress(Progress::Advance {
+                    table: t.name,
+                    rows: (end - chunk_start) as u64,
+                });
+            }
+            tx.commit().await?;
+            progress(Progress::Finish { table: t.name });
+            report.push((t.name, t.rows as u64, started.elapsed()));
         }
-        load!(
-            "users",
-            "(id, handle, display_name, bio, avatar_url, verified, creator, private, created_at)",
-            &ds.users,
-            |q, u| {
-                q.push_bind(u.id)
-                    .push_bind(u.handle.clone())
-                    .push_bind(u.display_name.clone())
-                    .push_bind(u.bio.clone())
-                    .push_bind(u.avatar_url.clone())
-                    .push_bind(u.verified)
-                    .push_bind(u.creator)
-                    .push_bind(u.private)
-                    .push_bind(to_micros(u.created_at));
-            }
-        );
-        load!(
-            "follows",
-            "(follower_id, followee_id, created_at)",
-            &ds.follows,
-            |q, f| {
-                q.push_bind(f.0).push_bind(f.1).push_bind(to_micros(f.2));
-            }
-        );
-        load!(
-            "blocks",
-            "(blocker_id, blocked_id, created_at)",
-            &ds.blocks,
-            |q, f| {
-                q.push_bind(f.0).push_bind(f.1).push_bind(to_micros(f.2));
-            }
-        );
-        load!(
-            "posts",
-            "(id, author_id, kind, body, price_cents, currency, product_url, created_at)",
-            &ds.posts,
-            |q, p| {
-                let (cents, cur, url) = match &p.wish {
-                    Some((c, cur, url)) => (Some(*c), Some(*cur), Some(url.clone())),
-                    None => (None, None, None),
-                };
-                q.push_bind(p.id)
-                    .push_bind(p.author_id)
-                    .push_bind(p.kind.as_str())
-                    .push_bind(p.body.clone())
-                    .push_bind(cents)
-                    .push_bind(cur)
-                    .push_bind(url)
-                    .push_bind(to_micros(p.created_at));
-            }
-        );
-        load!(
-            "media",
-            "(id, post_id, kind, url, width, height, size_bytes, position)",
-            &ds.media,
-            |q, m| {
-                q.push_bind(m.id)
-                    .push_bind(m.post_id)
-                    .push_bind(m.kind.as_str())
-                    .push_bind(m.url.clone())
-                    .push_bind(m.width)
-                    .push_bind(m.height)
-                    .push_bind(m.size_bytes)
-                    .push_bind(m.position);
-            }
-        );
-        load!("post_tags", "(post_id, tag)", &ds.tags, |q, t| {
-            q.push_bind(t.0).push_bind(t.1);
-        });
-        load!(
-            "orders",
-            "(id, customer_id, status, total_cents, currency, created_at, updated_at)",
-            &ds.orders,
-            |q, o| {
-                q.push_bind(o.id)
-                    .push_bind(o.customer_id)
-                    .push_bind(o.status.as_str())
-                    .push_bind(o.total_cents)
-                    .push_bind(o.currency)
-                    .push_bind(to_micros(o.created_at))
-                    .push_bind(to_micros(o.created_at));
-            }
-        );
-        load!(
-            "order_items",
-            "(order_id, post_id, quantity, unit_price_cents, currency)",
-            &ds.order_items,
-            |q, i| {
-                q.push_bind(i.order_id)
-                    .push_bind(i.post_id)
-                    .push_bind(i.quantity)
-                    .push_bind(i.unit_price_cents)
-                    .push_bind(i.currency);
-            }
-        );
-        load!(
-            "notifications",
-            "(id, user_id, kind, actor_id, post_id, order_id, created_at)",
-            &ds.notifications,
-            |q, n| {
-                q.push_bind(n.id)
-                    .push_bind(n.user_id)
-                    .push_bind(n.kind.as_str())
-                    .push_bind(n.actor_id)
-                    .push_bind(n.post_id)
-                    .push_bind(n.order_id)
-                    .push_bind(to_micros(n.created_at));
-            }
-        );
-        load!(
-            "home_timeline",
-            "(user_id, created_at, post_id, author_id)",
-            &ds.home_timeline,
-            |q, h| {
-                q.push_bind(h.0)
-                    .push_bind(to_micros(h.1))
-                    .push_bind(h.2)
-                    .push_bind(h.3);
-            }
-        );
         sqlx::query("ANALYZE").execute(self.pool()).await?;
         Ok(report)
     }
@@ -1149,7 +1029,7 @@ mod tests {
         // Skew: the most-followed account has far more followers than the median one.
         let mut followers = vec![0u32; 2001];
         for f in &ds.follows {
-            followers[f.1 as usize] += 1;
+            followers[f.followee.0 as usize] += 1;
         }
         let max = *followers.iter().max().unwrap();
         let mut sorted = followers[1..].to_vec();
@@ -1162,47 +1042,59 @@ mod tests {
         assert!(ds.media.iter().all(|m| (0..4).contains(&m.position)));
         assert!(!ds.blocks.is_empty());
         // A block removes follows both ways.
-        let follows: HashSet<(i64, i64)> = ds.follows.iter().map(|f| (f.0, f.1)).collect();
-        for (a, b, _) in &ds.blocks {
-            assert!(!follows.contains(&(*a, *b)) && !follows.contains(&(*b, *a)));
+        let follows: HashSet<(UserId, UserId)> = ds
+            .follows
+            .iter()
+            .map(|f| (f.follower, f.followee))
+            .collect();
+        for b in &ds.blocks {
+            assert!(
+                !follows.contains(&(b.blocker, b.blocked))
+                    && !follows.contains(&(b.blocked, b.blocker))
+            );
         }
     }
 
     #[test]
     fn home_timelines_are_the_newest_posts_of_followees_and_self() {
         let ds = generate(&small());
-        let user = 5;
-        let mut authors: HashSet<i64> = ds
+        let user = UserId(5);
+        let mut authors: HashSet<UserId> = ds
             .follows
             .iter()
-            .filter(|f| f.0 == user)
-            .map(|f| f.1)
+            .filter(|f| f.follower == user)
+            .map(|f| f.followee)
             .collect();
         authors.insert(user);
         let mut expected: Vec<(DateTime<Utc>, i64)> = ds
             .posts
             .iter()
             .filter(|p| authors.contains(&p.author_id))
-            .map(|p| (p.created_at, p.id))
+            .map(|p| (p.created_at, p.id.0))
             .collect();
         expected.sort_unstable_by(|a, b| b.cmp(a));
         expected.truncate(50);
         let got: Vec<(DateTime<Utc>, i64)> = ds
             .home_timeline
             .iter()
-            .filter(|h| h.0 == user)
+            .filter(|h| h.0 == user.0)
             .map(|h| (h.1, h.2))
             .collect();
         assert_eq!(got, expected);
     }
 
     #[test]
-    fn copy_text_escapes_the_format_specials() {
+    fn copy_lines_escape_the_format_specials_and_mark_nulls() {
         let mut b = String::new();
-        copy_text(&mut b, Some("a\tb\\c\nd"));
-        assert_eq!(b, "a\\tb\\\\c\\nd");
-        b.clear();
-        copy_text(&mut b, None);
-        assert_eq!(b, "\\N");
+        copy_line(
+            &mut b,
+            &[
+                Cell::Text("a\tb\\c\nd"),
+                Cell::Null,
+                Cell::Int(-3),
+                Cell::Bool(true),
+            ],
+        );
+        assert_eq!(b, "a\\tb\\\\c\\nd\t\\N\t-3\tt\n");
     }
 }

@@ -223,8 +223,8 @@ fn expected(ds: &Dataset, authors: &[i64]) -> Vec<(DateTime<Utc>, i64)> {
     let mut v: Vec<_> = ds
         .posts
         .iter()
-        .filter(|p| authors.contains(&p.author_id))
-        .map(|p| (p.created_at, p.id))
+        .filter(|p| authors.contains(&p.author_id.0))
+        .map(|p| (p.created_at, p.id.0))
         .collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     v

@@ -1,10 +1,12 @@
 //! Fixtures and instruments shared by the integration tests.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use quiver_model::{MediaKind, NotificationKind, OrderStatus, PostKind};
-use quiver_store::seed::{
-    Dataset, MediaRow, NotificationRow, OrderItemRow, OrderRow, PostRow, UserRow,
+use quiver_model::{
+    Block, Currency, Follow, Media, MediaId, MediaKind, Money, Notification, NotificationId,
+    NotificationKind, Order, OrderId, OrderItem, OrderStatus, Post, PostId, PostKind, User,
+    UserFlags, UserId, Wish,
 };
+use quiver_store::seed::Dataset;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Once;
@@ -22,10 +24,15 @@ pub(crate) fn t0() -> DateTime<Utc> {
 /// Posts 1..=12 by users 2, 3 and 1, several sharing one `created_at` to exercise ties.
 /// Post 3 and 7 are wishes. Orders of user 1 in every status.
 pub(crate) fn fixture(timeline_depth: usize) -> Dataset {
+    let eur: Currency = "EUR".parse().unwrap();
+    let money = |amount_cents| Money {
+        amount_cents,
+        currency: eur,
+    };
     let mut ds = Dataset::default();
     for id in 1..=6 {
-        ds.users.push(UserRow {
-            id,
+        let user = User {
+            id: UserId(id),
             handle: format!("user_{id}"),
             display_name: format!("User {id}"),
             bio: if id == 2 {
@@ -34,14 +41,27 @@ pub(crate) fn fixture(timeline_depth: usize) -> Dataset {
                 String::new()
             },
             avatar_url: (id % 2 == 0).then(|| format!("https://a.example.com/{id}.png")),
+            created_at: t0() - Duration::days(100 - id),
+        };
+        let flags = UserFlags {
             verified: id == 2,
             creator: id == 3,
             private: id == 6,
-            created_at: t0() - Duration::days(100 - id),
-        });
+        };
+        ds.users.push((user, flags));
     }
-    ds.follows = vec![(1, 2, t0()), (1, 3, t0()), (2, 1, t0()), (3, 2, t0())];
-    ds.blocks = vec![(4, 1, t0()), (1, 5, t0())];
+    let follow = |a, b| Follow {
+        follower: UserId(a),
+        followee: UserId(b),
+        created_at: t0(),
+    };
+    ds.follows = vec![follow(1, 2), follow(1, 3), follow(2, 1), follow(3, 2)];
+    let block = |a, b| Block {
+        blocker: UserId(a),
+        blocked: UserId(b),
+        created_at: t0(),
+    };
+    ds.blocks = vec![block(4, 1), block(1, 5)];
     // (id, author, seconds after t0): ids 4, 5 and 6 share a timestamp; so do 9 and 10.
     let posts = [
         (1, 2, 10),
@@ -58,11 +78,13 @@ pub(crate) fn fixture(timeline_depth: usize) -> Dataset {
         (12, 1, 80),
     ];
     for (id, author, secs) in posts {
-        let wish = (id == 3 || id == 7)
-            .then(|| (1999 + id, "EUR", format!("https://shop.example.com/{id}")));
-        ds.posts.push(PostRow {
-            id,
-            author_id: author,
+        let wish = (id == 3 || id == 7).then(|| Wish {
+            price: money(1999 + id),
+            product_url: format!("https://shop.example.com/{id}"),
+        });
+        ds.posts.push(Post {
+            id: PostId(id),
+            author_id: UserId(author),
             kind: if wish.is_some() {
                 PostKind::Wish
             } else {
@@ -75,9 +97,9 @@ pub(crate) fn fixture(timeline_depth: usize) -> Dataset {
     }
     // Post 1 has three media (inserted out of position order), post 2 one; 3 none.
     for (id, post, pos) in [(1, 1, 2), (2, 1, 0), (3, 1, 1), (4, 2, 0)] {
-        ds.media.push(MediaRow {
-            id,
-            post_id: post,
+        ds.media.push(Media {
+            id: MediaId(id),
+            post_id: PostId(post),
             kind: if pos == 1 {
                 MediaKind::Video
             } else {
@@ -97,47 +119,47 @@ pub(crate) fn fixture(timeline_depth: usize) -> Dataset {
         OrderStatus::Shipped,
         OrderStatus::Cancelled,
     ];
+    let order = |id: i64, customer, status, total, created_at| Order {
+        id: OrderId(id),
+        customer_id: UserId(customer),
+        status,
+        total: money(total),
+        created_at,
+        updated_at: created_at,
+    };
     for id in 1..=8 {
-        ds.orders.push(OrderRow {
+        // Orders 5 and 6 share a timestamp.
+        let created_at = t0() + Duration::minutes(id.min(5)) + Duration::minutes((id - 6).max(0));
+        ds.orders.push(order(
             id,
-            customer_id: 1,
-            status: statuses[(id as usize - 1) % 4],
-            total_cents: 2002 * id,
-            currency: "EUR",
-            // Orders 5 and 6 share a timestamp.
-            created_at: t0() + Duration::minutes(id.min(5)) + Duration::minutes((id - 6).max(0)),
-        });
-        ds.order_items.push(OrderItemRow {
-            order_id: id,
-            post_id: 3,
+            1,
+            statuses[(id as usize - 1) % 4],
+            2002 * id,
+            created_at,
+        ));
+        ds.order_items.push(OrderItem {
+            order_id: OrderId(id),
+            post_id: PostId(3),
             quantity: id as i32 % 3 + 1,
-            unit_price_cents: 2002,
-            currency: "EUR",
+            unit_price: money(2002),
         });
     }
-    ds.order_items.push(OrderItemRow {
-        order_id: 1,
-        post_id: 7,
+    ds.order_items.push(OrderItem {
+        order_id: OrderId(1),
+        post_id: PostId(7),
         quantity: 1,
-        unit_price_cents: 2006,
-        currency: "EUR",
+        unit_price: money(2006),
     });
-    ds.orders.push(OrderRow {
-        id: 9,
-        customer_id: 2,
-        status: OrderStatus::Active,
-        total_cents: 2006,
-        currency: "EUR",
-        created_at: t0(),
-    });
-    ds.notifications.push(NotificationRow {
-        id: 1,
-        user_id: 2,
+    ds.orders.push(order(9, 2, OrderStatus::Active, 2006, t0()));
+    ds.notifications.push(Notification {
+        id: NotificationId(1),
+        user_id: UserId(2),
         kind: NotificationKind::Followed,
-        actor_id: Some(1),
+        actor_id: Some(UserId(1)),
         post_id: None,
         order_id: None,
         created_at: t0(),
+        read_at: None,
     });
     ds.fill_home_timelines(timeline_depth);
     ds

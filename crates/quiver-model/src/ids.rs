@@ -16,6 +16,13 @@ macro_rules! id_type {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
         impl From<i64> for $name {
             fn from(v: i64) -> Self {
                 Self(v)
@@ -54,3 +61,15 @@ id_type!(
     /// Identifies an outbox event; ids grow in commit order within one database.
     EventId
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        assert_eq!("42".parse::<UserId>().unwrap(), UserId(42));
+        assert_eq!(PostId(-7).to_string().parse::<PostId>().unwrap(), PostId(-7));
+        assert!("x1".parse::<OrderId>().is_err());
+    }
+}

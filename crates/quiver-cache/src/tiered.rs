@@ -1,0 +1,559 @@
+//! `Tiered`: the L1 → L2 → loader read path, single flight, fencing, stale-while-
+//! revalidate, adaptive TTLs and cross-replica invalidation.
+
+use crate::CacheConfig;
+use crate::breaker::Breaker;
+use crate::codec::{self, JsonCodec, ValueCodec};
+use crate::fence::{Fence, Ticket};
+use crate::outcome::{Outcome, Stats, StatsSnapshot};
+use crate::remote::{Fill, Remote, RemoteError, RemoteEvent};
+use async_trait::async_trait;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
+use quiver_model::{ErrorCode, HasErrorCode, LoadError, Loader, dedup_keys};
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::hash::Hash;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+
+/// Keys a tiered cache can hold: hashable, and written as text in Redis keys and
+/// invalidation messages (`Display`), read back from those messages (`FromStr`).
+pub trait CacheKey: Clone + Eq + Hash + Send + Sync + Display + FromStr + 'static {}
+impl<T: Clone + Eq + Hash + Send + Sync + Display + FromStr + 'static> CacheKey for T {}
+
+/// Why an invalidation could not be delivered. The L1 of this process is already clean;
+/// other replicas and the L2 are not, so the caller should retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// Redis refused or failed the call.
+    #[error("cache invalidation failed")]
+    Remote(#[source] RemoteError),
+    /// Redis did not answer in time.
+    #[error("cache invalidation timed out")]
+    Timeout,
+}
+
+impl HasErrorCode for CacheError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Unavailable
+    }
+}
+
+/// One L1 entry. `value: None` is a cached "does not exist".
+#[derive(Clone)]
+struct Entry<V> {
+    value: Option<V>,
+    soft: Instant,
+    hard: Instant,
+    /// Set by the one lookup that starts the background refresh of a stale entry.
+    refreshing: Arc<AtomicBool>,
+    weight: u64,
+}
+
+#[derive(Clone, Debug)]
+struct EntryWeighter;
+
+impl<K, V> Weighter<K, Entry<V>> for EntryWeighter {
+    fn weight(&self, _: &K, entry: &Entry<V>) -> u64 {
+        entry.weight
+    }
+}
+
+type L1<K, V> =
+    Cache<K, Entry<V>, EntryWeighter, DefaultHashBuilder, DefaultLifecycle<K, Entry<V>>>;
+/// A per-key result fanned out from the loading lookup to the coalesced ones.
+type Shared<V> = Option<Result<Option<V>, LoadError>>;
+
+/// Bytes an entry costs beyond its encoded value (key, timestamps, bookkeeping).
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// The values found by a lookup, and where each key's answer came from.
+#[derive(Debug)]
+pub struct Lookup<K, V> {
+    /// Values of the keys that exist.
+    pub values: HashMap<K, V>,
+    /// One outcome per distinct requested key.
+    pub outcomes: HashMap<K, Outcome>,
+}
+
+impl<K: Clone + Eq + Hash, V> Lookup<K, V> {
+    fn record(&mut self, stats: &Stats, key: K, value: Option<V>, outcome: Outcome) {
+        stats.record(outcome);
+        if let Some(v) = value {
+            self.values.insert(key.clone(), v);
+        }
+        self.outcomes.insert(key, outcome);
+    }
+}
+
+/// A tiered cache in front of `L`: a process-local L1 (quick_cache, weighted by encoded
+/// bytes) over an optional shared L2 (Redis), coherent across every replica that shares
+/// the L2. It is itself a [`Loader`], so it wraps any loader and can be wrapped again.
+///
+/// Cloning is cheap: clones share the same tiers.
+pub struct Tiered<L: Loader> {
+    inner: Arc<Inner<L>>,
+}
+
+impl<L: Loader> Clone for Tiered<L> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<L: Loader> fmt::Debug for Tiered<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tiered").field("name", &self.inner.config.name).finish_non_exhaustive()
+    }
+}
+
+struct Inner<L: Loader> {
+    config: CacheConfig,
+    loader: L,
+    codec: Box<dyn ValueCodec<L::Value>>,
+    l1: Option<L1<L::Key, L::Value>>,
+    remote: Option<Arc<dyn Remote>>,
+    /// `{namespace}:{name}:`, the prefix of every Redis key of this cache.
+    key_prefix: String,
+    /// The pub/sub channel that carries this cache's invalidations.
+    channel: String,
+    breaker: Breaker,
+    /// Generations that keep a load which started before an invalidation from filling
+    /// the L1 after it (the L2 has its own fence, the version keys).
+    fence: Fence,
+    /// Single flight: the keys being loaded right now, each with the channel its result
+    /// will be published on. An entry lives from the claim to the end of the load; a
+    /// lookup that finds one waits instead of loading. Dropping the loader's future
+    /// drops the sender, and the waiters then load themselves.
+    inflight: Mutex<HashMap<L::Key, watch::Receiver<Shared<L::Value>>>>,
+    stats: Stats,
+    /// Raised by the caller under load: TTLs stretch up to `max_stretch`.
+    pressure: AtomicBool,
+}
+
+impl<L> Tiered<L>
+where
+    L: Loader + 'static,
+    L::Key: CacheKey,
+    L::Value: Serialize + DeserializeOwned,
+{
+    /// A cache over `loader`, with values stored in Redis as JSON. `remote: None` is the
+    /// embedded mode: L1 only, same API.
+    pub async fn new(config: CacheConfig, loader: L, remote: Option<Arc<dyn Remote>>) -> Self {
+        Self::with_codec(config, loader, remote, Box::new(JsonCodec::default())).await
+    }
+}
+
+impl<L> Tiered<L>
+where
+    L: Loader + 'static,
+    L::Key: CacheKey,
+{
+    /// A cache over `loader` with an explicit value codec.
+    pub async fn with_codec(
+        config: CacheConfig,
+        loader: L,
+        remote: Option<Arc<dyn Remote>>,
+        codec: Box<dyn ValueCodec<L::Value>>,
+    ) -> Self {
+        let l1 = (config.l1_capacity_bytes > 0).then(|| {
+            let cap = config.l1_capacity_bytes;
+            // Few shards for small caches: an item heavier than one shard's share is
+            // silently not admitted.
+            let shards = ((cap >> 20) as usize).clamp(1, 64).next_power_of_two();
+            let options = OptionsBuilder::new()
+                .estimated_items_capacity(((cap / 512) as usize).max(16))
+                .weight_capacity(cap)
+                .shards(shards)
+                .build()
+                .expect("both capacities are set");
+            Cache::with_options(options, EntryWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default())
+        });
+        let inner = Arc::new(Inner {
+            key_prefix: format!("{}:{}:", config.namespace, config.name),
+            channel: format!("{}:invalidate:{}", config.namespace, config.name),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            config,
+            loader,
+            codec,
+            l1,
+            remote,
+            fence: Fence::new(),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            pressure: AtomicBool::new(false),
+        });
+        if let Some(remote) = &inner.remote {
+            match remote.listen(&inner.channel).await {
+                Ok(events) => spawn_listener(Arc::downgrade(&inner), events),
+                Err(e) => tracing::warn!(error = %e, cache = %inner.config.name, "no invalidation listener"),
+            }
+        }
+        Self { inner }
+    }
+
+    /// Values of `keys` with the outcome of each.
+    pub async fn lookup(&self, keys: &[L::Key]) -> Result<Lookup<L::Key, L::Value>, LoadError> {
+        let inner = &self.inner;
+        let mut out = Lookup { values: HashMap::new(), outcomes: HashMap::new() };
+        let mut missing = Vec::new();
+        let now = Instant::now();
+        for key in dedup_keys(keys) {
+            match inner.l1.as_ref().and_then(|l1| l1.get(&key)) {
+                Some(e) if now < e.hard => {
+                    let outcome = if now >= e.soft {
+                        if !e.refreshing.swap(true, Ordering::AcqRel) {
+                            self.spawn_refresh(key.clone(), e.refreshing.clone());
+                        }
+                        Outcome::Stale
+                    } else if e.value.is_none() {
+                        Outcome::Negative
+                    } else {
+                        Outcome::HitL1
+                    };
+                    out.record(&inner.stats, key, e.value, outcome);
+                }
+                _ => missing.push(key),
+            }
+        }
+        while !missing.is_empty() {
+            let (lead, follow) = inner.claim(missing);
+            if !lead.keys.is_empty() {
+                let keys: Vec<L::Key> = lead.keys.iter().map(|(k, _)| k.clone()).collect();
+                match inner.load(&keys, true).await {
+                    Ok(found) => {
+                        lead.publish(|k| Ok(found.get(k).and_then(|(v, _)| v.clone())));
+                        for (k, (v, o)) in found {
+                            out.record(&inner.stats, k, v, o);
+                        }
+                    }
+                    Err(e) => {
+                        lead.publish(|_| Err(e.clone()));
+                        return Err(e);
+                    }
+                }
+            }
+            drop(lead);
+            missing = Vec::new();
+            for (key, mut rx) in follow {
+                let shared = match rx.wait_for(Option::is_some).await {
+                    Ok(v) => v.clone(),
+                    // The loading lookup was cancelled before it finished: load again.
+                    Err(_) => None,
+                };
+                match shared {
+                    Some(Ok(v)) => out.record(&inner.stats, key, v, Outcome::Coalesced),
+                    Some(Err(e)) => return Err(e),
+                    None => missing.push(key),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `keys` from this L1 at once, then from the L2 and every replica's L1
+    /// through Redis. A load that started before this call never writes its value into
+    /// any tier after it.
+    pub async fn invalidate(&self, keys: &[L::Key]) -> Result<(), CacheError> {
+        let inner = &self.inner;
+        for k in keys {
+            inner.fence.invalidate(k);
+            if let Some(l1) = &inner.l1 {
+                l1.remove(k);
+            }
+        }
+        let Some(remote) = &inner.remote else { return Ok(()) };
+        let texts: Vec<String> = keys.iter().map(|k| inner.key_text(k)).collect();
+        match timeout(inner.config.redis_timeout, remote.invalidate(&texts, &inner.channel)).await {
+            Ok(Ok(())) => {
+                inner.breaker.success();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                inner.redis_failed();
+                Err(CacheError::Remote(e))
+            }
+            Err(_) => {
+                inner.redis_failed();
+                Err(CacheError::Timeout)
+            }
+        }
+    }
+
+    /// Raises or clears the pressure signal. While raised, new entries live up to
+    /// `max_stretch` times longer (never past `max_age`), as the Go service did when its
+    /// prefetch pool was full.
+    pub fn set_pressure(&self, raised: bool) {
+        self.inner.pressure.store(raised, Ordering::Relaxed);
+    }
+
+    /// Counters of this cache.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The cache's name, as in its config.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Whether the breaker currently keeps lookups away from Redis.
+    pub fn l2_bypassed(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    fn spawn_refresh(&self, key: L::Key, flag: Arc<AtomicBool>) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            // A refresh goes to the source: the L2 copy is as old as the stale one.
+            if let Err(e) = inner.load(std::slice::from_ref(&key), false).await {
+                tracing::warn!(error = %e, cache = %inner.config.name, "background refresh failed");
+                flag.store(false, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// The keys one lookup loads, with the senders that publish their results. Dropping it
+/// ends the claim, published or not.
+struct Lead<'a, K: Eq + Hash, V> {
+    keys: Vec<(K, watch::Sender<Shared<V>>)>,
+    inflight: &'a Mutex<HashMap<K, watch::Receiver<Shared<V>>>>,
+}
+
+impl<K: Eq + Hash, V> Lead<'_, K, V> {
+    fn publish(&self, result: impl Fn(&K) -> Result<Option<V>, LoadError>) {
+        for (k, tx) in &self.keys {
+            let _ = tx.send(Some(result(k)));
+        }
+    }
+}
+
+impl<K: Eq + Hash, V> Drop for Lead<'_, K, V> {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        for (k, _) in &self.keys {
+            inflight.remove(k);
+        }
+    }
+}
+
+type Follow<K, V> = Vec<(K, watch::Receiver<Shared<V>>)>;
+
+impl<L> Inner<L>
+where
+    L: Loader + 'static,
+    L::Key: CacheKey,
+{
+    fn key_text(&self, key: &L::Key) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
+    fn parse_key(&self, text: &str) -> Option<L::Key> {
+        text.strip_prefix(&self.key_prefix)?.parse().ok()
+    }
+
+    /// Splits `keys` into those this lookup will load and those someone else is loading.
+    fn claim(&self, keys: Vec<L::Key>) -> (Lead<'_, L::Key, L::Value>, Follow<L::Key, L::Value>) {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        let mut lead = Lead { keys: Vec::new(), inflight: &self.inflight };
+        let mut follow = Vec::new();
+        for key in keys {
+            match inflight.get(&key) {
+                Some(rx) => follow.push((key, rx.clone())),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.clone(), rx);
+                    lead.keys.push((key, tx));
+                }
+            }
+        }
+        (lead, follow)
+    }
+
+    fn remote_allowed(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.as_ref().filter(|_| self.breaker.allow())
+    }
+
+    fn redis_failed(&self) {
+        self.breaker.failure();
+        self.stats.redis_error();
+    }
+
+    fn stretch(&self, d: Duration) -> Duration {
+        let factor = if self.pressure.load(Ordering::Relaxed) { self.config.max_stretch.max(1) } else { 1 };
+        (d * factor).min(self.config.max_age)
+    }
+
+    fn put_l1(&self, key: &L::Key, value: Option<L::Value>, encoded_len: usize, ticket: Ticket) {
+        let Some(l1) = &self.l1 else { return };
+        if !self.fence.still_valid(ticket) {
+            return;
+        }
+        let now = Instant::now();
+        let (soft, hard) = match value {
+            Some(_) => (self.stretch(self.config.soft_ttl), self.stretch(self.config.hard_ttl)),
+            None => {
+                let ttl = self.stretch(self.config.negative_ttl);
+                (ttl, ttl)
+            }
+        };
+        l1.insert(
+            key.clone(),
+            Entry {
+                value,
+                soft: now + soft,
+                hard: now + hard,
+                refreshing: Arc::new(AtomicBool::new(false)),
+                weight: encoded_len as u64 + ENTRY_OVERHEAD,
+            },
+        );
+    }
+
+    /// L2 time to live with ±10 % jitter, so entries filled together do not expire together.
+    fn l2_ttl_secs(&self, negative: bool) -> u64 {
+        let base = self.stretch(if negative { self.config.negative_ttl } else { self.config.l2_ttl });
+        let jitter = rand::rng().random_range(0.9..=1.1);
+        (base.as_secs_f64() * jitter).round().max(1.0) as u64
+    }
+
+    /// Loads `keys` (all claimed by the caller) through L2 and the loader and fills the
+    /// tiers. `use_l2_values: false` reads only the fence versions from Redis (refresh).
+    async fn load(
+        &self,
+        keys: &[L::Key],
+        use_l2_values: bool,
+    ) -> Result<HashMap<L::Key, (Option<L::Value>, Outcome)>, LoadError> {
+        let schema = self.config.schema_version;
+        let tickets: Vec<Ticket> = keys.iter().map(|k| self.fence.ticket(k)).collect();
+        let texts: Vec<String> = keys.iter().map(|k| self.key_text(k)).collect();
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut versions: Option<Vec<i64>> = None;
+        let mut todo: Vec<usize> = (0..keys.len()).collect();
+
+        if let Some(remote) = self.remote_allowed() {
+            match timeout(self.config.redis_timeout, remote.fetch(&texts)).await {
+                Ok(Ok(rows)) => {
+                    self.breaker.success();
+                    todo.clear();
+                    let mut vs = Vec::with_capacity(rows.len());
+                    for (i, (bytes, version)) in rows.into_iter().enumerate() {
+                        vs.push(version);
+                        let opened = bytes
+                            .filter(|_| use_l2_values)
+                            .and_then(|b| codec::open(&*self.codec, schema, &b).map(|v| (v, b.len())));
+                        match opened {
+                            Some((value, len)) => {
+                                self.put_l1(&keys[i], value.clone(), len, tickets[i]);
+                                let outcome = if value.is_some() { Outcome::HitL2 } else { Outcome::Negative };
+                                found.insert(keys[i].clone(), (value, outcome));
+                            }
+                            None => todo.push(i),
+                        }
+                    }
+                    versions = Some(vs);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "l2 fetch failed");
+                    self.redis_failed();
+                }
+                Err(_) => self.redis_failed(),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(found);
+        }
+
+        let ask: Vec<L::Key> = todo.iter().map(|&i| keys[i].clone()).collect();
+        self.stats.loader_call();
+        let mut loaded = self.loader.load_many(&ask).await?;
+        let mut fills = Vec::new();
+        for &i in &todo {
+            let value = loaded.remove(&keys[i]);
+            let sealed = codec::seal(&*self.codec, schema, value.as_ref());
+            if self.fence.still_valid(tickets[i]) {
+                self.put_l1(&keys[i], value.clone(), sealed.len(), tickets[i]);
+                // Without the version read before the load there is nothing to fence
+                // with (Redis was skipped or failed): leave the L2 alone.
+                if let Some(vs) = &versions {
+                    fills.push(Fill {
+                        key: texts[i].clone(),
+                        version: vs[i],
+                        ttl_secs: self.l2_ttl_secs(value.is_none()),
+                        value: sealed,
+                    });
+                }
+            }
+            found.insert(keys[i].clone(), (value, Outcome::Miss));
+        }
+        if !fills.is_empty()
+            && let Some(remote) = self.remote_allowed()
+        {
+            match timeout(self.config.redis_timeout, remote.fill(&fills)).await {
+                Ok(Ok(())) => self.breaker.success(),
+                _ => self.redis_failed(),
+            }
+        }
+        Ok(found)
+    }
+
+    fn flush_l1(&self) {
+        self.fence.invalidate_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        self.stats.l1_flush();
+    }
+}
+
+fn spawn_listener<L>(inner: Weak<Inner<L>>, mut events: mpsc::UnboundedReceiver<RemoteEvent>)
+where
+    L: Loader + 'static,
+    L::Key: CacheKey,
+{
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let Some(inner) = inner.upgrade() else { return };
+            match event {
+                RemoteEvent::Invalidated(texts) => {
+                    for text in texts {
+                        match inner.parse_key(&text) {
+                            Some(key) => {
+                                inner.fence.invalidate(&key);
+                                if let Some(l1) = &inner.l1 {
+                                    l1.remove(&key);
+                                }
+                            }
+                            // A key we cannot read might be one we hold.
+                            None => inner.flush_l1(),
+                        }
+                    }
+                }
+                RemoteEvent::Lost => inner.flush_l1(),
+            }
+        }
+    });
+}
+
+#[async_trait]
+impl<L> Loader for Tiered<L>
+where
+    L: Loader + 'static,
+    L::Key: CacheKey,
+{
+    type Key = L::Key;
+    type Value = L::Value;
+
+    async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
+        Ok(self.lookup(keys).await?.values)
+    }
+}

@@ -9,8 +9,12 @@ use tokio::time::Instant;
 
 #[derive(Debug)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One probe is out; everyone else skips Redis until it reports.
     Probing,
 }
@@ -57,14 +61,19 @@ impl Breaker {
             State::Open { .. } | State::Probing => self.threshold,
         };
         *state = if failures >= self.threshold {
-            State::Open { until: Instant::now() + self.cooldown }
+            State::Open {
+                until: Instant::now() + self.cooldown,
+            }
         } else {
             State::Closed { failures }
         };
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        !matches!(*self.state.lock().expect("breaker lock"), State::Closed { .. })
+        !matches!(
+            *self.state.lock().expect("breaker lock"),
+            State::Closed { .. }
+        )
     }
 }
 
@@ -88,6 +97,9 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert!(b.allow());
         b.success();
-        assert!(b.allow() && b.allow() && !b.is_open(), "a good probe closes it");
+        assert!(
+            b.allow() && b.allow() && !b.is_open(),
+            "a good probe closes it"
+        );
     }
 }

@@ -48,7 +48,11 @@ impl<V: Serialize + DeserializeOwned + 'static> ValueCodec<V> for JsonCodec<V> {
 }
 
 /// Wraps `value` (or its absence) in the envelope of `schema`.
-pub(crate) fn seal<V: 'static>(codec: &dyn ValueCodec<V>, schema: u16, value: Option<&V>) -> Vec<u8> {
+pub(crate) fn seal<V: 'static>(
+    codec: &dyn ValueCodec<V>,
+    schema: u16,
+    value: Option<&V>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&[MAGIC, FORMAT]);
     out.extend_from_slice(&schema.to_be_bytes());
@@ -64,7 +68,11 @@ pub(crate) fn seal<V: 'static>(codec: &dyn ValueCodec<V>, schema: u16, value: Op
 
 /// `Some(Some(v))` for a value, `Some(None)` for a cached absence, `None` when the bytes
 /// are of another version or do not decode.
-pub(crate) fn open<V: 'static>(codec: &dyn ValueCodec<V>, schema: u16, bytes: &[u8]) -> Option<Option<V>> {
+pub(crate) fn open<V: 'static>(
+    codec: &dyn ValueCodec<V>,
+    schema: u16,
+    bytes: &[u8],
+) -> Option<Option<V>> {
     if bytes.len() < HEADER || bytes[0] != MAGIC || bytes[1] != FORMAT {
         return None;
     }

@@ -55,7 +55,10 @@ pub trait Remote: Send + Sync + fmt::Debug {
     /// Bumps versions, deletes values and publishes `keys` on `channel`, atomically.
     async fn invalidate(&self, keys: &[String], channel: &str) -> Result<(), RemoteError>;
     /// Starts listening on `channel`.
-    async fn listen(&self, channel: &str) -> Result<mpsc::UnboundedReceiver<RemoteEvent>, RemoteError>;
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<mpsc::UnboundedReceiver<RemoteEvent>, RemoteError>;
 }
 
 /// How long version keys live: longer than any value, so a load that read "no version"
@@ -156,9 +159,16 @@ impl RedisRemote {
         Ok(Self { pool, subscriber })
     }
 
-    /// Waits until the command pool is connected, at most `within`.
+    /// Waits until the command pool and the invalidation connection are connected, at
+    /// most `within`.
     pub async fn wait_connected(&self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.pool.wait_for_connect()).await.is_ok_and(|r| r.is_ok())
+        let both = async {
+            self.pool.wait_for_connect().await?;
+            self.subscriber.wait_for_connect().await
+        };
+        tokio::time::timeout(within, both)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -219,7 +229,10 @@ impl Remote for RedisRemote {
         Ok(())
     }
 
-    async fn listen(&self, channel: &str) -> Result<mpsc::UnboundedReceiver<RemoteEvent>, RemoteError> {
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<mpsc::UnboundedReceiver<RemoteEvent>, RemoteError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut messages = self.subscriber.message_rx();
         let mut errors = self.subscriber.error_rx();

@@ -72,6 +72,8 @@ type L1<K, V> =
     Cache<K, Entry<V>, EntryWeighter, DefaultHashBuilder, DefaultLifecycle<K, Entry<V>>>;
 /// A per-key result fanned out from the loading lookup to the coalesced ones.
 type Shared<V> = Option<Result<Option<V>, LoadError>>;
+/// Keys being loaded, each with the channel its result will be published on.
+type Inflight<K, V> = Mutex<HashMap<K, watch::Receiver<Shared<V>>>>;
 
 /// Bytes an entry costs beyond its encoded value (key, timestamps, bookkeeping).
 const ENTRY_OVERHEAD: u64 = 64;
@@ -106,13 +108,17 @@ pub struct Tiered<L: Loader> {
 
 impl<L: Loader> Clone for Tiered<L> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl<L: Loader> fmt::Debug for Tiered<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tiered").field("name", &self.inner.config.name).finish_non_exhaustive()
+        f.debug_struct("Tiered")
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,7 +140,7 @@ struct Inner<L: Loader> {
     /// will be published on. An entry lives from the claim to the end of the load; a
     /// lookup that finds one waits instead of loading. Dropping the loader's future
     /// drops the sender, and the waiters then load themselves.
-    inflight: Mutex<HashMap<L::Key, watch::Receiver<Shared<L::Value>>>>,
+    inflight: Inflight<L::Key, L::Value>,
     stats: Stats,
     /// Raised by the caller under load: TTLs stretch up to `max_stretch`.
     pressure: AtomicBool,
@@ -176,7 +182,12 @@ where
                 .shards(shards)
                 .build()
                 .expect("both capacities are set");
-            Cache::with_options(options, EntryWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default())
+            Cache::with_options(
+                options,
+                EntryWeighter,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            )
         });
         let inner = Arc::new(Inner {
             key_prefix: format!("{}:{}:", config.namespace, config.name),
@@ -195,7 +206,9 @@ where
         if let Some(remote) = &inner.remote {
             match remote.listen(&inner.channel).await {
                 Ok(events) => spawn_listener(Arc::downgrade(&inner), events),
-                Err(e) => tracing::warn!(error = %e, cache = %inner.config.name, "no invalidation listener"),
+                Err(e) => {
+                    tracing::warn!(error = %e, cache = %inner.config.name, "no invalidation listener")
+                }
             }
         }
         Self { inner }
@@ -204,7 +217,10 @@ where
     /// Values of `keys` with the outcome of each.
     pub async fn lookup(&self, keys: &[L::Key]) -> Result<Lookup<L::Key, L::Value>, LoadError> {
         let inner = &self.inner;
-        let mut out = Lookup { values: HashMap::new(), outcomes: HashMap::new() };
+        let mut out = Lookup {
+            values: HashMap::new(),
+            outcomes: HashMap::new(),
+        };
         let mut missing = Vec::new();
         let now = Instant::now();
         for key in dedup_keys(keys) {
@@ -271,9 +287,16 @@ where
                 l1.remove(k);
             }
         }
-        let Some(remote) = &inner.remote else { return Ok(()) };
+        let Some(remote) = &inner.remote else {
+            return Ok(());
+        };
         let texts: Vec<String> = keys.iter().map(|k| inner.key_text(k)).collect();
-        match timeout(inner.config.redis_timeout, remote.invalidate(&texts, &inner.channel)).await {
+        match timeout(
+            inner.config.redis_timeout,
+            remote.invalidate(&texts, &inner.channel),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 inner.breaker.success();
                 Ok(())
@@ -327,7 +350,7 @@ where
 /// ends the claim, published or not.
 struct Lead<'a, K: Eq + Hash, V> {
     keys: Vec<(K, watch::Sender<Shared<V>>)>,
-    inflight: &'a Mutex<HashMap<K, watch::Receiver<Shared<V>>>>,
+    inflight: &'a Inflight<K, V>,
 }
 
 impl<K: Eq + Hash, V> Lead<'_, K, V> {
@@ -348,6 +371,8 @@ impl<K: Eq + Hash, V> Drop for Lead<'_, K, V> {
 }
 
 type Follow<K, V> = Vec<(K, watch::Receiver<Shared<V>>)>;
+/// What [`Inner::claim`] hands back: keys to load, and keys to wait for.
+type Claim<'a, K, V> = (Lead<'a, K, V>, Follow<K, V>);
 
 impl<L> Inner<L>
 where
@@ -363,9 +388,12 @@ where
     }
 
     /// Splits `keys` into those this lookup will load and those someone else is loading.
-    fn claim(&self, keys: Vec<L::Key>) -> (Lead<'_, L::Key, L::Value>, Follow<L::Key, L::Value>) {
+    fn claim(&self, keys: Vec<L::Key>) -> Claim<'_, L::Key, L::Value> {
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        let mut lead = Lead { keys: Vec::new(), inflight: &self.inflight };
+        let mut lead = Lead {
+            keys: Vec::new(),
+            inflight: &self.inflight,
+        };
         let mut follow = Vec::new();
         for key in keys {
             match inflight.get(&key) {
@@ -390,7 +418,11 @@ where
     }
 
     fn stretch(&self, d: Duration) -> Duration {
-        let factor = if self.pressure.load(Ordering::Relaxed) { self.config.max_stretch.max(1) } else { 1 };
+        let factor = if self.pressure.load(Ordering::Relaxed) {
+            self.config.max_stretch.max(1)
+        } else {
+            1
+        };
         (d * factor).min(self.config.max_age)
     }
 
@@ -401,7 +433,10 @@ where
         }
         let now = Instant::now();
         let (soft, hard) = match value {
-            Some(_) => (self.stretch(self.config.soft_ttl), self.stretch(self.config.hard_ttl)),
+            Some(_) => (
+                self.stretch(self.config.soft_ttl),
+                self.stretch(self.config.hard_ttl),
+            ),
             None => {
                 let ttl = self.stretch(self.config.negative_ttl);
                 (ttl, ttl)
@@ -421,7 +456,11 @@ where
 
     /// L2 time to live with ±10 % jitter, so entries filled together do not expire together.
     fn l2_ttl_secs(&self, negative: bool) -> u64 {
-        let base = self.stretch(if negative { self.config.negative_ttl } else { self.config.l2_ttl });
+        let base = self.stretch(if negative {
+            self.config.negative_ttl
+        } else {
+            self.config.l2_ttl
+        });
         let jitter = rand::rng().random_range(0.9..=1.1);
         (base.as_secs_f64() * jitter).round().max(1.0) as u64
     }
@@ -448,13 +487,17 @@ where
                     let mut vs = Vec::with_capacity(rows.len());
                     for (i, (bytes, version)) in rows.into_iter().enumerate() {
                         vs.push(version);
-                        let opened = bytes
-                            .filter(|_| use_l2_values)
-                            .and_then(|b| codec::open(&*self.codec, schema, &b).map(|v| (v, b.len())));
+                        let opened = bytes.filter(|_| use_l2_values).and_then(|b| {
+                            codec::open(&*self.codec, schema, &b).map(|v| (v, b.len()))
+                        });
                         match opened {
                             Some((value, len)) => {
                                 self.put_l1(&keys[i], value.clone(), len, tickets[i]);
-                                let outcome = if value.is_some() { Outcome::HitL2 } else { Outcome::Negative };
+                                let outcome = if value.is_some() {
+                                    Outcome::HitL2
+                                } else {
+                                    Outcome::Negative
+                                };
                                 found.insert(keys[i].clone(), (value, outcome));
                             }
                             None => todo.push(i),

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn ids_round_trip_through_text() {
         assert_eq!("42".parse::<UserId>().unwrap(), UserId(42));
-        assert_eq!(PostId(-7).to_string().parse::<PostId>().unwrap(), PostId(-7));
+        assert_eq!(
+            PostId(-7).to_string().parse::<PostId>().unwrap(),
+            PostId(-7)
+        );
         assert!("x1".parse::<OrderId>().is_err());
     }
 }

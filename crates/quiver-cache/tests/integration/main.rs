@@ -1,0 +1,6 @@
+//! Integration tests of quiver-cache against a real Redis (`REDIS_URL`, as `cargo xtask
+//! test` provides) and, for the outage test, a throwaway `redis-server` it starts itself.
+
+mod redis;
+mod support;
+mod ttl;

@@ -1,0 +1,122 @@
+//! TTL behaviour on the L1 alone (the embedded mode), with paused time.
+
+use crate::support::{Source, SourceLoader};
+use quiver_cache::{CacheConfig, Outcome, Tiered};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::advance;
+
+fn cfg() -> CacheConfig {
+    CacheConfig {
+        soft_ttl: Duration::from_secs(10),
+        hard_ttl: Duration::from_secs(30),
+        negative_ttl: Duration::from_secs(5),
+        max_age: Duration::from_secs(60),
+        max_stretch: 4,
+        ..CacheConfig::new("ttl")
+    }
+}
+
+async fn cache(source: &Arc<Source>) -> Tiered<SourceLoader> {
+    Tiered::new(cfg(), SourceLoader(source.clone()), None).await
+}
+
+async fn outcome(c: &Tiered<SourceLoader>, key: u64) -> (Option<String>, Outcome) {
+    let l = c.lookup(&[key]).await.unwrap();
+    (l.values.get(&key).cloned(), l.outcomes[&key])
+}
+
+/// Lets spawned tasks (the background refresh) run; paused time does not move.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_soft_ttl_an_entry_is_served_stale_and_refreshed_once_in_the_background() {
+    let source = Arc::new(Source::default());
+    source.set(1, "v1");
+    let c = cache(&source).await;
+    assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::Miss));
+    advance(Duration::from_secs(9)).await;
+    assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::HitL1));
+
+    source.set(1, "v2");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::Stale));
+    assert_eq!(
+        outcome(&c, 1).await.1,
+        Outcome::Stale,
+        "served stale until the refresh lands"
+    );
+    settle().await;
+    assert_eq!(source.calls(), 2, "exactly one background refresh");
+    assert_eq!(outcome(&c, 1).await, (Some("v2".into()), Outcome::HitL1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_hard_ttl_an_entry_is_loaded_in_line() {
+    let source = Arc::new(Source::default());
+    source.set(2, "a");
+    let c = cache(&source).await;
+    outcome(&c, 2).await;
+    source.set(2, "b");
+    advance(Duration::from_secs(31)).await;
+    assert_eq!(outcome(&c, 2).await, (Some("b".into()), Outcome::Miss));
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_key_is_remembered_as_absent_for_the_negative_ttl() {
+    let source = Arc::new(Source::default());
+    let c = cache(&source).await;
+    assert_eq!(outcome(&c, 3).await, (None, Outcome::Miss));
+    assert_eq!(outcome(&c, 3).await, (None, Outcome::Negative));
+    assert_eq!(source.calls(), 1, "the negative entry spared the loader");
+    source.set(3, "now exists");
+    advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        outcome(&c, 3).await,
+        (Some("now exists".into()), Outcome::Miss)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pressure_stretches_ttls_up_to_max_age_and_they_return_to_normal_after() {
+    let source = Arc::new(Source::default());
+    for k in 10..13 {
+        source.set(k, "x");
+    }
+    let c = cache(&source).await;
+    c.set_pressure(true);
+    outcome(&c, 10).await;
+    // Soft TTL 10 s stretched ×4: still fresh at 35 s; hard 30 s ×4 = 120 s is capped by
+    // max_age 60 s.
+    advance(Duration::from_secs(35)).await;
+    assert_eq!(outcome(&c, 10).await.1, Outcome::HitL1);
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        outcome(&c, 10).await.1,
+        Outcome::Stale,
+        "45 s: past the stretched soft TTL"
+    );
+    settle().await;
+    c.set_pressure(false);
+    outcome(&c, 11).await;
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        outcome(&c, 11).await.1,
+        Outcome::Stale,
+        "normal TTLs once pressure clears"
+    );
+
+    c.set_pressure(true);
+    outcome(&c, 12).await;
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(
+        outcome(&c, 12).await.1,
+        Outcome::Miss,
+        "never served past max_age"
+    );
+}

@@ -46,7 +46,10 @@ async fn remote() -> Arc<dyn Remote> {
         ..RedisConfig::default()
     })
     .unwrap();
-    assert!(r.wait_connected(Duration::from_secs(5)).await, "benches need redis at REDIS_URL");
+    assert!(
+        r.wait_connected(Duration::from_secs(5)).await,
+        "benches need redis at REDIS_URL"
+    );
     Arc::new(r)
 }
 
@@ -67,7 +70,12 @@ fn get_many(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let keys: Vec<u64> = (1..=20).collect();
     let (l1, l2, none) = rt.block_on(async {
-        let l1 = Tiered::new(config("l1", 64 << 20), Memory::default(), Some(remote().await)).await;
+        let l1 = Tiered::new(
+            config("l1", 64 << 20),
+            Memory::default(),
+            Some(remote().await),
+        )
+        .await;
         let l2 = Tiered::new(config("l2", 0), Memory::default(), Some(remote().await)).await;
         let none = Tiered::new(config("none", 0), Memory::default(), None).await;
         l1.lookup(&keys).await.unwrap();
@@ -83,9 +91,13 @@ fn get_many(c: &mut Criterion) {
             l
         })
     });
-    g.bench_function("all_l2", |b| b.to_async(&rt).iter(|| async { l2.lookup(&keys).await.unwrap() }));
+    g.bench_function("all_l2", |b| {
+        b.to_async(&rt)
+            .iter(|| async { l2.lookup(&keys).await.unwrap() })
+    });
     g.bench_function("all_missing_memory_loader", |b| {
-        b.to_async(&rt).iter(|| async { none.lookup(&keys).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { none.lookup(&keys).await.unwrap() })
     });
     g.finish();
     assert_eq!(l1.stats().loader_calls, 1);
@@ -97,14 +109,32 @@ fn single_key(c: &mut Criterion) {
     let (cache, client) = rt.block_on(async {
         let cache = Tiered::new(config("single", 64 << 20), Memory::default(), None).await;
         cache.lookup(&[42]).await.unwrap();
-        let client = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
+        let client = Builder::from_config(Config::from_url(&redis_url()).unwrap())
+            .build()
+            .unwrap();
         client.init().await.unwrap();
         let value = format!("{:>300}", 42);
-        let _: () = client.set("qbench:plain:42", value, Some(Expiration::EX(600)), None, false).await.unwrap();
+        let _: () = client
+            .set(
+                "qbench:plain:42",
+                value,
+                Some(Expiration::EX(600)),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
         (cache, client)
     });
     let mut g = c.benchmark_group("single_key");
-    g.bench_function("l1_hit", |b| b.to_async(&rt).iter(|| async { cache.lookup(&[42]).await.unwrap() }));
+    g.bench_function("l1_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cache.get(&42).await.unwrap() })
+    });
+    g.bench_function("l1_hit_via_lookup", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cache.lookup(&[42]).await.unwrap() })
+    });
     g.bench_function("redis_get", |b| {
         b.to_async(&rt).iter(|| async {
             let v: Option<bytes::Bytes> = client.get("qbench:plain:42").await.unwrap();
@@ -118,7 +148,12 @@ fn single_flight(_: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let rounds = 50u64;
     let calls = rt.block_on(async {
-        let cache = Tiered::new(config("flight", 64 << 20), Memory::default(), Some(remote().await)).await;
+        let cache = Tiered::new(
+            config("flight", 64 << 20),
+            Memory::default(),
+            Some(remote().await),
+        )
+        .await;
         for round in 0..rounds {
             let key = 1_000_000 + round;
             let tasks: Vec<_> = (0..64)
@@ -146,7 +181,9 @@ fn zipf_hit_ratio(_: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let universe = 100_000u64;
     let lookups = 200_000;
-    println!("\n| L1 capacity (Zipf s=1.0 over {universe} keys, ~380 B entries) | hit ratio |\n| --- | --- |");
+    println!(
+        "\n| L1 capacity (Zipf s=1.0 over {universe} keys, ~380 B entries) | hit ratio |\n| --- | --- |"
+    );
     for mb in [1u64, 4, 16, 64] {
         let ratio = rt.block_on(async {
             let cache = Tiered::new(config("zipf", mb << 20), Memory::default(), None).await;

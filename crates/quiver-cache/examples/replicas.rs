@@ -20,18 +20,27 @@ impl Loader for Profiles {
     type Value = String;
     async fn load_many(&self, keys: &[u64]) -> Result<HashMap<u64, String>, LoadError> {
         let db = self.0.lock().unwrap();
-        Ok(keys.iter().filter_map(|k| db.get(k).map(|v| (*k, v.clone()))).collect())
+        Ok(keys
+            .iter()
+            .filter_map(|k| db.get(k).map(|v| (*k, v.clone())))
+            .collect())
     }
 }
 
 async fn replica(db: &Arc<Profiles>, url: &str) -> Tiered<Arc<Profiles>> {
-    let redis = RedisRemote::connect(&RedisConfig { url: url.to_owned(), ..RedisConfig::default() })
-        .expect("valid redis url");
+    let redis = RedisRemote::connect(&RedisConfig {
+        url: url.to_owned(),
+        ..RedisConfig::default()
+    })
+    .expect("valid redis url");
     if !redis.wait_connected(Duration::from_secs(2)).await {
         eprintln!("redis at {url} is not reachable: lookups will use the L1 and the loader only");
     }
     let remote: Arc<dyn Remote> = Arc::new(redis);
-    let config = CacheConfig { namespace: "example".into(), ..CacheConfig::new("profiles") };
+    let config = CacheConfig {
+        namespace: "example".into(),
+        ..CacheConfig::new("profiles")
+    };
     Tiered::new(config, db.clone(), Some(remote)).await
 }
 
@@ -46,9 +55,14 @@ async fn main() {
     println!("b: {:?}", b.lookup(&[1]).await.unwrap().outcomes);
 
     db.0.lock().unwrap().insert(1, "Ada Lovelace".to_owned());
-    a.invalidate(&[1]).await.expect("invalidation reaches redis");
+    a.invalidate(&[1])
+        .await
+        .expect("invalidation reaches redis");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let after = b.lookup(&[1]).await.unwrap();
-    println!("b after a's invalidation: {:?} {:?}", after.values[&1], after.outcomes);
+    println!(
+        "b after a's invalidation: {:?} {:?}",
+        after.values[&1], after.outcomes
+    );
     println!("stats of a: {:?}", a.stats());
 }

@@ -276,6 +276,25 @@ where
         Ok(out)
     }
 
+    /// One key: the value if it exists. A fresh L1 hit allocates nothing beyond the
+    /// value's clone; everything else goes through [`Tiered::lookup`].
+    pub async fn get(&self, key: &L::Key) -> Result<Option<L::Value>, LoadError> {
+        if let Some(e) = self.inner.l1.as_ref().and_then(|l1| l1.get(key)) {
+            let now = Instant::now();
+            if now < e.soft {
+                let outcome = if e.value.is_some() {
+                    Outcome::HitL1
+                } else {
+                    Outcome::Negative
+                };
+                self.inner.stats.record(outcome);
+                return Ok(e.value);
+            }
+        }
+        let mut found = self.lookup(std::slice::from_ref(key)).await?;
+        Ok(found.values.remove(key))
+    }
+
     /// Removes `keys` from this L1 at once, then from the L2 and every replica's L1
     /// through Redis. A load that started before this call never writes its value into
     /// any tier after it.
@@ -598,5 +617,9 @@ where
 
     async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
         Ok(self.lookup(keys).await?.values)
+    }
+
+    async fn load_one(&self, key: &L::Key) -> Result<Option<L::Value>, LoadError> {
+        self.get(key).await
     }
 }

@@ -120,3 +120,35 @@ async fn pressure_stretches_ttls_up_to_max_age_and_they_return_to_normal_after()
         "never served past max_age"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn get_serves_fresh_hits_and_falls_back_to_the_full_path_otherwise() {
+    let source = Arc::new(Source::default());
+    source.set(20, "a");
+    let c = cache(&source).await;
+    assert_eq!(c.get(&20).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(c.get(&20).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(c.get(&21).await.unwrap(), None);
+    assert_eq!(c.get(&21).await.unwrap(), None);
+    let s = c.stats();
+    assert_eq!(
+        (
+            s.get(Outcome::Miss),
+            s.get(Outcome::HitL1),
+            s.get(Outcome::Negative)
+        ),
+        (2, 1, 1)
+    );
+    source.set(20, "b");
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        c.get(&20).await.unwrap().as_deref(),
+        Some("a"),
+        "stale is served"
+    );
+    assert_eq!(
+        c.stats().get(Outcome::Stale),
+        1,
+        "and counted by the full path"
+    );
+}

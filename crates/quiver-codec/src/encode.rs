@@ -18,3 +18,9 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn encode_serde_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("wire types always serialize")
 }
+
+/// `value` as JSON bytes, with the code simd-json-derive generated for it (the analog of
+/// Go's easyjson), for the comparison in the bench.
+pub fn encode_derived<T: simd_json_derive::Serialize>(value: &T) -> Vec<u8> {
+    value.json_vec().expect("writing to a Vec cannot fail")
+}

@@ -129,8 +129,6 @@ impl Problem {
                 errors: errors.clone(),
                 ..Self::new(ProblemType::Validation, err.to_string())
             },
-            #[allow(unreachable_patterns)]
-            _ => Self::new(ProblemType::MalformedBody, err.to_string()),
         }
     }
 

@@ -17,7 +17,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// A post's author as embedded in feed items and posts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct AuthorWire {
     pub id: i64,
     pub handle: String,
@@ -42,7 +42,7 @@ impl AuthorWire {
 }
 
 /// One media attachment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct MediaWire {
     pub url: String,
     pub kind: String,
@@ -66,7 +66,7 @@ impl From<&Media> for MediaWire {
 }
 
 /// The buyable part of a wish.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct WishWire {
     pub price_cents: i64,
     pub currency: String,
@@ -74,7 +74,9 @@ pub struct WishWire {
 }
 
 /// How the viewer relates to an item's author; `null` for anonymous requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize,
+)]
 pub struct ViewerWire {
     pub follows_author: bool,
     pub followed_by_author: bool,
@@ -84,7 +86,7 @@ pub struct ViewerWire {
 ///
 /// Field order matters: everything up to `wish` is the post's cached fragment, then the
 /// author's fragment, then the per-viewer part (see [`crate::fragment`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct FeedItemWire {
     pub id: i64,
     pub kind: String,
@@ -98,7 +100,7 @@ pub struct FeedItemWire {
 }
 
 /// The post-owned part of a [`FeedItemWire`]: what a post fragment encodes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct PostFieldsWire {
     pub id: i64,
     pub kind: String,
@@ -145,7 +147,7 @@ impl PostFieldsWire {
 
 /// A page of a feed. `seed` is set on the discovery feed (send it back to continue the
 /// same shuffle) and `null` elsewhere; `next_page` is `null` on the last page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct FeedPageWire {
     pub items: Vec<FeedItemWire>,
     pub next_page: Option<String>,
@@ -153,7 +155,7 @@ pub struct FeedPageWire {
 }
 
 /// A user's profile, with the viewer's relationship when there is a viewer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct ProfileWire {
     pub id: i64,
     pub handle: String,
@@ -186,7 +188,7 @@ impl ProfileWire {
 }
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct OrderItemWire {
     pub post_id: i64,
     pub quantity: i32,
@@ -204,7 +206,7 @@ impl From<&OrderItem> for OrderItemWire {
 }
 
 /// An order with its items.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct OrderWire {
     pub id: i64,
     pub customer_id: i64,
@@ -233,14 +235,14 @@ impl OrderWire {
 }
 
 /// A page of a customer's orders.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct OrdersPageWire {
     pub items: Vec<OrderWire>,
     pub next_page: Option<String>,
 }
 
 /// One notification.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct NotificationWire {
     pub id: i64,
     pub kind: String,
@@ -266,7 +268,7 @@ impl From<&Notification> for NotificationWire {
 }
 
 /// A page of notifications.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
 pub struct NotificationsPageWire {
     pub items: Vec<NotificationWire>,
     pub next_page: Option<String>,

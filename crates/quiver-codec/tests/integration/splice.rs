@@ -4,7 +4,7 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use quiver_codec::encode::{encode, encode_serde_json};
+use quiver_codec::encode::{encode, encode_derived, encode_serde_json};
 use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page};
 use quiver_codec::wire::*;
 
@@ -123,8 +123,11 @@ proptest! {
         prop_assert_eq!(back, whole.clone());
 
         // The simd-json encoder writes valid JSON of the same value.
+        let value = serde_json::to_value(&whole).unwrap();
         let simd: serde_json::Value = serde_json::from_slice(&encode(&whole)).unwrap();
-        prop_assert_eq!(simd, serde_json::to_value(&whole).unwrap());
+        prop_assert_eq!(&simd, &value);
+        let derived: serde_json::Value = serde_json::from_slice(&encode_derived(&whole)).unwrap();
+        prop_assert_eq!(&derived, &value);
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`request`]: strict request parsing (simd-json, unknown fields rejected) and
 //!   field-by-field validation.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors.
+//! - [`openapi`]: the OpenAPI 3.1 schema of all of the above.
 //!
 //! ```
 //! use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page};
@@ -28,6 +29,7 @@
 
 pub mod encode;
 pub mod fragment;
+pub mod openapi;
 pub mod problem;
 pub mod request;
 pub mod wire;

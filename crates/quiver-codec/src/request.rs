@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 
 /// One field that failed, by its JSON path (`media[1].url`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -67,7 +67,7 @@ fn shape_message(raw: &str) -> String {
 }
 
 /// `POST /api/v1/posts`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePostBody {
     pub kind: String,
@@ -81,7 +81,7 @@ pub struct CreatePostBody {
 }
 
 /// A media attachment in a new post.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaInput {
     pub url: String,
@@ -92,7 +92,7 @@ pub struct MediaInput {
 }
 
 /// The wish part of a new wish.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WishInput {
     pub price_cents: i64,
@@ -261,14 +261,14 @@ impl CreatePostBody {
 }
 
 /// `POST /api/v1/orders`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderBody {
     pub items: Vec<OrderLineInput>,
 }
 
 /// One line of a new order.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineInput {
     pub post_id: i64,

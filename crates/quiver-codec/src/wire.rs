@@ -17,11 +17,21 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// A post's author as embedded in feed items and posts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct AuthorWire {
     pub id: i64,
     pub handle: String,
     pub display_name: String,
+    #[schema(required = true)]
     pub avatar_url: Option<String>,
     pub verified: bool,
     pub creator: bool,
@@ -42,7 +52,16 @@ impl AuthorWire {
 }
 
 /// One media attachment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct MediaWire {
     pub url: String,
     pub kind: String,
@@ -66,7 +85,16 @@ impl From<&Media> for MediaWire {
 }
 
 /// The buyable part of a wish.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct WishWire {
     pub price_cents: i64,
     pub currency: String,
@@ -75,7 +103,15 @@ pub struct WishWire {
 
 /// How the viewer relates to an item's author; `null` for anonymous requests.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
 )]
 pub struct ViewerWire {
     pub follows_author: bool,
@@ -86,7 +122,16 @@ pub struct ViewerWire {
 ///
 /// Field order matters: everything up to `wish` is the post's cached fragment, then the
 /// author's fragment, then the per-viewer part (see [`crate::fragment`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct FeedItemWire {
     pub id: i64,
     pub kind: String,
@@ -94,13 +139,24 @@ pub struct FeedItemWire {
     pub created_at: String,
     pub media: Vec<MediaWire>,
     pub tags: Vec<String>,
+    #[schema(required = true)]
     pub wish: Option<WishWire>,
     pub author: AuthorWire,
+    #[schema(required = true)]
     pub viewer: Option<ViewerWire>,
 }
 
 /// The post-owned part of a [`FeedItemWire`]: what a post fragment encodes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct PostFieldsWire {
     pub id: i64,
     pub kind: String,
@@ -108,6 +164,7 @@ pub struct PostFieldsWire {
     pub created_at: String,
     pub media: Vec<MediaWire>,
     pub tags: Vec<String>,
+    #[schema(required = true)]
     pub wish: Option<WishWire>,
 }
 
@@ -147,25 +204,47 @@ impl PostFieldsWire {
 
 /// A page of a feed. `seed` is set on the discovery feed (send it back to continue the
 /// same shuffle) and `null` elsewhere; `next_page` is `null` on the last page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct FeedPageWire {
     pub items: Vec<FeedItemWire>,
+    #[schema(required = true)]
     pub next_page: Option<String>,
+    #[schema(required = true)]
     pub seed: Option<u64>,
 }
 
 /// A user's profile, with the viewer's relationship when there is a viewer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct ProfileWire {
     pub id: i64,
     pub handle: String,
     pub display_name: String,
     pub bio: String,
+    #[schema(required = true)]
     pub avatar_url: Option<String>,
     pub verified: bool,
     pub creator: bool,
     pub private: bool,
     pub created_at: String,
+    #[schema(required = true)]
     pub viewer: Option<ViewerWire>,
 }
 
@@ -188,7 +267,16 @@ impl ProfileWire {
 }
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct OrderItemWire {
     pub post_id: i64,
     pub quantity: i32,
@@ -206,7 +294,16 @@ impl From<&OrderItem> for OrderItemWire {
 }
 
 /// An order with its items.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct OrderWire {
     pub id: i64,
     pub customer_id: i64,
@@ -235,19 +332,41 @@ impl OrderWire {
 }
 
 /// A page of a customer's orders.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct OrdersPageWire {
     pub items: Vec<OrderWire>,
+    #[schema(required = true)]
     pub next_page: Option<String>,
 }
 
 /// One notification.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct NotificationWire {
     pub id: i64,
     pub kind: String,
+    #[schema(required = true)]
     pub actor_id: Option<i64>,
+    #[schema(required = true)]
     pub post_id: Option<i64>,
+    #[schema(required = true)]
     pub order_id: Option<i64>,
     pub created_at: String,
     pub read: bool,
@@ -268,8 +387,18 @@ impl From<&Notification> for NotificationWire {
 }
 
 /// A page of notifications.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, simd_json_derive::Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    simd_json_derive::Serialize,
+    utoipa::ToSchema,
+)]
 pub struct NotificationsPageWire {
     pub items: Vec<NotificationWire>,
+    #[schema(required = true)]
     pub next_page: Option<String>,
 }

@@ -117,3 +117,47 @@ fn timestamps_are_rfc3339_utc_with_microseconds() {
     let v = json(&encode(&item(None)));
     assert_eq!(v["created_at"], "2026-03-01T12:00:00.000000Z");
 }
+
+#[test]
+fn the_openapi_document_has_every_wire_type() {
+    let doc = serde_json::to_value(quiver_codec::openapi::document()).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "FeedPageWire",
+        "FeedItemWire",
+        "AuthorWire",
+        "MediaWire",
+        "WishWire",
+        "ViewerWire",
+        "ProfileWire",
+        "OrderWire",
+        "OrderItemWire",
+        "OrdersPageWire",
+        "NotificationWire",
+        "NotificationsPageWire",
+        "CreatePostBody",
+        "CreateOrderBody",
+        "Problem",
+        "FieldError",
+    ] {
+        assert!(
+            schemas.contains_key(name),
+            "{name} missing from the openapi components"
+        );
+    }
+    // Optional fields are documented as nullable and still required (always present).
+    let item = &schemas["FeedItemWire"];
+    assert!(
+        item["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "wish"),
+        "{item}"
+    );
+}

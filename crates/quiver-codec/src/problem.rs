@@ -98,7 +98,7 @@ impl ProblemType {
 }
 
 /// A problem body. `errors` is empty except for validation problems.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, simd_json_derive::Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_uri: &'static str,

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 
 /// One field that failed, by its JSON path (`media[1].url`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, simd_json_derive::Serialize, utoipa::ToSchema,
+)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -36,8 +38,8 @@ pub enum BodyError {
     Invalid(Vec<FieldError>),
 }
 
-/// Parses `body` (at most `limit` bytes) into `T`. A value of the wrong type or an
-/// unknown field is reported with its path.
+/// Parses `body` (at most `limit` bytes) into `T` with simd-json, on an owned mutable
+/// copy. A value of the wrong type or an unknown field is reported with its path.
 pub fn parse<T: DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, BodyError> {
     if body.len() > limit {
         return Err(BodyError::TooLarge { limit });
@@ -45,25 +47,51 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, BodyEr
     // simd-json parses in place: it needs its own mutable copy.
     let mut buf = body.to_vec();
     let mut de = simd_json::Deserializer::from_slice(&mut buf).map_err(|_| BodyError::NotJson)?;
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = shape_message(&e.inner().to_string());
-        BodyError::Invalid(vec![field(
-            if path == "." { String::new() } else { path },
-            message,
-        )])
-    })
+    serde_path_to_error::deserialize(&mut de).map_err(shape_error)
 }
 
-/// A serde message reworded for clients; it names types and fields, never our internals.
+/// [`parse`] with serde_json instead of simd-json, same checks and errors (for the bench).
+pub fn parse_serde_json<T: DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, BodyError> {
+    if body.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            BodyError::NotJson
+        } else {
+            shape_error(e)
+        }
+    })?;
+    de.end().map_err(|_| BodyError::NotJson)?;
+    Ok(value)
+}
+
+fn shape_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> BodyError {
+    let path = e.path().to_string();
+    let message = shape_message(&e.inner().to_string());
+    BodyError::Invalid(vec![field(
+        if path == "." { String::new() } else { path },
+        message,
+    )])
+}
+
+/// A deserializer message reworded for clients; it names types and fields, never our
+/// internals. simd-json reports type mismatches as `ExpectedString at character 0`.
 fn shape_message(raw: &str) -> String {
     let lower = raw.to_lowercase();
     let m = lower
         .split(" at line")
         .next()
         .unwrap_or(&lower)
+        .split(" at character")
+        .next()
+        .unwrap_or(&lower)
         .trim_end_matches('.');
-    m.to_owned()
+    match m.strip_prefix("expected") {
+        Some(what) if !what.starts_with(' ') => format!("has the wrong type, expected {what}"),
+        _ => m.to_owned(),
+    }
 }
 
 /// `POST /api/v1/posts`.

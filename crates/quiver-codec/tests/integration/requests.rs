@@ -157,3 +157,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn both_parsers_agree_on_good_and_bad_bodies() {
+    use quiver_codec::request::parse_serde_json;
+    for body in [
+        &br#"{"kind":"post","body":"x"}"#[..],
+        br#"{"kind":"post","body":42}"#,
+        br#"{"kind":"post","body":"x","extra":1}"#,
+        b"not json",
+        br#"{"kind":"post","body":"x"} trailing"#,
+        b"{\"kind\":\"post\",\"body\":\"\xff\"}",
+    ] {
+        // Same outcome and same field paths; the wording is each library's.
+        let outcome = |r: Result<CreatePostBody, BodyError>| match r {
+            Ok(p) => Ok(p.body),
+            Err(BodyError::Invalid(errors)) => Err(errors
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+                .join(",")),
+            Err(other) => Err(format!("{other:?}")),
+        };
+        let simd = outcome(parse::<CreatePostBody>(body, LIMIT));
+        let serde = outcome(parse_serde_json::<CreatePostBody>(body, LIMIT));
+        assert_eq!(simd, serde, "{}", String::from_utf8_lossy(body));
+    }
+}

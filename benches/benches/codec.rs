@@ -112,10 +112,10 @@ fn encode_page(c: &mut Criterion) {
     g.bench_function("serde_json", |b| {
         b.iter(|| encode_serde_json(black_box(&whole)))
     });
-    g.bench_function("simd_json_serde", |b| b.iter(|| encode(black_box(&whole))));
-    g.bench_function("simd_json_derive", |b| {
-        b.iter(|| encode_derived(black_box(&whole)))
+    g.bench_function("simd_json_serde", |b| {
+        b.iter(|| encode_simd_serde(black_box(&whole)))
     });
+    g.bench_function("simd_json_derive", |b| b.iter(|| encode(black_box(&whole))));
     g.bench_function("splice_fragments", |b| b.iter(|| black_box(splice())));
     g.finish();
 }

@@ -5,7 +5,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver_codec::encode::{encode, encode_serde_json, encode_simd_serde};
 use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page};
-use quiver_codec::request::{CreatePostBody, parse, parse_serde_json};
+use quiver_codec::request::{CreatePostBody, parse, parse_simd_json};
 use quiver_codec::wire::*;
 use std::hint::black_box;
 
@@ -125,10 +125,10 @@ fn parse_body(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_post_body");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("serde_json", |b| {
-        b.iter(|| parse_serde_json::<CreatePostBody>(black_box(body), 1 << 20).unwrap())
+        b.iter(|| parse::<CreatePostBody>(black_box(body), 1 << 20).unwrap())
     });
     g.bench_function("simd_json", |b| {
-        b.iter(|| parse::<CreatePostBody>(black_box(body), 1 << 20).unwrap())
+        b.iter(|| parse_simd_json::<CreatePostBody>(black_box(body), 1 << 20).unwrap())
     });
     g.finish();
 }

@@ -147,6 +147,7 @@ proptest! {
         if let Ok(o) = parse::<CreateOrderBody>(&bytes, LIMIT) {
             let _ = o.validate();
         }
+        let _ = quiver_codec::request::parse_simd_json::<CreatePostBody>(&bytes, LIMIT);
     }
 
     #[test]
@@ -160,7 +161,7 @@ proptest! {
 
 #[test]
 fn both_parsers_agree_on_good_and_bad_bodies() {
-    use quiver_codec::request::parse_serde_json;
+    use quiver_codec::request::parse_simd_json;
     for body in [
         &br#"{"kind":"post","body":"x"}"#[..],
         br#"{"kind":"post","body":42}"#,
@@ -180,7 +181,7 @@ fn both_parsers_agree_on_good_and_bad_bodies() {
             Err(other) => Err(format!("{other:?}")),
         };
         let simd = outcome(parse::<CreatePostBody>(body, LIMIT));
-        let serde = outcome(parse_serde_json::<CreatePostBody>(body, LIMIT));
+        let serde = outcome(parse_simd_json::<CreatePostBody>(body, LIMIT));
         assert_eq!(simd, serde, "{}", String::from_utf8_lossy(body));
     }
 }

@@ -1,0 +1,148 @@
+//! Cross-request coalescing with DataLoader semantics: keys that concurrent callers ask
+//! for within a short window (or until a batch is full) go to the inner loader as one
+//! batch, and each caller gets exactly the results, or the error, for its own keys.
+
+use async_trait::async_trait;
+use quiver_model::{ErrorCode, LoadError, Loader, dedup_keys};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+
+/// When a batch is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    /// How long the first caller's keys wait for company.
+    pub window: Duration,
+    /// A batch with this many distinct keys is sent at once.
+    pub max_keys: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(1),
+            max_keys: 500,
+        }
+    }
+}
+
+type Reply<K, V> = oneshot::Sender<Result<HashMap<K, V>, LoadError>>;
+
+/// The batch being collected.
+struct Pending<K, V> {
+    keys: Vec<K>,
+    seen: HashSet<K>,
+    /// Each caller's own keys and where its answer goes.
+    waiters: Vec<(Vec<K>, Reply<K, V>)>,
+    /// Woken when the batch is full, so it leaves before its window ends.
+    full: Arc<Notify>,
+}
+
+/// A [`Loader`] that coalesces concurrent calls into batches of the inner loader.
+pub struct Batcher<L: Loader> {
+    inner: Arc<Shared<L>>,
+}
+
+struct Shared<L: Loader> {
+    loader: L,
+    config: BatchConfig,
+    /// The batch being collected, if any. A batch is taken out (and a new one starts)
+    /// when its dispatcher wakes, so keys never join a batch that is already loading.
+    pending: Mutex<Option<Pending<L::Key, L::Value>>>,
+}
+
+impl<L: Loader> Clone for Batcher<L> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<L: Loader> fmt::Debug for Batcher<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Loader + 'static> Batcher<L> {
+    /// Coalesces calls to `loader` as `config` says.
+    pub fn new(loader: L, config: BatchConfig) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                loader,
+                config,
+                pending: Mutex::new(None),
+            }),
+        }
+    }
+
+    async fn dispatch(inner: Arc<Shared<L>>, full: Arc<Notify>) {
+        tokio::select! {
+            () = tokio::time::sleep(inner.config.window) => {}
+            () = full.notified() => {}
+        }
+        let Some(batch) = inner.pending.lock().expect("batcher lock").take() else {
+            return;
+        };
+        let result = inner.loader.load_many(&batch.keys).await;
+        for (keys, reply) in batch.waiters {
+            let answer = match &result {
+                // Each caller gets its own keys only, never another caller's.
+                Ok(found) => Ok(keys
+                    .iter()
+                    .filter_map(|k| found.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+#[async_trait]
+impl<L: Loader + 'static> Loader for Batcher<L> {
+    type Key = L::Key;
+    type Value = L::Value;
+
+    async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys = dedup_keys(keys);
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut pending = self.inner.pending.lock().expect("batcher lock");
+            let fresh = pending.is_none();
+            let batch = pending.get_or_insert_with(|| Pending {
+                keys: Vec::new(),
+                seen: HashSet::new(),
+                waiters: Vec::new(),
+                full: Arc::new(Notify::new()),
+            });
+            for k in &keys {
+                if batch.seen.insert(k.clone()) {
+                    batch.keys.push(k.clone());
+                }
+            }
+            batch.waiters.push((keys, tx));
+            if batch.keys.len() >= self.inner.config.max_keys {
+                batch.full.notify_one();
+            }
+            fresh.then(|| batch.full.clone())
+        };
+        if let Some(full) = start {
+            tokio::spawn(Self::dispatch(self.inner.clone(), full));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(LoadError::new(
+                ErrorCode::Internal,
+                "batch load was abandoned",
+            ))
+        })
+    }
+}

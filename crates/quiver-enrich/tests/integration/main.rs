@@ -1,0 +1,4 @@
+//! Tests of quiver-enrich with in-memory loaders.
+
+mod batcher;
+mod prefetch;

@@ -34,6 +34,18 @@ impl Cursor {
     }
 }
 
+/// A position in the discovery feed: which window of recent posts it shuffles (the rows
+/// at or after `anchor`, in feed order), with which seed, and the `(rank, id)` of the last
+/// item served in the shuffled order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DiscoverCursor {
+    /// The window starts strictly after this position.
+    pub anchor: Cursor,
+    pub seed: u64,
+    pub rank: u64,
+    pub id: i64,
+}
+
 /// Why a cursor string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +62,10 @@ pub enum CursorError {
     /// The timestamp is outside the representable range.
     #[error("cursor timestamp is out of range")]
     OutOfRange,
+    /// A valid cursor of another list (a discovery cursor given to a keyset list, or the
+    /// other way round).
+    #[error("cursor belongs to a different list")]
+    WrongKind,
 }
 
 impl crate::HasErrorCode for CursorError {
@@ -58,10 +74,16 @@ impl crate::HasErrorCode for CursorError {
     }
 }
 
+/// Keyset cursors.
 const VERSION: u8 = 1;
+/// Discovery cursors.
+const DISCOVER_VERSION: u8 = 2;
 const TAG_LEN: usize = 12;
 const BODY_LEN: usize = 1 + 8 + 8;
 const TOKEN_LEN: usize = BODY_LEN + TAG_LEN;
+const DISCOVER_BODY_LEN: usize = 1 + 8 * 5;
+/// No token of any version is longer than this many characters.
+const MAX_TOKEN_CHARS: usize = 96;
 
 /// Encodes and verifies cursors with a secret key (HMAC-SHA256, truncated to 96 bits).
 ///
@@ -82,38 +104,80 @@ impl CursorCodec {
 
     /// The opaque, URL-safe token for `cursor`.
     pub fn encode(&self, cursor: &Cursor) -> String {
-        let mut buf = [0u8; TOKEN_LEN];
-        buf[0] = VERSION;
-        buf[1..9].copy_from_slice(&cursor.created_at.timestamp_micros().to_be_bytes());
-        buf[9..17].copy_from_slice(&cursor.id.to_be_bytes());
-        let tag = self.tag(&buf[..BODY_LEN]);
-        buf[BODY_LEN..].copy_from_slice(&tag[..TAG_LEN]);
-        URL_SAFE_NO_PAD.encode(buf)
+        let mut body = [0u8; BODY_LEN];
+        body[0] = VERSION;
+        body[1..9].copy_from_slice(&cursor.created_at.timestamp_micros().to_be_bytes());
+        body[9..17].copy_from_slice(&cursor.id.to_be_bytes());
+        self.sign(&body)
     }
 
     /// The cursor in `token`, or why it is not one of ours.
     pub fn decode(&self, token: &str) -> Result<Cursor, CursorError> {
+        let raw = self.verify(token, VERSION, BODY_LEN)?;
+        cursor_at(&raw[1..17])
+    }
+
+    /// The opaque token for a discovery position.
+    pub fn encode_discover(&self, cursor: &DiscoverCursor) -> String {
+        let mut body = [0u8; DISCOVER_BODY_LEN];
+        body[0] = DISCOVER_VERSION;
+        body[1..9].copy_from_slice(&cursor.anchor.created_at.timestamp_micros().to_be_bytes());
+        body[9..17].copy_from_slice(&cursor.anchor.id.to_be_bytes());
+        body[17..25].copy_from_slice(&cursor.seed.to_be_bytes());
+        body[25..33].copy_from_slice(&cursor.rank.to_be_bytes());
+        body[33..41].copy_from_slice(&cursor.id.to_be_bytes());
+        self.sign(&body)
+    }
+
+    /// The discovery position in `token`, or why it is not one of ours.
+    pub fn decode_discover(&self, token: &str) -> Result<DiscoverCursor, CursorError> {
+        let raw = self.verify(token, DISCOVER_VERSION, DISCOVER_BODY_LEN)?;
+        let word = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        Ok(DiscoverCursor {
+            anchor: cursor_at(&raw[1..17])?,
+            seed: word(17),
+            rank: word(25),
+            id: word(33) as i64,
+        })
+    }
+
+    fn sign(&self, body: &[u8]) -> String {
+        let tag = self.tag(body);
+        let mut buf = Vec::with_capacity(body.len() + TAG_LEN);
+        buf.extend_from_slice(body);
+        buf.extend_from_slice(&tag[..TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// The signed body of `token` if it is a genuine token of `version`.
+    fn verify(&self, token: &str, version: u8, body_len: usize) -> Result<Vec<u8>, CursorError> {
         // Reject long input before decoding it, so garbage costs nothing.
-        if token.len() > 64 {
+        if token.len() > MAX_TOKEN_CHARS {
             return Err(CursorError::Malformed);
         }
-        let raw = URL_SAFE_NO_PAD
+        let mut raw = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| CursorError::Malformed)?;
-        if raw.len() != TOKEN_LEN {
+        let known = match raw.first() {
+            Some(&VERSION) => BODY_LEN,
+            Some(&DISCOVER_VERSION) => DISCOVER_BODY_LEN,
+            Some(&other) if raw.len() == TOKEN_LEN => {
+                return Err(CursorError::UnknownVersion(other));
+            }
+            _ => return Err(CursorError::Malformed),
+        };
+        if raw.len() != known + TAG_LEN {
             return Err(CursorError::Malformed);
         }
-        if raw[0] != VERSION {
-            return Err(CursorError::UnknownVersion(raw[0]));
-        }
         let mut mac = self.mac.clone();
-        mac.update(&raw[..BODY_LEN]);
-        mac.verify_truncated_left(&raw[BODY_LEN..])
+        mac.update(&raw[..known]);
+        mac.verify_truncated_left(&raw[known..])
             .map_err(|_| CursorError::BadSignature)?;
-        let micros = i64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
-        let id = i64::from_be_bytes(raw[9..17].try_into().expect("8 bytes"));
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or(CursorError::OutOfRange)?;
-        Ok(Cursor { created_at, id })
+        if raw[0] != version || known != body_len {
+            return Err(CursorError::WrongKind);
+        }
+        raw.truncate(known);
+        Ok(raw)
     }
 
     fn tag(&self, body: &[u8]) -> [u8; 32] {
@@ -121,6 +185,14 @@ impl CursorCodec {
         mac.update(body);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// The `(created_at, id)` in 16 big-endian bytes.
+fn cursor_at(raw: &[u8]) -> Result<Cursor, CursorError> {
+    let micros = i64::from_be_bytes(raw[0..8].try_into().expect("8 bytes"));
+    let id = i64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or(CursorError::OutOfRange)?;
+    Ok(Cursor { created_at, id })
 }
 
 impl fmt::Debug for CursorCodec {
@@ -216,5 +288,49 @@ mod tests {
         assert!(!c.precedes(c.created_at, c.id));
         assert!(!c.precedes(c.created_at, c.id + 1));
         assert!(c.precedes(c.created_at - chrono::Duration::microseconds(1), i64::MAX));
+    }
+
+    fn discover_sample() -> DiscoverCursor {
+        DiscoverCursor {
+            anchor: sample(),
+            seed: u64::MAX - 7,
+            rank: 1 << 63,
+            id: -5,
+        }
+    }
+
+    #[test]
+    fn discovery_cursors_round_trip_and_are_not_keyset_cursors() {
+        let codec = CursorCodec::new(b"k");
+        let d = discover_sample();
+        let token = codec.encode_discover(&d);
+        assert_eq!(codec.decode_discover(&token), Ok(d));
+        assert_eq!(codec.decode(&token), Err(CursorError::WrongKind));
+        let keyset = codec.encode(&sample());
+        assert_eq!(codec.decode_discover(&keyset), Err(CursorError::WrongKind));
+        assert_eq!(
+            CursorCodec::new(b"other").decode_discover(&token),
+            Err(CursorError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_discovery_cursor_is_rejected() {
+        let codec = CursorCodec::new(b"k");
+        let raw = URL_SAFE_NO_PAD
+            .decode(codec.encode_discover(&discover_sample()))
+            .unwrap();
+        for byte in 0..raw.len() {
+            for bit in 0..8 {
+                let mut bad = raw.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    codec
+                        .decode_discover(&URL_SAFE_NO_PAD.encode(&bad))
+                        .is_err(),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
     }
 }

@@ -287,6 +287,43 @@ pub struct PostRef {
     pub created_at: DateTime<Utc>,
 }
 
+/// An order's position in a customer's order list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OrderRef {
+    pub id: OrderId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A follow edge as a batch key: "does `follower` follow `followee`?". Written
+/// `follower>followee` (its cache key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FollowEdge {
+    pub follower: UserId,
+    pub followee: UserId,
+}
+
+impl fmt::Display for FollowEdge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}>{}", self.follower, self.followee)
+    }
+}
+
+/// Why a string is not a [`FollowEdge`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("follow edge must be written follower>followee")]
+pub struct ParseFollowEdgeError;
+
+impl std::str::FromStr for FollowEdge {
+    type Err = ParseFollowEdgeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s.split_once('>').ok_or(ParseFollowEdgeError)?;
+        Ok(Self {
+            follower: a.parse().map_err(|_| ParseFollowEdgeError)?,
+            followee: b.parse().map_err(|_| ParseFollowEdgeError)?,
+        })
+    }
+}
+
 /// One page of a keyset-paginated list. `next` is `None` on the last page.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
@@ -319,6 +356,19 @@ impl ViewerGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follow_edges_round_trip_through_their_key() {
+        let e = FollowEdge {
+            follower: UserId(12),
+            followee: UserId(-3),
+        };
+        assert_eq!(e.to_string(), "12>-3");
+        assert_eq!("12>-3".parse::<FollowEdge>(), Ok(e));
+        for bad in ["", "12", "12>", ">3", "a>b", "1>2>3"] {
+            assert!(bad.parse::<FollowEdge>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn text_enums_round_trip_and_reject_unknown_text() {

@@ -20,9 +20,10 @@ mod load;
 
 pub use cursor::{Cursor, CursorCodec, CursorError};
 pub use entities::{
-    Block, Currency, CurrencyError, EventKind, Follow, Media, MediaKind, Money, Notification,
-    NotificationKind, Order, OrderItem, OrderStatus, OutboxEvent, Page, ParseEnumError, Post,
-    PostKind, PostRef, User, UserFlags, ViewerGraph, Wish,
+    Block, Currency, CurrencyError, EventKind, Follow, FollowEdge, Media, MediaKind, Money,
+    Notification, NotificationKind, Order, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page,
+    ParseEnumError, ParseFollowEdgeError, Post, PostKind, PostRef, User, UserFlags, ViewerGraph,
+    Wish,
 };
 pub use error::{ErrorCode, HasErrorCode};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};

@@ -4,7 +4,8 @@
 use crate::Store;
 use async_trait::async_trait;
 use quiver_model::{
-    LoadError, Loader, Media, Order, OrderId, OrderItem, Post, PostId, User, UserFlags, UserId,
+    Follow, FollowEdge, LoadError, Loader, Media, Order, OrderId, OrderItem, Post, PostId, User,
+    UserFlags, UserId, ViewerGraph,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,3 +56,27 @@ loader!(
     /// Order items by order id.
     OrderItemsLoader, order_items, OrderId => Vec<OrderItem>
 );
+loader!(
+    /// Which of the asked follow edges exist.
+    FollowsLoader, follows, FollowEdge => Follow
+);
+
+/// Viewer graphs by viewer. The store reads one graph per round trip, so a batch of `n`
+/// viewers is `n` statements, run concurrently; feeds ask for one viewer per request, and
+/// the graph is cached above this loader.
+#[derive(Clone, Debug)]
+pub struct ViewerGraphLoader(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Loader for ViewerGraphLoader {
+    type Key = UserId;
+    type Value = ViewerGraph;
+
+    async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, ViewerGraph>, LoadError> {
+        let keys = quiver_model::dedup_keys(keys);
+        let graphs = futures::future::try_join_all(keys.iter().map(|k| self.0.viewer_graph(*k)))
+            .await
+            .map_err(LoadError::wrap)?;
+        Ok(keys.into_iter().zip(graphs).collect())
+    }
+}

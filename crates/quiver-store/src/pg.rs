@@ -1,14 +1,12 @@
 //! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
-use crate::store::{
-    OrderRef, RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of,
-};
+use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef,
-    User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef, OrderStatus,
+    Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -252,6 +250,44 @@ impl Store for PgStore {
         }))
     }
 
+    async fn follows(
+        &self,
+        edges: &[FollowEdge],
+    ) -> Result<HashMap<FollowEdge, Follow>, StoreError> {
+        if edges.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (followers, followees): (Vec<i64>, Vec<i64>) = dedup_keys(edges)
+            .into_iter()
+            .map(|e| (e.follower.0, e.followee.0))
+            .unzip();
+        let rows = sqlx::query!(
+            "SELECT f.follower_id, f.followee_id, f.created_at
+             FROM follows f
+             JOIN UNNEST($1::bigint[], $2::bigint[]) AS k(follower_id, followee_id)
+               USING (follower_id, followee_id)",
+            &followers,
+            &followees
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let edge = FollowEdge {
+                    follower: UserId(r.follower_id),
+                    followee: UserId(r.followee_id),
+                };
+                let follow = Follow {
+                    follower: edge.follower,
+                    followee: edge.followee,
+                    created_at: r.created_at,
+                };
+                (edge, follow)
+            })
+            .collect())
+    }
+
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
         let r = sqlx::query!(
             r#"SELECT
@@ -358,6 +394,28 @@ impl Store for PgStore {
             .await?;
             rows.extend(more);
         }
+        Ok(page_of(rows, limit))
+    }
+
+    async fn recent_posts(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows = sqlx::query_as!(
+            RefRow,
+            "SELECT id, created_at FROM posts
+             WHERE (created_at, id) < ($1, $2)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $3",
+            at,
+            id,
+            n
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(page_of(rows, limit))
     }
 

@@ -6,14 +6,14 @@
 //! suite runs every one of these statements against a real SQLite file.
 
 use crate::store::{
-    OrderRef, RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
+    RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, Media, MediaId, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostRef,
-    User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef, OrderStatus,
+    Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -326,6 +326,41 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn follows(
+        &self,
+        edges: &[FollowEdge],
+    ) -> Result<HashMap<FollowEdge, Follow>, StoreError> {
+        if edges.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let pairs: Vec<[i64; 2]> = dedup_keys(edges)
+            .into_iter()
+            .map(|e| [e.follower.0, e.followee.0])
+            .collect();
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT follower_id, followee_id, created_at FROM follows
+             WHERE (follower_id, followee_id) IN (
+               SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&pairs).expect("integers serialize"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(follower, followee, at)| {
+                let edge = FollowEdge {
+                    follower: UserId(follower),
+                    followee: UserId(followee),
+                };
+                let follow = Follow {
+                    follower: edge.follower,
+                    followee: edge.followee,
+                    created_at: from_micros(at)?,
+                };
+                Ok((edge, follow))
+            })
+            .collect()
+    }
+
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
         // One statement: the three edge sets tagged by relation.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
@@ -404,6 +439,27 @@ impl Store for SqliteStore {
             page.extend(self.merged(json, at, id, rest).await?);
         }
         Ok(page_of(page, limit))
+    }
+
+    async fn recent_posts(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM posts
+             WHERE (created_at, id) < (?1, ?2)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?3",
+        )
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(page_of(refs(rows)?, limit))
     }
 
     async fn user_posts(

@@ -5,8 +5,8 @@ use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use quiver_model::{
-    Cursor, Media, Order, OrderId, OrderItem, OrderStatus, Page, Post, PostId, PostKind, PostRef,
-    User, UserFlags, UserId, ViewerGraph, Wish,
+    Cursor, Follow, FollowEdge, Media, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page,
+    Post, PostId, PostKind, PostRef, User, UserFlags, UserId, ViewerGraph, Wish,
 };
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -14,13 +14,6 @@ use std::hash::Hash;
 
 /// The largest page a skeleton query returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
-
-/// An order's position in a customer's order list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OrderRef {
-    pub id: OrderId,
-    pub created_at: DateTime<Utc>,
-}
 
 /// Reads of the storage layer. Batch methods run exactly one statement for any number of
 /// keys (none for an empty slice), tolerate duplicate keys and return only keys that exist.
@@ -51,6 +44,12 @@ pub trait Store: Send + Sync + Debug {
         ids: &[OrderId],
     ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError>;
 
+    /// Which of `edges` exist: the follows among the asked pairs.
+    async fn follows(
+        &self,
+        edges: &[FollowEdge],
+    ) -> Result<HashMap<FollowEdge, Follow>, StoreError>;
+
     /// Whom `viewer` follows and blocks, and who blocks them, in one round trip.
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError>;
     /// Posts of any of `authors`, newest first, merged at read time.
@@ -66,6 +65,12 @@ pub trait Store: Send + Sync + Debug {
     async fn home_page(
         &self,
         viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError>;
+    /// All posts, newest first (the discovery feed's window), by `posts_recent`.
+    async fn recent_posts(
+        &self,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError>;

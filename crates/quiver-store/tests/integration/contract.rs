@@ -3,10 +3,12 @@
 
 use crate::support::{fixture, t0};
 use chrono::{DateTime, Utc};
-use quiver_model::{Cursor, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId};
+use quiver_model::{
+    Cursor, FollowEdge, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId,
+};
 use quiver_store::loaders::{
-    MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader, UserFlagsLoader,
-    UsersLoader,
+    FollowsLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader,
+    UserFlagsLoader, UsersLoader,
 };
 use quiver_store::seed::{Dataset, Progress};
 use quiver_store::{PgStore, SqliteStore, Store, StoreError};
@@ -66,6 +68,8 @@ contract!(
     author_pages_walk_every_post_without_duplicates_or_gaps,
     home_pages_match_the_merged_feed_at_every_timeline_depth,
     viewer_graph_sees_follows_and_blocks_both_ways,
+    follow_edges_return_exactly_the_existing_pairs,
+    recent_posts_walk_every_post_newest_first,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
 );
@@ -177,6 +181,7 @@ async fn empty_input_runs_no_statement(backend: Backend) {
     assert!(store.tags_by_post(&[]).await.unwrap().is_empty());
     assert!(store.orders(&[]).await.unwrap().is_empty());
     assert!(store.order_items(&[]).await.unwrap().is_empty());
+    assert!(store.follows(&[]).await.unwrap().is_empty());
     assert!(
         store
             .author_page(&[], None, 20)
@@ -295,6 +300,61 @@ async fn viewer_graph_sees_follows_and_blocks_both_ways(backend: Backend) {
     assert!(g.followees.is_empty() && g.blocked_by.is_empty());
     let g = store.viewer_graph(UserId(999)).await.unwrap();
     assert!(g.followees.is_empty() && g.blocked.is_empty() && g.blocked_by.is_empty());
+}
+
+async fn follow_edges_return_exactly_the_existing_pairs(backend: Backend) {
+    let ds = fixture(100);
+    let store = backend.load(&ds).await;
+    let edge = |a, b| FollowEdge {
+        follower: UserId(a),
+        followee: UserId(b),
+    };
+    // 1 follows 2 and 3; nobody follows 1 back in the fixture unless it says so.
+    let ask = [
+        edge(1, 2),
+        edge(2, 1),
+        edge(1, 3),
+        edge(1, 2),
+        edge(3, 3),
+        edge(99, 1),
+    ];
+    let want: HashSet<FollowEdge> = ask
+        .iter()
+        .copied()
+        .filter(|e| {
+            ds.follows
+                .iter()
+                .any(|f| f.follower == e.follower && f.followee == e.followee)
+        })
+        .collect();
+    assert!(want.contains(&edge(1, 2)) && want.contains(&edge(1, 3)));
+    let got = FollowsLoader(store.clone()).load_many(&ask).await.unwrap();
+    assert_eq!(keys(&got), want);
+    let f = &got[&edge(1, 2)];
+    let seeded = ds
+        .follows
+        .iter()
+        .find(|f| f.follower == UserId(1) && f.followee == UserId(2))
+        .unwrap();
+    assert_eq!(
+        (f.follower, f.followee, f.created_at),
+        (seeded.follower, seeded.followee, seeded.created_at)
+    );
+}
+
+async fn recent_posts_walk_every_post_newest_first(backend: Backend) {
+    let ds = fixture(100);
+    let store = backend.load(&ds).await;
+    let mut want: Vec<_> = ds.posts.iter().map(|p| (p.created_at, p.id.0)).collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    for limit in [1, 3, 50] {
+        let got = walk(limit, |c| {
+            let store = store.clone();
+            async move { store.recent_posts(c, limit).await.map(post_page) }
+        })
+        .await;
+        assert_eq!(got, want, "limit {limit}");
+    }
 }
 
 async fn user_posts_and_customer_orders_page_by_status(backend: Backend) {

@@ -81,6 +81,7 @@ fn encode_page(c: &mut Criterion) {
             .collect(),
         next_page: Some("AQAGEzIHtsAAAAAAAA9CQN1uPTs8dZ-l2mGo1w".into()),
         seed: None,
+        partial: vec![],
     };
     // Fragments are encoded once, when entities enter the cache: not part of a request.
     let post_fragments: Vec<PostFragment> = posts.iter().map(PostFragment::encode).collect();
@@ -97,7 +98,7 @@ fn encode_page(c: &mut Criterion) {
                 viewer: *viewer,
             })
             .collect();
-        splice_page(&items, whole.next_page.as_deref(), whole.seed)
+        splice_page(&items, whole.next_page.as_deref(), whole.seed, &[])
     };
     let bytes = encode_serde_json(&whole).len();
     assert_eq!(

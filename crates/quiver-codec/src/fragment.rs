@@ -2,6 +2,7 @@
 //! page is assembled by copying their bytes into one pre-sized buffer, with only the small
 //! per-viewer part written per request. The result is the same JSON as encoding the whole
 //! [`FeedPageWire`](crate::wire::FeedPageWire) at once (tested with generated inputs).
+//! [`splice_post`] does the same for one post with its `partial` list.
 
 use crate::wire::{AuthorWire, PostFieldsWire, ViewerWire};
 use std::io::Write as _;
@@ -86,12 +87,14 @@ pub fn splice_page(
     items: &[SplicedItem<'_>],
     next_page: Option<&str>,
     seed: Option<u64>,
+    partial: &[&str],
 ) -> Vec<u8> {
     let size = items
         .iter()
         .map(|i| i.post.0.len() + i.author.0.len() + ITEM_OVERHEAD)
         .sum::<usize>()
         + next_page.map_or(0, str::len)
+        + partial.iter().map(|p| p.len() + 3).sum::<usize>()
         + PAGE_OVERHEAD;
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(br#"{"items":["#);
@@ -100,11 +103,7 @@ pub fn splice_page(
             out.push(b',');
         }
         out.push(b'{');
-        out.extend_from_slice(&item.post.0);
-        out.extend_from_slice(br#","author":"#);
-        out.extend_from_slice(&item.author.0);
-        out.extend_from_slice(br#","viewer":"#);
-        out.extend_from_slice(viewer_json(item.viewer));
+        item_fields(&mut out, item);
         out.push(b'}');
     }
     out.extend_from_slice(br#"],"next_page":"#);
@@ -118,6 +117,39 @@ pub fn splice_page(
         Some(seed) => write!(out, "{seed}").expect("writing to a Vec"),
         None => out.extend_from_slice(b"null"),
     }
+    partial_field(&mut out, partial);
     out.push(b'}');
     out
+}
+
+/// One post on its own (a [`PostDetailWire`](crate::wire::PostDetailWire)), spliced.
+pub fn splice_post(item: &SplicedItem<'_>, partial: &[&str]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(item.post.0.len() + item.author.0.len() + ITEM_OVERHEAD + PAGE_OVERHEAD);
+    out.push(b'{');
+    item_fields(&mut out, item);
+    partial_field(&mut out, partial);
+    out.push(b'}');
+    out
+}
+
+/// An item's fields, without the enclosing braces.
+fn item_fields(out: &mut Vec<u8>, item: &SplicedItem<'_>) {
+    out.extend_from_slice(&item.post.0);
+    out.extend_from_slice(br#","author":"#);
+    out.extend_from_slice(&item.author.0);
+    out.extend_from_slice(br#","viewer":"#);
+    out.extend_from_slice(viewer_json(item.viewer));
+}
+
+/// `,"partial":[…]`.
+fn partial_field(out: &mut Vec<u8>, partial: &[&str]) {
+    out.extend_from_slice(br#","partial":["#);
+    for (n, part) in partial.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, part).expect("writing to a Vec");
+    }
+    out.push(b']');
 }

@@ -23,7 +23,7 @@
 //!     id: 2, handle: "ada".into(), display_name: "Ada".into(), avatar_url: None, verified: true, creator: false,
 //! });
 //! let viewer = Some(ViewerWire { follows_author: true, followed_by_author: false });
-//! let page = splice_page(&[SplicedItem { post: &post, author: &author, viewer }], None, None);
+//! let page = splice_page(&[SplicedItem { post: &post, author: &author, viewer }], None, None, &[]);
 //! let json: serde_json::Value = serde_json::from_slice(&page).unwrap();
 //! assert_eq!(json["items"][0]["author"]["handle"], "ada");
 //! ```

@@ -14,6 +14,7 @@ use utoipa::OpenApi;
     components(schemas(
         FeedPageWire,
         FeedItemWire,
+        PostDetailWire,
         PostFieldsWire,
         AuthorWire,
         MediaWire,

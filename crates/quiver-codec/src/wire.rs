@@ -203,7 +203,9 @@ impl PostFieldsWire {
 }
 
 /// A page of a feed. `seed` is set on the discovery feed (send it back to continue the
-/// same shuffle) and `null` elsewhere; `next_page` is `null` on the last page.
+/// same shuffle) and `null` elsewhere; `next_page` is `null` on the last page. `partial`
+/// names the optional parts (`media`, `tags`) that could not be loaded, so items show them
+/// empty; it is `[]` on a complete page.
 #[derive(
     Clone,
     Debug,
@@ -220,6 +222,15 @@ pub struct FeedPageWire {
     pub next_page: Option<String>,
     #[schema(required = true)]
     pub seed: Option<u64>,
+    pub partial: Vec<String>,
+}
+
+/// One post on its own (`GET /posts/{id}`): a feed item plus `partial`, as on pages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PostDetailWire {
+    #[serde(flatten)]
+    pub item: FeedItemWire,
+    pub partial: Vec<String>,
 }
 
 /// A user's profile, with the viewer's relationship when there is a viewer.

@@ -36,6 +36,7 @@ fn feed_page() {
         }],
         Some("next-cursor"),
         None,
+        &["tags"],
     );
     insta::assert_json_snapshot!("feed_page", json(&page), { ".items[].created_at" => "[timestamp]" });
 }
@@ -46,6 +47,7 @@ fn discovery_page_with_seed_and_anonymous_post() {
         items: vec![item(None)],
         next_page: None,
         seed: Some(42),
+        partial: vec![],
     };
     insta::assert_json_snapshot!("discovery_page", json(&encode(&page)), { ".items[].created_at" => "[timestamp]" });
     insta::assert_json_snapshot!("post", json(&encode(&item(None))), { ".created_at" => "[timestamp]" });
@@ -65,6 +67,7 @@ fn profile_and_user_posts() {
         items: vec![item(viewer)],
         next_page: Some("c2".into()),
         seed: None,
+        partial: vec![],
     };
     insta::assert_json_snapshot!("user_posts", json(&encode(&page)), { ".items[].created_at" => "[timestamp]" });
 }

@@ -5,7 +5,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use quiver_codec::encode::{encode, encode_serde_json, encode_simd_serde};
-use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page};
+use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page, splice_post};
 use quiver_codec::wire::*;
 
 /// Text that exercises every JSON escape and multi-byte UTF-8.
@@ -100,6 +100,7 @@ proptest! {
         items in vec((post(), author(), viewer()), 0..=30),
         next_page in proptest::option::of(text()),
         seed in proptest::option::of(any::<u64>()),
+        partial in proptest::sample::subsequence(vec!["media", "tags", "a \"quoted\" part"], 0..=3),
     ) {
         let fragments: Vec<(PostFragment, AuthorFragment, Option<ViewerWire>)> = items
             .iter()
@@ -109,12 +110,13 @@ proptest! {
             .iter()
             .map(|(post, author, viewer)| SplicedItem { post, author, viewer: *viewer })
             .collect();
-        let spliced = splice_page(&spliced_items, next_page.as_deref(), seed);
+        let spliced = splice_page(&spliced_items, next_page.as_deref(), seed, &partial);
 
         let whole = FeedPageWire {
             items: items.into_iter().map(|(p, a, v)| p.into_item(a, v)).collect(),
             next_page,
             seed,
+            partial: partial.iter().map(|p| p.to_string()).collect(),
         };
         let expected = encode_serde_json(&whole);
         // Byte for byte, so also the same JSON value.
@@ -128,6 +130,21 @@ proptest! {
         prop_assert_eq!(&simd, &value);
         let derived: serde_json::Value = serde_json::from_slice(&encode(&whole)).unwrap();
         prop_assert_eq!(&derived, &value);
+    }
+
+    #[test]
+    fn a_spliced_post_equals_its_whole_encoding(
+        (p, a, v) in (post(), author(), viewer()),
+        partial in proptest::sample::subsequence(vec!["media", "tags"], 0..=2),
+    ) {
+        let (pf, af) = (PostFragment::encode(&p), AuthorFragment::encode(&a));
+        let spliced = splice_post(&SplicedItem { post: &pf, author: &af, viewer: v }, &partial);
+        let whole = PostDetailWire {
+            item: p.into_item(a, v),
+            partial: partial.iter().map(|p| p.to_string()).collect(),
+        };
+        let expected = encode_serde_json(&whole);
+        prop_assert_eq!(String::from_utf8_lossy(&spliced), String::from_utf8_lossy(&expected));
     }
 }
 
@@ -171,13 +188,14 @@ fn a_maximal_page_splices_like_its_whole_encoding() {
             viewer: None,
         })
         .collect();
-    let spliced = splice_page(&items, Some("x"), Some(u64::MAX));
+    let spliced = splice_page(&items, Some("x"), Some(u64::MAX), &[]);
     let whole = FeedPageWire {
         items: (0..100)
             .map(|_| post.clone().into_item(author.clone(), None))
             .collect(),
         next_page: Some("x".into()),
         seed: Some(u64::MAX),
+        partial: vec![],
     };
     assert_eq!(spliced, encode_serde_json(&whole));
 }

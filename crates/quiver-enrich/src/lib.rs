@@ -1,12 +1,31 @@
-//! quiver's feed engine, built over the batch-load trait only (no SQL, Redis or HTTP), so
-//! it is tested without I/O and reused over any backend.
+//! quiver's feed engine: every response as skeleton → hydrate → present, built over the
+//! batch-load trait only (no SQL, Redis or HTTP), so it is tested without I/O and reused
+//! over any backend.
 //!
-//! Landed so far: cross-request coalescing ([`Batcher`], DataLoader semantics) and the
-//! bounded prefetch pool ([`PrefetchPool`]) with its pressure signal. The skeleton →
-//! hydrate → present pipeline builds on these.
+//! - [`Engine`] assembles the home feed, the seeded discovery feed, posts, profiles, a
+//!   user's posts, and a customer's orders. Each hydration phase calls each loader once
+//!   with every key of the page, the independent loaders concurrently, so the number of
+//!   batch calls per page does not depend on its size.
+//! - [`Sources`] is what it reads: [`Skeletons`] (ordered id lists) and one loader per
+//!   entity; the composition root decides whether a store, a tiered cache or a
+//!   [`Batcher`] serves each.
+//! - [`Batcher`] coalesces concurrent requests' keys into shared batches (DataLoader
+//!   semantics); [`PrefetchPool`] warms the next page in the background and raises a
+//!   pressure signal when it has to drop work.
+//! - Presentation hands everything to `quiver-codec`, reusing encoded fragments of posts
+//!   and authors while their values are unchanged.
 
 mod batcher;
+mod discover;
+mod engine;
+mod error;
 mod prefetch;
+mod present;
+mod source;
 
 pub use batcher::{BatchConfig, Batcher};
+pub use engine::{Engine, EngineConfig, Rendered, Timings};
+pub use error::{EnrichError, Part};
 pub use prefetch::{Job, PrefetchConfig, PrefetchPool, PrefetchStats, PressureSignal};
+pub use present::FragmentStats;
+pub use source::{Skeletons, Sources};

@@ -18,7 +18,7 @@ mod error;
 mod ids;
 mod load;
 
-pub use cursor::{Cursor, CursorCodec, CursorError};
+pub use cursor::{Cursor, CursorCodec, CursorError, DiscoverCursor};
 pub use entities::{
     Block, Currency, CurrencyError, EventKind, Follow, FollowEdge, Media, MediaKind, Money,
     Notification, NotificationKind, Order, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page,

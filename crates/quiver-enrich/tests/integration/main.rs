@@ -1,4 +1,8 @@
 //! Tests of quiver-enrich with in-memory loaders.
 
 mod batcher;
+mod batches;
+mod contamination;
+mod feeds;
 mod prefetch;
+mod support;

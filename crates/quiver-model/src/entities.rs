@@ -333,7 +333,7 @@ pub struct Page<T> {
 
 /// Who a viewer follows, blocks, and is blocked by: everything feeds need to filter and
 /// personalize, loaded in one round trip.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewerGraph {
     pub viewer: Option<UserId>,
     pub followees: HashSet<UserId>,

@@ -1,0 +1,204 @@
+//! The read stack: every loader the engine reads is a store batch, coalesced across
+//! concurrent requests by a [`Batcher`], behind a [`Tiered`] cache (L1 in process, L2 in
+//! Redis when there is one). Skeleton lists come straight from the store.
+
+use async_trait::async_trait;
+use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered};
+use quiver_enrich::{BatchConfig, Batcher, Skeletons, Sources};
+use quiver_model::{
+    Cursor, DynLoader, LoadError, Loader, OrderRef, OrderStatus, Page, PostRef, UserId,
+};
+use quiver_store::Store;
+use quiver_store::loaders::{
+    FollowsLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader,
+    UserFlagsLoader, UsersLoader, ViewerGraphLoader,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::sync::Arc;
+
+/// Skeleton lists read from a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreSkeletons(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Skeletons for StoreSkeletons {
+    async fn home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .home_page(viewer, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .user_posts(user, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .recent_posts(after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, LoadError> {
+        self.0
+            .customer_orders(customer, status, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+}
+
+/// How the read stack is built.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Prefix of every Redis key and channel (replicas that share caches share it).
+    pub namespace: String,
+    /// L1 bytes per cache; 0 disables L1.
+    pub l1_capacity_bytes: u64,
+    /// Whether caches are used at all (off: every lookup goes to the store).
+    pub cache: bool,
+    /// Cross-request coalescing of store batches; `None` sends each batch on its own.
+    pub coalesce: Option<BatchConfig>,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "quiver".to_owned(),
+            l1_capacity_bytes: 64 << 20,
+            cache: true,
+            coalesce: Some(BatchConfig::default()),
+        }
+    }
+}
+
+/// A cache of one entity kind, type-erased for stats and pressure.
+trait CacheHandle: Send + Sync {
+    fn name(&self) -> &str;
+    fn stats(&self) -> StatsSnapshot;
+    fn set_pressure(&self, raised: bool);
+}
+
+impl<L> CacheHandle for Tiered<L>
+where
+    L: Loader + 'static,
+    L::Key: quiver_cache::CacheKey,
+{
+    fn name(&self) -> &str {
+        Tiered::name(self)
+    }
+    fn stats(&self) -> StatsSnapshot {
+        Tiered::stats(self)
+    }
+    fn set_pressure(&self, raised: bool) {
+        Tiered::set_pressure(self, raised)
+    }
+}
+
+/// The caches of the read stack, for metrics and the prefetch pool's pressure signal.
+#[derive(Clone, Default)]
+pub struct Caches {
+    all: Vec<Arc<dyn CacheHandle>>,
+}
+
+impl fmt::Debug for Caches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.all.iter().map(|c| c.name().to_owned()))
+            .finish()
+    }
+}
+
+impl Caches {
+    /// Outcome counters by cache name.
+    pub fn stats(&self) -> Vec<(String, StatsSnapshot)> {
+        self.all
+            .iter()
+            .map(|c| (c.name().to_owned(), c.stats()))
+            .collect()
+    }
+
+    /// Stretches (or restores) every cache's TTLs.
+    pub fn set_pressure(&self, raised: bool) {
+        for c in &self.all {
+            c.set_pressure(raised);
+        }
+    }
+}
+
+struct Builder<'a> {
+    config: &'a StackConfig,
+    remote: Option<Arc<dyn Remote>>,
+    caches: Caches,
+}
+
+impl Builder<'_> {
+    async fn layer<L>(&mut self, name: &str, loader: L) -> DynLoader<L::Key, L::Value>
+    where
+        L: Loader + 'static,
+        L::Key: quiver_cache::CacheKey,
+        L::Value: Serialize + DeserializeOwned,
+    {
+        let loader: DynLoader<L::Key, L::Value> = match self.config.coalesce {
+            Some(batch) => Arc::new(Batcher::new(loader, batch)),
+            None => Arc::new(loader),
+        };
+        if !self.config.cache {
+            return loader;
+        }
+        let mut config = CacheConfig::new(name);
+        config.namespace = self.config.namespace.clone();
+        config.l1_capacity_bytes = self.config.l1_capacity_bytes;
+        let tiered = Arc::new(Tiered::new(config, loader, self.remote.clone()).await);
+        self.caches.all.push(tiered.clone());
+        tiered
+    }
+}
+
+/// The engine's sources over `store`, cached in L1 and in `remote` when given.
+pub async fn read_stack(
+    store: Arc<dyn Store>,
+    remote: Option<Arc<dyn Remote>>,
+    config: &StackConfig,
+) -> (Sources, Caches) {
+    let mut b = Builder {
+        config,
+        remote,
+        caches: Caches::default(),
+    };
+    let s = store;
+    let sources = Sources {
+        skeletons: Arc::new(StoreSkeletons(s.clone())),
+        graphs: b.layer("graph", ViewerGraphLoader(s.clone())).await,
+        posts: b.layer("post", PostsLoader(s.clone())).await,
+        users: b.layer("user", UsersLoader(s.clone())).await,
+        flags: b.layer("flags", UserFlagsLoader(s.clone())).await,
+        media: b.layer("media", MediaLoader(s.clone())).await,
+        tags: b.layer("tags", TagsLoader(s.clone())).await,
+        follows: b.layer("follow", FollowsLoader(s.clone())).await,
+        orders: b.layer("order", OrdersLoader(s.clone())).await,
+        order_items: b.layer("order_items", OrderItemsLoader(s)).await,
+    };
+    (sources, b.caches)
+}

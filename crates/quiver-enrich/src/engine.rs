@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// Posts (and as many authors) whose encoded fragments are kept; 0 encodes every
     /// item every time.
     pub fragment_cache: usize,
+    /// Whether independent lookups run concurrently (off only to measure what that buys).
+    pub concurrent_lookups: bool,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +45,7 @@ impl Default for EngineConfig {
             refills: 3,
             discovery_window: 1000,
             fragment_cache: 100_000,
+            concurrent_lookups: true,
         }
     }
 }
@@ -136,6 +139,18 @@ struct Assembled {
     graph: ViewerGraph,
     filled: Filled,
     authors: Authors,
+}
+
+/// Awaits independent lookups concurrently, or one after another when the engine is
+/// configured to (the ablation the benches measure). Yields every result, like `join!`.
+macro_rules! lookups {
+    ($concurrent:expr, $($f:expr),+ $(,)?) => {
+        if $concurrent {
+            tokio::join!($($f),+)
+        } else {
+            ($($f.await),+ ,)
+        }
+    };
 }
 
 type MoreFn<'a> = Box<dyn FnMut(PostRef) -> BoxFuture<'a, Result<Chunk, EnrichError>> + Send + 'a>;
@@ -282,7 +297,11 @@ impl Engine {
         let start = Instant::now();
         let mut h = Hydrated::default();
         let ids = [id];
-        let (graph, posts) = tokio::join!(self.graph(viewer), self.load_posts(&ids, &mut h));
+        let (graph, posts) = lookups!(
+            self.concurrent(),
+            self.graph(viewer),
+            self.load_posts(&ids, &mut h)
+        );
         let (graph, mut posts) = (graph?, posts?);
         let post = posts
             .remove(&id)
@@ -333,7 +352,8 @@ impl Engine {
             follower: id,
             followee: v,
         });
-        let (graph, user, flags, follows) = tokio::try_join!(
+        let (graph, user, flags, follows) = lookups!(
+            self.concurrent(),
             self.graph(viewer),
             async {
                 s.users
@@ -358,7 +378,8 @@ impl Engine {
                     None => Ok(false),
                 }
             },
-        )?;
+        );
+        let (graph, user, flags, follows) = (graph?, user?, flags?, follows?);
         t.hydrate = start.elapsed();
         let (Some(user), Some(flags)) = (user, flags) else {
             return Err(EnrichError::NotFound("user"));
@@ -466,6 +487,10 @@ impl Engine {
         })
     }
 
+    fn concurrent(&self) -> bool {
+        self.inner.config.concurrent_lookups
+    }
+
     fn limit(&self, limit: u32) -> Result<usize, EnrichError> {
         let max = self.inner.config.max_limit;
         if (1..=max).contains(&limit) {
@@ -514,12 +539,13 @@ impl Engine {
     ) -> Result<Assembled, EnrichError> {
         let skeletons = &self.inner.sources.skeletons;
         let start = Instant::now();
-        let (graph, first) = tokio::try_join!(self.graph(Some(viewer)), async {
+        let (graph, first) = lookups!(self.concurrent(), self.graph(Some(viewer)), async {
             skeletons
                 .home(viewer, after, limit as u32)
                 .await
                 .map_err(EnrichError::load(Part::Skeleton))
-        })?;
+        });
+        let (graph, first) = (graph?, first?);
         t.skeleton += start.elapsed();
         let more: MoreFn<'_> = Box::new(move |last| {
             Box::pin(async move {
@@ -550,7 +576,8 @@ impl Engine {
         let s = &self.inner.sources;
         let skeletons = &s.skeletons;
         let start = Instant::now();
-        let (graph, exists, first) = tokio::try_join!(
+        let (graph, exists, first) = lookups!(
+            self.concurrent(),
             self.graph(viewer),
             async {
                 s.users
@@ -564,7 +591,8 @@ impl Engine {
                     .await
                     .map_err(EnrichError::load(Part::Skeleton))
             },
-        )?;
+        );
+        let (graph, exists, first) = (graph?, exists?, first?);
         t.skeleton += start.elapsed();
         if exists.is_none() || graph.hides(user) {
             return Err(EnrichError::NotFound("user"));
@@ -597,7 +625,7 @@ impl Engine {
     ) -> Result<Discovered, EnrichError> {
         let s = &self.inner.sources;
         let start = Instant::now();
-        let (graph, window) = tokio::try_join!(self.graph(Some(viewer)), async {
+        let (graph, window) = lookups!(self.concurrent(), self.graph(Some(viewer)), async {
             s.skeletons
                 .recent(
                     position.map(|p| p.anchor),
@@ -605,7 +633,8 @@ impl Engine {
                 )
                 .await
                 .map_err(EnrichError::load(Part::Skeleton))
-        })?;
+        });
+        let (graph, window) = (graph?, window?);
         // The window is anchored at its newest post on the first page and keeps that
         // anchor in every cursor, so later pages shuffle the same posts.
         let anchor = match position {
@@ -717,7 +746,8 @@ impl Engine {
         h: &mut Hydrated,
     ) -> Result<HashMap<PostId, Post>, EnrichError> {
         let s = &self.inner.sources;
-        let (posts, media, tags) = tokio::join!(
+        let (posts, media, tags) = lookups!(
+            self.concurrent(),
             s.posts.load_many(ids),
             s.media.load_many(ids),
             s.tags.load_many(ids)
@@ -779,7 +809,8 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        let (users, flags, follows) = tokio::try_join!(
+        let (users, flags, follows) = lookups!(
+            self.concurrent(),
             async {
                 s.users
                     .load_many(authors)
@@ -798,7 +829,8 @@ impl Engine {
                     .await
                     .map_err(EnrichError::load(Part::Relationships))
             },
-        )?;
+        );
+        let (users, flags, follows) = (users?, flags?, follows?);
         Ok(Authors {
             users,
             flags,
@@ -817,7 +849,8 @@ impl Engine {
         EnrichError,
     > {
         let s = &self.inner.sources;
-        tokio::try_join!(
+        let (orders, items) = lookups!(
+            self.concurrent(),
             async {
                 s.orders
                     .load_many(ids)
@@ -830,7 +863,8 @@ impl Engine {
                     .await
                     .map_err(EnrichError::load(Part::OrderItems))
             },
-        )
+        );
+        Ok((orders?, items?))
     }
 
     /// The token of the keyset page after `a`.

@@ -134,7 +134,7 @@ async fn optional_parts_degrade_to_a_partial_page_and_essential_ones_fail_by_nam
 }
 
 #[tokio::test]
-async fn fragments_are_reused_across_viewers_and_never_carry_a_viewer_part() {
+async fn fragment_reuse_and_sequential_lookups_change_nothing_visible() {
     let rig = Rig::new(big());
     let a = rig.engine.home(UserId(1), None, 20).await.unwrap();
     let misses = rig.engine.fragment_stats().misses;
@@ -152,6 +152,16 @@ async fn fragments_are_reused_across_viewers_and_never_carry_a_viewer_part() {
     );
     let c = off.engine.home(UserId(1), None, 20).await.unwrap();
     assert_eq!(c.body, a.body, "caching fragments changes nothing visible");
+    let sequential = Rig::with_config(
+        big(),
+        EngineConfig {
+            concurrent_lookups: false,
+            ..EngineConfig::default()
+        },
+    );
+    let d = sequential.engine.home(UserId(1), None, 20).await.unwrap();
+    assert_eq!(d.body, a.body, "sequential lookups change nothing visible");
+    assert_eq!(sequential.calls.total(), 8, "and make the same batch calls");
 }
 
 #[tokio::test]

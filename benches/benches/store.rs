@@ -11,7 +11,7 @@
 //! Run with `cargo bench -p quiver-benches --bench store` (`DATABASE_URL` picks the server).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use quiver_benches::{latency_row, percentiles, seed_rate, seeded};
+use quiver_benches::{bench_seed, latency_row, percentiles, seed_rate, seeded};
 use quiver_model::{PostId, UserId};
 use quiver_store::seed::SeedConfig;
 use quiver_store::{PgStore, Store};
@@ -19,16 +19,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-
-fn bench_config() -> SeedConfig {
-    SeedConfig {
-        users: 20_000,
-        posts_per_user: 50,
-        follows_per_user: 30,
-        seed: 42,
-        timeline_depth: 200,
-    }
-}
 
 struct Fixture {
     store: Arc<PgStore>,
@@ -39,7 +29,7 @@ struct Fixture {
 fn fixture(rt: &Runtime) -> Fixture {
     rt.block_on(async {
         let store = Arc::new(
-            seeded("quiver_bench", &bench_config())
+            seeded("quiver_bench", &bench_seed())
                 .await
                 .expect("seeded database"),
         );

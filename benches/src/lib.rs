@@ -8,6 +8,17 @@ use quiver_store::{PgConfig, PgStore, Store};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// The data set of the `quiver_bench` database: about a million posts, skewed follows.
+pub fn bench_seed() -> SeedConfig {
+    SeedConfig {
+        users: 20_000,
+        posts_per_user: 50,
+        follows_per_user: 30,
+        seed: 42,
+        timeline_depth: 200,
+    }
+}
+
 /// The PostgreSQL server the benches use: `DATABASE_URL`, else the local default.
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")

@@ -2,6 +2,7 @@
 //! to the library crates. No logic lives here beyond composition.
 
 mod db;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -10,8 +11,23 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "quiver", version, about)]
 struct Cli {
+    /// Log lines as text or as JSON objects
+    #[arg(
+        long,
+        env = "QUIVER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -20,19 +36,28 @@ enum Command {
     Migrate(db::MigrateArgs),
     /// Fill a database with a deterministic, realistic data set
     Seed(db::SeedArgs),
+    /// Serve the API (and the admin listener) until SIGTERM or Ctrl-C, then drain
+    Serve(Box<serve::ServeArgs>),
+    /// Print a bearer token for a user, signed with QUIVER_JWT_SECRET
+    Token(serve::TokenArgs),
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
+    match cli.command {
         Command::Migrate(args) => db::migrate(args).await,
         Command::Seed(args) => db::seed(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
+        Command::Token(args) => serve::token(args),
     }
 }

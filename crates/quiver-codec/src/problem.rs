@@ -13,6 +13,9 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProblemType {
+    /// A query parameter (limit, cursor, seed, status) or path id is not acceptable.
+    InvalidParameter,
+    UriTooLong,
     MalformedBody,
     Validation,
     PayloadTooLarge,
@@ -31,6 +34,8 @@ impl ProblemType {
     /// The stable `type` URI.
     pub const fn uri(self) -> &'static str {
         match self {
+            Self::InvalidParameter => "https://quiver.dev/problems/invalid-parameter",
+            Self::UriTooLong => "https://quiver.dev/problems/uri-too-long",
             Self::MalformedBody => "https://quiver.dev/problems/malformed-body",
             Self::Validation => "https://quiver.dev/problems/validation",
             Self::PayloadTooLarge => "https://quiver.dev/problems/payload-too-large",
@@ -49,6 +54,8 @@ impl ProblemType {
     /// A short, fixed summary.
     pub const fn title(self) -> &'static str {
         match self {
+            Self::InvalidParameter => "Invalid parameter",
+            Self::UriTooLong => "Request target too long",
             Self::MalformedBody => "Malformed request body",
             Self::Validation => "Invalid request",
             Self::PayloadTooLarge => "Request body too large",
@@ -67,6 +74,8 @@ impl ProblemType {
     /// The HTTP status this problem is sent with.
     pub const fn status(self) -> u16 {
         match self {
+            Self::InvalidParameter => 400,
+            Self::UriTooLong => 414,
             Self::MalformedBody => 400,
             Self::Validation => 422,
             Self::PayloadTooLarge => 413,

@@ -190,6 +190,11 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Prefetch jobs waiting for a worker (0 without a pool).
+    pub fn prefetch_queued(&self) -> usize {
+        self.inner.prefetch.as_ref().map_or(0, PrefetchPool::queued)
+    }
+
     /// Counters of the prefetch pool, if there is one.
     pub fn prefetch_stats(&self) -> Option<PrefetchStats> {
         self.inner.prefetch.as_ref().map(PrefetchPool::stats)

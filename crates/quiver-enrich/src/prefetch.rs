@@ -135,6 +135,11 @@ impl PrefetchPool {
         self.raised.load(Ordering::Acquire)
     }
 
+    /// Jobs waiting for a worker now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The counters.
     pub fn stats(&self) -> PrefetchStats {
         PrefetchStats {

@@ -32,4 +32,4 @@ pub use config::{PgConfig, SqliteConfig};
 pub use error::StoreError;
 pub use pg::{PG_MIGRATOR, PgStore};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
-pub use store::{MAX_PAGE_SIZE, Store};
+pub use store::{MAX_PAGE_SIZE, PoolStats, Store};

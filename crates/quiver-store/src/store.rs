@@ -15,6 +15,17 @@ use std::hash::Hash;
 /// The largest page a skeleton query returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
+/// Connections of a store's pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    /// Open connections waiting for work.
+    pub idle: usize,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 /// Reads of the storage layer. Batch methods run exactly one statement for any number of
 /// keys (none for an empty slice), tolerate duplicate keys and return only keys that exist.
 /// Page methods are keyset-paginated on `(created_at DESC, id DESC)`.
@@ -93,6 +104,8 @@ pub trait Store: Send + Sync + Debug {
 
     /// One cheap round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Connections of the pool now.
+    fn pool_stats(&self) -> PoolStats;
     /// Closes the pool; later calls fail with `Unavailable` (those that need a connection).
     async fn close(&self);
 }

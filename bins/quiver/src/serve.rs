@@ -1,0 +1,355 @@
+//! `quiver serve` and `quiver token`: configuration from flags (with environment
+//! fallbacks), checked before anything binds, then composed into the server.
+
+use crate::db::DEMO_DB;
+use anyhow::{Context, Result};
+use clap::Args;
+use clap::error::ErrorKind;
+use quiver_cache::{RedisConfig, RedisRemote, Remote};
+use quiver_enrich::{BatchConfig, Engine, EngineConfig, PrefetchConfig, PrefetchPool};
+use quiver_model::{CursorCodec, UserId};
+use quiver_server::auth::Auth;
+use quiver_server::compose::{StackConfig, read_stack};
+use quiver_server::{App, Parts, ServerConfig};
+use quiver_store::seed::{SeedConfig, generate};
+use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The secret `--demo` signs with when none is given: fine on a laptop, refused otherwise.
+const DEMO_SECRET: &str = "quiver-demo-secret-do-not-use-in-production";
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Run on the embedded default: SQLite ./quiver-demo.db (seeded on first run), L1
+    /// cache only, a demo signing secret
+    #[arg(long)]
+    demo: bool,
+    /// Database: postgres://… or sqlite:PATH
+    #[arg(long, env = "DATABASE_URL", required_unless_present = "demo")]
+    database_url: Option<String>,
+    /// Redis for the shared L2 cache (none: L1 only)
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Address of the public API
+    #[arg(long, env = "QUIVER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (/metrics, /debug/pprof)
+    #[arg(long, env = "QUIVER_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// HS256 secret of bearer tokens, at least 32 bytes (required unless --demo)
+    #[arg(long, env = "QUIVER_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Secret that signs pagination cursors (defaults to one derived from the JWT secret)
+    #[arg(long, env = "QUIVER_CURSOR_SECRET", hide_env_values = true)]
+    cursor_secret: Option<String>,
+    /// Most database connections
+    #[arg(long, env = "QUIVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    db_max_connections: u32,
+    /// Server-side statement timeout, milliseconds
+    #[arg(long, env = "QUIVER_DB_STATEMENT_TIMEOUT_MS", default_value_t = 2000)]
+    db_statement_timeout_ms: u64,
+    /// L1 cache size per entity cache, MiB (0 disables L1)
+    #[arg(long, env = "QUIVER_L1_MIB", default_value_t = 64)]
+    l1_mib: u64,
+    /// Disable every cache tier (each lookup goes to the database)
+    #[arg(long, env = "QUIVER_NO_CACHE")]
+    no_cache: bool,
+    /// Disable cross-request coalescing of database batches
+    #[arg(long, env = "QUIVER_NO_COALESCE")]
+    no_coalesce: bool,
+    /// Coalescing window, microseconds
+    #[arg(long, env = "QUIVER_COALESCE_WINDOW_US", default_value_t = 1000)]
+    coalesce_window_us: u64,
+    /// Disable reusing encoded fragments of posts and authors
+    #[arg(long, env = "QUIVER_NO_FRAGMENTS")]
+    no_fragments: bool,
+    /// Prefetch workers warming next pages (0 disables prefetch)
+    #[arg(long, env = "QUIVER_PREFETCH_WORKERS", default_value_t = 2)]
+    prefetch_workers: usize,
+    /// Prefetch jobs that may wait; more are dropped
+    #[arg(long, env = "QUIVER_PREFETCH_QUEUE", default_value_t = 64)]
+    prefetch_queue: usize,
+    /// Requests handled at once
+    #[arg(long, env = "QUIVER_MAX_CONCURRENCY", default_value_t = ServerConfig::default().max_concurrency)]
+    max_concurrency: usize,
+    /// How long a request may wait for a slot before 503, milliseconds
+    #[arg(long, env = "QUIVER_QUEUE_TIMEOUT_MS", default_value_t = 100)]
+    queue_timeout_ms: u64,
+    /// Requests per second per client
+    #[arg(long, env = "QUIVER_RATE_PER_SECOND", default_value_t = ServerConfig::default().rate_per_second)]
+    rate_per_second: u32,
+    /// Burst above the rate per client
+    #[arg(long, env = "QUIVER_RATE_BURST", default_value_t = ServerConfig::default().rate_burst)]
+    rate_burst: u32,
+    /// Request deadline, milliseconds
+    #[arg(long, env = "QUIVER_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// Largest request body, bytes
+    #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = ServerConfig::default().max_body_bytes)]
+    max_body_bytes: u64,
+    /// Requests slower than this are logged with stage timings, milliseconds
+    #[arg(long, env = "QUIVER_SLOW_REQUEST_MS", default_value_t = 250)]
+    slow_request_ms: u64,
+    /// Compress bodies of at least this many bytes (gzip or zstd, as the client accepts)
+    #[arg(long, env = "QUIVER_COMPRESSION_MIN_BYTES", default_value_t = ServerConfig::default().compression_min_bytes)]
+    compression_min_bytes: usize,
+    /// Never compress responses
+    #[arg(long, env = "QUIVER_NO_COMPRESSION")]
+    no_compression: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// The user the token speaks for
+    #[arg(long)]
+    user: i64,
+    /// How long the token is valid (e.g. 30m, 1h, 7d)
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// HS256 secret, the same the server uses
+    #[arg(long, env = "QUIVER_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+}
+
+/// Exits with a usage error (status 2), like clap does for malformed flags.
+fn usage(message: impl std::fmt::Display) -> ! {
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n")).exit()
+}
+
+fn check_secret(secret: &str) {
+    if secret.len() < 32 {
+        usage("QUIVER_JWT_SECRET must be at least 32 bytes");
+    }
+}
+
+/// Checks every value; exits with a usage error before anything is opened or bound.
+fn validate(args: &ServeArgs) -> (String, ServerConfig) {
+    let secret = match (&args.jwt_secret, args.demo) {
+        (Some(s), _) => {
+            check_secret(s);
+            s.clone()
+        }
+        (None, true) => DEMO_SECRET.to_owned(),
+        (None, false) => usage("QUIVER_JWT_SECRET (or --jwt-secret) is required unless --demo"),
+    };
+    let positive = [
+        ("--db-max-connections", u64::from(args.db_max_connections)),
+        ("--db-statement-timeout-ms", args.db_statement_timeout_ms),
+        ("--max-concurrency", args.max_concurrency as u64),
+        ("--queue-timeout-ms", args.queue_timeout_ms),
+        ("--rate-per-second", u64::from(args.rate_per_second)),
+        ("--rate-burst", u64::from(args.rate_burst)),
+        ("--request-timeout-ms", args.request_timeout_ms),
+        ("--max-body-bytes", args.max_body_bytes),
+        ("--coalesce-window-us", args.coalesce_window_us),
+    ];
+    for (name, value) in positive {
+        if value == 0 {
+            usage(format!("{name} must be greater than 0"));
+        }
+    }
+    if args.listen == args.admin_listen {
+        usage("QUIVER_LISTEN and QUIVER_ADMIN_LISTEN must differ");
+    }
+    if let Some(url) = &args.redis_url
+        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        usage("REDIS_URL must start with redis:// or rediss://");
+    }
+    if let Some(url) = &args.database_url
+        && !args.demo
+        && !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+    {
+        usage("DATABASE_URL must be postgres://… or sqlite:PATH");
+    }
+    let config = ServerConfig {
+        max_concurrency: args.max_concurrency,
+        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        rate_per_second: args.rate_per_second,
+        rate_burst: args.rate_burst,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_body_bytes: args.max_body_bytes,
+        slow_request: Duration::from_millis(args.slow_request_ms),
+        compression_min_bytes: args.compression_min_bytes,
+        compression: !args.no_compression,
+        ..ServerConfig::default()
+    };
+    (secret, config)
+}
+
+async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>> {
+    let url = match (&args.database_url, args.demo) {
+        (Some(url), true) if url.starts_with("sqlite:") => url.clone(),
+        (_, true) => format!("sqlite:{DEMO_DB}"),
+        (Some(url), false) => url.clone(),
+        (None, false) => unreachable!("clap requires it"),
+    };
+    if url.starts_with("postgres") {
+        let store = PgStore::connect(&PgConfig {
+            url,
+            max_connections: args.db_max_connections,
+            statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
+            ..PgConfig::default()
+        })
+        .await
+        .context("cannot connect to postgresql")?;
+        store.migrate().await.context("cannot apply migrations")?;
+        return Ok(Arc::new(store));
+    }
+    let path = PathBuf::from(
+        url.trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:"),
+    );
+    let store = SqliteStore::connect(&SqliteConfig {
+        path: Some(path.clone()),
+        ..SqliteConfig::default()
+    })
+    .await
+    .with_context(|| format!("cannot open sqlite database {}", path.display()))?;
+    store.migrate().await.context("cannot apply migrations")?;
+    if args.demo && store.is_empty().await? {
+        tracing::info!(path = %path.display(), "seeding the demo data set (first run)");
+        store
+            .load_dataset(&generate(&SeedConfig::demo()), &|_| {})
+            .await
+            .context("cannot seed the demo database")?;
+    }
+    Ok(Arc::new(store))
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    let (secret, config) = validate(&args);
+    let store = open_store(&args).await?;
+    let remote: Option<Arc<dyn Remote>> = match &args.redis_url {
+        Some(url) if !args.demo => {
+            let r = RedisRemote::connect(&RedisConfig {
+                url: url.clone(),
+                ..RedisConfig::default()
+            })
+            .context("invalid redis configuration")?;
+            if !r.wait_connected(Duration::from_secs(5)).await {
+                tracing::warn!("redis is not reachable yet; serving from L1 and the database");
+            }
+            Some(Arc::new(r))
+        }
+        _ => None,
+    };
+    let stack = StackConfig {
+        l1_capacity_bytes: args.l1_mib << 20,
+        cache: !args.no_cache,
+        coalesce: (!args.no_coalesce).then(|| BatchConfig {
+            window: Duration::from_micros(args.coalesce_window_us),
+            ..BatchConfig::default()
+        }),
+        ..StackConfig::default()
+    };
+    let (sources, caches) = read_stack(store.clone(), remote.clone(), &stack).await;
+    let prefetch = (args.prefetch_workers > 0).then(|| {
+        let caches = caches.clone();
+        PrefetchPool::new(
+            PrefetchConfig {
+                workers: args.prefetch_workers,
+                queue: args.prefetch_queue,
+            },
+            Arc::new(move |raised: bool| caches.set_pressure(raised)),
+        )
+    });
+    let cursor_secret = args
+        .cursor_secret
+        .clone()
+        .unwrap_or_else(|| format!("cursor:{secret}"));
+    let engine = Engine::new(
+        sources,
+        CursorCodec::new(cursor_secret.as_bytes()),
+        EngineConfig {
+            max_limit: config.max_limit,
+            fragment_cache: if args.no_fragments { 0 } else { 100_000 },
+            ..EngineConfig::default()
+        },
+        prefetch,
+    );
+    let auth = Auth::new(secret.as_bytes());
+    let demo_token = args
+        .demo
+        .then(|| auth.mint(UserId(1), Duration::from_secs(24 * 3600)));
+    let app = Arc::new(App::new(Parts {
+        engine,
+        store: store.clone(),
+        remote,
+        caches,
+        auth,
+        config,
+    }));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    tracing::info!(
+        api = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        "quiver is serving"
+    );
+    if let Some(token) = demo_token {
+        eprintln!(
+            "demo: try\n  curl -H 'Authorization: Bearer {token}' http://{}/api/v1/feed",
+            listener.local_addr()?
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_app = app.clone();
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        quiver_server::admin::serve(admin, admin_app, async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    quiver_server::serve(listener, app, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+pub(crate) fn token(args: TokenArgs) -> Result<()> {
+    check_secret(&args.jwt_secret);
+    if args.user <= 0 {
+        usage("--user must be a positive user id");
+    }
+    println!(
+        "{}",
+        Auth::new(args.jwt_secret.as_bytes()).mint(UserId(args.user), args.ttl)
+    );
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! The request pipeline of the public listener, in order: request id, URI and body-size
+//! limits, routing (404/405), authentication, per-client rate limit, concurrency permit
+//! (load shedding), deadline, the route's handler, then compression, metrics and logs.
+
+use crate::auth::{Auth, AuthError};
+use crate::compose::Caches;
+use crate::config::ServerConfig;
+use crate::metrics::{Metrics, Sample};
+use crate::respond::{self, Body, Timed};
+use crate::router::{Matched, Route, Router};
+use bytes::Bytes;
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use quiver_cache::Remote;
+use quiver_codec::problem::ProblemType;
+use quiver_enrich::{Engine, EnrichError, Rendered};
+use quiver_model::{OrderId, OrderStatus, PostId, UserId};
+use quiver_store::Store;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Whom a rate limit counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Client {
+    Viewer(UserId),
+    Peer(IpAddr),
+}
+
+type Limiter =
+    RateLimiter<Client, DefaultKeyedStateStore<Client>, DefaultClock, StateInformationMiddleware>;
+
+/// Everything a request needs: the engine, the store (for readiness), the caches (for
+/// metrics), and the service's limits.
+pub struct App {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    remote: Option<Arc<dyn Remote>>,
+    caches: Caches,
+    auth: Auth,
+    config: ServerConfig,
+    metrics: Metrics,
+    limiter: Limiter,
+    permits: Semaphore,
+    router: Router,
+    openapi: Bytes,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts an [`App`] is made of.
+#[derive(Debug)]
+pub struct Parts {
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    /// Redis, when the service has one (reported by `/readyz`).
+    pub remote: Option<Arc<dyn Remote>>,
+    pub caches: Caches,
+    pub auth: Auth,
+    pub config: ServerConfig,
+}
+
+impl App {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            engine,
+            store,
+            remote,
+            caches,
+            auth,
+            config,
+        } = parts;
+        let rate = NonZeroU32::new(config.rate_per_second.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new(config.rate_burst.max(1)).expect("at least 1");
+        let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+            .with_middleware::<StateInformationMiddleware>();
+        let openapi = Bytes::from(crate::openapi::document_json());
+        Self {
+            permits: Semaphore::new(config.max_concurrency.max(1)),
+            engine,
+            store,
+            remote,
+            caches,
+            auth,
+            config,
+            metrics: Metrics::default(),
+            limiter,
+            router: Router::default(),
+            openapi,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The Prometheus exposition, sampling every counter kept elsewhere.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let pool = self.store.pool_stats();
+        self.metrics.render(&Sample {
+            caches: self.caches.stats(),
+            prefetch: self.engine.prefetch_stats(),
+            prefetch_queued: self.engine.prefetch_queued(),
+            pool_size: pool.size,
+            pool_idle: pool.idle,
+        })
+    }
+
+    /// Forgets rate-limit state of clients idle for a while (the keyed state otherwise
+    /// grows with every client ever seen). Called periodically by the server.
+    pub fn shrink_rate_limits(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = request_id(req.headers());
+        let method = req.method().clone();
+        let matched = self.router.matched(&method, req.uri().path());
+        let label = match &matched {
+            Matched::Route(r, _) => r.template(),
+            Matched::NotFound => "unmatched",
+            Matched::MethodNotAllowed(_) => "method_not_allowed",
+        };
+        let span = tracing::info_span!("request", id = %request_id, %method, route = label);
+        let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
+        let mut resp = self
+            .dispatch(req, matched, peer)
+            .instrument(span.clone())
+            .await;
+        if self.config.compression && method != Method::HEAD {
+            respond::compress(
+                &mut resp,
+                accept.as_ref(),
+                self.config.compression_min_bytes,
+            );
+        }
+        resp.headers_mut().insert(
+            "x-request-id",
+            HeaderValue::from_str(&request_id).expect("request ids are visible ascii"),
+        );
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        self.metrics
+            .request(label, method.as_str(), status, elapsed);
+        let _enter = span.enter();
+        match resp.extensions().get::<Timed>() {
+            Some(Timed(t)) if elapsed >= self.config.slow_request => tracing::warn!(
+                status,
+                elapsed_ms = ms(elapsed),
+                skeleton_ms = ms(t.skeleton),
+                hydrate_ms = ms(t.hydrate),
+                present_ms = ms(t.present),
+                "slow request"
+            ),
+            _ if elapsed >= self.config.slow_request => {
+                tracing::warn!(status, elapsed_ms = ms(elapsed), "slow request")
+            }
+            _ => tracing::debug!(status, elapsed_ms = ms(elapsed), "request"),
+        }
+        resp
+    }
+
+    async fn dispatch<B>(&self, req: Request<B>, matched: Matched, peer: IpAddr) -> Response<Body> {
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > self.config.max_uri_bytes {
+            return respond::problem(
+                ProblemType::UriTooLong,
+                format!(
+                    "the request target is {uri_len} bytes; the limit is {}",
+                    self.config.max_uri_bytes
+                ),
+            );
+        }
+        // Checked before anything reads the body.
+        if let Some(len) = content_length(req.headers())
+            && len > self.config.max_body_bytes
+        {
+            return respond::problem(
+                ProblemType::PayloadTooLarge,
+                format!(
+                    "the body is {len} bytes; the limit is {}",
+                    self.config.max_body_bytes
+                ),
+            );
+        }
+        let (route, id) = match matched {
+            Matched::Route(r, id) => (r, id),
+            Matched::NotFound => {
+                return respond::problem(
+                    ProblemType::NotFound,
+                    format!("no endpoint at {}", req.uri().path()),
+                );
+            }
+            Matched::MethodNotAllowed(allow) => {
+                let mut resp = respond::problem(
+                    ProblemType::MethodNotAllowed,
+                    format!("{} is not allowed here; use {allow}", req.method()),
+                );
+                resp.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_str(&allow).expect("method names are ascii"),
+                );
+                return resp;
+            }
+        };
+        if route.is_probe() {
+            return self.probe(route).await;
+        }
+
+        let viewer = match req.headers().get(header::AUTHORIZATION) {
+            None => None,
+            Some(h) => match self.auth.viewer(h.as_bytes()) {
+                Ok(v) => Some(v),
+                Err(e) => return respond::unauthorized(&e),
+            },
+        };
+        if viewer.is_none() && route.needs_viewer() {
+            return respond::unauthorized(&AuthError::Missing);
+        }
+        let client = viewer.map_or(Client::Peer(peer), Client::Viewer);
+        let rate = match self.limiter.check_key(&client) {
+            Ok(snapshot) => snapshot,
+            Err(refused) => {
+                self.metrics.rate_limited();
+                let wait = refused.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                return respond::rate_limited(self.config.rate_burst, wait, Duration::from_secs(1));
+            }
+        };
+
+        let permit = tokio::time::timeout(self.config.queue_timeout, self.permits.acquire()).await;
+        let Ok(Ok(_permit)) = permit else {
+            self.metrics.shed();
+            let mut resp = respond::problem(
+                ProblemType::Unavailable,
+                "the server is at capacity; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        };
+        let _in_flight = self.metrics.in_flight();
+
+        let work = self.route(route, id.as_deref(), &req, viewer);
+        let mut resp = match tokio::time::timeout(self.config.request_timeout, work).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                self.metrics.timeout();
+                respond::problem(
+                    ProblemType::Timeout,
+                    format!(
+                        "the request did not finish within {} ms",
+                        self.config.request_timeout.as_millis()
+                    ),
+                )
+            }
+        };
+        respond::rate_limit_headers(
+            resp.headers_mut(),
+            self.config.rate_burst,
+            rate.remaining_burst_capacity(),
+        );
+        resp
+    }
+
+    async fn probe(&self, route: Route) -> Response<Body> {
+        match route {
+            Route::Healthz => respond::json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+            Route::Readyz => {
+                let db = tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await;
+                let db_ok = matches!(db, Ok(Ok(())));
+                let redis = match &self.remote {
+                    None => "disabled",
+                    Some(r) => {
+                        let key = ["quiver:readyz".to_owned()];
+                        match tokio::time::timeout(Duration::from_millis(500), r.fetch(&key)).await
+                        {
+                            Ok(Ok(_)) => "ok",
+                            _ => "down",
+                        }
+                    }
+                };
+                let body = format!(
+                    r#"{{"status":"{}","database":"{}","redis":"{redis}"}}"#,
+                    if db_ok { "ready" } else { "unavailable" },
+                    if db_ok { "ok" } else { "down" },
+                );
+                let status = if db_ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                respond::json(status, body.into_bytes())
+            }
+            Route::OpenApi => respond::json_bytes(StatusCode::OK, self.openapi.clone()),
+            _ => unreachable!("only probes are routed here"),
+        }
+    }
+
+    async fn route<B>(
+        &self,
+        route: Route,
+        id: Option<&str>,
+        req: &Request<B>,
+        viewer: Option<UserId>,
+    ) -> Response<Body> {
+        let allowed: &[&str] = match route {
+            Route::Feed | Route::UserPosts => &["limit", "cursor"],
+            Route::Discover => &["limit", "cursor", "seed"],
+            Route::CustomerOrders => &["limit", "cursor", "status"],
+            _ => &[],
+        };
+        let q = match Query::parse(req.uri().query(), allowed, &self.config) {
+            Ok(q) => q,
+            Err(r) => return r.response(),
+        };
+        let n = match id.map(path_id).transpose() {
+            Ok(n) => n.unwrap_or_default(),
+            Err(r) => return r.response(),
+        };
+        let e = &self.engine;
+        let me = viewer.unwrap_or(UserId(0));
+        let cursor = q.cursor.as_deref();
+        let rendered = match route {
+            Route::Feed => e.home(me, cursor, q.limit).await,
+            Route::Discover => e.discover(me, q.seed, cursor, q.limit).await,
+            Route::Post => e.post(viewer, PostId(n)).await,
+            Route::User => e.profile(viewer, UserId(n)).await,
+            Route::UserPosts => e.user_posts(viewer, UserId(n), cursor, q.limit).await,
+            Route::Order => e.order(me, OrderId(n)).await,
+            Route::CustomerOrders => {
+                e.customer_orders(me, UserId(n), q.status, cursor, q.limit)
+                    .await
+            }
+            Route::Healthz | Route::Readyz | Route::OpenApi => {
+                unreachable!("probes are answered before routing")
+            }
+        };
+        match rendered {
+            Ok(r) => self.rendered(r, req.uri().path(), &q, viewer.is_some()),
+            Err(err) => enrich_problem(&err),
+        }
+    }
+
+    fn rendered(
+        &self,
+        r: Rendered,
+        path: &str,
+        q: &Query,
+        viewer_specific: bool,
+    ) -> Response<Body> {
+        let mut resp = respond::json(StatusCode::OK, r.body);
+        let h = resp.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if viewer_specific {
+                "private, no-cache"
+            } else {
+                "public, max-age=10"
+            }),
+        );
+        if viewer_specific {
+            h.insert(header::VARY, HeaderValue::from_static("authorization"));
+        }
+        h.insert(
+            "server-timing",
+            HeaderValue::from_str(&format!(
+                "skeleton;dur={:.3}, hydrate;dur={:.3}, present;dur={:.3}",
+                ms(r.timings.skeleton),
+                ms(r.timings.hydrate),
+                ms(r.timings.present)
+            ))
+            .expect("ascii"),
+        );
+        if let Some(next) = &r.next {
+            let mut link = format!("<{path}?limit={}&cursor={next}", q.limit);
+            if let Some(s) = q.status {
+                link.push_str(&format!("&status={}", s.as_str()));
+            }
+            link.push_str(">; rel=\"next\"");
+            h.insert(
+                header::LINK,
+                HeaderValue::from_str(&link).expect("cursors are base64url"),
+            );
+        }
+        resp.extensions_mut().insert(Timed(r.timings));
+        resp
+    }
+}
+
+/// A request refused before it reaches the engine.
+struct Reject(ProblemType, String);
+
+impl Reject {
+    fn response(self) -> Response<Body> {
+        respond::problem(self.0, self.1)
+    }
+}
+
+/// The query parameters of a list request.
+struct Query {
+    limit: u32,
+    cursor: Option<String>,
+    seed: Option<u64>,
+    status: Option<OrderStatus>,
+}
+
+impl Query {
+    /// Parses `raw`, refusing unknown, repeated and malformed parameters.
+    fn parse(raw: Option<&str>, allowed: &[&str], config: &ServerConfig) -> Result<Self, Reject> {
+        let mut q = Self {
+            limit: config.default_limit,
+            cursor: None,
+            seed: None,
+            status: None,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let bad = |detail: String| Reject(ProblemType::InvalidParameter, detail);
+        for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&name.as_ref()) {
+                return Err(bad(if allowed.is_empty() {
+                    format!("unknown parameter `{name}`: this endpoint takes none")
+                } else {
+                    format!(
+                        "unknown parameter `{name}`; this endpoint takes {}",
+                        allowed.join(", ")
+                    )
+                }));
+            }
+            if seen.iter().any(|s| *s == name) {
+                return Err(bad(format!("parameter `{name}` is given more than once")));
+            }
+            seen.push(name.to_string());
+            match name.as_ref() {
+                "limit" => {
+                    q.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=config.max_limit).contains(l))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "`limit` must be a whole number from 1 to {}",
+                                config.max_limit
+                            ))
+                        })?;
+                }
+                "cursor" => q.cursor = Some(value.into_owned()),
+                "seed" => {
+                    q.seed = Some(value.parse().map_err(|_| {
+                        bad("`seed` must be a whole number from 0 to 18446744073709551615".into())
+                    })?);
+                }
+                "status" => {
+                    q.status = Some(value.parse().map_err(|_| {
+                        let all: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+                        bad(format!("`status` must be one of {}", all.join(", ")))
+                    })?);
+                }
+                _ => unreachable!("only allowed names get here"),
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// The `{id}` of the path as a positive integer.
+fn path_id(id: &str) -> Result<i64, Reject> {
+    id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Reject(
+            ProblemType::InvalidParameter,
+            format!("the id in the path must be a positive whole number, not `{id}`"),
+        )
+    })
+}
+
+/// The problem response for an engine error.
+fn enrich_problem(err: &EnrichError) -> Response<Body> {
+    match err {
+        EnrichError::Cursor(_) | EnrichError::Limit { .. } | EnrichError::SeedMismatch => {
+            respond::problem(ProblemType::InvalidParameter, err.to_string())
+        }
+        EnrichError::NotFound(_) => respond::problem(ProblemType::NotFound, err.to_string()),
+        EnrichError::Forbidden(_) => respond::problem(ProblemType::Forbidden, err.to_string()),
+        EnrichError::Load { part, source } => {
+            let kind = ProblemType::for_code(source.code());
+            if kind == ProblemType::Internal {
+                tracing::error!(%part, error = ?source, "load failed");
+            } else {
+                tracing::warn!(%part, error = %source, "load failed");
+            }
+            let mut resp = respond::problem(kind, err.to_string());
+            if kind == ProblemType::Unavailable {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            resp
+        }
+        _ => respond::problem(ProblemType::Internal, "the request could not be served"),
+    }
+}
+
+/// The request's own id if it sent a sane one, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,262 @@
+//! Prometheus metrics of the service. Request metrics are recorded as requests finish;
+//! counters kept elsewhere (cache outcomes, prefetch, the connection pool) are sampled
+//! when `/metrics` is scraped.
+
+use prometheus::core::Collector as _;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use quiver_cache::{Outcome, StatsSnapshot};
+use quiver_enrich::PrefetchStats;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the sampled counters read at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct Sample {
+    pub(crate) caches: Vec<(String, StatsSnapshot)>,
+    pub(crate) prefetch: Option<PrefetchStats>,
+    pub(crate) prefetch_queued: usize,
+    pub(crate) pool_size: u32,
+    pub(crate) pool_idle: usize,
+}
+
+/// Every metric, in one registry.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+    shed: IntCounter,
+    rate_limited: IntCounter,
+    timeouts: IntCounter,
+    cache_outcomes: IntCounterVec,
+    prefetch: IntCounterVec,
+    prefetch_queue: IntGauge,
+    pool: IntGaugeVec,
+    /// Last sampled values of counters kept elsewhere, to add only the difference.
+    seen: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "quiver_http_requests_total",
+                "Requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_http_request_duration_seconds",
+                "Request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("quiver_http_in_flight", "Requests being handled").expect("valid");
+        let shed = IntCounter::new(
+            "quiver_http_shed_total",
+            "Requests refused with 503 because no concurrency permit came in time",
+        )
+        .expect("valid");
+        let rate_limited = IntCounter::new(
+            "quiver_http_rate_limited_total",
+            "Requests refused with 429 by the per-client rate limit",
+        )
+        .expect("valid");
+        let timeouts = IntCounter::new(
+            "quiver_http_timeouts_total",
+            "Requests cancelled at their deadline (504)",
+        )
+        .expect("valid");
+        let cache_outcomes = IntCounterVec::new(
+            Opts::new(
+                "quiver_cache_lookups_total",
+                "Cache lookups by cache and outcome",
+            ),
+            &["cache", "outcome"],
+        )
+        .expect("valid metric");
+        let prefetch = IntCounterVec::new(
+            Opts::new(
+                "quiver_prefetch_jobs_total",
+                "Prefetch jobs by what became of them",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let prefetch_queue = IntGauge::new(
+            "quiver_prefetch_queue_depth",
+            "Prefetch jobs waiting for a worker",
+        )
+        .expect("valid");
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "quiver_db_pool_connections",
+                "Database pool connections by state",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(shed.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(timeouts.clone()),
+            Box::new(cache_outcomes.clone()),
+            Box::new(prefetch.clone()),
+            Box::new(prefetch_queue.clone()),
+            Box::new(pool.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            shed,
+            rate_limited,
+            timeouts,
+            cache_outcomes,
+            prefetch,
+            prefetch_queue,
+            pool,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+/// Decrements the in-flight gauge when a request ends, however it ends.
+pub(crate) struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Counts a request as in flight until the guard drops.
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Records a finished request.
+    pub(crate) fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, method, status_label(status)])
+            .inc();
+        self.latency
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn shed(&self) {
+        self.shed.inc();
+    }
+
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    pub(crate) fn timeout(&self) {
+        self.timeouts.inc();
+    }
+
+    /// The text exposition, after sampling `sample`.
+    pub(crate) fn render(&self, sample: &Sample) -> Vec<u8> {
+        for (cache, stats) in &sample.caches {
+            for outcome in Outcome::ALL {
+                self.add_counter(
+                    &self.cache_outcomes,
+                    &[cache, outcome.as_str()],
+                    stats.get(outcome),
+                );
+            }
+        }
+        if let Some(p) = sample.prefetch {
+            for (result, n) in [
+                ("submitted", p.submitted),
+                ("dropped", p.dropped),
+                ("succeeded", p.succeeded),
+                ("failed", p.failed),
+            ] {
+                self.add_counter(&self.prefetch, &[result], n);
+            }
+        }
+        self.prefetch_queue.set(sample.prefetch_queued as i64);
+        self.pool
+            .with_label_values(&["open"])
+            .set(i64::from(sample.pool_size));
+        self.pool
+            .with_label_values(&["idle"])
+            .set(sample.pool_idle as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding to a Vec cannot fail");
+        out
+    }
+
+    /// Brings a counter up to `value`, a total kept elsewhere.
+    fn add_counter(&self, vec: &IntCounterVec, labels: &[&str], value: u64) {
+        let mut seen = self.seen.lock().expect("metrics lock");
+        let key = (vec.desc()[0].fq_name.clone(), labels.join("\u{0}"));
+        let last = seen.entry(key).or_insert(0);
+        if value > *last {
+            vec.with_label_values(labels).inc_by(value - *last);
+            *last = value;
+        }
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        414 => "414",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,199 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`: the codec's schemas plus a path
+//! item for every route of the table, with its parameters, security and responses.
+
+use crate::router::{ROUTES, Route};
+use quiver_codec::problem::PROBLEM_CONTENT_TYPE;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required};
+
+/// What each route is, returns and takes.
+fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'static str]) {
+    match route {
+        Route::Feed => (
+            "The viewer's home feed",
+            Some("FeedPageWire"),
+            &["limit", "cursor"],
+        ),
+        Route::Discover => (
+            "The discovery feed: recent posts shuffled by a seed",
+            Some("FeedPageWire"),
+            &["limit", "cursor", "seed"],
+        ),
+        Route::Post => ("One post", Some("PostDetailWire"), &["id"]),
+        Route::User => ("A profile", Some("ProfileWire"), &["id"]),
+        Route::UserPosts => (
+            "A user's posts",
+            Some("FeedPageWire"),
+            &["id", "limit", "cursor"],
+        ),
+        Route::Order => ("One order (its customer only)", Some("OrderWire"), &["id"]),
+        Route::CustomerOrders => (
+            "A customer's orders (the customer only)",
+            Some("OrdersPageWire"),
+            &["id", "limit", "cursor", "status"],
+        ),
+        Route::Healthz => ("Liveness", None, &[]),
+        Route::Readyz => ("Readiness: the database is reachable", None, &[]),
+        Route::OpenApi => ("This document", None, &[]),
+    }
+}
+
+fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
+    let (place, ty, doc) = match name {
+        "id" => (ParameterIn::Path, Type::Integer, "A positive id"),
+        "limit" => (
+            ParameterIn::Query,
+            Type::Integer,
+            "Page size, 1 to 100 (default 20)",
+        ),
+        "cursor" => (
+            ParameterIn::Query,
+            Type::String,
+            "`next_page` of the previous page",
+        ),
+        "seed" => (
+            ParameterIn::Query,
+            Type::Integer,
+            "Shuffle seed; a new one when absent",
+        ),
+        _ => (
+            ParameterIn::Query,
+            Type::String,
+            "Only orders in this status: pending, active, shipped, cancelled",
+        ),
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(place.clone())
+        .required(if place == ParameterIn::Path {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(doc))
+        .schema(Some(ObjectBuilder::new().schema_type(ty)))
+        .build()
+}
+
+fn problem(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// The whole document.
+pub(crate) fn document() -> OpenApi {
+    let mut doc = quiver_codec::openapi::document();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    for (_, path, route) in ROUTES {
+        let (summary, body, params) = describe(*route);
+        let ok = match body {
+            Some(schema) => ResponseBuilder::new().description("OK").content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            ),
+            None => ResponseBuilder::new().description("OK").content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                    .build(),
+            ),
+        };
+        let mut op = OperationBuilder::new()
+            .summary(Some(summary))
+            .operation_id(Some(format!("{route:?}").to_lowercase()))
+            .parameters(Some(params.iter().map(|p| parameter(p))))
+            .response("200", ok.build());
+        if !route.is_probe() {
+            op = op
+                .response("400", problem("A parameter is invalid"))
+                .response("401", problem("Missing or invalid bearer token"))
+                .response("429", problem("Rate limited; see Retry-After"))
+                .response("503", problem("Overloaded or a dependency is down"))
+                .response("504", problem("The request ran out of time"));
+            op = if route.needs_viewer() {
+                op.security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+            } else {
+                op.securities(Some([
+                    SecurityRequirement::default(),
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                ]))
+            };
+            if params.contains(&"id") {
+                op = op.response("404", problem("No such resource, or hidden by a block"));
+            }
+            if matches!(route, Route::Order | Route::CustomerOrders) {
+                op = op.response("403", problem("Another customer's orders"));
+            }
+        } else if *route == Route::Readyz {
+            op = op.response(
+                "503",
+                ResponseBuilder::new().description("Database down").build(),
+            );
+        }
+        doc.paths
+            .add_path_operation(*path, vec![HttpMethod::Get], op.build());
+    }
+    doc
+}
+
+/// The document as JSON bytes.
+pub(crate) fn document_json() -> Vec<u8> {
+    serde_json::to_vec(&document()).expect("the document serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_parameters_and_schemas() {
+        let doc: serde_json::Value = serde_json::from_slice(&document_json()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (method, path, route) in ROUTES {
+            let op = &doc["paths"][path][method.to_lowercase()];
+            assert!(op.is_object(), "{method} {path} is missing");
+            let (_, body, params) = describe(*route);
+            let names: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            assert_eq!(names, params.to_vec(), "{path}");
+            if path.contains("{id}") {
+                assert!(names.contains(&"id"), "{path} documents its id");
+            }
+            if let Some(schema) = body {
+                let r = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap();
+                assert_eq!(r, format!("#/components/schemas/{schema}"));
+                assert!(
+                    doc["components"]["schemas"][schema].is_object(),
+                    "{schema} is defined"
+                );
+            }
+        }
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+    }
+}

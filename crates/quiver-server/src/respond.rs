@@ -1,0 +1,174 @@
+//! Building responses: JSON and problem+json bodies, the auth and rate-limit headers,
+//! and compression of large bodies for clients that accept it.
+
+use crate::auth::AuthError;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use quiver_codec::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
+use quiver_enrich::Timings;
+use std::io::Write as _;
+use std::time::Duration;
+
+/// Every response body: complete bytes.
+pub(crate) type Body = Full<Bytes>;
+
+/// The stage timings of a response, kept for the slow-request log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timed(pub(crate) Timings);
+
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    json_bytes(status, Bytes::from(body))
+}
+
+pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A problem+json response of `kind` saying `detail`.
+pub(crate) fn problem(kind: ProblemType, detail: impl Into<String>) -> Response<Body> {
+    let p = Problem::new(kind, detail);
+    let mut resp = Response::new(Full::new(Bytes::from(p.to_json())));
+    *resp.status_mut() = StatusCode::from_u16(kind.status()).expect("problem statuses are valid");
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    resp
+}
+
+/// 401 with the challenge RFC 6750 asks for.
+pub(crate) fn unauthorized(err: &AuthError) -> Response<Body> {
+    let mut resp = problem(ProblemType::Unauthorized, err.to_string());
+    let challenge = match err {
+        AuthError::Missing | AuthError::Scheme => r#"Bearer realm="quiver""#,
+        AuthError::Expired => {
+            r#"Bearer realm="quiver", error="invalid_token", error_description="the token has expired""#
+        }
+        AuthError::Invalid => r#"Bearer realm="quiver", error="invalid_token""#,
+    };
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    resp
+}
+
+/// 429 with `Retry-After` and the `RateLimit-*` headers.
+pub(crate) fn rate_limited(burst: u32, wait: Duration, window: Duration) -> Response<Body> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut resp = problem(
+        ProblemType::RateLimited,
+        format!("too many requests; retry in {secs} s"),
+    );
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    rate_limit_headers(h, burst, 0);
+    h.insert("ratelimit-reset", HeaderValue::from(secs.max(1)));
+    let _ = window;
+    resp
+}
+
+/// `RateLimit-Limit` and `RateLimit-Remaining` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) fn rate_limit_headers(h: &mut HeaderMap, burst: u32, remaining: u32) {
+    h.insert("ratelimit-limit", HeaderValue::from(burst));
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+}
+
+/// Compresses the body with zstd or gzip when `accept` allows one, the body is at least
+/// `min` bytes and not already encoded.
+pub(crate) fn compress(resp: &mut Response<Body>, accept: Option<&HeaderValue>, min: usize) {
+    use http_body_util::BodyExt as _;
+    let Some(encoding) = accept.and_then(|a| a.to_str().ok()).and_then(choose) else {
+        return;
+    };
+    if resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return;
+    }
+    // Full bodies are ready: take the bytes without waiting.
+    let body = std::mem::take(resp.body_mut());
+    let bytes = futures::executor::block_on(body.collect())
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    if bytes.len() < min {
+        *resp.body_mut() = Full::new(bytes);
+        return;
+    }
+    let compressed = match encoding {
+        "zstd" => zstd::bulk::compress(&bytes, 1).ok(),
+        _ => {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(bytes.len() / 3),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&bytes).ok().and_then(|()| enc.finish().ok())
+        }
+    };
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    match compressed {
+        Some(c) => {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            h.remove(header::CONTENT_LENGTH);
+            *resp.body_mut() = Full::new(Bytes::from(c));
+        }
+        None => *resp.body_mut() = Full::new(bytes),
+    }
+}
+
+/// The encoding to use for an `Accept-Encoding` value: zstd, else gzip, honouring `q=0`.
+pub(crate) fn choose(accept: &str) -> Option<&'static str> {
+    let mut gzip = false;
+    let mut zstd = false;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        match name.to_ascii_lowercase().as_str() {
+            "zstd" => zstd = true,
+            "gzip" | "x-gzip" => gzip = true,
+            "*" => {
+                zstd = true;
+                gzip = true;
+            }
+            _ => {}
+        }
+    }
+    if zstd {
+        Some("zstd")
+    } else if gzip {
+        Some("gzip")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_are_chosen_by_preference_and_refusals_count() {
+        assert_eq!(choose("gzip, deflate, br, zstd"), Some("zstd"));
+        assert_eq!(choose("gzip"), Some("gzip"));
+        assert_eq!(choose("zstd;q=0, gzip;q=0.5"), Some("gzip"));
+        assert_eq!(choose("identity"), None);
+        assert_eq!(choose("gzip;q=0"), None);
+        assert_eq!(choose("*"), Some("zstd"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The route table: a radix tree (matchit) from path to the methods it accepts. Unknown
+//! paths are 404; known paths with another method are 405 with `Allow`.
+
+use hyper::Method;
+
+/// Every endpoint of the public listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Feed,
+    Discover,
+    Post,
+    User,
+    UserPosts,
+    Order,
+    CustomerOrders,
+    Healthz,
+    Readyz,
+    OpenApi,
+}
+
+/// `(method, path template, route)`: the table, also used to build the OpenAPI paths.
+pub const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/api/v1/feed", Route::Feed),
+    ("GET", "/api/v1/feed/discover", Route::Discover),
+    ("GET", "/api/v1/posts/{id}", Route::Post),
+    ("GET", "/api/v1/users/{id}", Route::User),
+    ("GET", "/api/v1/users/{id}/posts", Route::UserPosts),
+    ("GET", "/api/v1/orders/{id}", Route::Order),
+    (
+        "GET",
+        "/api/v1/customers/{id}/orders",
+        Route::CustomerOrders,
+    ),
+    ("GET", "/healthz", Route::Healthz),
+    ("GET", "/readyz", Route::Readyz),
+    ("GET", "/openapi.json", Route::OpenApi),
+];
+
+impl Route {
+    /// The path template, the route's label in metrics and logs.
+    pub fn template(self) -> &'static str {
+        ROUTES
+            .iter()
+            .find(|(_, _, r)| *r == self)
+            .map(|(_, t, _)| *t)
+            .expect("every route is in the table")
+    }
+
+    /// Whether the route needs a signed-in viewer (feeds and orders); posts and profiles
+    /// also answer anonymously, without viewer fields.
+    pub fn needs_viewer(self) -> bool {
+        matches!(
+            self,
+            Route::Feed | Route::Discover | Route::Order | Route::CustomerOrders
+        )
+    }
+
+    /// Whether the route answers operators rather than API clients: no auth, no rate
+    /// limit, no concurrency permit.
+    pub fn is_probe(self) -> bool {
+        matches!(self, Route::Healthz | Route::Readyz | Route::OpenApi)
+    }
+}
+
+/// What a request's method and path matched.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Matched {
+    /// The route and its `{id}` parameter, if it has one.
+    Route(Route, Option<String>),
+    NotFound,
+    /// The path exists; these methods (for `Allow`) do not include the request's.
+    MethodNotAllowed(String),
+}
+
+/// The compiled table.
+pub(crate) struct Router {
+    tree: matchit::Router<Vec<(Method, Route)>>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        let mut tree = matchit::Router::new();
+        let mut paths: Vec<&str> = ROUTES.iter().map(|(_, p, _)| *p).collect();
+        paths.dedup();
+        for path in paths {
+            let methods = ROUTES
+                .iter()
+                .filter(|(_, p, _)| *p == path)
+                .map(|(m, _, r)| (m.parse().expect("valid method"), *r))
+                .collect();
+            tree.insert(path, methods).expect("routes do not conflict");
+        }
+        Self { tree }
+    }
+}
+
+impl Router {
+    /// Matches `method` and `path`. `HEAD` is answered wherever `GET` is.
+    pub(crate) fn matched(&self, method: &Method, path: &str) -> Matched {
+        let Ok(m) = self.tree.at(path) else {
+            return Matched::NotFound;
+        };
+        let id = m.params.get("id").map(str::to_owned);
+        let want = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        match m.value.iter().find(|(verb, _)| verb == want) {
+            Some((_, route)) => Matched::Route(*route, id),
+            None => {
+                let mut allow: Vec<&str> = m.value.iter().map(|(v, _)| v.as_str()).collect();
+                if allow.contains(&"GET") {
+                    allow.push("HEAD");
+                }
+                Matched::MethodNotAllowed(allow.join(", "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_their_routes_and_parameters() {
+        let r = Router::default();
+        assert_eq!(
+            r.matched(&Method::GET, "/api/v1/users/42/posts"),
+            Matched::Route(Route::UserPosts, Some("42".into()))
+        );
+        assert_eq!(
+            r.matched(&Method::HEAD, "/api/v1/feed"),
+            Matched::Route(Route::Feed, None)
+        );
+        assert_eq!(r.matched(&Method::GET, "/api/v1/nope"), Matched::NotFound);
+        assert_eq!(r.matched(&Method::GET, "/api/v1/feed/"), Matched::NotFound);
+        assert_eq!(
+            r.matched(&Method::POST, "/api/v1/feed"),
+            Matched::MethodNotAllowed("GET, HEAD".into())
+        );
+        for (_, path, route) in ROUTES {
+            assert_eq!(route.template(), *path);
+        }
+    }
+}

@@ -151,7 +151,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
             usage(format!("{name} must be greater than 0"));
         }
     }
-    if args.listen == args.admin_listen {
+    if args.listen == args.admin_listen && args.listen.port() != 0 {
         usage("QUIVER_LISTEN and QUIVER_ADMIN_LISTEN must differ");
     }
     if let Some(url) = &args.redis_url

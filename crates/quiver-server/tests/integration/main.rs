@@ -1,4 +1,6 @@
 //! Tests of quiver-server against a real PostgreSQL and Redis (`cargo xtask test` provides
-//! both).
+//! both), over real TCP on loopback.
 
+mod http;
 mod real_stack;
+mod support;

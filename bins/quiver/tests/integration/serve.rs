@@ -1,0 +1,173 @@
+//! `quiver serve` and `quiver token` as a user runs them: the README's demo command, a
+//! clean stop on SIGTERM, and configuration errors that exit before anything is opened.
+
+use quiver_model::UserId;
+use quiver_server::auth::Auth;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+const SECRET: &str = "a test secret of at least 32 bytes!!";
+
+#[tokio::test]
+async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("QUIVER_JWT_SECRET")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The demo prints a ready-to-run curl line with a token and the bound address.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let curl = loop {
+        let line = lines
+            .next()
+            .expect("the demo prints its curl line")
+            .unwrap();
+        if line.trim_start().starts_with("curl ") {
+            break line;
+        }
+    };
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let url = curl.split_whitespace().last().unwrap();
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert!(
+        !body["items"].as_array().unwrap().is_empty(),
+        "the demo data is seeded"
+    );
+    assert!(dir.path().join("quiver-demo.db").exists());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exits 0 after draining: {exit:?}");
+}
+
+fn serve_with(args: &[&str], envs: &[(&str, &str)], db: &std::path::Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    cmd.arg("serve")
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite:{}", db.display()))
+        .env_remove("QUIVER_JWT_SECRET")
+        .env_remove("REDIS_URL");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn invalid_configuration_is_a_usage_error_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("untouched.db");
+    let secret = ("QUIVER_JWT_SECRET", SECRET);
+    for (args, envs, needle) in [
+        (vec![], vec![], "QUIVER_JWT_SECRET"),
+        (
+            vec![],
+            vec![("QUIVER_JWT_SECRET", "short")],
+            "at least 32 bytes",
+        ),
+        (
+            vec!["--rate-per-second", "0"],
+            vec![secret],
+            "--rate-per-second must be greater than 0",
+        ),
+        (vec!["--listen", "not-an-address"], vec![secret], "--listen"),
+        (
+            vec!["--request-timeout-ms", "soon"],
+            vec![secret],
+            "--request-timeout-ms",
+        ),
+        (
+            vec![],
+            vec![secret, ("REDIS_URL", "http://x")],
+            "REDIS_URL must start with redis://",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:7000",
+                "--admin-listen",
+                "127.0.0.1:7000",
+            ],
+            vec![secret],
+            "must differ",
+        ),
+    ] {
+        let out = serve_with(&args, &envs, &db);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains(SECRET), "the secret is never printed");
+        assert!(!db.exists(), "{args:?}: nothing was opened");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["serve", "--help"])
+        .env("QUIVER_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains(SECRET));
+}
+
+#[test]
+fn token_mints_a_bearer_token_the_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["token", "--user", "5", "--ttl", "2h"])
+        .env("QUIVER_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let auth = Auth::new(SECRET.as_bytes());
+    assert_eq!(
+        auth.viewer(format!("Bearer {}", token.trim()).as_bytes()),
+        Ok(UserId(5))
+    );
+    assert!(
+        Auth::new(b"another secret of at least 32 bytes")
+            .viewer(format!("Bearer {}", token.trim()).as_bytes())
+            .is_err()
+    );
+    for bad in [vec!["--user", "5", "--ttl", "soon"], vec!["--user", "0"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("token")
+            .args(&bad)
+            .env("QUIVER_JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+}

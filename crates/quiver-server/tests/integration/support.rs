@@ -1,0 +1,232 @@
+//! A real server on a loopback port over a seeded PostgreSQL database (and Redis), with
+//! a gate in the posts loader that holds requests mid-flight, so tests can fill the
+//! concurrency limit, pass the deadline, disconnect or shut down at a known point.
+
+use async_trait::async_trait;
+use quiver_cache::{RedisConfig, RedisRemote, Remote};
+use quiver_enrich::{Engine, EngineConfig};
+use quiver_model::{CursorCodec, DynLoader, LoadError, Loader, Post, PostId, UserId};
+use quiver_server::auth::Auth;
+use quiver_server::compose::{StackConfig, read_stack};
+use quiver_server::{App, Parts, ServerConfig};
+use quiver_store::PgStore;
+use quiver_store::seed::{SeedConfig, generate};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+pub(crate) const SECRET: &[u8] = b"a test secret of at least 32 bytes!!";
+
+/// Holds post lookups while closed; counts who entered and whose work was dropped.
+pub(crate) struct Gate {
+    closed: AtomicBool,
+    permits: Semaphore,
+    entered: AtomicUsize,
+    arrived: Notify,
+    dropped: AtomicUsize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            permits: Semaphore::new(0),
+            entered: AtomicUsize::new(0),
+            arrived: Notify::new(),
+            dropped: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Gate {
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+    /// Lets every held and later lookup through.
+    pub(crate) fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.permits.add_permits(1 << 20);
+    }
+    /// Waits until `n` lookups have reached the gate.
+    pub(crate) async fn wait_entered(&self, n: usize) {
+        let wait = async {
+            while self.entered.load(Ordering::SeqCst) < n {
+                self.arrived.notified().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("lookups reached the gate");
+    }
+    pub(crate) fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+struct Gated {
+    inner: DynLoader<PostId, Post>,
+    gate: Arc<Gate>,
+}
+
+/// Counts the held lookup as dropped unless it finished.
+struct DropGuard<'a>(&'a Gate, bool);
+
+impl Drop for DropGuard<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl Loader for Gated {
+    type Key = PostId;
+    type Value = Post;
+
+    async fn load_many(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, LoadError> {
+        if self.gate.closed.load(Ordering::SeqCst) {
+            let mut guard = DropGuard(&self.gate, false);
+            self.gate.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.arrived.notify_one();
+            let _permit = self.gate.permits.acquire().await.expect("never closed");
+            guard.1 = true;
+        }
+        self.inner.load_many(keys).await
+    }
+}
+
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) store: PgStore,
+    pub(crate) pool: PgPool,
+    pub(crate) http: reqwest::Client,
+    auth: Auth,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+    pub(crate) fn token(&self, user: i64) -> String {
+        self.auth.mint(UserId(user), Duration::from_secs(600))
+    }
+    pub(crate) fn get(&self, path: &str, user: Option<i64>) -> reqwest::RequestBuilder {
+        let req = self.http.get(self.url(path));
+        match user {
+            Some(u) => req.bearer_auth(self.token(u)),
+            None => req,
+        }
+    }
+    /// Stops accepting, drains, and returns what `serve` returned.
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("serve task")
+    }
+    pub(crate) fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.take().expect("running")
+    }
+}
+
+pub(crate) async fn remote(url: &str) -> Arc<dyn Remote> {
+    let r = RedisRemote::connect(&RedisConfig {
+        url: url.to_owned(),
+        ..RedisConfig::default()
+    })
+    .expect("valid redis config");
+    // A dead address never connects; tests that use one expect exactly that.
+    r.wait_connected(Duration::from_secs(2)).await;
+    Arc::new(r)
+}
+
+pub(crate) fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .expect("REDIS_URL must name a Redis server: run the tests with `cargo xtask test`")
+}
+
+/// Seeds `pool` and serves it with `config`; Redis from `REDIS_URL` unless `redis` is
+/// given (a URL, possibly of a dead port).
+pub(crate) async fn start(pool: PgPool, config: ServerConfig, redis: Option<String>) -> Server {
+    let store = PgStore::from_pool(pool.clone());
+    let ds = generate(&SeedConfig {
+        users: 60,
+        posts_per_user: 6,
+        follows_per_user: 6,
+        seed: 3,
+        timeline_depth: 50,
+    });
+    store.load_dataset(&ds, &|_| {}).await.unwrap();
+    let remote = remote(&redis.unwrap_or_else(redis_url)).await;
+    let gate = Arc::new(Gate::default());
+    let (mut sources, caches) = read_stack(
+        Arc::new(store.clone()),
+        Some(remote.clone()),
+        &StackConfig {
+            cache: false,
+            coalesce: None,
+            ..StackConfig::default()
+        },
+    )
+    .await;
+    sources.posts = Arc::new(Gated {
+        inner: sources.posts,
+        gate: gate.clone(),
+    });
+    let engine = Engine::new(
+        sources,
+        CursorCodec::new(b"cursor key"),
+        EngineConfig::default(),
+        None,
+    );
+    let auth = Auth::new(SECRET);
+    let app = Arc::new(App::new(Parts {
+        engine,
+        store: Arc::new(store.clone()),
+        remote: Some(remote),
+        caches,
+        auth: auth.clone(),
+        config,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(quiver_server::admin::serve(
+        admin,
+        app.clone(),
+        std::future::pending(),
+    ));
+    let task = tokio::spawn(quiver_server::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        admin: admin_addr,
+        gate,
+        store,
+        pool,
+        http: reqwest::Client::new(),
+        auth,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}

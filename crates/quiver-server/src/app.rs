@@ -118,6 +118,9 @@ impl App {
             prefetch_queued: self.engine.prefetch_queued(),
             pool_size: pool.size,
             pool_idle: pool.idle,
+            pool_max: pool.max,
+            pool_waits: pool.waits,
+            pool_wait_micros: pool.wait_time.as_micros() as u64,
         })
     }
 

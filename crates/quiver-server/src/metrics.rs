@@ -21,6 +21,9 @@ pub(crate) struct Sample {
     pub(crate) prefetch_queued: usize,
     pub(crate) pool_size: u32,
     pub(crate) pool_idle: usize,
+    pub(crate) pool_max: u32,
+    pub(crate) pool_waits: u64,
+    pub(crate) pool_wait_micros: u64,
 }
 
 /// Every metric, in one registry.
@@ -36,6 +39,7 @@ pub(crate) struct Metrics {
     prefetch: IntCounterVec,
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
+    pool_waits: IntCounterVec,
     /// Last sampled values of counters kept elsewhere, to add only the difference.
     seen: Mutex<HashMap<(String, String), u64>>,
 }
@@ -114,6 +118,14 @@ impl Default for Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let pool_waits = IntCounterVec::new(
+            Opts::new(
+                "quiver_db_pool_waits",
+                "Checkouts that found no idle connection (count) and their total wait (micros)",
+            ),
+            &["measure"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -125,6 +137,7 @@ impl Default for Metrics {
             Box::new(prefetch.clone()),
             Box::new(prefetch_queue.clone()),
             Box::new(pool.clone()),
+            Box::new(pool_waits.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -146,6 +159,7 @@ impl Default for Metrics {
             prefetch,
             prefetch_queue,
             pool,
+            pool_waits,
             seen: Mutex::default(),
         }
     }
@@ -217,6 +231,11 @@ impl Metrics {
         self.pool
             .with_label_values(&["idle"])
             .set(sample.pool_idle as i64);
+        self.pool
+            .with_label_values(&["max"])
+            .set(i64::from(sample.pool_max));
+        self.add_counter(&self.pool_waits, &["count"], sample.pool_waits);
+        self.add_counter(&self.pool_waits, &["micros"], sample.pool_wait_micros);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -229,8 +248,10 @@ impl Metrics {
         let mut seen = self.seen.lock().expect("metrics lock");
         let key = (vec.desc()[0].fq_name.clone(), labels.join("\u{0}"));
         let last = seen.entry(key).or_insert(0);
+        // Touching the series exports it at 0 before anything happened.
+        let counter = vec.with_label_values(labels);
         if value > *last {
-            vec.with_label_values(labels).inc_by(value - *last);
+            counter.inc_by(value - *last);
             *last = value;
         }
     }

@@ -19,6 +19,7 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./sql/migratio
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    waits: std::sync::Arc<crate::store::Waits>,
 }
 
 impl PgStore {
@@ -40,7 +41,10 @@ impl PgStore {
 
     /// Wraps an existing pool (tests, embedders with their own pool).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            waits: Default::default(),
+        }
     }
 
     /// The underlying pool, for writes that live elsewhere and for benches.
@@ -87,7 +91,7 @@ impl Store for PgStore {
              FROM users WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -113,7 +117,7 @@ impl Store for PgStore {
             "SELECT id, verified, creator, private FROM users WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -137,7 +141,7 @@ impl Store for PgStore {
              FROM posts WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -166,7 +170,7 @@ impl Store for PgStore {
              FROM media WHERE post_id = ANY($1) ORDER BY post_id, position",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(rows.into_iter().map(|r| {
             let m = Media {
@@ -194,7 +198,7 @@ impl Store for PgStore {
             "SELECT post_id, tag FROM post_tags WHERE post_id = ANY($1) ORDER BY post_id, tag",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(rows.into_iter().map(|r| Ok((PostId(r.post_id), r.tag))))
     }
@@ -208,7 +212,7 @@ impl Store for PgStore {
              FROM orders WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -237,7 +241,7 @@ impl Store for PgStore {
              FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, post_id",
             &ids(keys)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(rows.into_iter().map(|r| {
             let item = OrderItem {
@@ -269,7 +273,7 @@ impl Store for PgStore {
             &followers,
             &followees
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -296,7 +300,7 @@ impl Store for PgStore {
                  ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = $1) AS "blocked_by!""#,
             viewer.0
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(ViewerGraph {
             viewer: Some(viewer),
@@ -339,7 +343,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -363,7 +367,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         if rows.len() < n as usize {
             // Past the materialized depth (or no timeline yet): continue by merge-at-read
@@ -390,7 +394,7 @@ impl Store for PgStore {
                 id,
                 rest
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
             .await?;
             rows.extend(more);
         }
@@ -414,7 +418,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -438,7 +442,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -467,7 +471,7 @@ impl Store for PgStore {
                     id,
                     n
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
                 .await?
             }
             Some(other) => {
@@ -483,7 +487,7 @@ impl Store for PgStore {
                     n,
                     other.as_str()
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
                 .await?
             }
             None => {
@@ -498,7 +502,7 @@ impl Store for PgStore {
                     id,
                     n
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
                 .await?
             }
         };
@@ -506,16 +510,12 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> crate::store::PoolStats {
-        crate::store::PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle(),
-            max: self.pool.options().get_max_connections(),
-        }
+        self.waits.stats(&self.pool)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query!("SELECT 1 AS one")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
             .await?;
         Ok(())
     }

@@ -29,6 +29,7 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./sql/sqli
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    waits: std::sync::Arc<crate::store::Waits>,
 }
 
 /// Timestamps are stored as integer microseconds since the Unix epoch.
@@ -87,13 +88,19 @@ impl SqliteStore {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            waits: Default::default(),
+        })
     }
 
     /// Wraps an existing pool (tests, embedders with their own pool). The pool's
     /// connections must have foreign keys on, as `SqliteConnectOptions` does by default.
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            waits: Default::default(),
+        }
     }
 
     /// The underlying pool.
@@ -127,7 +134,7 @@ impl SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         refs(rows)
     }
@@ -158,7 +165,7 @@ impl Store for SqliteStore {
              FROM users WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|(id, handle, display_name, bio, avatar_url, at)| {
@@ -184,7 +191,7 @@ impl Store for SqliteStore {
              FROM users WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -210,7 +217,7 @@ impl Store for SqliteStore {
              FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|(id, author, kind, body, cents, cur, url, at)| {
@@ -233,7 +240,7 @@ impl Store for SqliteStore {
              ORDER BY post_id, position",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(rows.into_iter().map(
             |(id, post_id, kind, url, width, height, size_bytes, position)| {
@@ -264,7 +271,7 @@ impl Store for SqliteStore {
              WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(
             rows.into_iter()
@@ -281,7 +288,7 @@ impl Store for SqliteStore {
              FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|(id, customer, status, total, cur, created, updated)| {
@@ -310,7 +317,7 @@ impl Store for SqliteStore {
              WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
         )
         .bind(json_ids(keys))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         group(
             rows.into_iter()
@@ -343,7 +350,7 @@ impl Store for SqliteStore {
                SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
         )
         .bind(serde_json::to_string(&pairs).expect("integers serialize"))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         rows.into_iter()
             .map(|(follower, followee, at)| {
@@ -369,7 +376,7 @@ impl Store for SqliteStore {
              UNION ALL SELECT 2, blocker_id FROM blocks WHERE blocked_id = ?1",
         )
         .bind(viewer.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         let mut g = ViewerGraph {
             viewer: Some(viewer),
@@ -422,7 +429,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         let mut page = refs(rows)?;
         if page.len() < n as usize {
@@ -432,7 +439,7 @@ impl Store for SqliteStore {
                 "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
             )
             .bind(viewer.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
             .await?;
             let json = serde_json::to_string(&authors).expect("integers serialize");
             let rest = n - page.len() as i64;
@@ -457,7 +464,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
@@ -480,7 +487,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
@@ -506,17 +513,13 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(n)
         .bind(status.map(OrderStatus::as_str))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
 
     fn pool_stats(&self) -> crate::store::PoolStats {
-        crate::store::PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle(),
-            max: self.pool.options().get_max_connections(),
-        }
+        self.waits.stats(&self.pool)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

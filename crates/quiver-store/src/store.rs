@@ -24,6 +24,48 @@ pub struct PoolStats {
     pub idle: usize,
     /// The most connections the pool opens.
     pub max: u32,
+    /// Checkouts that found no idle connection and had to wait (for one to be returned
+    /// or opened), since the store was created.
+    pub waits: u64,
+    /// Total time those checkouts waited.
+    pub wait_time: std::time::Duration,
+}
+
+/// Counts checkouts that had to wait for a connection.
+#[derive(Debug, Default)]
+pub(crate) struct Waits {
+    waits: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl Waits {
+    /// A connection from `pool`, counting the checkout as a wait when none was idle.
+    pub(crate) async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, StoreError> {
+        use std::sync::atomic::Ordering;
+        if pool.num_idle() > 0 {
+            return Ok(pool.acquire().await?);
+        }
+        let started = std::time::Instant::now();
+        let conn = pool.acquire().await?;
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    pub(crate) fn stats<DB: sqlx::Database>(&self, pool: &sqlx::Pool<DB>) -> PoolStats {
+        use std::sync::atomic::Ordering;
+        PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle(),
+            max: pool.options().get_max_connections(),
+            waits: self.waits.load(Ordering::Relaxed),
+            wait_time: std::time::Duration::from_micros(self.micros.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Reads of the storage layer. Batch methods run exactly one statement for any number of

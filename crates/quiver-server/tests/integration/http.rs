@@ -405,6 +405,8 @@ async fn openapi_documents_every_route_and_metrics_count_requests(pool: PgPool) 
         "quiver_http_in_flight 0",
         "quiver_http_shed_total 0",
         "quiver_db_pool_connections{state=\"open\"}",
+        "quiver_db_pool_waits{measure=\"count\"}",
+        "quiver_prefetch_queue_depth 0",
         "process_cpu_seconds_total",
         "quiver_http_request_duration_seconds_bucket{route=\"/api/v1/feed\"",
     ] {

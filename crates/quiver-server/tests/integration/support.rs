@@ -1,5 +1,5 @@
-//! A real server on a loopback port over a seeded PostgreSQL database (and Redis), with
-//! a gate in the posts loader that holds requests mid-flight, so tests can fill the
+//! A real server on a loopback port over a seeded PostgreSQL database and Redis (the full
+//! read stack: batchers and tiered caches), with a gate in front of the posts loader that holds requests mid-flight, so tests can fill the
 //! concurrency limit, pass the deadline, disconnect or shut down at a known point.
 
 use async_trait::async_trait;
@@ -181,8 +181,12 @@ pub(crate) async fn start(pool: PgPool, config: ServerConfig, redis: Option<Stri
         Arc::new(store.clone()),
         Some(remote.clone()),
         &StackConfig {
-            cache: false,
-            coalesce: None,
+            // Tests share one Redis: each server caches under its own namespace.
+            namespace: format!(
+                "qtest:http:{}:{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ),
             ..StackConfig::default()
         },
     )

@@ -3,8 +3,8 @@
 use crate::contract::Backend;
 use crate::support::{count_statements, fixture};
 use quiver_model::{Cursor, OrderId, PostId, UserId};
-use quiver_store::PgStore;
 use quiver_store::seed::{SeedConfig, generate};
+use quiver_store::{PgStore, Store as _};
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
@@ -140,4 +140,30 @@ async fn indexes_serve_the_hot_queries_on_a_seeded_data_set(pool: PgPool) {
             None => break,
         }
     }
+}
+
+#[tokio::test]
+async fn checkouts_that_find_no_idle_connection_are_counted_as_waits() {
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name PostgreSQL: run the tests with `cargo xtask test`");
+    let store = PgStore::connect(&quiver_store::PgConfig {
+        url,
+        max_connections: 1,
+        min_connections: 1,
+        ..quiver_store::PgConfig::default()
+    })
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(store.pool_stats().waits, 0, "an idle connection was there");
+    let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let stats = store.pool_stats();
+    assert!(
+        stats.waits >= 1,
+        "one connection for three callers: {stats:?}"
+    );
+    assert_eq!((stats.size, stats.max), (1, 1));
 }

@@ -142,7 +142,9 @@ impl App {
             Matched::NotFound => "unmatched",
             Matched::MethodNotAllowed(_) => "method_not_allowed",
         };
-        let span = tracing::info_span!("request", id = %request_id, %method, route = label);
+        // At the highest level, so the span (and its request id) is on every line that
+        // any filter lets through.
+        let span = tracing::error_span!("request", id = %request_id, %method, route = label);
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
         let mut resp = self
             .dispatch(req, matched, peer)

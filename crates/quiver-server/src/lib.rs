@@ -7,6 +7,7 @@ pub mod admin;
 mod app;
 pub mod auth;
 pub mod compose;
+pub mod compression;
 mod config;
 mod metrics;
 mod openapi;

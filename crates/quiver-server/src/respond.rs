@@ -2,13 +2,13 @@
 //! and compression of large bodies for clients that accept it.
 
 use crate::auth::AuthError;
+use crate::compression;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use quiver_codec::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 use quiver_enrich::Timings;
-use std::io::Write as _;
 use std::time::Duration;
 
 /// Every response body: complete bytes.
@@ -85,90 +85,40 @@ pub(crate) fn rate_limit_headers(h: &mut HeaderMap, burst: u32, remaining: u32) 
 /// Compresses the body with zstd or gzip when `accept` allows one, the body is at least
 /// `min` bytes and not already encoded.
 pub(crate) fn compress(resp: &mut Response<Body>, accept: Option<&HeaderValue>, min: usize) {
+    use futures::FutureExt as _;
     use http_body_util::BodyExt as _;
-    let Some(encoding) = accept.and_then(|a| a.to_str().ok()).and_then(choose) else {
+    let Some(encoding) = accept
+        .and_then(|a| a.to_str().ok())
+        .and_then(compression::choose)
+    else {
         return;
     };
     if resp.headers().contains_key(header::CONTENT_ENCODING) {
         return;
     }
-    // Full bodies are ready: take the bytes without waiting.
+    // A `Full` body is complete: collecting it is ready at once.
     let body = std::mem::take(resp.body_mut());
-    let bytes = futures::executor::block_on(body.collect())
+    let bytes = body
+        .collect()
+        .now_or_never()
+        .and_then(Result::ok)
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     if bytes.len() < min {
         *resp.body_mut() = Full::new(bytes);
         return;
     }
-    let compressed = match encoding {
-        "zstd" => zstd::bulk::compress(&bytes, 1).ok(),
-        _ => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(bytes.len() / 3),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(&bytes).ok().and_then(|()| enc.finish().ok())
-        }
-    };
     let h = resp.headers_mut();
     h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    match compressed {
+    match compression::encode(&bytes, encoding) {
         Some(c) => {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(encoding.as_str()),
+            );
             h.remove(header::CONTENT_LENGTH);
             *resp.body_mut() = Full::new(Bytes::from(c));
         }
         None => *resp.body_mut() = Full::new(bytes),
-    }
-}
-
-/// The encoding to use for an `Accept-Encoding` value: zstd, else gzip, honouring `q=0`.
-pub(crate) fn choose(accept: &str) -> Option<&'static str> {
-    let mut gzip = false;
-    let mut zstd = false;
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let refused = parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        if refused {
-            continue;
-        }
-        match name.to_ascii_lowercase().as_str() {
-            "zstd" => zstd = true,
-            "gzip" | "x-gzip" => gzip = true,
-            "*" => {
-                zstd = true;
-                gzip = true;
-            }
-            _ => {}
-        }
-    }
-    if zstd {
-        Some("zstd")
-    } else if gzip {
-        Some("gzip")
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodings_are_chosen_by_preference_and_refusals_count() {
-        assert_eq!(choose("gzip, deflate, br, zstd"), Some("zstd"));
-        assert_eq!(choose("gzip"), Some("gzip"));
-        assert_eq!(choose("zstd;q=0, gzip;q=0.5"), Some("gzip"));
-        assert_eq!(choose("identity"), None);
-        assert_eq!(choose("gzip;q=0"), None);
-        assert_eq!(choose("*"), Some("zstd"));
     }
 }

@@ -5,13 +5,24 @@ use quiver_model::UserId;
 use quiver_server::auth::Auth;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const SECRET: &str = "a test secret of at least 32 bytes!!";
+
+/// Kills the server if the test fails before stopping it, so no orphan outlives the test.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[tokio::test]
 async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+    let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
         .args([
             "serve",
             "--demo",
@@ -19,26 +30,42 @@ async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--log-format",
+            "json",
+            // Every request is "slow": its log line shows the stage breakdown.
+            "--slow-request-ms",
+            "0",
         ])
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .env_remove("QUIVER_JWT_SECRET")
         .env("RUST_LOG", "warn")
         .current_dir(dir.path())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = Running(child);
     // The demo prints a ready-to-run curl line with a token and the bound address.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let curl = loop {
-        let line = lines
-            .next()
-            .expect("the demo prints its curl line")
-            .unwrap();
-        if line.trim_start().starts_with("curl ") {
-            break line;
+    // Read stderr on a thread, so a missing line fails the test instead of hanging it.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line_with = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line with {needle:?} on the server's stderr"));
+        if line.contains(needle) {
+            return line;
         }
     };
+    let curl = next_line_with("curl -H");
     let token = curl
         .split("Bearer ")
         .nth(1)
@@ -54,19 +81,32 @@ async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let resp_id = resp.headers()["x-request-id"].clone();
     let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert!(
         !body["items"].as_array().unwrap().is_empty(),
         "the demo data is seeded"
     );
     assert!(dir.path().join("quiver-demo.db").exists());
+    let request_id = resp_id.to_str().unwrap().to_owned();
+    // The slow-request line is JSON, carries the request id and the stage timings.
+    let logged = next_line_with("slow request");
+    let log: serde_json::Value = serde_json::from_str(&logged).unwrap();
+    assert_eq!(log["span"]["id"], request_id.as_str(), "{logged}");
+    assert_eq!(log["span"]["route"], "/api/v1/feed");
+    for stage in ["skeleton_ms", "hydrate_ms", "present_ms"] {
+        assert!(
+            log["fields"][stage].as_f64().is_some(),
+            "{stage} in {logged}"
+        );
+    }
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(exit.success(), "serve exits 0 after draining: {exit:?}");
 }
 

@@ -298,10 +298,13 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         "quiver is serving"
     );
     if let Some(token) = demo_token {
+        let api = listener.local_addr()?;
         eprintln!(
-            "demo: try\n  curl -H 'Authorization: Bearer {token}' http://{}/api/v1/feed",
-            listener.local_addr()?
+            "demo: serving http://{api} (metrics at http://{}/metrics)",
+            admin.local_addr()?
         );
+        eprintln!("demo: a token for user 1, valid 24 h: {token}");
+        eprintln!("demo: curl -H 'Authorization: Bearer {token}' http://{api}/api/v1/feed");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_app = app.clone();

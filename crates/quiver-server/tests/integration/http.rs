@@ -35,6 +35,15 @@ async fn json(resp: reqwest::Response) -> (HeaderMap, serde_json::Value) {
     )
 }
 
+/// Sends `request` as raw bytes and reads the whole answer.
+async fn raw(s: &Server, request: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
@@ -245,17 +254,17 @@ async fn routes_answer_json_with_their_headers_and_problems_for_bad_requests(poo
         StatusCode::URI_TOO_LONG,
     )
     .await;
-    let resp = s
-        .http
-        .get(s.url("/api/v1/posts/1"))
-        .header("content-length", "10000000")
-        .body(vec![b'x'; 10])
-        .send()
-        .await;
-    // The server answers 413 before reading the (short) body it was promised.
-    if let Ok(resp) = resp {
-        problem(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
-    }
+    // A body announced as too large is refused before a byte of it is read.
+    let answer = raw(&s, "GET /api/v1/posts/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\nconnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    // A request head beyond the limit is refused by hyper itself.
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = raw(&s, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     s.shutdown().await.unwrap();
 }
 
@@ -578,14 +587,21 @@ async fn a_client_that_hangs_up_cancels_its_work_and_leaves_no_connection_in_a_t
 }
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
-async fn shutdown_drains_requests_in_flight_then_stops_accepting(pool: PgPool) {
+async fn shutdown_completes_fifty_requests_in_flight_then_stops_accepting(pool: PgPool) {
     let mut s = start(pool, ServerConfig::default(), None).await;
     s.gate.close();
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    tcp.write_all(b"GET /api/v1/posts/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    s.gate.wait_entered(1).await;
+    // Fifty connections, each with a request held mid-flight at the gate.
+    let mut held = Vec::new();
+    for n in 0..50 {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let req = format!(
+            "GET /api/v1/posts/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+            n % 5 + 1
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        held.push(tcp);
+    }
+    s.gate.wait_entered(50).await;
     let serving = s.begin_shutdown();
     // New connections are refused once the listener is closed.
     let refused = async {
@@ -601,13 +617,15 @@ async fn shutdown_drains_requests_in_flight_then_stops_accepting(pool: PgPool) {
         .expect("listener closed");
     assert!(
         !serving.is_finished(),
-        "the request in flight holds the drain"
+        "the requests in flight hold the drain"
     );
     s.gate.open();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    for mut tcp in held {
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
     serving.await.unwrap().unwrap();
 }
 
@@ -656,5 +674,260 @@ async fn a_dead_redis_is_reported_but_the_service_stays_ready(pool: PgPool) {
             .status(),
         StatusCode::OK
     );
+    s.shutdown().await.unwrap();
+}
+
+/// A token with `header` and `claims`, signed with `key` (`None`: no signature).
+fn token(header: &str, claims: &str, key: Option<&[u8]>) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let signing = format!("{}.{}", B64.encode(header), B64.encode(claims));
+    let signature = match key {
+        None => String::new(),
+        Some(key) => {
+            let signer = jsonwebtoken::EncodingKey::from_secret(key);
+            jsonwebtoken::crypto::sign(signing.as_bytes(), &signer, jsonwebtoken::Algorithm::HS256)
+                .unwrap()
+        }
+    };
+    format!("{signing}.{signature}")
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn expired_forged_and_unsigned_tokens_are_refused_with_401(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let future = r#"{"sub":"1","exp":4102444800}"#;
+    let good = token(hs, future, Some(crate::support::SECRET));
+    assert_eq!(
+        s.http
+            .get(s.url("/api/v1/feed?limit=1"))
+            .bearer_auth(&good)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "the hand-made token is valid"
+    );
+    for (name, bad) in [
+        (
+            "expired",
+            token(
+                hs,
+                r#"{"sub":"1","exp":1000000}"#,
+                Some(crate::support::SECRET),
+            ),
+        ),
+        (
+            "forged",
+            token(hs, future, Some(b"someone else's secret, 32 bytes long")),
+        ),
+        (
+            "alg none",
+            token(r#"{"alg":"none","typ":"JWT"}"#, future, None),
+        ),
+        (
+            "no exp",
+            token(hs, r#"{"sub":"1"}"#, Some(crate::support::SECRET)),
+        ),
+        ("garbage", "a.b.c".to_owned()),
+    ] {
+        for path in ["/api/v1/feed", "/api/v1/posts/1"] {
+            let resp = s
+                .http
+                .get(s.url(path))
+                .bearer_auth(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.headers().contains_key("www-authenticate"), "{name}");
+            let body = problem(resp, StatusCode::UNAUTHORIZED).await;
+            if name == "expired" {
+                assert_eq!(body["detail"], "the token has expired");
+            }
+        }
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_burst_past_the_limit_gets_fast_503s_and_the_server_keeps_serving(pool: PgPool) {
+    let config = ServerConfig {
+        max_concurrency: 2,
+        queue_timeout: Duration::from_millis(20),
+        ..ServerConfig::default()
+    };
+    let mut s = start(pool, config, None).await;
+    s.gate.close();
+    let admitted: Vec<_> = (1..=2)
+        .map(|n| tokio::spawn(s.get(&format!("/api/v1/posts/{n}"), None).send()))
+        .collect();
+    s.gate.wait_entered(2).await;
+    let burst: Vec<_> = (0..30)
+        .map(|_| tokio::spawn(s.get("/api/v1/users/2", None).send()))
+        .collect();
+    for r in burst {
+        let resp = r.await.unwrap().unwrap();
+        assert_eq!(resp.headers()["retry-after"], "1");
+        problem(resp, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    s.gate.open();
+    for r in admitted {
+        assert_eq!(r.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            s.get("/api/v1/users/2", None)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn readiness_turns_503_while_the_database_refuses_connections_and_200_when_it_returns(
+    pool: PgPool,
+) {
+    // The server gets its own pool, named, so the test can cut exactly its connections.
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name("quiver-under-test");
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut s = crate::support::start_on(
+        quiver_store::PgStore::from_pool(own),
+        pool.clone(),
+        ServerConfig::default(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s.get("/readyz", None).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // A database cannot refuse connections to itself: switch it from the server's
+    // maintenance database.
+    let admin = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let run = |sql: String| {
+        let admin = admin.clone();
+        async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .unwrap()
+        }
+    };
+    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#)).await;
+    run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'quiver-under-test'".into()).await;
+    let resp = s.get("/readyz", None).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["database"], "down");
+    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS true"#)).await;
+    let (_, body) = json(s.get("/readyz", None).send().await.unwrap()).await;
+    assert_eq!(body["database"], "ok");
+    s.shutdown().await.unwrap();
+}
+
+/// The JSON shape of `v`, where `null` matches anything (optional fields).
+fn same_shape(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Null, _) | (_, Null) => {}
+        (Object(x), Object(y)) => {
+            let (kx, ky): (Vec<_>, Vec<_>) = (x.keys().collect(), y.keys().collect());
+            assert_eq!(kx, ky, "keys at {at}");
+            for (k, v) in x {
+                same_shape(v, &y[k], &format!("{at}.{k}"));
+            }
+        }
+        (Array(x), Array(y)) => {
+            if let (Some(p), Some(q)) = (x.first(), y.first()) {
+                same_shape(p, q, &format!("{at}[0]"));
+            }
+        }
+        (Number(_), Number(_)) | (String(_), String(_)) | (Bool(_), Bool(_)) => {}
+        _ => panic!("type differs at {at}: {a} vs {b}"),
+    }
+}
+
+fn snapshot(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../quiver-codec/tests/integration/snapshots/integration__snapshots__{name}.snap",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body = text.splitn(3, "---\n").nth(2).expect("an insta snapshot");
+    serde_json::from_str(body).unwrap()
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn every_route_answers_in_the_shape_of_the_codec_snapshots(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let viewer = busy_viewer(&s).await;
+    let (order, customer): (i64, i64) = sqlx::query_as(
+        "SELECT o.id, o.customer_id FROM orders o JOIN order_items i ON i.order_id = o.id
+         ORDER BY o.id LIMIT 1",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    let post: i64 = scalar(&s.pool, "SELECT min(id) FROM posts").await;
+    let author: i64 = scalar(
+        &s.pool,
+        &format!("SELECT author_id FROM posts WHERE id = {post}"),
+    )
+    .await;
+    for (path, user, snap) in [
+        ("/api/v1/feed?limit=3".to_owned(), viewer, "feed_page"),
+        (
+            "/api/v1/feed/discover?limit=3".to_owned(),
+            viewer,
+            "discovery_page",
+        ),
+        (
+            format!("/api/v1/users/{author}/posts?limit=3"),
+            viewer,
+            "user_posts",
+        ),
+        (format!("/api/v1/users/{author}"), viewer, "profile"),
+        (format!("/api/v1/orders/{order}"), customer, "order"),
+        (
+            format!("/api/v1/customers/{customer}/orders?limit=3"),
+            customer,
+            "orders",
+        ),
+    ] {
+        let (_, body) = json(s.get(&path, Some(user)).send().await.unwrap()).await;
+        same_shape(&body, &snapshot(snap), &path);
+    }
+    // A post alone is a feed item plus `partial`.
+    let (_, mut body) = json(
+        s.get(&format!("/api/v1/posts/{post}"), Some(viewer))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body.as_object_mut().unwrap().remove("partial"),
+        Some(serde_json::json!([]))
+    );
+    same_shape(&body, &snapshot("post"), "/api/v1/posts/{id}");
     s.shutdown().await.unwrap();
 }

@@ -166,7 +166,17 @@ pub(crate) fn redis_url() -> String {
 /// Seeds `pool` and serves it with `config`; Redis from `REDIS_URL` unless `redis` is
 /// given (a URL, possibly of a dead port).
 pub(crate) async fn start(pool: PgPool, config: ServerConfig, redis: Option<String>) -> Server {
-    let store = PgStore::from_pool(pool.clone());
+    start_on(PgStore::from_pool(pool.clone()), pool, config, redis).await
+}
+
+/// Like [`start`], with the server reading through `store` (its own pool, say) while
+/// the test keeps `pool` for its own queries.
+pub(crate) async fn start_on(
+    store: PgStore,
+    pool: PgPool,
+    config: ServerConfig,
+    redis: Option<String>,
+) -> Server {
     let ds = generate(&SeedConfig {
         users: 60,
         posts_per_user: 6,

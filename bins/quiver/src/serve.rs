@@ -6,11 +6,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use clap::error::ErrorKind;
 use quiver_cache::{RedisConfig, RedisRemote, Remote};
-use quiver_enrich::{BatchConfig, Engine, EngineConfig, PrefetchConfig, PrefetchPool};
-use quiver_model::{CursorCodec, UserId};
+use quiver_enrich::{BatchConfig, EngineConfig, PrefetchConfig};
+use quiver_model::UserId;
+use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
-use quiver_server::compose::{StackConfig, read_stack};
-use quiver_server::{App, Parts, ServerConfig};
+use quiver_server::compose::{self, Settings, StackConfig};
 use quiver_store::seed::{SeedConfig, generate};
 use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 use std::net::SocketAddr;
@@ -239,52 +239,36 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
-    let stack = StackConfig {
-        l1_capacity_bytes: args.l1_mib << 20,
-        cache: !args.no_cache,
-        coalesce: (!args.no_coalesce).then(|| BatchConfig {
-            window: Duration::from_micros(args.coalesce_window_us),
-            ..BatchConfig::default()
-        }),
-        ..StackConfig::default()
-    };
-    let (sources, caches) = read_stack(store.clone(), remote.clone(), &stack).await;
-    let prefetch = (args.prefetch_workers > 0).then(|| {
-        let caches = caches.clone();
-        PrefetchPool::new(
-            PrefetchConfig {
-                workers: args.prefetch_workers,
-                queue: args.prefetch_queue,
-            },
-            Arc::new(move |raised: bool| caches.set_pressure(raised)),
-        )
-    });
     let cursor_secret = args
         .cursor_secret
         .clone()
         .unwrap_or_else(|| format!("cursor:{secret}"));
-    let engine = Engine::new(
-        sources,
-        CursorCodec::new(cursor_secret.as_bytes()),
-        EngineConfig {
-            max_limit: config.max_limit,
+    let settings = Settings {
+        stack: StackConfig {
+            l1_capacity_bytes: args.l1_mib << 20,
+            cache: !args.no_cache,
+            coalesce: (!args.no_coalesce).then(|| BatchConfig {
+                window: Duration::from_micros(args.coalesce_window_us),
+                ..BatchConfig::default()
+            }),
+            ..StackConfig::default()
+        },
+        engine: EngineConfig {
             fragment_cache: if args.no_fragments { 0 } else { 100_000 },
             ..EngineConfig::default()
         },
-        prefetch,
-    );
-    let auth = Auth::new(secret.as_bytes());
+        prefetch: (args.prefetch_workers > 0).then_some(PrefetchConfig {
+            workers: args.prefetch_workers,
+            queue: args.prefetch_queue,
+        }),
+        server: config,
+        jwt_secret: secret.clone().into_bytes(),
+        cursor_secret: cursor_secret.into_bytes(),
+    };
     let demo_token = args
         .demo
-        .then(|| auth.mint(UserId(1), Duration::from_secs(24 * 3600)));
-    let app = Arc::new(App::new(Parts {
-        engine,
-        store: store.clone(),
-        remote,
-        caches,
-        auth,
-        config,
-    }));
+        .then(|| Auth::new(secret.as_bytes()).mint(UserId(1), Duration::from_secs(24 * 3600)));
+    let app = Arc::new(compose::app(store.clone(), remote, settings).await);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,12 +1,15 @@
-//! The read stack: every loader the engine reads is a store batch, coalesced across
-//! concurrent requests by a [`Batcher`], behind a [`Tiered`] cache (L1 in process, L2 in
-//! Redis when there is one). Skeleton lists come straight from the store.
+//! Composition: the read stack (every loader the engine reads is a store batch, coalesced
+//! across concurrent requests by a [`Batcher`], behind a [`Tiered`] cache: L1 in process,
+//! L2 in Redis when there is one; skeleton lists straight from the store), and [`app`],
+//! which builds the whole service from a store, an optional Redis and [`Settings`].
 
 use async_trait::async_trait;
 use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered};
-use quiver_enrich::{BatchConfig, Batcher, Skeletons, Sources};
+use quiver_enrich::{
+    BatchConfig, Batcher, Engine, EngineConfig, PrefetchConfig, PrefetchPool, Skeletons, Sources,
+};
 use quiver_model::{
-    Cursor, DynLoader, LoadError, Loader, OrderRef, OrderStatus, Page, PostRef, UserId,
+    Cursor, CursorCodec, DynLoader, LoadError, Loader, OrderRef, OrderStatus, Page, PostRef, UserId,
 };
 use quiver_store::Store;
 use quiver_store::loaders::{
@@ -201,4 +204,52 @@ pub async fn read_stack(
         order_items: b.layer("order_items", OrderItemsLoader(s)).await,
     };
     (sources, b.caches)
+}
+
+/// Everything [`app`] needs besides the store and Redis.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub stack: StackConfig,
+    pub engine: EngineConfig,
+    /// Warming next pages in the background; `None` disables it.
+    pub prefetch: Option<PrefetchConfig>,
+    pub server: crate::ServerConfig,
+    /// The bearer tokens' HS256 secret.
+    pub jwt_secret: Vec<u8>,
+    /// The key that signs pagination cursors.
+    pub cursor_secret: Vec<u8>,
+}
+
+/// The service over `store` (and `remote`, when there is a Redis): the read stack, the
+/// engine with its prefetch pool wired to the caches' pressure signal, auth and limits.
+pub async fn app(
+    store: Arc<dyn Store>,
+    remote: Option<Arc<dyn Remote>>,
+    settings: Settings,
+) -> crate::App {
+    let (sources, caches) = read_stack(store.clone(), remote.clone(), &settings.stack).await;
+    let prefetch = settings.prefetch.map(|config| {
+        let caches = caches.clone();
+        PrefetchPool::new(
+            config,
+            Arc::new(move |raised: bool| caches.set_pressure(raised)),
+        )
+    });
+    let engine = Engine::new(
+        sources,
+        CursorCodec::new(&settings.cursor_secret),
+        EngineConfig {
+            max_limit: settings.server.max_limit,
+            ..settings.engine
+        },
+        prefetch,
+    );
+    crate::App::new(crate::Parts {
+        engine,
+        store,
+        remote,
+        caches,
+        auth: crate::auth::Auth::new(&settings.jwt_secret),
+        config: settings.server,
+    })
 }

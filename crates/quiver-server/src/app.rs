@@ -248,7 +248,7 @@ impl App {
                 let wait = refused.wait_time_from(governor::clock::Clock::now(
                     &governor::clock::DefaultClock::default(),
                 ));
-                return respond::rate_limited(self.config.rate_burst, wait, Duration::from_secs(1));
+                return respond::rate_limited(self.config.rate_burst, wait);
             }
         };
 

@@ -62,7 +62,7 @@ pub(crate) fn unauthorized(err: &AuthError) -> Response<Body> {
 }
 
 /// 429 with `Retry-After` and the `RateLimit-*` headers.
-pub(crate) fn rate_limited(burst: u32, wait: Duration, window: Duration) -> Response<Body> {
+pub(crate) fn rate_limited(burst: u32, wait: Duration) -> Response<Body> {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut resp = problem(
         ProblemType::RateLimited,
@@ -72,7 +72,6 @@ pub(crate) fn rate_limited(burst: u32, wait: Duration, window: Duration) -> Resp
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     rate_limit_headers(h, burst, 0);
     h.insert("ratelimit-reset", HeaderValue::from(secs.max(1)));
-    let _ = window;
     resp
 }
 

@@ -35,6 +35,12 @@ async fn json(resp: reqwest::Response) -> (HeaderMap, serde_json::Value) {
     )
 }
 
+/// The Prometheus exposition of the admin listener.
+async fn metrics(s: &Server) -> String {
+    let resp = s.http.get(s.admin_url("/metrics")).send().await.unwrap();
+    resp.text().await.unwrap()
+}
+
 /// Sends `request` as raw bytes and reads the whole answer.
 async fn raw(s: &Server, request: &str) -> String {
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -399,15 +405,7 @@ async fn openapi_documents_every_route_and_metrics_count_requests(pool: PgPool) 
     s.get("/api/v1/feed?limit=3", Some(2)).send().await.unwrap();
     s.get("/api/v1/feed", None).send().await.unwrap();
     s.get("/api/v1/feed?limit=3", Some(2)).send().await.unwrap();
-    let metrics = s
-        .http
-        .get(s.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     for line in [
         r#"quiver_http_requests_total{method="GET",route="/api/v1/feed",status="200"} 2"#,
         r#"quiver_http_requests_total{method="GET",route="/api/v1/feed",status="401"} 1"#,
@@ -463,15 +461,7 @@ async fn a_full_server_sheds_load_and_a_deadline_cancels_the_work(pool: PgPool) 
     );
     s.gate.open();
     assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
-    let metrics = s
-        .http
-        .get(s.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(metrics.contains("quiver_http_shed_total 1"), "{metrics}");
     s.shutdown().await.unwrap();
 }
@@ -530,15 +520,7 @@ async fn clients_are_rate_limited_each_on_their_own(pool: PgPool) {
             .status(),
         StatusCode::OK
     );
-    let metrics = s
-        .http
-        .get(s.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(
         metrics.contains("quiver_http_rate_limited_total 1"),
         "{metrics}"

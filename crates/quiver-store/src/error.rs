@@ -11,6 +11,10 @@ pub enum StoreError {
     /// The row asked for does not exist (`sqlx::Error::RowNotFound` lands here).
     #[error("not found")]
     NotFound,
+    /// A write the data forbids (following yourself, following across a block); the
+    /// message says which, for clients.
+    #[error("{0}")]
+    Refused(&'static str),
     /// No connection could be had in time, or the connection broke.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -77,6 +81,7 @@ impl HasErrorCode for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound => ErrorCode::NotFound,
+            Self::Refused(_) => ErrorCode::InvalidInput,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Conflict(_) => ErrorCode::Conflict,

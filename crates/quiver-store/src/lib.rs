@@ -27,6 +27,7 @@ mod pg;
 pub mod seed;
 mod sqlite;
 mod store;
+pub mod write;
 
 pub use config::{PgConfig, SqliteConfig};
 pub use error::StoreError;

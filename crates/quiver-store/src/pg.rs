@@ -2,11 +2,12 @@
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
 use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
+use crate::write::{GraphWrites, Written, edge_payload, not_self};
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef, OrderStatus,
-    Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef,
+    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -522,5 +523,142 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl PgStore {
+    /// Both users exist and no block stands between them.
+    async fn check_pair(
+        tx: &mut sqlx::PgConnection,
+        a: UserId,
+        b: UserId,
+        block_refuses: bool,
+    ) -> Result<(), StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT
+                 (SELECT count(*) FROM users WHERE id = ANY($1)) AS "users!",
+                 EXISTS (SELECT 1 FROM blocks
+                         WHERE (blocker_id = $2 AND blocked_id = $3)
+                            OR (blocker_id = $3 AND blocked_id = $2)) AS "blocked!""#,
+            &[a.0, b.0],
+            a.0,
+            b.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.users != 2 {
+            return Err(StoreError::NotFound);
+        }
+        if block_refuses && row.blocked {
+            return Err(StoreError::Refused("a block stands between these users"));
+        }
+        Ok(())
+    }
+
+    async fn event(
+        tx: &mut sqlx::PgConnection,
+        kind: EventKind,
+        from: UserId,
+        to: UserId,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
+            kind.as_str(),
+            edge_payload(kind, from, to)
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl GraphWrites for PgStore {
+    async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
+        not_self(follower, followee, "you cannot follow yourself")?;
+        let mut tx = self.pool.begin().await?;
+        Self::check_pair(&mut tx, follower, followee, true).await?;
+        let n = sqlx::query!(
+            "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            follower.0,
+            followee.0
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(Written::Unchanged);
+        }
+        Self::event(&mut tx, EventKind::UserFollowed, follower, followee).await?;
+        tx.commit().await?;
+        Ok(Written::Changed)
+    }
+
+    async fn unfollow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
+        not_self(follower, followee, "you cannot unfollow yourself")?;
+        let mut tx = self.pool.begin().await?;
+        Self::check_pair(&mut tx, follower, followee, false).await?;
+        let n = sqlx::query!(
+            "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
+            follower.0,
+            followee.0
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(Written::Unchanged);
+        }
+        Self::event(&mut tx, EventKind::UserUnfollowed, follower, followee).await?;
+        tx.commit().await?;
+        Ok(Written::Changed)
+    }
+
+    async fn block(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError> {
+        not_self(blocker, blocked, "you cannot block yourself")?;
+        let mut tx = self.pool.begin().await?;
+        Self::check_pair(&mut tx, blocker, blocked, false).await?;
+        let n = sqlx::query!(
+            "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            blocker.0,
+            blocked.0
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(Written::Unchanged);
+        }
+        sqlx::query!(
+            "DELETE FROM follows
+             WHERE (follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1)",
+            blocker.0,
+            blocked.0
+        )
+        .execute(&mut *tx)
+        .await?;
+        Self::event(&mut tx, EventKind::UserBlocked, blocker, blocked).await?;
+        tx.commit().await?;
+        Ok(Written::Changed)
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError> {
+        not_self(blocker, blocked, "you cannot unblock yourself")?;
+        let mut tx = self.pool.begin().await?;
+        Self::check_pair(&mut tx, blocker, blocked, false).await?;
+        let n = sqlx::query!(
+            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+            blocker.0,
+            blocked.0
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if n == 0 {
+            Written::Unchanged
+        } else {
+            Written::Changed
+        })
     }
 }

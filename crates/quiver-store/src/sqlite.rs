@@ -8,12 +8,13 @@
 use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
+use crate::write::{GraphWrites, Written, edge_payload, not_self};
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef, OrderStatus,
-    Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef,
+    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -529,5 +530,148 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// A write transaction that takes the write lock up front, so two writers never
+    /// deadlock upgrading read locks.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Both users exist and, when `block_refuses`, no block stands between them.
+    async fn check_pair(
+        tx: &mut sqlx::SqliteConnection,
+        a: UserId,
+        b: UserId,
+        block_refuses: bool,
+    ) -> Result<(), StoreError> {
+        let (users, blocked): (i64, bool) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM users WHERE id IN (?1, ?2)),
+                    EXISTS (SELECT 1 FROM blocks
+                            WHERE (blocker_id = ?1 AND blocked_id = ?2)
+                               OR (blocker_id = ?2 AND blocked_id = ?1))",
+        )
+        .bind(a.0)
+        .bind(b.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if users != 2 {
+            return Err(StoreError::NotFound);
+        }
+        if block_refuses && blocked {
+            return Err(StoreError::Refused("a block stands between these users"));
+        }
+        Ok(())
+    }
+
+    async fn event(
+        tx: &mut sqlx::SqliteConnection,
+        kind: EventKind,
+        from: UserId,
+        to: UserId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
+            .bind(kind.as_str())
+            .bind(edge_payload(kind, from, to).to_string())
+            .bind(to_micros(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one edge write: `change` returns the rows it changed; the event is recorded
+    /// only when it changed any.
+    async fn edge_write(
+        &self,
+        a: UserId,
+        b: UserId,
+        block_refuses: bool,
+        change: &[&str],
+        event: Option<EventKind>,
+    ) -> Result<Written, StoreError> {
+        let mut tx = self.write_tx().await?;
+        Self::check_pair(&mut tx, a, b, block_refuses).await?;
+        let now = to_micros(Utc::now());
+        for (n, sql) in change.iter().enumerate() {
+            let done = sqlx::query(sqlx::AssertSqlSafe(*sql))
+                .bind(a.0)
+                .bind(b.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Only the first statement decides whether the write changed anything; the
+            // rest are its consequences (a block's removed follows).
+            if n == 0 && done == 0 {
+                return Ok(Written::Unchanged);
+            }
+        }
+        if let Some(kind) = event {
+            Self::event(&mut tx, kind, a, b).await?;
+        }
+        tx.commit().await?;
+        Ok(Written::Changed)
+    }
+}
+
+#[async_trait]
+impl GraphWrites for SqliteStore {
+    async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
+        not_self(follower, followee, "you cannot follow yourself")?;
+        self.edge_write(
+            follower,
+            followee,
+            true,
+            &[
+                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3)
+               ON CONFLICT DO NOTHING",
+            ],
+            Some(EventKind::UserFollowed),
+        )
+        .await
+    }
+
+    async fn unfollow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
+        not_self(follower, followee, "you cannot unfollow yourself")?;
+        self.edge_write(
+            follower,
+            followee,
+            false,
+            &["DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2 AND ?3 = ?3"],
+            Some(EventKind::UserUnfollowed),
+        )
+        .await
+    }
+
+    async fn block(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError> {
+        not_self(blocker, blocked, "you cannot block yourself")?;
+        self.edge_write(
+            blocker,
+            blocked,
+            false,
+            &[
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                "DELETE FROM follows
+                 WHERE ((follower_id = ?1 AND followee_id = ?2)
+                    OR (follower_id = ?2 AND followee_id = ?1)) AND ?3 = ?3",
+            ],
+            Some(EventKind::UserBlocked),
+        )
+        .await
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError> {
+        not_self(blocker, blocked, "you cannot unblock yourself")?;
+        self.edge_write(
+            blocker,
+            blocked,
+            false,
+            &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2 AND ?3 = ?3"],
+            None,
+        )
+        .await
     }
 }

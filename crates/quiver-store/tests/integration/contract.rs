@@ -11,6 +11,7 @@ use quiver_store::loaders::{
     UserFlagsLoader, UsersLoader,
 };
 use quiver_store::seed::{Dataset, Progress};
+use quiver_store::write::{GraphWrites, Written};
 use quiver_store::{PgStore, SqliteStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +23,31 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    /// The graph writes of this backend.
+    pub(crate) fn writes(&self) -> Arc<dyn GraphWrites> {
+        match self {
+            Backend::Pg(s) => Arc::new(s.clone()),
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Every outbox row as `(kind, payload)`, in order.
+    pub(crate) async fn outbox(&self) -> Vec<(String, serde_json::Value)> {
+        let rows: Vec<(String, String)> = match self {
+            Backend::Pg(s) => sqlx::query_as("SELECT kind, payload::text FROM outbox ORDER BY id")
+                .fetch_all(s.pool())
+                .await
+                .unwrap(),
+            Backend::Sqlite(s) => sqlx::query_as("SELECT kind, payload FROM outbox ORDER BY id")
+                .fetch_all(s.pool())
+                .await
+                .unwrap(),
+        };
+        rows.into_iter()
+            .map(|(k, p)| (k, serde_json::from_str(&p).unwrap()))
+            .collect()
+    }
+
     /// Replaces the database's rows with `ds` and returns the store over it.
     pub(crate) async fn load(&self, ds: &Dataset) -> Arc<dyn Store> {
         let quiet = |_: Progress| {};
@@ -70,6 +96,7 @@ contract!(
     viewer_graph_sees_follows_and_blocks_both_ways,
     follow_edges_return_exactly_the_existing_pairs,
     recent_posts_walk_every_post_newest_first,
+    graph_writes_change_rows_and_record_one_event_per_change,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
 );
@@ -413,4 +440,55 @@ async fn page_limits_out_of_range_are_rejected(backend: Backend) {
                 .is_err()
         );
     }
+}
+
+async fn graph_writes_change_rows_and_record_one_event_per_change(backend: Backend) {
+    let store = backend.load(&fixture(100)).await;
+    let w = backend.writes();
+    let (u2, u3, u4, u6) = (UserId(2), UserId(3), UserId(4), UserId(6));
+    let graph = |v| {
+        let store = store.clone();
+        async move { store.viewer_graph(v).await.unwrap() }
+    };
+    // 6 follows 2: a change with one event; repeating it changes nothing.
+    assert_eq!(w.follow(u6, u2).await.unwrap(), Written::Changed);
+    assert_eq!(w.follow(u6, u2).await.unwrap(), Written::Unchanged);
+    assert!(graph(u6).await.followees.contains(&u2));
+    assert_eq!(w.unfollow(u6, u2).await.unwrap(), Written::Changed);
+    assert_eq!(w.unfollow(u6, u2).await.unwrap(), Written::Unchanged);
+    assert!(!graph(u6).await.followees.contains(&u2));
+
+    // Refusals: yourself, unknown users, across a block (4 blocks 1 in the fixture).
+    for err in [
+        w.follow(u2, u2).await.unwrap_err(),
+        w.block(u3, u3).await.unwrap_err(),
+        w.follow(UserId(1), u4).await.unwrap_err(),
+        w.follow(u4, UserId(1)).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    }
+    assert!(matches!(
+        w.follow(u2, UserId(999)).await.unwrap_err(),
+        StoreError::NotFound
+    ));
+
+    // A block removes the follows both ways (2 follows 1 and 1 follows 2 in the fixture).
+    assert!(graph(UserId(1)).await.followees.contains(&u2));
+    assert!(graph(u2).await.followees.contains(&UserId(1)));
+    assert_eq!(w.block(u2, UserId(1)).await.unwrap(), Written::Changed);
+    assert_eq!(w.block(u2, UserId(1)).await.unwrap(), Written::Unchanged);
+    let g = graph(UserId(1)).await;
+    assert!(!g.followees.contains(&u2) && g.blocked_by.contains(&u2));
+    assert!(!graph(u2).await.followees.contains(&UserId(1)));
+    assert_eq!(w.unblock(u2, UserId(1)).await.unwrap(), Written::Changed);
+    assert!(!graph(UserId(1)).await.blocked_by.contains(&u2));
+
+    let events = backend.outbox().await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["user.followed", "user.unfollowed", "user.blocked"]);
+    assert_eq!(
+        events[0].1,
+        serde_json::json!({"follower": 6, "followee": 2})
+    );
+    assert_eq!(events[2].1, serde_json::json!({"blocker": 2, "blocked": 1}));
 }

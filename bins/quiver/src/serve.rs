@@ -12,6 +12,7 @@ use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
 use quiver_server::compose::{self, Settings, StackConfig};
 use quiver_store::seed::{SeedConfig, generate};
+use quiver_store::write::GraphWrites;
 use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,7 +183,10 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     (secret, config)
 }
 
-async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>> {
+/// The store and its writes: one database, two faces.
+type Opened = (Arc<dyn Store>, Arc<dyn GraphWrites>);
+
+async fn open_store(args: &ServeArgs) -> Result<Opened> {
     let url = match (&args.database_url, args.demo) {
         (Some(url), true) if url.starts_with("sqlite:") => url.clone(),
         (_, true) => format!("sqlite:{DEMO_DB}"),
@@ -199,7 +203,8 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>> {
         .await
         .context("cannot connect to postgresql")?;
         store.migrate().await.context("cannot apply migrations")?;
-        return Ok(Arc::new(store));
+        let store = Arc::new(store);
+        return Ok((store.clone(), store));
     }
     let path = PathBuf::from(
         url.trim_start_matches("sqlite://")
@@ -219,12 +224,13 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>> {
             .await
             .context("cannot seed the demo database")?;
     }
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let (secret, config) = validate(&args);
-    let store = open_store(&args).await?;
+    let (store, writes) = open_store(&args).await?;
     let remote: Option<Arc<dyn Remote>> = match &args.redis_url {
         Some(url) if !args.demo => {
             let r = RedisRemote::connect(&RedisConfig {
@@ -268,7 +274,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let demo_token = args
         .demo
         .then(|| Auth::new(secret.as_bytes()).mint(UserId(1), Duration::from_secs(24 * 3600)));
-    let app = Arc::new(compose::app(store.clone(), remote, settings).await);
+    let app = Arc::new(compose::app(store.clone(), writes, remote, settings).await);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -18,6 +18,7 @@ use quiver_codec::problem::ProblemType;
 use quiver_enrich::{Engine, EnrichError, Rendered};
 use quiver_model::{OrderId, OrderStatus, PostId, UserId};
 use quiver_store::Store;
+use quiver_store::write::GraphWrites;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ type Limiter =
 pub struct App {
     engine: Engine,
     store: Arc<dyn Store>,
+    writes: Arc<dyn GraphWrites>,
     remote: Option<Arc<dyn Remote>>,
     caches: Caches,
     auth: Auth,
@@ -64,6 +66,8 @@ impl std::fmt::Debug for App {
 pub struct Parts {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
+    /// The social-graph writes (the same database as `store`).
+    pub writes: Arc<dyn GraphWrites>,
     /// Redis, when the service has one (reported by `/readyz`).
     pub remote: Option<Arc<dyn Remote>>,
     pub caches: Caches,
@@ -76,6 +80,7 @@ impl App {
         let Parts {
             engine,
             store,
+            writes,
             remote,
             caches,
             auth,
@@ -90,6 +95,7 @@ impl App {
             permits: Semaphore::new(config.max_concurrency.max(1)),
             engine,
             store,
+            writes,
             remote,
             caches,
             auth,
@@ -342,6 +348,10 @@ impl App {
             Ok(n) => n.unwrap_or_default(),
             Err(r) => return r.response(),
         };
+        if route.is_write() {
+            let viewer = viewer.expect("writes need a viewer, checked before");
+            return self.write(route, viewer, UserId(n)).await;
+        }
         let e = &self.engine;
         let me = viewer.unwrap_or(UserId(0));
         let cursor = q.cursor.as_deref();
@@ -359,10 +369,58 @@ impl App {
             Route::Healthz | Route::Readyz | Route::OpenApi => {
                 unreachable!("probes are answered before routing")
             }
+            Route::Follow | Route::Unfollow | Route::Block | Route::Unblock => {
+                unreachable!("writes are answered above")
+            }
         };
         match rendered {
             Ok(r) => self.rendered(r, req.uri().path(), &q, viewer.is_some()),
             Err(err) => enrich_problem(&err),
+        }
+    }
+
+    /// A social-graph write. It runs in its own task, so a client that hangs up (or the
+    /// deadline) cannot interrupt its transaction; then the writer's cached graph is
+    /// invalidated before answering, so their next read sees the write.
+    async fn write(&self, route: Route, viewer: UserId, other: UserId) -> Response<Body> {
+        let writes = self.writes.clone();
+        let task = tokio::spawn(async move {
+            match route {
+                Route::Follow => writes.follow(viewer, other).await,
+                Route::Unfollow => writes.unfollow(viewer, other).await,
+                Route::Block => writes.block(viewer, other).await,
+                _ => writes.unblock(viewer, other).await,
+            }
+        });
+        let written = match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "write task failed");
+                return respond::problem(ProblemType::Internal, "the write could not be done");
+            }
+        };
+        match written {
+            Ok(_) => {
+                if let Err(e) = self.caches.invalidate_edge(viewer, other).await {
+                    // Committed: the events will invalidate the other replicas; this one
+                    // is clean already.
+                    tracing::warn!(error = %e, "invalidation after a write failed");
+                }
+                let mut resp = Response::new(Body::default());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
+            }
+            Err(quiver_store::StoreError::NotFound) => {
+                respond::problem(ProblemType::NotFound, format!("user {other} not found"))
+            }
+            Err(quiver_store::StoreError::Refused(why)) => {
+                respond::problem(ProblemType::Validation, why)
+            }
+            Err(e) => {
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                tracing::warn!(error = %e, "write failed");
+                respond::problem(kind, "the write could not be done; retry later")
+            }
         }
     }
 

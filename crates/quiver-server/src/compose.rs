@@ -9,7 +9,8 @@ use quiver_enrich::{
     BatchConfig, Batcher, Engine, EngineConfig, PrefetchConfig, PrefetchPool, Skeletons, Sources,
 };
 use quiver_model::{
-    Cursor, CursorCodec, DynLoader, LoadError, Loader, OrderRef, OrderStatus, Page, PostRef, UserId,
+    Cursor, CursorCodec, DynLoader, FollowEdge, LoadError, Loader, OrderRef, OrderStatus, Page,
+    PostRef, UserId,
 };
 use quiver_store::Store;
 use quiver_store::loaders::{
@@ -119,10 +120,16 @@ where
     }
 }
 
-/// The caches of the read stack, for metrics and the prefetch pool's pressure signal.
+/// A cache over a layered loader of `L`'s keys and values.
+type Cached<L> = Arc<Tiered<DynLoader<<L as Loader>::Key, <L as Loader>::Value>>>;
+
+/// The caches of the read stack, for metrics, the prefetch pool's pressure signal, and
+/// the invalidation a write does for its writer (read your writes).
 #[derive(Clone, Default)]
 pub struct Caches {
     all: Vec<Arc<dyn CacheHandle>>,
+    graphs: Option<Cached<ViewerGraphLoader>>,
+    follows: Option<Cached<FollowsLoader>>,
 }
 
 impl fmt::Debug for Caches {
@@ -140,6 +147,33 @@ impl Caches {
             .iter()
             .map(|c| (c.name().to_owned(), c.stats()))
             .collect()
+    }
+
+    /// Forgets what a change to the edge between `a` and `b` makes stale: both users'
+    /// viewer graphs and the follow edges between them, in this process's L1, in Redis and
+    /// (by the cache's broadcast) in every other replica's L1.
+    pub async fn invalidate_edge(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<(), quiver_cache::CacheError> {
+        if let Some(graphs) = &self.graphs {
+            graphs.invalidate(&[a, b]).await?;
+        }
+        if let Some(follows) = &self.follows {
+            let edges = [
+                FollowEdge {
+                    follower: a,
+                    followee: b,
+                },
+                FollowEdge {
+                    follower: b,
+                    followee: a,
+                },
+            ];
+            follows.invalidate(&edges).await?;
+        }
+        Ok(())
     }
 
     /// Stretches (or restores) every cache's TTLs.
@@ -163,19 +197,34 @@ impl Builder<'_> {
         L::Key: quiver_cache::CacheKey,
         L::Value: Serialize + DeserializeOwned,
     {
+        let (loader, _) = self.tiered(name, loader).await;
+        loader
+    }
+
+    /// The layered loader, and its cache when caching is on (for invalidation).
+    async fn tiered<L>(
+        &mut self,
+        name: &str,
+        loader: L,
+    ) -> (DynLoader<L::Key, L::Value>, Option<Cached<L>>)
+    where
+        L: Loader + 'static,
+        L::Key: quiver_cache::CacheKey,
+        L::Value: Serialize + DeserializeOwned,
+    {
         let loader: DynLoader<L::Key, L::Value> = match self.config.coalesce {
             Some(batch) => Arc::new(Batcher::new(loader, batch)),
             None => Arc::new(loader),
         };
         if !self.config.cache {
-            return loader;
+            return (loader, None);
         }
         let mut config = CacheConfig::new(name);
         config.namespace = self.config.namespace.clone();
         config.l1_capacity_bytes = self.config.l1_capacity_bytes;
         let tiered = Arc::new(Tiered::new(config, loader, self.remote.clone()).await);
         self.caches.all.push(tiered.clone());
-        tiered
+        (tiered.clone(), Some(tiered))
     }
 }
 
@@ -193,13 +242,21 @@ pub async fn read_stack(
     let s = store;
     let sources = Sources {
         skeletons: Arc::new(StoreSkeletons(s.clone())),
-        graphs: b.layer("graph", ViewerGraphLoader(s.clone())).await,
+        graphs: {
+            let (loader, cache) = b.tiered("graph", ViewerGraphLoader(s.clone())).await;
+            b.caches.graphs = cache;
+            loader
+        },
         posts: b.layer("post", PostsLoader(s.clone())).await,
         users: b.layer("user", UsersLoader(s.clone())).await,
         flags: b.layer("flags", UserFlagsLoader(s.clone())).await,
         media: b.layer("media", MediaLoader(s.clone())).await,
         tags: b.layer("tags", TagsLoader(s.clone())).await,
-        follows: b.layer("follow", FollowsLoader(s.clone())).await,
+        follows: {
+            let (loader, cache) = b.tiered("follow", FollowsLoader(s.clone())).await;
+            b.caches.follows = cache;
+            loader
+        },
         orders: b.layer("order", OrdersLoader(s.clone())).await,
         order_items: b.layer("order_items", OrderItemsLoader(s)).await,
     };
@@ -224,6 +281,7 @@ pub struct Settings {
 /// engine with its prefetch pool wired to the caches' pressure signal, auth and limits.
 pub async fn app(
     store: Arc<dyn Store>,
+    writes: Arc<dyn quiver_store::write::GraphWrites>,
     remote: Option<Arc<dyn Remote>>,
     settings: Settings,
 ) -> crate::App {
@@ -247,6 +305,7 @@ pub async fn app(
     crate::App::new(crate::Parts {
         engine,
         store,
+        writes,
         remote,
         caches,
         auth: crate::auth::Auth::new(&settings.jwt_secret),

@@ -35,6 +35,14 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
             Some("OrdersPageWire"),
             &["id", "limit", "cursor", "status"],
         ),
+        Route::Follow => ("Follow the user (idempotent)", None, &["id"]),
+        Route::Unfollow => ("Stop following the user (idempotent)", None, &["id"]),
+        Route::Block => (
+            "Block the user; follows both ways are removed (idempotent)",
+            None,
+            &["id"],
+        ),
+        Route::Unblock => ("Unblock the user (idempotent)", None, &["id"]),
         Route::Healthz => ("Liveness", None, &[]),
         Route::Readyz => ("Readiness: the database is reachable", None, &[]),
         Route::OpenApi => ("This document", None, &[]),
@@ -104,27 +112,37 @@ pub(crate) fn document() -> OpenApi {
                 .build(),
         ),
     );
-    for (_, path, route) in ROUTES {
+    for (method, path, route) in ROUTES {
         let (summary, body, params) = describe(*route);
-        let ok = match body {
-            Some(schema) => ResponseBuilder::new().description("OK").content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(schema)))
-                    .build(),
-            ),
-            None => ResponseBuilder::new().description("OK").content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
-                    .build(),
-            ),
+        let (status, ok) = if route.is_write() {
+            (
+                "204",
+                ResponseBuilder::new().description("Done (or already so)"),
+            )
+        } else {
+            (
+                "200",
+                match body {
+                    Some(schema) => ResponseBuilder::new().description("OK").content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    ),
+                    None => ResponseBuilder::new().description("OK").content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                            .build(),
+                    ),
+                },
+            )
         };
         let mut op = OperationBuilder::new()
             .summary(Some(summary))
             .operation_id(Some(format!("{route:?}").to_lowercase()))
             .parameters(Some(params.iter().map(|p| parameter(p))))
-            .response("200", ok.build());
+            .response(status, ok.build());
         if !route.is_probe() {
             op = op
                 .response("400", problem("A parameter is invalid"))
@@ -143,6 +161,12 @@ pub(crate) fn document() -> OpenApi {
             if params.contains(&"id") {
                 op = op.response("404", problem("No such resource, or hidden by a block"));
             }
+            if route.is_write() {
+                op = op.response(
+                    "422",
+                    problem("Refused: yourself, or a block stands between you"),
+                );
+            }
             if matches!(route, Route::Order | Route::CustomerOrders) {
                 op = op.response("403", problem("Another customer's orders"));
             }
@@ -152,8 +176,13 @@ pub(crate) fn document() -> OpenApi {
                 ResponseBuilder::new().description("Database down").build(),
             );
         }
-        doc.paths
-            .add_path_operation(*path, vec![HttpMethod::Get], op.build());
+        let verb = match *method {
+            "PUT" => HttpMethod::Put,
+            "DELETE" => HttpMethod::Delete,
+            "POST" => HttpMethod::Post,
+            _ => HttpMethod::Get,
+        };
+        doc.paths.add_path_operation(*path, vec![verb], op.build());
     }
     doc
 }
@@ -183,7 +212,7 @@ mod tests {
             if path.contains("{id}") {
                 assert!(names.contains(&"id"), "{path} documents its id");
             }
-            if let Some(schema) = body {
+            if let Some(schema) = body.filter(|_| !route.is_write()) {
                 let r = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
                     .as_str()
                     .unwrap();

@@ -13,6 +13,10 @@ pub enum Route {
     UserPosts,
     Order,
     CustomerOrders,
+    Follow,
+    Unfollow,
+    Block,
+    Unblock,
     Healthz,
     Readyz,
     OpenApi,
@@ -25,6 +29,10 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/v1/posts/{id}", Route::Post),
     ("GET", "/api/v1/users/{id}", Route::User),
     ("GET", "/api/v1/users/{id}/posts", Route::UserPosts),
+    ("PUT", "/api/v1/users/{id}/follow", Route::Follow),
+    ("DELETE", "/api/v1/users/{id}/follow", Route::Unfollow),
+    ("PUT", "/api/v1/users/{id}/block", Route::Block),
+    ("DELETE", "/api/v1/users/{id}/block", Route::Unblock),
     ("GET", "/api/v1/orders/{id}", Route::Order),
     (
         "GET",
@@ -51,7 +59,22 @@ impl Route {
     pub fn needs_viewer(self) -> bool {
         matches!(
             self,
-            Route::Feed | Route::Discover | Route::Order | Route::CustomerOrders
+            Route::Feed
+                | Route::Discover
+                | Route::Order
+                | Route::CustomerOrders
+                | Route::Follow
+                | Route::Unfollow
+                | Route::Block
+                | Route::Unblock
+        )
+    }
+
+    /// Whether the route changes data.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Route::Follow | Route::Unfollow | Route::Block | Route::Unblock
         )
     }
 

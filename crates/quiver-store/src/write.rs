@@ -17,7 +17,7 @@ pub enum Written {
 
 /// The social-graph writes.
 #[async_trait]
-pub trait GraphWrites: Send + Sync {
+pub trait GraphWrites: Send + Sync + std::fmt::Debug {
     /// `follower` follows `followee` (`user.followed`). Refused for yourself and across a
     /// block either way; `NotFound` when either user does not exist.
     async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError>;

@@ -913,3 +913,119 @@ async fn every_route_answers_in_the_shape_of_the_codec_snapshots(pool: PgPool) {
     same_shape(&body, &snapshot("post"), "/api/v1/posts/{id}");
     s.shutdown().await.unwrap();
 }
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn follow_and_block_change_the_graph_and_the_writer_reads_it_at_once(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let (a, b): (i64, i64) = sqlx::query_as(
+        "SELECT x.id, y.id FROM users x, users y
+         WHERE x.id <> y.id
+           AND NOT EXISTS (SELECT 1 FROM follows WHERE follower_id IN (x.id, y.id)
+                                                   AND followee_id IN (x.id, y.id))
+           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id IN (x.id, y.id)
+                                                  AND blocked_id IN (x.id, y.id))
+         ORDER BY x.id, y.id LIMIT 1",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    let profile = |viewer: i64, user: i64| {
+        let req = s.get(&format!("/api/v1/users/{user}"), Some(viewer));
+        async move { req.send().await.unwrap() }
+    };
+    let relation = |resp: reqwest::Response| async move {
+        let (_, body) = json(resp).await;
+        (
+            body["viewer"]["follows_author"].as_bool().unwrap(),
+            body["viewer"]["followed_by_author"].as_bool().unwrap(),
+        )
+    };
+    // Cached before the write: the write must invalidate it for its writer.
+    assert_eq!(relation(profile(a, b).await).await, (false, false));
+    assert_eq!(relation(profile(b, a).await).await, (false, false));
+    let put = |user: i64, what: &str, viewer: i64| {
+        s.http
+            .put(s.url(&format!("/api/v1/users/{user}/{what}")))
+            .bearer_auth(s.token(viewer))
+            .send()
+    };
+    let delete = |user: i64, what: &str, viewer: i64| {
+        s.http
+            .delete(s.url(&format!("/api/v1/users/{user}/{what}")))
+            .bearer_auth(s.token(viewer))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            put(b, "follow", a).await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(relation(profile(a, b).await).await, (true, false));
+    assert_eq!(relation(profile(b, a).await).await, (false, true));
+    let events = scalar(
+        &s.pool,
+        &format!(
+            "SELECT count(*) FROM outbox WHERE kind = 'user.followed'
+             AND payload = '{{\"follower\": {a}, \"followee\": {b}}}'::jsonb"
+        ),
+    )
+    .await;
+    assert_eq!(events, 1, "a repeated follow records one event");
+    assert_eq!(
+        delete(b, "follow", a).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(relation(profile(a, b).await).await, (false, false));
+
+    // Clear 4xx answers.
+    problem(
+        put(a, "follow", a).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    problem(
+        put(999_999_999, "follow", a).await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let resp = s
+        .http
+        .put(s.url(&format!("/api/v1/users/{b}/follow")))
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::UNAUTHORIZED).await;
+    let resp = s
+        .get(&format!("/api/v1/users/{b}/follow"), Some(a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["allow"], "PUT, DELETE");
+    problem(resp, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    // A block hides both ways at once and refuses follows; unblocking restores.
+    put(b, "follow", a).await.unwrap();
+    assert_eq!(
+        put(b, "block", a).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(profile(a, b).await, StatusCode::NOT_FOUND).await;
+    problem(profile(b, a).await, StatusCode::NOT_FOUND).await;
+    let body = problem(
+        put(b, "follow", a).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("block"));
+    assert_eq!(
+        delete(b, "block", a).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        relation(profile(a, b).await).await,
+        (false, false),
+        "the block removed the follow"
+    );
+    s.shutdown().await.unwrap();
+}

@@ -215,6 +215,7 @@ pub(crate) async fn start_on(
     let app = Arc::new(App::new(Parts {
         engine,
         store: Arc::new(store.clone()),
+        writes: Arc::new(store.clone()),
         remote: Some(remote),
         caches,
         auth: auth.clone(),

@@ -589,6 +589,21 @@ impl GraphWrites for PgStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
+        // Keep the follower's timeline the newest contiguous part of their feed: the new
+        // author's posts newer than its oldest entry join it; older ones are read by merge.
+        sqlx::query!(
+            "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+             SELECT $1, p.created_at, p.id, p.author_id
+             FROM posts p,
+                  (SELECT created_at, post_id FROM home_timeline WHERE user_id = $1
+                   ORDER BY created_at, post_id LIMIT 1) oldest
+             WHERE p.author_id = $2 AND (p.created_at, p.id) > (oldest.created_at, oldest.post_id)
+             ON CONFLICT DO NOTHING",
+            follower.0,
+            followee.0
+        )
+        .execute(&mut *tx)
+        .await?;
         Self::event(&mut tx, EventKind::UserFollowed, follower, followee).await?;
         tx.commit().await?;
         Ok(Written::Changed)
@@ -609,6 +624,13 @@ impl GraphWrites for PgStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
+        sqlx::query!(
+            "DELETE FROM home_timeline WHERE user_id = $1 AND author_id = $2",
+            follower.0,
+            followee.0
+        )
+        .execute(&mut *tx)
+        .await?;
         Self::event(&mut tx, EventKind::UserUnfollowed, follower, followee).await?;
         tx.commit().await?;
         Ok(Written::Changed)
@@ -632,6 +654,14 @@ impl GraphWrites for PgStore {
         sqlx::query!(
             "DELETE FROM follows
              WHERE (follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1)",
+            blocker.0,
+            blocked.0
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM home_timeline
+             WHERE (user_id = $1 AND author_id = $2) OR (user_id = $2 AND author_id = $1)",
             blocker.0,
             blocked.0
         )

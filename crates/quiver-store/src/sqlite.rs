@@ -620,17 +620,47 @@ impl SqliteStore {
 impl GraphWrites for SqliteStore {
     async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
         not_self(follower, followee, "you cannot follow yourself")?;
-        self.edge_write(
-            follower,
-            followee,
-            true,
-            &[
-                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3)
-               ON CONFLICT DO NOTHING",
-            ],
-            Some(EventKind::UserFollowed),
+        let mut tx = self.write_tx().await?;
+        Self::check_pair(&mut tx, follower, followee, true).await?;
+        let n = sqlx::query(
+            "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
         )
-        .await
+        .bind(follower.0)
+        .bind(followee.0)
+        .bind(to_micros(Utc::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(Written::Unchanged);
+        }
+        // The timeline stays the newest contiguous part of the feed: the new author's
+        // posts newer than its oldest entry join it; older ones are read by merge.
+        let oldest: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT created_at, post_id FROM home_timeline WHERE user_id = ?1
+             ORDER BY created_at, post_id LIMIT 1",
+        )
+        .bind(follower.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((at, id)) = oldest {
+            sqlx::query(
+                "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+                 SELECT ?1, created_at, id, author_id FROM posts
+                 WHERE author_id = ?2 AND (created_at > ?3 OR (created_at = ?3 AND id > ?4))
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(follower.0)
+            .bind(followee.0)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::event(&mut tx, EventKind::UserFollowed, follower, followee).await?;
+        tx.commit().await?;
+        Ok(Written::Changed)
     }
 
     async fn unfollow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError> {
@@ -639,7 +669,10 @@ impl GraphWrites for SqliteStore {
             follower,
             followee,
             false,
-            &["DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2 AND ?3 = ?3"],
+            &[
+                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2 AND ?3 = ?3",
+                "DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2 AND ?3 = ?3",
+            ],
             Some(EventKind::UserUnfollowed),
         )
         .await
@@ -657,6 +690,9 @@ impl GraphWrites for SqliteStore {
                 "DELETE FROM follows
                  WHERE ((follower_id = ?1 AND followee_id = ?2)
                     OR (follower_id = ?2 AND followee_id = ?1)) AND ?3 = ?3",
+                "DELETE FROM home_timeline
+                 WHERE ((user_id = ?1 AND author_id = ?2)
+                    OR (user_id = ?2 AND author_id = ?1)) AND ?3 = ?3",
             ],
             Some(EventKind::UserBlocked),
         )

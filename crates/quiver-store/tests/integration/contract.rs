@@ -97,6 +97,7 @@ contract!(
     follow_edges_return_exactly_the_existing_pairs,
     recent_posts_walk_every_post_newest_first,
     graph_writes_change_rows_and_record_one_event_per_change,
+    graph_writes_keep_home_feeds_exact_at_every_timeline_depth,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
 );
@@ -491,4 +492,50 @@ async fn graph_writes_change_rows_and_record_one_event_per_change(backend: Backe
         serde_json::json!({"follower": 6, "followee": 2})
     );
     assert_eq!(events[2].1, serde_json::json!({"blocker": 2, "blocked": 1}));
+}
+
+async fn graph_writes_keep_home_feeds_exact_at_every_timeline_depth(backend: Backend) {
+    // Depth 0: no timeline; 3: the walk crosses into merge-at-read; 100: all timeline.
+    for depth in [0, 3, 100] {
+        let ds = fixture(depth);
+        let store = backend.load(&ds).await;
+        let w = backend.writes();
+        let walk_home = |viewer: i64| {
+            let store = store.clone();
+            walk(2, move |c| {
+                let store = store.clone();
+                async move { store.home_page(UserId(viewer), c, 2).await.map(post_page) }
+            })
+        };
+        // 1 follows 2 and 3. Following 6 (no posts) and 4 (blocks 1: refused) aside,
+        // unfollow 3, follow it back, then 2 blocks 1.
+        assert_eq!(
+            walk_home(1).await,
+            expected(&ds, &[1, 2, 3]),
+            "depth {depth}"
+        );
+        w.unfollow(UserId(1), UserId(3)).await.unwrap();
+        assert_eq!(
+            walk_home(1).await,
+            expected(&ds, &[1, 2]),
+            "unfollow, depth {depth}"
+        );
+        w.follow(UserId(1), UserId(3)).await.unwrap();
+        assert_eq!(
+            walk_home(1).await,
+            expected(&ds, &[1, 2, 3]),
+            "follow, depth {depth}"
+        );
+        w.block(UserId(2), UserId(1)).await.unwrap();
+        assert_eq!(
+            walk_home(1).await,
+            expected(&ds, &[1, 3]),
+            "blocked, depth {depth}"
+        );
+        assert_eq!(
+            walk_home(2).await,
+            expected(&ds, &[2]),
+            "blocker, depth {depth}"
+        );
+    }
 }

@@ -595,13 +595,14 @@ impl SqliteStore {
         Self::check_pair(&mut tx, a, b, block_refuses).await?;
         let now = to_micros(Utc::now());
         for (n, sql) in change.iter().enumerate() {
-            let done = sqlx::query(sqlx::AssertSqlSafe(*sql))
-                .bind(a.0)
-                .bind(b.0)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let query = sqlx::query(sqlx::AssertSqlSafe(*sql)).bind(a.0).bind(b.0);
+            // `?3`, where a statement has it, is the write's time.
+            let query = if sql.contains("?3") {
+                query.bind(now)
+            } else {
+                query
+            };
+            let done = query.execute(&mut *tx).await?.rows_affected();
             // Only the first statement decides whether the write changed anything; the
             // rest are its consequences (a block's removed follows).
             if n == 0 && done == 0 {
@@ -670,8 +671,8 @@ impl GraphWrites for SqliteStore {
             followee,
             false,
             &[
-                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2 AND ?3 = ?3",
-                "DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2 AND ?3 = ?3",
+                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
+                "DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2",
             ],
             Some(EventKind::UserUnfollowed),
         )
@@ -689,10 +690,10 @@ impl GraphWrites for SqliteStore {
                  ON CONFLICT DO NOTHING",
                 "DELETE FROM follows
                  WHERE ((follower_id = ?1 AND followee_id = ?2)
-                    OR (follower_id = ?2 AND followee_id = ?1)) AND ?3 = ?3",
+                    OR (follower_id = ?2 AND followee_id = ?1))",
                 "DELETE FROM home_timeline
                  WHERE ((user_id = ?1 AND author_id = ?2)
-                    OR (user_id = ?2 AND author_id = ?1)) AND ?3 = ?3",
+                    OR (user_id = ?2 AND author_id = ?1))",
             ],
             Some(EventKind::UserBlocked),
         )
@@ -705,7 +706,7 @@ impl GraphWrites for SqliteStore {
             blocker,
             blocked,
             false,
-            &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2 AND ?3 = ?3"],
+            &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2"],
             None,
         )
         .await

@@ -135,25 +135,7 @@ pub struct WishInput {
     pub product_url: String,
 }
 
-/// A validated new post.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewPost {
-    pub kind: PostKind,
-    pub body: String,
-    pub media: Vec<NewMedia>,
-    pub tags: Vec<String>,
-    pub wish: Option<Wish>,
-}
-
-/// A validated media attachment; its position is its index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewMedia {
-    pub url: String,
-    pub kind: MediaKind,
-    pub width: i32,
-    pub height: i32,
-    pub size_bytes: i64,
-}
+pub use quiver_model::{NewMedia, NewPost};
 
 pub const MAX_BODY_CHARS: usize = 5000;
 pub const MAX_MEDIA: usize = 10;

@@ -280,6 +280,26 @@ pub struct OutboxEvent {
     pub published_at: Option<DateTime<Utc>>,
 }
 
+/// A post to create, validated (by the codec, from a request body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPost {
+    pub kind: PostKind,
+    pub body: String,
+    pub media: Vec<NewMedia>,
+    pub tags: Vec<String>,
+    pub wish: Option<Wish>,
+}
+
+/// A validated media attachment of a new post; its position is its index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMedia {
+    pub url: String,
+    pub kind: MediaKind,
+    pub width: i32,
+    pub height: i32,
+    pub size_bytes: i64,
+}
+
 /// A post's position in a feed: what skeleton queries return before hydration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PostRef {

@@ -21,9 +21,9 @@ mod load;
 pub use cursor::{Cursor, CursorCodec, CursorError, DiscoverCursor};
 pub use entities::{
     Block, Currency, CurrencyError, EventKind, Follow, FollowEdge, Media, MediaKind, Money,
-    Notification, NotificationKind, Order, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page,
-    ParseEnumError, ParseFollowEdgeError, Post, PostKind, PostRef, User, UserFlags, ViewerGraph,
-    Wish,
+    NewMedia, NewPost, Notification, NotificationKind, Order, OrderItem, OrderRef, OrderStatus,
+    OutboxEvent, Page, ParseEnumError, ParseFollowEdgeError, Post, PostKind, PostRef, User,
+    UserFlags, ViewerGraph, Wish,
 };
 pub use error::{ErrorCode, HasErrorCode};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};

@@ -15,6 +15,9 @@ pub enum StoreError {
     /// message says which, for clients.
     #[error("{0}")]
     Refused(&'static str),
+    /// The row exists but belongs to someone else.
+    #[error("{0}")]
+    NotYours(&'static str),
     /// No connection could be had in time, or the connection broke.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -82,6 +85,7 @@ impl HasErrorCode for StoreError {
         match self {
             Self::NotFound => ErrorCode::NotFound,
             Self::Refused(_) => ErrorCode::InvalidInput,
+            Self::NotYours(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Conflict(_) => ErrorCode::Conflict,

@@ -2,12 +2,13 @@
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
 use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
-use crate::write::{GraphWrites, Written, edge_payload, not_self};
+use crate::write::{GraphWrites, PostWrites, Written, edge_payload, not_self, post_payload};
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Order, OrderId, OrderItem,
+    OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
+    dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -690,5 +691,125 @@ impl GraphWrites for PgStore {
         } else {
             Written::Changed
         })
+    }
+}
+
+#[async_trait]
+impl PostWrites for PgStore {
+    async fn create_post(&self, author: UserId, post: &NewPost) -> Result<Post, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
+            author.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !exists {
+            return Err(StoreError::NotFound);
+        }
+        let wish = post.wish.as_ref();
+        let row = sqlx::query!(
+            "INSERT INTO posts (author_id, kind, body, price_cents, currency, product_url)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at",
+            author.0,
+            post.kind.as_str(),
+            post.body,
+            wish.map(|w| w.price.amount_cents),
+            wish.map(|w| w.price.currency.as_str().to_owned()),
+            wish.map(|w| w.product_url.clone())
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let m = &post.media;
+        sqlx::query!(
+            "INSERT INTO media (post_id, kind, url, width, height, size_bytes, position)
+             SELECT $1, k, u, w, h, s, p
+             FROM UNNEST($2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[], $7::smallint[])
+               AS t(k, u, w, h, s, p)",
+            row.id,
+            &m.iter()
+                .map(|x| x.kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            &m.iter().map(|x| x.url.clone()).collect::<Vec<_>>(),
+            &m.iter().map(|x| x.width).collect::<Vec<_>>(),
+            &m.iter().map(|x| x.height).collect::<Vec<_>>(),
+            &m.iter().map(|x| x.size_bytes).collect::<Vec<_>>(),
+            &(0..m.len() as i16).collect::<Vec<_>>()
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO post_tags (post_id, tag) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            row.id,
+            &post.tags
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+             SELECT $1::bigint, $2::timestamptz, $3::bigint, $1::bigint
+             UNION ALL
+             SELECT follower_id, $2::timestamptz, $3::bigint, $1::bigint
+             FROM follows WHERE followee_id = $1::bigint
+             ON CONFLICT DO NOTHING",
+            author.0,
+            row.created_at,
+            row.id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let id = PostId(row.id);
+        sqlx::query!(
+            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
+            EventKind::PostCreated.as_str(),
+            post_payload(id, author)
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Post {
+            id,
+            author_id: author,
+            kind: post.kind,
+            body: post.body.clone(),
+            wish: post.wish.clone(),
+            created_at: row.created_at,
+        })
+    }
+
+    async fn delete_post(&self, author: UserId, id: PostId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let owner =
+            sqlx::query_scalar!("SELECT author_id FROM posts WHERE id = $1 FOR UPDATE", id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        if owner != author.0 {
+            return Err(StoreError::NotYours("the post belongs to another user"));
+        }
+        let ordered = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM order_items WHERE post_id = $1) AS "ordered!""#,
+            id.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if ordered {
+            return Err(StoreError::Refused(
+                "a wish that has been ordered cannot be deleted",
+            ));
+        }
+        // Media, tags and timeline entries go with it (ON DELETE CASCADE).
+        sqlx::query!("DELETE FROM posts WHERE id = $1", id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!(
+            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
+            EventKind::PostDeleted.as_str(),
+            post_payload(id, author)
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -8,13 +8,14 @@
 use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
-use crate::write::{GraphWrites, Written, edge_payload, not_self};
+use crate::write::{GraphWrites, PostWrites, Written, edge_payload, not_self, post_payload};
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Order, OrderId, OrderItem,
+    OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
+    dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -710,5 +711,121 @@ impl GraphWrites for SqliteStore {
             None,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl PostWrites for SqliteStore {
+    async fn create_post(&self, author: UserId, post: &NewPost) -> Result<Post, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let (exists,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")
+                .bind(author.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            return Err(StoreError::NotFound);
+        }
+        let now = Utc::now();
+        // Stored at microsecond precision; the returned post says exactly what was stored.
+        let created_at = from_micros(to_micros(now))?;
+        let wish = post.wish.as_ref();
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO posts (author_id, kind, body, price_cents, currency, product_url, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        )
+        .bind(author.0)
+        .bind(post.kind.as_str())
+        .bind(&post.body)
+        .bind(wish.map(|w| w.price.amount_cents))
+        .bind(wish.map(|w| w.price.currency.as_str().to_owned()))
+        .bind(wish.map(|w| w.product_url.clone()))
+        .bind(to_micros(created_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        for (position, m) in post.media.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO media (post_id, kind, url, width, height, size_bytes, position)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(id)
+            .bind(m.kind.as_str())
+            .bind(&m.url)
+            .bind(m.width)
+            .bind(m.height)
+            .bind(m.size_bytes)
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for tag in &post.tags {
+            sqlx::query(
+                "INSERT INTO post_tags (post_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+             SELECT ?1, ?2, ?3, ?1
+             UNION ALL
+             SELECT follower_id, ?2, ?3, ?1 FROM follows WHERE followee_id = ?1
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(author.0)
+        .bind(to_micros(created_at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let id = PostId(id);
+        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
+            .bind(EventKind::PostCreated.as_str())
+            .bind(post_payload(id, author).to_string())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Post {
+            id,
+            author_id: author,
+            kind: post.kind,
+            body: post.body.clone(),
+            wish: post.wish.clone(),
+            created_at,
+        })
+    }
+
+    async fn delete_post(&self, author: UserId, id: PostId) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let owner: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT author_id, EXISTS (SELECT 1 FROM order_items WHERE post_id = ?1)
+             FROM posts WHERE id = ?1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (owner, ordered) = owner.ok_or(StoreError::NotFound)?;
+        if owner != author.0 {
+            return Err(StoreError::NotYours("the post belongs to another user"));
+        }
+        if ordered {
+            return Err(StoreError::Refused(
+                "a wish that has been ordered cannot be deleted",
+            ));
+        }
+        sqlx::query("DELETE FROM posts WHERE id = ?1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
+            .bind(EventKind::PostDeleted.as_str())
+            .bind(post_payload(id, author).to_string())
+            .bind(to_micros(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

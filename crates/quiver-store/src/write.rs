@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use async_trait::async_trait;
-use quiver_model::{EventKind, UserId};
+use quiver_model::{EventKind, NewPost, Post, PostId, UserId};
 
 /// Whether a write changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,23 @@ pub trait GraphWrites: Send + Sync + std::fmt::Debug {
     async fn block(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError>;
     /// Removes the block (no event: nothing downstream reacts to it).
     async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError>;
+}
+
+/// Creating and deleting posts. A new post is written into its author's and every
+/// follower's materialized home timeline in the same transaction (it is the newest post,
+/// so each timeline stays the newest contiguous part of its feed).
+#[async_trait]
+pub trait PostWrites: Send + Sync + std::fmt::Debug {
+    /// Creates `post` by `author` (`post.created`); `NotFound` for an unknown author.
+    async fn create_post(&self, author: UserId, post: &NewPost) -> Result<Post, StoreError>;
+    /// Deletes the post and everything hanging off it (`post.deleted`). `NotFound` when
+    /// it does not exist, `NotYours` for someone else's, `Refused` for an ordered wish.
+    async fn delete_post(&self, author: UserId, id: PostId) -> Result<(), StoreError>;
+}
+
+/// The outbox payload of a post event.
+pub(crate) fn post_payload(id: PostId, author: UserId) -> serde_json::Value {
+    serde_json::json!({ "post_id": id.0, "author_id": author.0 })
 }
 
 /// The outbox payload of an edge event.

@@ -11,7 +11,7 @@ use quiver_store::loaders::{
     UserFlagsLoader, UsersLoader,
 };
 use quiver_store::seed::{Dataset, Progress};
-use quiver_store::write::{GraphWrites, Written};
+use quiver_store::write::{GraphWrites, PostWrites, Written};
 use quiver_store::{PgStore, SqliteStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,6 +23,14 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    /// The post writes of this backend.
+    pub(crate) fn post_writes(&self) -> Arc<dyn PostWrites> {
+        match self {
+            Backend::Pg(s) => Arc::new(s.clone()),
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
     /// The graph writes of this backend.
     pub(crate) fn writes(&self) -> Arc<dyn GraphWrites> {
         match self {
@@ -98,6 +106,7 @@ contract!(
     recent_posts_walk_every_post_newest_first,
     graph_writes_change_rows_and_record_one_event_per_change,
     graph_writes_keep_home_feeds_exact_at_every_timeline_depth,
+    posts_are_created_into_every_timeline_and_deleted_by_their_author_only,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
 );
@@ -538,4 +547,115 @@ async fn graph_writes_keep_home_feeds_exact_at_every_timeline_depth(backend: Bac
             "blocker, depth {depth}"
         );
     }
+}
+
+async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(backend: Backend) {
+    let ds = fixture(3);
+    let store = backend.load(&ds).await;
+    let w = backend.post_writes();
+    let new = quiver_model::NewPost {
+        kind: PostKind::Wish,
+        body: "a \"new\" wish ✨".into(),
+        media: vec![quiver_model::NewMedia {
+            url: "https://m.example/1.jpg".into(),
+            kind: MediaKind::Image,
+            width: 10,
+            height: 20,
+            size_bytes: 300,
+        }],
+        tags: vec!["gift".into(), "xmas".into()],
+        wish: Some(quiver_model::Wish {
+            price: quiver_model::Money {
+                amount_cents: 1999,
+                currency: "EUR".parse().unwrap(),
+            },
+            product_url: "https://shop.example/p".into(),
+        }),
+    };
+    // 2 is followed by 1 and 3.
+    let post = w.create_post(UserId(2), &new).await.unwrap();
+    let loaded = PostsLoader(store.clone())
+        .load_one(&post.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded, post);
+    let media = MediaLoader(store.clone())
+        .load_one(&post.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((media.len(), media[0].position, media[0].width), (1, 0, 10));
+    let tags = TagsLoader(store.clone())
+        .load_one(&post.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tags, ["gift", "xmas"]);
+    for viewer in [1, 2, 3] {
+        let first = store.home_page(UserId(viewer), None, 1).await.unwrap();
+        assert_eq!(first.items[0].id, post.id, "first in {viewer}'s feed");
+    }
+    let first = store.home_page(UserId(4), None, 50).await.unwrap();
+    assert!(
+        first.items.iter().all(|r| r.id != post.id),
+        "4 does not follow 2"
+    );
+    assert!(matches!(
+        w.create_post(UserId(999), &new).await.unwrap_err(),
+        StoreError::NotFound
+    ));
+
+    assert!(matches!(
+        w.delete_post(UserId(1), post.id).await.unwrap_err(),
+        StoreError::NotYours(_)
+    ));
+    w.delete_post(UserId(2), post.id).await.unwrap();
+    assert!(
+        PostsLoader(store.clone())
+            .load_one(&post.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        MediaLoader(store.clone())
+            .load_one(&post.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let walk_home = walk(2, |c| {
+        let store = store.clone();
+        async move { store.home_page(UserId(1), c, 2).await.map(post_page) }
+    })
+    .await;
+    assert_eq!(
+        walk_home,
+        expected(&ds, &[1, 2, 3]),
+        "the feed is as before"
+    );
+    assert!(matches!(
+        w.delete_post(UserId(2), post.id).await.unwrap_err(),
+        StoreError::NotFound
+    ));
+    // An ordered wish stays.
+    let items = OrderItemsLoader(store.clone())
+        .load_one(&OrderId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let ordered = PostsLoader(store.clone())
+        .load_one(&items[0].post_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        w.delete_post(ordered.author_id, ordered.id)
+            .await
+            .unwrap_err(),
+        StoreError::Refused(_)
+    ));
+    let kinds: Vec<String> = backend.outbox().await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["post.created", "post.deleted"]);
 }

@@ -12,7 +12,7 @@ use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
 use quiver_server::compose::{self, Settings, StackConfig};
 use quiver_store::seed::{SeedConfig, generate};
-use quiver_store::write::GraphWrites;
+use quiver_store::write::Writes;
 use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,7 +184,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
 }
 
 /// The store and its writes: one database, two faces.
-type Opened = (Arc<dyn Store>, Arc<dyn GraphWrites>);
+type Opened = (Arc<dyn Store>, Arc<dyn Writes>);
 
 async fn open_store(args: &ServeArgs) -> Result<Opened> {
     let url = match (&args.database_url, args.demo) {

@@ -16,6 +16,7 @@ pub enum ProblemType {
     /// A query parameter (limit, cursor, seed, status) or path id is not acceptable.
     InvalidParameter,
     UriTooLong,
+    UnsupportedMediaType,
     MalformedBody,
     Validation,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ impl ProblemType {
         match self {
             Self::InvalidParameter => "https://quiver.dev/problems/invalid-parameter",
             Self::UriTooLong => "https://quiver.dev/problems/uri-too-long",
+            Self::UnsupportedMediaType => "https://quiver.dev/problems/unsupported-media-type",
             Self::MalformedBody => "https://quiver.dev/problems/malformed-body",
             Self::Validation => "https://quiver.dev/problems/validation",
             Self::PayloadTooLarge => "https://quiver.dev/problems/payload-too-large",
@@ -56,6 +58,7 @@ impl ProblemType {
         match self {
             Self::InvalidParameter => "Invalid parameter",
             Self::UriTooLong => "Request target too long",
+            Self::UnsupportedMediaType => "Unsupported media type",
             Self::MalformedBody => "Malformed request body",
             Self::Validation => "Invalid request",
             Self::PayloadTooLarge => "Request body too large",
@@ -76,6 +79,7 @@ impl ProblemType {
         match self {
             Self::InvalidParameter => 400,
             Self::UriTooLong => 414,
+            Self::UnsupportedMediaType => 415,
             Self::MalformedBody => 400,
             Self::Validation => 422,
             Self::PayloadTooLarge => 413,

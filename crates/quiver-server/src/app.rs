@@ -18,7 +18,7 @@ use quiver_codec::problem::ProblemType;
 use quiver_enrich::{Engine, EnrichError, Rendered};
 use quiver_model::{OrderId, OrderStatus, PostId, UserId};
 use quiver_store::Store;
-use quiver_store::write::GraphWrites;
+use quiver_store::write::Writes;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ type Limiter =
 pub struct App {
     engine: Engine,
     store: Arc<dyn Store>,
-    writes: Arc<dyn GraphWrites>,
+    writes: Arc<dyn Writes>,
     remote: Option<Arc<dyn Remote>>,
     caches: Caches,
     auth: Auth,
@@ -67,7 +67,7 @@ pub struct Parts {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
     /// The social-graph writes (the same database as `store`).
-    pub writes: Arc<dyn GraphWrites>,
+    pub writes: Arc<dyn Writes>,
     /// Redis, when the service has one (reported by `/readyz`).
     pub remote: Option<Arc<dyn Remote>>,
     pub caches: Caches,
@@ -138,7 +138,12 @@ impl App {
     }
 
     /// Answers one request from `peer`.
-    pub async fn handle<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Body> {
+    pub async fn handle<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = Instant::now();
         let request_id = request_id(req.headers());
         let method = req.method().clone();
@@ -189,7 +194,12 @@ impl App {
         resp
     }
 
-    async fn dispatch<B>(&self, req: Request<B>, matched: Matched, peer: IpAddr) -> Response<Body> {
+    async fn dispatch<B>(&self, req: Request<B>, matched: Matched, peer: IpAddr) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.config.max_uri_bytes {
             return respond::problem(
@@ -271,7 +281,7 @@ impl App {
         };
         let _in_flight = self.metrics.in_flight();
 
-        let work = self.route(route, id.as_deref(), &req, viewer);
+        let work = self.route(route, id.as_deref(), req, viewer);
         let mut resp = match tokio::time::timeout(self.config.request_timeout, work).await {
             Ok(resp) => resp,
             Err(_) => {
@@ -331,16 +341,22 @@ impl App {
         &self,
         route: Route,
         id: Option<&str>,
-        req: &Request<B>,
+        req: Request<B>,
         viewer: Option<UserId>,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (req, body) = req.into_parts();
         let allowed: &[&str] = match route {
             Route::Feed | Route::UserPosts => &["limit", "cursor"],
             Route::Discover => &["limit", "cursor", "seed"],
             Route::CustomerOrders => &["limit", "cursor", "status"],
             _ => &[],
         };
-        let q = match Query::parse(req.uri().query(), allowed, &self.config) {
+        let q = match Query::parse(req.uri.query(), allowed, &self.config) {
             Ok(q) => q,
             Err(r) => return r.response(),
         };
@@ -348,9 +364,13 @@ impl App {
             Ok(n) => n.unwrap_or_default(),
             Err(r) => return r.response(),
         };
+        if route == Route::CreatePost {
+            let viewer = viewer.expect("writes need a viewer, checked before");
+            return self.create_post(viewer, &req.headers, body).await;
+        }
         if route.is_write() {
             let viewer = viewer.expect("writes need a viewer, checked before");
-            return self.write(route, viewer, UserId(n)).await;
+            return self.write(route, viewer, n).await;
         }
         let e = &self.engine;
         let me = viewer.unwrap_or(UserId(0));
@@ -369,12 +389,15 @@ impl App {
             Route::Healthz | Route::Readyz | Route::OpenApi => {
                 unreachable!("probes are answered before routing")
             }
-            Route::Follow | Route::Unfollow | Route::Block | Route::Unblock => {
-                unreachable!("writes are answered above")
-            }
+            Route::Follow
+            | Route::Unfollow
+            | Route::Block
+            | Route::Unblock
+            | Route::CreatePost
+            | Route::DeletePost => unreachable!("writes are answered above"),
         };
         match rendered {
-            Ok(r) => self.rendered(r, req.uri().path(), &q, viewer.is_some()),
+            Ok(r) => self.rendered(r, req.uri.path(), &q, viewer.is_some()),
             Err(err) => enrich_problem(&err),
         }
     }
@@ -382,14 +405,16 @@ impl App {
     /// A social-graph write. It runs in its own task, so a client that hangs up (or the
     /// deadline) cannot interrupt its transaction; then the writer's cached graph is
     /// invalidated before answering, so their next read sees the write.
-    async fn write(&self, route: Route, viewer: UserId, other: UserId) -> Response<Body> {
+    async fn write(&self, route: Route, viewer: UserId, n: i64) -> Response<Body> {
         let writes = self.writes.clone();
+        let other = UserId(n);
         let task = tokio::spawn(async move {
             match route {
-                Route::Follow => writes.follow(viewer, other).await,
-                Route::Unfollow => writes.unfollow(viewer, other).await,
-                Route::Block => writes.block(viewer, other).await,
-                _ => writes.unblock(viewer, other).await,
+                Route::Follow => writes.follow(viewer, other).await.map(drop),
+                Route::Unfollow => writes.unfollow(viewer, other).await.map(drop),
+                Route::Block => writes.block(viewer, other).await.map(drop),
+                Route::Unblock => writes.unblock(viewer, other).await.map(drop),
+                _ => writes.delete_post(viewer, PostId(n)).await,
             }
         });
         let written = match task.await {
@@ -400,8 +425,13 @@ impl App {
             }
         };
         match written {
-            Ok(_) => {
-                if let Err(e) = self.caches.invalidate_edge(viewer, other).await {
+            Ok(()) => {
+                let invalidated = if route == Route::DeletePost {
+                    self.caches.invalidate_post(PostId(n)).await
+                } else {
+                    self.caches.invalidate_edge(viewer, other).await
+                };
+                if let Err(e) = invalidated {
                     // Committed: the events will invalidate the other replicas; this one
                     // is clean already.
                     tracing::warn!(error = %e, "invalidation after a write failed");
@@ -410,8 +440,16 @@ impl App {
                 *resp.status_mut() = StatusCode::NO_CONTENT;
                 resp
             }
-            Err(quiver_store::StoreError::NotFound) => {
-                respond::problem(ProblemType::NotFound, format!("user {other} not found"))
+            Err(quiver_store::StoreError::NotFound) => respond::problem(
+                ProblemType::NotFound,
+                if route == Route::DeletePost {
+                    format!("post {n} not found")
+                } else {
+                    format!("user {n} not found")
+                },
+            ),
+            Err(quiver_store::StoreError::NotYours(why)) => {
+                respond::problem(ProblemType::Forbidden, why)
             }
             Err(quiver_store::StoreError::Refused(why)) => {
                 respond::problem(ProblemType::Validation, why)
@@ -421,6 +459,91 @@ impl App {
                 tracing::warn!(error = %e, "write failed");
                 respond::problem(kind, "the write could not be done; retry later")
             }
+        }
+    }
+
+    /// `POST /posts`: the body is read up to the size limit, parsed strictly and
+    /// validated; the post is written in its own task; the answer is the new post as
+    /// `GET /posts/{id}` shows it.
+    async fn create_post<B>(&self, viewer: UserId, headers: &HeaderMap, body: B) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt as _;
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return respond::problem(
+                ProblemType::UnsupportedMediaType,
+                "the body must be application/json",
+            );
+        }
+        let limit = self.config.max_body_bytes as usize;
+        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                return if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    respond::problem(
+                        ProblemType::PayloadTooLarge,
+                        format!("the body is over {limit} bytes"),
+                    )
+                } else {
+                    respond::problem(ProblemType::MalformedBody, "the body could not be read")
+                };
+            }
+        };
+        let new = match quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(
+            &bytes, limit,
+        )
+        .and_then(|b| b.validate())
+        {
+            Ok(new) => new,
+            Err(e) => {
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
+            }
+        };
+        let writes = self.writes.clone();
+        let created = tokio::spawn(async move { writes.create_post(viewer, &new).await }).await;
+        let post = match created {
+            Ok(Ok(post)) => post,
+            Ok(Err(quiver_store::StoreError::NotFound)) => {
+                return respond::problem(ProblemType::NotFound, "the author does not exist");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "create post failed");
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                return respond::problem(kind, "the post could not be created; retry later");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "create post task failed");
+                return respond::problem(ProblemType::Internal, "the post could not be created");
+            }
+        };
+        // A lookup of this id before it existed may have cached "absent".
+        if let Err(e) = self.caches.invalidate_post(post.id).await {
+            tracing::warn!(error = %e, "invalidation after a write failed");
+        }
+        match self.engine.post(Some(viewer), post.id).await {
+            Ok(r) => {
+                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                resp.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&format!("/api/v1/posts/{}", post.id)).expect("ascii"),
+                );
+                resp
+            }
+            Err(err) => enrich_problem(&err),
         }
     }
 

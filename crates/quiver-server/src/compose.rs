@@ -130,6 +130,9 @@ pub struct Caches {
     all: Vec<Arc<dyn CacheHandle>>,
     graphs: Option<Cached<ViewerGraphLoader>>,
     follows: Option<Cached<FollowsLoader>>,
+    posts: Option<Cached<PostsLoader>>,
+    media: Option<Cached<MediaLoader>>,
+    tags: Option<Cached<TagsLoader>>,
 }
 
 impl fmt::Debug for Caches {
@@ -172,6 +175,23 @@ impl Caches {
                 },
             ];
             follows.invalidate(&edges).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a post, its media and its tags everywhere (created or deleted).
+    pub async fn invalidate_post(
+        &self,
+        id: quiver_model::PostId,
+    ) -> Result<(), quiver_cache::CacheError> {
+        if let Some(c) = &self.posts {
+            c.invalidate(&[id]).await?;
+        }
+        if let Some(c) = &self.media {
+            c.invalidate(&[id]).await?;
+        }
+        if let Some(c) = &self.tags {
+            c.invalidate(&[id]).await?;
         }
         Ok(())
     }
@@ -247,11 +267,23 @@ pub async fn read_stack(
             b.caches.graphs = cache;
             loader
         },
-        posts: b.layer("post", PostsLoader(s.clone())).await,
+        posts: {
+            let (loader, cache) = b.tiered("post", PostsLoader(s.clone())).await;
+            b.caches.posts = cache;
+            loader
+        },
         users: b.layer("user", UsersLoader(s.clone())).await,
         flags: b.layer("flags", UserFlagsLoader(s.clone())).await,
-        media: b.layer("media", MediaLoader(s.clone())).await,
-        tags: b.layer("tags", TagsLoader(s.clone())).await,
+        media: {
+            let (loader, cache) = b.tiered("media", MediaLoader(s.clone())).await;
+            b.caches.media = cache;
+            loader
+        },
+        tags: {
+            let (loader, cache) = b.tiered("tags", TagsLoader(s.clone())).await;
+            b.caches.tags = cache;
+            loader
+        },
         follows: {
             let (loader, cache) = b.tiered("follow", FollowsLoader(s.clone())).await;
             b.caches.follows = cache;
@@ -281,7 +313,7 @@ pub struct Settings {
 /// engine with its prefetch pool wired to the caches' pressure signal, auth and limits.
 pub async fn app(
     store: Arc<dyn Store>,
-    writes: Arc<dyn quiver_store::write::GraphWrites>,
+    writes: Arc<dyn quiver_store::write::Writes>,
     remote: Option<Arc<dyn Remote>>,
     settings: Settings,
 ) -> crate::App {

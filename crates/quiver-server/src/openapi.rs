@@ -35,6 +35,12 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
             Some("OrdersPageWire"),
             &["id", "limit", "cursor", "status"],
         ),
+        Route::CreatePost => (
+            "Create a post or a wish; answers 201 with the post",
+            Some("PostDetailWire"),
+            &[],
+        ),
+        Route::DeletePost => ("Delete your post (it leaves every feed)", None, &["id"]),
         Route::Follow => ("Follow the user (idempotent)", None, &["id"]),
         Route::Unfollow => ("Stop following the user (idempotent)", None, &["id"]),
         Route::Block => (
@@ -114,7 +120,17 @@ pub(crate) fn document() -> OpenApi {
     );
     for (method, path, route) in ROUTES {
         let (summary, body, params) = describe(*route);
-        let (status, ok) = if route.is_write() {
+        let (status, ok) = if *route == Route::CreatePost {
+            (
+                "201",
+                ResponseBuilder::new().description("Created").content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("PostDetailWire")))
+                        .build(),
+                ),
+            )
+        } else if route.is_write() {
             (
                 "204",
                 ResponseBuilder::new().description("Done (or already so)"),
@@ -143,6 +159,26 @@ pub(crate) fn document() -> OpenApi {
             .operation_id(Some(format!("{route:?}").to_lowercase()))
             .parameters(Some(params.iter().map(|p| parameter(p))))
             .response(status, ok.build());
+        if *route == Route::CreatePost {
+            op = op
+                .request_body(Some(
+                    utoipa::openapi::request_body::RequestBodyBuilder::new()
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("CreatePostBody")))
+                                .build(),
+                        )
+                        .required(Some(Required::True))
+                        .build(),
+                ))
+                .response("413", problem("The body is over the size limit"))
+                .response("415", problem("The body is not application/json"))
+                .response(
+                    "422",
+                    problem("The body is invalid; `errors` names each field"),
+                );
+        }
         if !route.is_probe() {
             op = op
                 .response("400", problem("A parameter is invalid"))
@@ -161,14 +197,17 @@ pub(crate) fn document() -> OpenApi {
             if params.contains(&"id") {
                 op = op.response("404", problem("No such resource, or hidden by a block"));
             }
-            if route.is_write() {
+            if route.is_write() && *route != Route::CreatePost {
                 op = op.response(
                     "422",
                     problem("Refused: yourself, or a block stands between you"),
                 );
             }
-            if matches!(route, Route::Order | Route::CustomerOrders) {
-                op = op.response("403", problem("Another customer's orders"));
+            if matches!(
+                route,
+                Route::Order | Route::CustomerOrders | Route::DeletePost
+            ) {
+                op = op.response("403", problem("It belongs to someone else"));
             }
         } else if *route == Route::Readyz {
             op = op.response(

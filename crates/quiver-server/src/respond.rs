@@ -34,9 +34,13 @@ pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// A problem+json response of `kind` saying `detail`.
 pub(crate) fn problem(kind: ProblemType, detail: impl Into<String>) -> Response<Body> {
-    let p = Problem::new(kind, detail);
+    from_problem(&Problem::new(kind, detail))
+}
+
+/// The response for a built problem (with its field errors).
+pub(crate) fn from_problem(p: &Problem) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(p.to_json())));
-    *resp.status_mut() = StatusCode::from_u16(kind.status()).expect("problem statuses are valid");
+    *resp.status_mut() = StatusCode::from_u16(p.status).expect("problem statuses are valid");
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROBLEM_CONTENT_TYPE),

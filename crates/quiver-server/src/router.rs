@@ -13,6 +13,8 @@ pub enum Route {
     UserPosts,
     Order,
     CustomerOrders,
+    CreatePost,
+    DeletePost,
     Follow,
     Unfollow,
     Block,
@@ -26,7 +28,9 @@ pub enum Route {
 pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/v1/feed", Route::Feed),
     ("GET", "/api/v1/feed/discover", Route::Discover),
+    ("POST", "/api/v1/posts", Route::CreatePost),
     ("GET", "/api/v1/posts/{id}", Route::Post),
+    ("DELETE", "/api/v1/posts/{id}", Route::DeletePost),
     ("GET", "/api/v1/users/{id}", Route::User),
     ("GET", "/api/v1/users/{id}/posts", Route::UserPosts),
     ("PUT", "/api/v1/users/{id}/follow", Route::Follow),
@@ -63,6 +67,8 @@ impl Route {
                 | Route::Discover
                 | Route::Order
                 | Route::CustomerOrders
+                | Route::CreatePost
+                | Route::DeletePost
                 | Route::Follow
                 | Route::Unfollow
                 | Route::Block
@@ -74,7 +80,12 @@ impl Route {
     pub fn is_write(self) -> bool {
         matches!(
             self,
-            Route::Follow | Route::Unfollow | Route::Block | Route::Unblock
+            Route::Follow
+                | Route::Unfollow
+                | Route::Block
+                | Route::Unblock
+                | Route::CreatePost
+                | Route::DeletePost
         )
     }
 

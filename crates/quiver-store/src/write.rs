@@ -42,6 +42,11 @@ pub trait PostWrites: Send + Sync + std::fmt::Debug {
     async fn delete_post(&self, author: UserId, id: PostId) -> Result<(), StoreError>;
 }
 
+/// Every write of a store: what the server holds.
+pub trait Writes: GraphWrites + PostWrites {}
+
+impl<T: GraphWrites + PostWrites> Writes for T {}
+
 /// The outbox payload of a post event.
 pub(crate) fn post_payload(id: PostId, author: UserId) -> serde_json::Value {
     serde_json::json!({ "post_id": id.0, "author_id": author.0 })

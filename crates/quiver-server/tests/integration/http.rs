@@ -1029,3 +1029,145 @@ async fn follow_and_block_change_the_graph_and_the_writer_reads_it_at_once(pool:
     );
     s.shutdown().await.unwrap();
 }
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn posts_are_created_into_followers_feeds_and_deleted_by_their_author(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let (author, follower): (i64, i64) =
+        sqlx::query_as("SELECT followee_id, follower_id FROM follows ORDER BY 1, 2 LIMIT 1")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    let create = |body: &'static str, content_type: &'static str, user: i64| {
+        s.http
+            .post(s.url("/api/v1/posts"))
+            .bearer_auth(s.token(user))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let body = r#"{"kind": "wish", "body": "a kite", "tags": ["kites"],
+        "media": [{"url": "https://m.example/k.jpg", "kind": "image", "width": 4, "height": 3, "size_bytes": 10}],
+        "wish": {"price_cents": 1250, "currency": "EUR", "product_url": "https://shop.example/kite"}}"#;
+    let resp = create(body, "application/json", author).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let created: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(location, format!("/api/v1/posts/{id}"));
+    assert_eq!(created["wish"]["price_cents"], 1250);
+    assert_eq!(created["tags"], serde_json::json!(["kites"]));
+    assert_eq!(created["author"]["id"], author);
+    same_shape(
+        &{
+            let mut c = created.clone();
+            c.as_object_mut().unwrap().remove("partial");
+            c
+        },
+        &snapshot("post"),
+        "created post",
+    );
+    // First in the follower's feed and the author's own.
+    for viewer in [follower, author] {
+        let (_, feed) = json(
+            s.get("/api/v1/feed?limit=1", Some(viewer))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(feed["items"][0]["id"], id, "viewer {viewer}");
+    }
+
+    // Bad bodies: each a 4xx problem naming what was wrong.
+    problem(
+        create("{", "application/json", author).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    problem(
+        create(r#"{"kind": "post", "bo"#, "application/json", author)
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    problem(
+        create(body, "text/plain", author).await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    let invalid = problem(
+        create(
+            r#"{"kind": "post", "body": "x", "tags": ["NO SPACES"]}"#,
+            "application/json",
+            author,
+        )
+        .await
+        .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(invalid["errors"][0]["field"], "tags[0]");
+    let big = Box::leak(
+        format!(r#"{{"kind": "post", "body": "{}"}}"#, "x".repeat(70_000)).into_boxed_str(),
+    );
+    problem(
+        create(big, "application/json", author).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    let resp = s
+        .http
+        .post(s.url("/api/v1/posts"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::UNAUTHORIZED).await;
+
+    // Deleting: others are refused; the author's delete takes it out of every feed at once.
+    let delete = |user: i64| {
+        s.http
+            .delete(s.url(&format!("/api/v1/posts/{id}")))
+            .bearer_auth(s.token(user))
+            .send()
+    };
+    problem(delete(follower).await.unwrap(), StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        delete(author).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        s.get(&format!("/api/v1/posts/{id}"), Some(author))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for viewer in [follower, author] {
+        let (_, feed) = json(
+            s.get("/api/v1/feed?limit=5", Some(viewer))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            feed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["id"] != id)
+        );
+    }
+    problem(delete(author).await.unwrap(), StatusCode::NOT_FOUND).await;
+    let events = scalar(
+        &s.pool,
+        "SELECT count(*) FROM outbox WHERE kind IN ('post.created', 'post.deleted')",
+    )
+    .await;
+    assert_eq!(events, 2);
+    s.shutdown().await.unwrap();
+}

@@ -176,6 +176,11 @@ impl Engine {
         }
     }
 
+    /// The codec that signs this engine's cursors, for lists served beside it.
+    pub fn cursors(&self) -> &CursorCodec {
+        &self.inner.cursors
+    }
+
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config

@@ -351,7 +351,7 @@ impl App {
     {
         let (req, body) = req.into_parts();
         let allowed: &[&str] = match route {
-            Route::Feed | Route::UserPosts => &["limit", "cursor"],
+            Route::Feed | Route::UserPosts | Route::Notifications => &["limit", "cursor"],
             Route::Discover => &["limit", "cursor", "seed"],
             Route::CustomerOrders => &["limit", "cursor", "status"],
             _ => &[],
@@ -364,6 +364,10 @@ impl App {
             Ok(n) => n.unwrap_or_default(),
             Err(r) => return r.response(),
         };
+        if route == Route::Notifications {
+            let viewer = viewer.expect("notifications need a viewer, checked before");
+            return self.notifications(viewer, &q, req.uri.path()).await;
+        }
         if route == Route::CreatePost {
             let viewer = viewer.expect("writes need a viewer, checked before");
             return self.create_post(viewer, &req.headers, body).await;
@@ -394,7 +398,8 @@ impl App {
             | Route::Block
             | Route::Unblock
             | Route::CreatePost
-            | Route::DeletePost => unreachable!("writes are answered above"),
+            | Route::DeletePost
+            | Route::Notifications => unreachable!("answered above"),
         };
         match rendered {
             Ok(r) => self.rendered(r, req.uri.path(), &q, viewer.is_some()),
@@ -545,6 +550,50 @@ impl App {
             }
             Err(err) => enrich_problem(&err),
         }
+    }
+
+    /// `GET /notifications`: a keyset page straight from the store.
+    async fn notifications(&self, viewer: UserId, q: &Query, path: &str) -> Response<Body> {
+        use quiver_codec::wire::{NotificationWire, NotificationsPageWire};
+        let cursors = self.engine.cursors();
+        let after = match q.cursor.as_deref().map(|c| cursors.decode(c)).transpose() {
+            Ok(after) => after,
+            Err(e) => {
+                return respond::problem(
+                    ProblemType::InvalidParameter,
+                    format!("invalid cursor: {e}"),
+                );
+            }
+        };
+        let started = Instant::now();
+        let page = match self.store.notifications(viewer, after, q.limit).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "notifications failed");
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                return respond::problem(kind, "notifications could not be loaded; retry later");
+            }
+        };
+        let skeleton = started.elapsed();
+        let started = Instant::now();
+        let next = page.next.map(|c| cursors.encode(&c));
+        let body = quiver_codec::encode::encode(&NotificationsPageWire {
+            items: page.items.iter().map(NotificationWire::from).collect(),
+            next_page: next.clone(),
+        });
+        let rendered = Rendered {
+            body,
+            timings: quiver_enrich::Timings {
+                skeleton,
+                hydrate: Duration::ZERO,
+                present: started.elapsed(),
+            },
+            partial: Vec::new(),
+            ids: page.items.iter().map(|n| n.id.0).collect(),
+            next,
+            seed: None,
+        };
+        self.rendered(rendered, path, q, true)
     }
 
     fn rendered(

@@ -41,6 +41,11 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
             &[],
         ),
         Route::DeletePost => ("Delete your post (it leaves every feed)", None, &["id"]),
+        Route::Notifications => (
+            "The viewer's notifications, newest first",
+            Some("NotificationsPageWire"),
+            &["limit", "cursor"],
+        ),
         Route::Follow => ("Follow the user (idempotent)", None, &["id"]),
         Route::Unfollow => ("Stop following the user (idempotent)", None, &["id"]),
         Route::Block => (

@@ -15,6 +15,7 @@ pub enum Route {
     CustomerOrders,
     CreatePost,
     DeletePost,
+    Notifications,
     Follow,
     Unfollow,
     Block,
@@ -33,6 +34,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("DELETE", "/api/v1/posts/{id}", Route::DeletePost),
     ("GET", "/api/v1/users/{id}", Route::User),
     ("GET", "/api/v1/users/{id}/posts", Route::UserPosts),
+    ("GET", "/api/v1/notifications", Route::Notifications),
     ("PUT", "/api/v1/users/{id}/follow", Route::Follow),
     ("DELETE", "/api/v1/users/{id}/follow", Route::Unfollow),
     ("PUT", "/api/v1/users/{id}/block", Route::Block),
@@ -69,6 +71,7 @@ impl Route {
                 | Route::CustomerOrders
                 | Route::CreatePost
                 | Route::DeletePost
+                | Route::Notifications
                 | Route::Follow
                 | Route::Unfollow
                 | Route::Block

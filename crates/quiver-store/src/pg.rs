@@ -6,9 +6,9 @@ use crate::write::{GraphWrites, PostWrites, Written, edge_payload, not_self, pos
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Order, OrderId, OrderItem,
-    OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
-    dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
+    Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags,
+    UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;
@@ -509,6 +509,45 @@ impl Store for PgStore {
             }
         };
         Ok(page_of(rows, limit))
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<Notification>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows = sqlx::query!(
+            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
+             FROM notifications
+             WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $4",
+            user.0,
+            at,
+            id,
+            n
+        )
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                Ok(Notification {
+                    id: NotificationId(r.id),
+                    user_id: UserId(r.user_id),
+                    kind: parse("notification kind", &r.kind)?,
+                    actor_id: r.actor_id.map(UserId),
+                    post_id: r.post_id.map(PostId),
+                    order_id: r.order_id.map(OrderId),
+                    created_at: r.created_at,
+                    read_at: r.read_at,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(crate::store::into_page(rows, limit))
     }
 
     fn pool_stats(&self) -> crate::store::PoolStats {

@@ -13,9 +13,9 @@ use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Order, OrderId, OrderItem,
-    OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
-    dedup_keys,
+    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
+    Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags,
+    UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -518,6 +518,55 @@ impl Store for SqliteStore {
         .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<Notification>, StoreError> {
+        type Row = (
+            i64,
+            i64,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+            Option<i64>,
+        );
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
+             FROM notifications
+             WHERE user_id = ?1 AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(user.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, user, kind, actor, post, order, at, read)| {
+                Ok(Notification {
+                    id: NotificationId(id),
+                    user_id: UserId(user),
+                    kind: parse("notification kind", &kind)?,
+                    actor_id: actor.map(UserId),
+                    post_id: post.map(PostId),
+                    order_id: order.map(OrderId),
+                    created_at: from_micros(at)?,
+                    read_at: read.map(from_micros).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(crate::store::into_page(rows, limit))
     }
 
     fn pool_stats(&self) -> crate::store::PoolStats {

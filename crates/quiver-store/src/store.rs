@@ -5,8 +5,8 @@ use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page,
-    Post, PostId, PostKind, PostRef, User, UserFlags, UserId, ViewerGraph, Wish,
+    Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
+    OrderStatus, Page, Post, PostId, PostKind, PostRef, User, UserFlags, UserId, ViewerGraph, Wish,
 };
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -143,6 +143,14 @@ pub trait Store: Send + Sync + Debug {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<OrderRef>, StoreError>;
+
+    /// Notifications of `user`, newest first.
+    async fn notifications(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<Notification>, StoreError>;
 
     /// One cheap round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -286,6 +294,12 @@ impl Keyed for (DateTime<Utc>, i64) {
 }
 
 impl Keyed for PostRef {
+    fn key(&self) -> (DateTime<Utc>, i64) {
+        (self.created_at, self.id.0)
+    }
+}
+
+impl Keyed for Notification {
     fn key(&self) -> (DateTime<Utc>, i64) {
         (self.created_at, self.id.0)
     }

@@ -1171,3 +1171,52 @@ async fn posts_are_created_into_followers_feeds_and_deleted_by_their_author(pool
     assert_eq!(events, 2);
     s.shutdown().await.unwrap();
 }
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn notifications_page_by_cursor_for_their_owner(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let user = scalar(
+        &s.pool,
+        "SELECT user_id FROM notifications GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1",
+    )
+    .await;
+    let want: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM notifications WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(user)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(want.len() >= 2, "the seed gives this user notifications");
+    let (mut got, mut next) = (Vec::new(), Some("/api/v1/notifications?limit=1".to_owned()));
+    while let Some(path) = next.take() {
+        let (h, body) = json(s.get(&path, Some(user)).send().await.unwrap()).await;
+        same_shape(&body, &snapshot("notifications"), &path);
+        got.extend(
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["id"].as_i64().unwrap()),
+        );
+        next = h.get("link").map(|l| {
+            let l = l.to_str().unwrap();
+            l[1..l.find('>').unwrap()].to_owned()
+        });
+    }
+    assert_eq!(got, want);
+    problem(
+        s.get("/api/v1/notifications", None).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        s.get("/api/v1/notifications?cursor=nope", Some(user))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    s.shutdown().await.unwrap();
+}

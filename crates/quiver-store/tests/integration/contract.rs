@@ -107,6 +107,7 @@ contract!(
     graph_writes_change_rows_and_record_one_event_per_change,
     graph_writes_keep_home_feeds_exact_at_every_timeline_depth,
     posts_are_created_into_every_timeline_and_deleted_by_their_author_only,
+    notifications_walk_newest_first_with_values_intact,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
 );
@@ -658,4 +659,54 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
     ));
     let kinds: Vec<String> = backend.outbox().await.into_iter().map(|(k, _)| k).collect();
     assert_eq!(kinds, ["post.created", "post.deleted"]);
+}
+
+async fn notifications_walk_newest_first_with_values_intact(backend: Backend) {
+    let mut ds = fixture(100);
+    let base = ds.notifications[0].clone();
+    for (i, minutes) in [(2, 5), (3, 5), (4, 1), (5, 9), (6, 0)] {
+        ds.notifications.push(quiver_model::Notification {
+            id: quiver_model::NotificationId(i),
+            post_id: Some(PostId(1)),
+            created_at: base.created_at + chrono::Duration::minutes(minutes),
+            read_at: (i % 2 == 0).then_some(base.created_at),
+            ..base.clone()
+        });
+    }
+    let store = backend.load(&ds).await;
+    let mut want: Vec<_> = ds
+        .notifications
+        .iter()
+        .filter(|n| n.user_id == UserId(2))
+        .map(|n| (n.created_at, n.id.0))
+        .collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(want.len(), 6);
+    for limit in [1, 2, 5] {
+        let got = walk(limit, |c| {
+            let store = store.clone();
+            async move {
+                store
+                    .notifications(UserId(2), c, limit)
+                    .await
+                    .map(|p| quiver_model::Page {
+                        items: p.items.iter().map(|n| (n.created_at, n.id.0)).collect(),
+                        next: p.next,
+                    })
+            }
+        })
+        .await;
+        assert_eq!(got, want, "limit {limit}");
+    }
+    let page = store.notifications(UserId(2), None, 10).await.unwrap();
+    let newest = ds.notifications.iter().find(|n| n.id.0 == 5).unwrap();
+    assert_eq!(&page.items[0], newest, "values survive the round trip");
+    assert!(
+        store
+            .notifications(UserId(3), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

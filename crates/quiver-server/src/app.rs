@@ -250,7 +250,14 @@ impl App {
             None => None,
             Some(h) => match self.auth.viewer(h.as_bytes()) {
                 Ok(v) => Some(v),
-                Err(e) => return respond::unauthorized(&e),
+                Err(e) => {
+                    // A refused token still counts against its address, so guessing
+                    // tokens is rate limited like anything else.
+                    if let Err(refused) = self.limiter.check_key(&Client::Peer(peer)) {
+                        return self.rate_limited(&refused);
+                    }
+                    return respond::unauthorized(&e);
+                }
             },
         };
         if viewer.is_none() && route.needs_viewer() {
@@ -259,13 +266,7 @@ impl App {
         let client = viewer.map_or(Client::Peer(peer), Client::Viewer);
         let rate = match self.limiter.check_key(&client) {
             Ok(snapshot) => snapshot,
-            Err(refused) => {
-                self.metrics.rate_limited();
-                let wait = refused.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                return respond::rate_limited(self.config.rate_burst, wait);
-            }
+            Err(refused) => return self.rate_limited(&refused),
         };
 
         let permit = tokio::time::timeout(self.config.queue_timeout, self.permits.acquire()).await;
@@ -301,6 +302,18 @@ impl App {
             rate.remaining_burst_capacity(),
         );
         resp
+    }
+
+    /// 429 for a client over its rate.
+    fn rate_limited(
+        &self,
+        refused: &governor::NotUntil<governor::clock::QuantaInstant>,
+    ) -> Response<Body> {
+        self.metrics.rate_limited();
+        let wait = refused.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        respond::rate_limited(self.config.rate_burst, wait)
     }
 
     async fn probe(&self, route: Route) -> Response<Body> {

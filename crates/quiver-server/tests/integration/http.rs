@@ -525,6 +525,16 @@ async fn clients_are_rate_limited_each_on_their_own(pool: PgPool) {
         metrics.contains("quiver_http_rate_limited_total 1"),
         "{metrics}"
     );
+    // Refused tokens count against the address: this one's budget (2) is now spent by
+    // the anonymous call above and one bad token, so the next guess is 429, not 401.
+    let guess = || {
+        s.http
+            .get(s.url("/api/v1/users/2"))
+            .bearer_auth("not.a.jwt")
+            .send()
+    };
+    problem(guess().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    problem(guess().await.unwrap(), StatusCode::TOO_MANY_REQUESTS).await;
     s.shutdown().await.unwrap();
 }
 

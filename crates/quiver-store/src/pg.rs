@@ -595,16 +595,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// Records an outbox event in the write's transaction.
     async fn event(
         tx: &mut sqlx::PgConnection,
         kind: EventKind,
-        from: UserId,
-        to: UserId,
+        payload: serde_json::Value,
     ) -> Result<(), StoreError> {
         sqlx::query!(
             "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
             kind.as_str(),
-            edge_payload(kind, from, to)
+            payload
         )
         .execute(&mut *tx)
         .await?;
@@ -644,7 +644,12 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(&mut tx, EventKind::UserFollowed, follower, followee).await?;
+        Self::event(
+            &mut tx,
+            EventKind::UserFollowed,
+            edge_payload(EventKind::UserFollowed, follower, followee),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -671,7 +676,12 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(&mut tx, EventKind::UserUnfollowed, follower, followee).await?;
+        Self::event(
+            &mut tx,
+            EventKind::UserUnfollowed,
+            edge_payload(EventKind::UserUnfollowed, follower, followee),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -707,7 +717,12 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(&mut tx, EventKind::UserBlocked, blocker, blocked).await?;
+        Self::event(
+            &mut tx,
+            EventKind::UserBlocked,
+            edge_payload(EventKind::UserBlocked, blocker, blocked),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -798,13 +813,7 @@ impl PostWrites for PgStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(row.id);
-        sqlx::query!(
-            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
-            EventKind::PostCreated.as_str(),
-            post_payload(id, author)
-        )
-        .execute(&mut *tx)
-        .await?;
+        Self::event(&mut tx, EventKind::PostCreated, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -841,13 +850,7 @@ impl PostWrites for PgStore {
         sqlx::query!("DELETE FROM posts WHERE id = $1", id.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query!(
-            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
-            EventKind::PostDeleted.as_str(),
-            post_payload(id, author)
-        )
-        .execute(&mut *tx)
-        .await?;
+        Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(())
     }

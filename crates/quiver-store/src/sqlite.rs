@@ -616,15 +616,15 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Records an outbox event in the write's transaction.
     async fn event(
         tx: &mut sqlx::SqliteConnection,
         kind: EventKind,
-        from: UserId,
-        to: UserId,
+        payload: serde_json::Value,
     ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
             .bind(kind.as_str())
-            .bind(edge_payload(kind, from, to).to_string())
+            .bind(payload.to_string())
             .bind(to_micros(Utc::now()))
             .execute(&mut *tx)
             .await?;
@@ -660,7 +660,7 @@ impl SqliteStore {
             }
         }
         if let Some(kind) = event {
-            Self::event(&mut tx, kind, a, b).await?;
+            Self::event(&mut tx, kind, edge_payload(kind, a, b)).await?;
         }
         tx.commit().await?;
         Ok(Written::Changed)
@@ -709,7 +709,12 @@ impl GraphWrites for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        Self::event(&mut tx, EventKind::UserFollowed, follower, followee).await?;
+        Self::event(
+            &mut tx,
+            EventKind::UserFollowed,
+            edge_payload(EventKind::UserFollowed, follower, followee),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -829,12 +834,7 @@ impl PostWrites for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(id);
-        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
-            .bind(EventKind::PostCreated.as_str())
-            .bind(post_payload(id, author).to_string())
-            .bind(to_micros(now))
-            .execute(&mut *tx)
-            .await?;
+        Self::event(&mut tx, EventKind::PostCreated, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -868,12 +868,7 @@ impl PostWrites for SqliteStore {
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
-            .bind(EventKind::PostDeleted.as_str())
-            .bind(post_payload(id, author).to_string())
-            .bind(to_micros(Utc::now()))
-            .execute(&mut *tx)
-            .await?;
+        Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -15,6 +15,12 @@ pub enum StoreError {
     /// message says which, for clients.
     #[error("{0}")]
     Refused(&'static str),
+    /// An idempotency key used before with a different request.
+    #[error("the idempotency key was already used with a different request")]
+    KeyReused,
+    /// Lines of an order that cannot be ordered, by position, with the reason.
+    #[error("some items cannot be ordered")]
+    Unorderable(Vec<(usize, crate::write::LineRefusal)>),
     /// The row exists but belongs to someone else.
     #[error("{0}")]
     NotYours(&'static str),
@@ -84,7 +90,7 @@ impl HasErrorCode for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound => ErrorCode::NotFound,
-            Self::Refused(_) => ErrorCode::InvalidInput,
+            Self::Refused(_) | Self::KeyReused | Self::Unorderable(_) => ErrorCode::InvalidInput,
             Self::NotYours(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,

@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+pub mod events;
 pub mod loaders;
 mod pg;
 pub mod seed;

@@ -2,12 +2,16 @@
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
 use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
-use crate::write::{GraphWrites, PostWrites, Written, edge_payload, not_self, post_payload};
+use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
+use crate::write::{
+    GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
+    post_payload, price_lines,
+};
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
-    Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags,
+    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
+    Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post, PostId, PostRef, User, UserFlags,
     UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -574,6 +578,14 @@ impl PgStore {
         b: UserId,
         block_refuses: bool,
     ) -> Result<(), StoreError> {
+        // Writes between the same two users run one at a time: a follow checked against
+        // "no block" cannot commit beside a block of the same pair.
+        sqlx::query!(
+            r#"SELECT 1 AS "locked!" FROM pg_advisory_xact_lock($1)"#,
+            crate::write::pair_lock_key(a, b)
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let row = sqlx::query!(
             r#"SELECT
                  (SELECT count(*) FROM users WHERE id = ANY($1)) AS "users!",
@@ -629,6 +641,15 @@ impl GraphWrites for PgStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
+        // A post of the followee being created waits for this follow (or this waits for
+        // it), so the post either is seen by the backfill below or its fan-out sees this
+        // follow.
+        sqlx::query!(
+            r#"SELECT 1 AS "locked!" FROM users WHERE id = $1 FOR SHARE"#,
+            followee.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         // Keep the follower's timeline the newest contiguous part of their feed: the new
         // author's posts newer than its oldest entry join it; older ones are read by merge.
         sqlx::query!(
@@ -752,15 +773,14 @@ impl GraphWrites for PgStore {
 impl PostWrites for PgStore {
     async fn create_post(&self, author: UserId, post: &NewPost) -> Result<Post, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
+        // Conflicts with a follow of this author in progress (see `follow`).
+        sqlx::query!(
+            r#"SELECT 1 AS "exists!" FROM users WHERE id = $1 FOR NO KEY UPDATE"#,
             author.0
         )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !exists {
-            return Err(StoreError::NotFound);
-        }
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let wish = post.wish.as_ref();
         let row = sqlx::query!(
             "INSERT INTO posts (author_id, kind, body, price_cents, currency, product_url)
@@ -799,13 +819,11 @@ impl PostWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
+        // The author's own timeline now (read your writes); followers' by the fan-out
+        // of `post.created`.
         sqlx::query!(
             "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
-             SELECT $1::bigint, $2::timestamptz, $3::bigint, $1::bigint
-             UNION ALL
-             SELECT follower_id, $2::timestamptz, $3::bigint, $1::bigint
-             FROM follows WHERE followee_id = $1::bigint
-             ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $1) ON CONFLICT DO NOTHING",
             author.0,
             row.created_at,
             row.id
@@ -853,5 +871,257 @@ impl PostWrites for PgStore {
         Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl OrderWrites for PgStore {
+    async fn create_order(
+        &self,
+        customer: UserId,
+        key: &str,
+        fingerprint: &str,
+        lines: &[(PostId, i32)],
+    ) -> Result<Placed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A concurrent request with the same key waits here until the first commits.
+        let fresh = sqlx::query_scalar!(
+            r#"INSERT INTO idempotency_keys (user_id, key, fingerprint) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING RETURNING true AS "fresh!""#,
+            customer.0,
+            key,
+            fingerprint
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if fresh.is_none() {
+            let first = sqlx::query!(
+                "SELECT fingerprint, order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                customer.0,
+                key
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            return match first {
+                Some(f) if f.fingerprint != fingerprint => Err(StoreError::KeyReused),
+                Some(f) => Ok(Placed {
+                    order: OrderId(f.order_id.ok_or(StoreError::KeyReused)?),
+                    replayed: true,
+                }),
+                None => Err(StoreError::KeyReused),
+            };
+        }
+        let ids: Vec<i64> = lines.iter().map(|(p, _)| p.0).collect();
+        // Locked so a wish cannot be deleted (or repriced) while it is being ordered.
+        let found = sqlx::query!(
+            "SELECT p.id, p.author_id, p.kind, p.price_cents, p.currency
+             FROM posts p
+             WHERE p.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM blocks b
+                               WHERE (b.blocker_id = p.author_id AND b.blocked_id = $2)
+                                  OR (b.blocker_id = $2 AND b.blocked_id = p.author_id))
+             FOR SHARE OF p",
+            &ids,
+            customer.0
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, (r.author_id, r.kind, r.price_cents, r.currency)))
+        .collect();
+        let (total, currency, priced) = price_lines(customer, lines, &found)?;
+        let order = sqlx::query_scalar!(
+            "INSERT INTO orders (customer_id, status, total_cents, currency)
+             VALUES ($1, 'pending', $2, $3) RETURNING id",
+            customer.0,
+            total,
+            currency
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO order_items (order_id, post_id, quantity, unit_price_cents, currency)
+             SELECT $1, p, q, u, $5 FROM UNNEST($2::bigint[], $3::int[], $4::bigint[]) AS t(p, q, u)",
+            order,
+            &priced.iter().map(|l| l.0).collect::<Vec<_>>(),
+            &priced.iter().map(|l| l.2).collect::<Vec<_>>(),
+            &priced.iter().map(|l| l.3).collect::<Vec<_>>(),
+            currency
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE idempotency_keys SET order_id = $3 WHERE user_id = $1 AND key = $2",
+            customer.0,
+            key,
+            order
+        )
+        .execute(&mut *tx)
+        .await?;
+        Self::event(
+            &mut tx,
+            EventKind::OrderCreated,
+            order_payload(order, customer, &priced),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Placed {
+            order: OrderId(order),
+            replayed: false,
+        })
+    }
+}
+
+/// A PostgreSQL claim: the transaction holding the rows' locks.
+struct PgClaim(sqlx::Transaction<'static, sqlx::Postgres>);
+
+#[async_trait]
+impl ClaimTx for PgClaim {
+    async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.0;
+        if !published.is_empty() {
+            sqlx::query!(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+                published
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn claim(&self, limit: u32) -> Result<Claim, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query!(
+            "SELECT id, kind, payload, created_at FROM outbox
+             WHERE published_at IS NULL
+             ORDER BY id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+            i64::from(limit)
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Claim {
+                events: Vec::new(),
+                tx: None,
+            });
+        }
+        let events = rows
+            .into_iter()
+            .map(|r| {
+                Ok(OutboxEvent {
+                    id: EventId(r.id),
+                    kind: parse("event kind", &r.kind)?,
+                    payload: r.payload,
+                    created_at: r.created_at,
+                    published_at: None,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Claim {
+            events,
+            tx: Some(Box::new(PgClaim(tx))),
+        })
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT count(*) AS "n!", min(created_at) AS oldest
+               FROM outbox WHERE published_at IS NULL"#
+        )
+        .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
+        .await?;
+        Ok(Backlog {
+            unpublished: row.n as u64,
+            oldest: row.oldest,
+        })
+    }
+}
+
+#[async_trait]
+impl Effects for PgStore {
+    async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError> {
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        // References that vanished meanwhile become NULL (as ON DELETE SET NULL would
+        // have made them); recipients that vanished get nothing.
+        let n = sqlx::query!(
+            "INSERT INTO notifications (user_id, kind, actor_id, post_id, order_id, event_key)
+             SELECT t.u, t.k,
+                    (SELECT id FROM users WHERE id = t.a),
+                    (SELECT id FROM posts WHERE id = t.p),
+                    (SELECT id FROM orders WHERE id = t.o),
+                    t.e
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+               AS t(u, k, a, p, o, e)
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = t.u)
+             ON CONFLICT DO NOTHING",
+            &notes.iter().map(|n| n.user_id.0).collect::<Vec<_>>(),
+            &notes
+                .iter()
+                .map(|n| n.kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            &notes
+                .iter()
+                .map(|n| n.actor_id.map(|u| u.0))
+                .collect::<Vec<_>>() as &[Option<i64>],
+            &notes
+                .iter()
+                .map(|n| n.post_id.map(|p| p.0))
+                .collect::<Vec<_>>() as &[Option<i64>],
+            &notes
+                .iter()
+                .map(|n| n.order_id.map(|o| o.0))
+                .collect::<Vec<_>>() as &[Option<i64>],
+            &notes.iter().map(|n| n.key.clone()).collect::<Vec<_>>()
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    async fn fan_out(&self, post: PostId, batch: u32) -> Result<u64, StoreError> {
+        let batch = i64::from(batch.max(1));
+        let mut after = 0_i64;
+        let mut written = 0_u64;
+        loop {
+            // One statement, one transaction per batch: the post and the follow rows read
+            // are locked, so a delete or an unfollow either waits for this batch (and then
+            // removes what it wrote) or has happened (and this batch skips it).
+            let row = sqlx::query!(
+                r#"WITH p AS (SELECT id, author_id, created_at FROM posts WHERE id = $1 FOR SHARE),
+                   f AS (SELECT follower_id FROM follows
+                         WHERE followee_id = (SELECT author_id FROM p) AND follower_id > $2
+                         ORDER BY follower_id
+                         LIMIT $3
+                         FOR SHARE),
+                   ins AS (INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+                           SELECT f.follower_id, p.created_at, p.id, p.author_id FROM f CROSS JOIN p
+                           ON CONFLICT DO NOTHING
+                           RETURNING 1)
+                   SELECT (SELECT max(follower_id) FROM f) AS last,
+                          (SELECT count(*) FROM f) AS "seen!",
+                          (SELECT count(*) FROM ins) AS "written!""#,
+                post.0,
+                after,
+                batch
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            written += row.written as u64;
+            match row.last {
+                Some(last) if row.seen == batch => after = last,
+                _ => return Ok(written),
+            }
+        }
     }
 }

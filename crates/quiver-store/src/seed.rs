@@ -899,7 +899,7 @@ impl PgStore {
     pub async fn reset(&self) -> Result<(), StoreError> {
         sqlx::raw_sql(
             "TRUNCATE users, follows, blocks, posts, media, post_tags, orders, order_items,
-                      notifications, outbox, home_timeline RESTART IDENTITY",
+                      notifications, outbox, home_timeline, idempotency_keys RESTART IDENTITY",
         )
         .execute(self.pool())
         .await?;
@@ -975,6 +975,7 @@ impl SqliteStore {
     pub async fn reset(&self) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for table in [
+            "idempotency_keys",
             "home_timeline",
             "notifications",
             "order_items",

@@ -8,13 +8,17 @@
 use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
-use crate::write::{GraphWrites, PostWrites, Written, edge_payload, not_self, post_payload};
+use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
+use crate::write::{
+    GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
+    post_payload, price_lines,
+};
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
-    Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId, PostRef, User, UserFlags,
+    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
+    Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post, PostId, PostRef, User, UserFlags,
     UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
@@ -821,12 +825,11 @@ impl PostWrites for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        // The author's own timeline now (read your writes); followers' by the fan-out
+        // of `post.created`.
         sqlx::query(
             "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
-             SELECT ?1, ?2, ?3, ?1
-             UNION ALL
-             SELECT follower_id, ?2, ?3, ?1 FROM follows WHERE followee_id = ?1
-             ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, ?1) ON CONFLICT DO NOTHING",
         )
         .bind(author.0)
         .bind(to_micros(created_at))
@@ -871,5 +874,242 @@ impl PostWrites for SqliteStore {
         Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl OrderWrites for SqliteStore {
+    async fn create_order(
+        &self,
+        customer: UserId,
+        key: &str,
+        fingerprint: &str,
+        lines: &[(PostId, i32)],
+    ) -> Result<Placed, StoreError> {
+        // BEGIN IMMEDIATE: requests with the same key run one after the other.
+        let mut tx = self.write_tx().await?;
+        let first: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT fingerprint, order_id FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+        )
+        .bind(customer.0)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((first, order)) = first {
+            return match order {
+                Some(order) if first == fingerprint => Ok(Placed {
+                    order: OrderId(order),
+                    replayed: true,
+                }),
+                _ => Err(StoreError::KeyReused),
+            };
+        }
+        let now = to_micros(Utc::now());
+        sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(customer.0)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let ids = json_ids(&lines.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+        let rows: Vec<(i64, i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT p.id, p.author_id, p.kind, p.price_cents, p.currency
+             FROM posts p
+             WHERE p.id IN (SELECT value FROM json_each(?1))
+               AND NOT EXISTS (SELECT 1 FROM blocks b
+                               WHERE (b.blocker_id = p.author_id AND b.blocked_id = ?2)
+                                  OR (b.blocker_id = ?2 AND b.blocked_id = p.author_id))",
+        )
+        .bind(ids)
+        .bind(customer.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found = rows
+            .into_iter()
+            .map(|(id, author, kind, price, cur)| (id, (author, kind, price, cur)))
+            .collect();
+        let (total, currency, priced) = price_lines(customer, lines, &found)?;
+        let (order,): (i64,) = sqlx::query_as(
+            "INSERT INTO orders (customer_id, status, total_cents, currency, created_at, updated_at)
+             VALUES (?1, 'pending', ?2, ?3, ?4, ?4) RETURNING id",
+        )
+        .bind(customer.0)
+        .bind(total)
+        .bind(&currency)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (post, _, quantity, price) in &priced {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, post_id, quantity, unit_price_cents, currency)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(order)
+            .bind(post)
+            .bind(quantity)
+            .bind(price)
+            .bind(&currency)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE idempotency_keys SET order_id = ?3 WHERE user_id = ?1 AND key = ?2")
+            .bind(customer.0)
+            .bind(key)
+            .bind(order)
+            .execute(&mut *tx)
+            .await?;
+        Self::event(
+            &mut tx,
+            EventKind::OrderCreated,
+            order_payload(order, customer, &priced),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Placed {
+            order: OrderId(order),
+            replayed: false,
+        })
+    }
+}
+
+/// A SQLite claim. SQLite serves one process, whose one relay claims at a time, so no
+/// lock is held while the events are handled (a held write lock would block the
+/// handlers' own writes); finishing marks the rows published.
+struct SqliteClaim(SqlitePool);
+
+#[async_trait]
+impl ClaimTx for SqliteClaim {
+    async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError> {
+        if published.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET published_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(to_micros(Utc::now()))
+        .bind(serde_json::to_string(published).expect("ids serialize"))
+        .execute(&self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim(&self, limit: u32) -> Result<Claim, StoreError> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT id, kind, payload, created_at FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows
+            .into_iter()
+            .map(|(id, kind, payload, at)| {
+                Ok(OutboxEvent {
+                    id: EventId(id),
+                    kind: parse("event kind", &kind)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| corrupt("outbox payload", e))?,
+                    created_at: from_micros(at)?,
+                    published_at: None,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Claim {
+            tx: (!events.is_empty()).then(|| Box::new(SqliteClaim(self.pool.clone())) as _),
+            events,
+        })
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog {
+            unpublished: n as u64,
+            oldest: oldest.map(from_micros).transpose()?,
+        })
+    }
+}
+
+#[async_trait]
+impl Effects for SqliteStore {
+    async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError> {
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx().await?;
+        let now = to_micros(Utc::now());
+        let mut n = 0;
+        for note in notes {
+            n += sqlx::query(
+                "INSERT INTO notifications (user_id, kind, actor_id, post_id, order_id, event_key, created_at)
+                 SELECT ?1, ?2,
+                        (SELECT id FROM users WHERE id = ?3),
+                        (SELECT id FROM posts WHERE id = ?4),
+                        (SELECT id FROM orders WHERE id = ?5),
+                        ?6, ?7
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(note.user_id.0)
+            .bind(note.kind.as_str())
+            .bind(note.actor_id.map(|u| u.0))
+            .bind(note.post_id.map(|p| p.0))
+            .bind(note.order_id.map(|o| o.0))
+            .bind(&note.key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn fan_out(&self, post: PostId, batch: u32) -> Result<u64, StoreError> {
+        let batch = i64::from(batch.max(1));
+        let mut after = 0_i64;
+        let mut written = 0_u64;
+        loop {
+            // Writers take turns (BEGIN IMMEDIATE), so each batch sees every follow,
+            // unfollow and delete committed before it and none can interleave with it.
+            let mut tx = self.write_tx().await?;
+            let followers: Vec<(i64,)> = sqlx::query_as(
+                "SELECT f.follower_id FROM follows f JOIN posts p ON p.author_id = f.followee_id
+                 WHERE p.id = ?1 AND f.follower_id > ?2
+                 ORDER BY f.follower_id LIMIT ?3",
+            )
+            .bind(post.0)
+            .bind(after)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+            let ids: Vec<i64> = followers.iter().map(|f| f.0).collect();
+            written += sqlx::query(
+                "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
+                 SELECT f.value, p.created_at, p.id, p.author_id
+                 FROM json_each(?2) f, posts p WHERE p.id = ?1
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(post.0)
+            .bind(serde_json::to_string(&ids).expect("ids serialize"))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            match ids.last() {
+                Some(last) if ids.len() as i64 == batch => after = *last,
+                _ => return Ok(written),
+            }
+        }
     }
 }

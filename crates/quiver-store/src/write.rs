@@ -1,10 +1,10 @@
-//! Writes of the social graph. Each commits its rows and its outbox event in one
-//! transaction, so an event exists exactly when its change does; a write that changes
-//! nothing (a repeated follow) commits no event.
+//! Writes: the social graph, posts and orders. Each commits its rows and its outbox event
+//! in one transaction, so an event exists exactly when its change does; a write that
+//! changes nothing (a repeated follow) commits no event.
 
 use crate::StoreError;
 use async_trait::async_trait;
-use quiver_model::{EventKind, NewPost, Post, PostId, UserId};
+use quiver_model::{EventKind, NewPost, OrderId, Post, PostId, UserId};
 
 /// Whether a write changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +30,10 @@ pub trait GraphWrites: Send + Sync + std::fmt::Debug {
     async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError>;
 }
 
-/// Creating and deleting posts. A new post is written into its author's and every
-/// follower's materialized home timeline in the same transaction (it is the newest post,
-/// so each timeline stays the newest contiguous part of its feed).
+/// Creating and deleting posts. A new post is written into its author's own materialized
+/// home timeline in the same transaction (read your writes); its followers' timelines get
+/// it from the `post.created` event, off the request path
+/// ([`Effects::fan_out`](crate::events::Effects::fan_out)).
 #[async_trait]
 pub trait PostWrites: Send + Sync + std::fmt::Debug {
     /// Creates `post` by `author` (`post.created`); `NotFound` for an unknown author.
@@ -42,10 +43,134 @@ pub trait PostWrites: Send + Sync + std::fmt::Debug {
     async fn delete_post(&self, author: UserId, id: PostId) -> Result<(), StoreError>;
 }
 
-/// Every write of a store: what the server holds.
-pub trait Writes: GraphWrites + PostWrites {}
+/// What became of an order request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The order the key stands for.
+    pub order: OrderId,
+    /// `true` when the key had been used with the same fingerprint: nothing was written
+    /// and `order` is the first request's.
+    pub replayed: bool,
+}
 
-impl<T: GraphWrites + PostWrites> Writes for T {}
+/// Why one line of an order cannot be ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineRefusal {
+    /// No such post, or one hidden from the customer by a block.
+    NotFound,
+    /// A post, not a wish.
+    NotAWish,
+    /// The customer's own wish.
+    OwnWish,
+    /// In another currency than the order's first line.
+    Currency,
+}
+
+impl LineRefusal {
+    /// The reason, for clients.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::NotFound => "no such wish",
+            Self::NotAWish => "is a post, not a wish",
+            Self::OwnWish => "is your own wish",
+            Self::Currency => "is priced in another currency than the first item",
+        }
+    }
+}
+
+/// Orders, placed under an idempotency key.
+#[async_trait]
+pub trait OrderWrites: Send + Sync + std::fmt::Debug {
+    /// Places an order of `lines` (post, quantity) for `customer`, priced from the wishes
+    /// as they are now (`order.created`), unless `key` was used before: with the same
+    /// `fingerprint` the first order is returned (`replayed`), with another one
+    /// `KeyReused`. Concurrent requests with one key wait for each other, so exactly one
+    /// order is created. Lines that cannot be ordered are `Unorderable`, with their
+    /// positions.
+    async fn create_order(
+        &self,
+        customer: UserId,
+        key: &str,
+        fingerprint: &str,
+        lines: &[(PostId, i32)],
+    ) -> Result<Placed, StoreError>;
+}
+
+/// Every write of a store: what the server holds.
+pub trait Writes: GraphWrites + PostWrites + OrderWrites {}
+
+impl<T: GraphWrites + PostWrites + OrderWrites> Writes for T {}
+
+/// Prices `lines` from the wishes found (`(id, author, kind, price, currency)`), as the
+/// order's total and currency, or the refused lines.
+pub(crate) fn price_lines(
+    customer: UserId,
+    lines: &[(PostId, i32)],
+    found: &std::collections::HashMap<i64, (i64, String, Option<i64>, Option<String>)>,
+) -> Result<(i64, String, Vec<(i64, i64, i32, i64)>), StoreError> {
+    let mut refused = Vec::new();
+    let mut priced = Vec::with_capacity(lines.len());
+    let mut currency: Option<&str> = None;
+    let mut total: i64 = 0;
+    for (i, (post, quantity)) in lines.iter().enumerate() {
+        let Some((author, kind, price, cur)) = found.get(&post.0) else {
+            refused.push((i, LineRefusal::NotFound));
+            continue;
+        };
+        let (Some(price), Some(cur), "wish") = (price, cur, kind.as_str()) else {
+            refused.push((i, LineRefusal::NotAWish));
+            continue;
+        };
+        if *author == customer.0 {
+            refused.push((i, LineRefusal::OwnWish));
+            continue;
+        }
+        match currency {
+            None => currency = Some(cur),
+            Some(c) if c != cur => {
+                refused.push((i, LineRefusal::Currency));
+                continue;
+            }
+            Some(_) => {}
+        }
+        total = total.saturating_add(price.saturating_mul(i64::from(*quantity)));
+        priced.push((post.0, *author, *quantity, *price));
+    }
+    if !refused.is_empty() {
+        return Err(StoreError::Unorderable(refused));
+    }
+    Ok((total, currency.unwrap_or("USD").to_owned(), priced))
+}
+
+/// The outbox payload of `order.created`: who bought what from whom, so consumers need
+/// no reads to notify.
+pub(crate) fn order_payload(
+    order: i64,
+    customer: UserId,
+    priced: &[(i64, i64, i32, i64)],
+) -> serde_json::Value {
+    serde_json::json!({
+        "order_id": order,
+        "customer_id": customer.0,
+        "items": priced.iter().map(|(post, owner, quantity, _)| serde_json::json!({
+            "post_id": post, "owner_id": owner, "quantity": quantity,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A lock key for the pair `{a, b}`, the same in both orders: graph writes between two
+/// users take it so a follow and a block of the same pair cannot interleave.
+pub(crate) fn pair_lock_key(a: UserId, b: UserId) -> i64 {
+    let (lo, hi) = if a.0 <= b.0 { (a.0, b.0) } else { (b.0, a.0) };
+    // splitmix64 of both ids: distinct pairs rarely share a key, and sharing only
+    // serializes two unrelated writes.
+    let mut z = (lo as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(hi as u64);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as i64
+}
 
 /// The outbox payload of a post event.
 pub(crate) fn post_payload(id: PostId, author: UserId) -> serde_json::Value {

@@ -11,7 +11,8 @@ use quiver_store::loaders::{
     UserFlagsLoader, UsersLoader,
 };
 use quiver_store::seed::{Dataset, Progress};
-use quiver_store::write::{GraphWrites, PostWrites, Written};
+use quiver_store::events::{Effects, NewNotification, Outbox};
+use quiver_store::write::{GraphWrites, LineRefusal, OrderWrites, PostWrites, Written};
 use quiver_store::{PgStore, SqliteStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,44 @@ impl Backend {
         match self {
             Backend::Pg(s) => Arc::new(s.clone()),
             Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// The order writes of this backend.
+    pub(crate) fn orders(&self) -> Arc<dyn OrderWrites> {
+        match self {
+            Backend::Pg(s) => Arc::new(s.clone()),
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// The event effects of this backend.
+    pub(crate) fn effects(&self) -> Arc<dyn Effects> {
+        match self {
+            Backend::Pg(s) => Arc::new(s.clone()),
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// The outbox of this backend.
+    pub(crate) fn outbox_relay(&self) -> Arc<dyn Outbox> {
+        match self {
+            Backend::Pg(s) => Arc::new(s.clone()),
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Counts rows with `sql` (a `SELECT count(*) …` that runs on both backends).
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Backend::Pg(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(s.pool())
+                .await
+                .unwrap(),
+            Backend::Sqlite(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(s.pool())
+                .await
+                .unwrap(),
         }
     }
 
@@ -107,6 +146,10 @@ contract!(
     graph_writes_change_rows_and_record_one_event_per_change,
     graph_writes_keep_home_feeds_exact_at_every_timeline_depth,
     posts_are_created_into_every_timeline_and_deleted_by_their_author_only,
+    orders_are_priced_from_wishes_and_keyed_for_replay,
+    concurrent_orders_with_one_key_create_one_order,
+    the_outbox_is_claimed_oldest_first_and_published_once,
+    notifications_from_events_are_inserted_once_per_key,
     notifications_walk_newest_first_with_values_intact,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
@@ -575,6 +618,16 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
     };
     // 2 is followed by 1 and 3.
     let post = w.create_post(UserId(2), &new).await.unwrap();
+    let first = store.home_page(UserId(2), None, 1).await.unwrap();
+    assert_eq!(first.items[0].id, post.id, "first in the author's feed at once");
+    for viewer in [1, 3] {
+        let first = store.home_page(UserId(viewer), None, 1).await.unwrap();
+        assert_ne!(first.items[0].id, post.id, "not fanned out yet to {viewer}");
+    }
+    // Batches of one: the fan-out pages through the followers.
+    let effects = backend.effects();
+    assert_eq!(effects.fan_out(post.id, 1).await.unwrap(), 2);
+    assert_eq!(effects.fan_out(post.id, 1).await.unwrap(), 0, "idempotent");
     let loaded = PostsLoader(store.clone())
         .load_one(&post.id)
         .await
@@ -635,6 +688,11 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
         walk_home,
         expected(&ds, &[1, 2, 3]),
         "the feed is as before"
+    );
+    assert_eq!(
+        effects.fan_out(post.id, 10).await.unwrap(),
+        0,
+        "a deleted post fans out nowhere"
     );
     assert!(matches!(
         w.delete_post(UserId(2), post.id).await.unwrap_err(),
@@ -709,4 +767,233 @@ async fn notifications_walk_newest_first_with_values_intact(backend: Backend) {
             .items
             .is_empty()
     );
+}
+
+/// A wish by `author` in `currency`, created through the store.
+async fn wish(backend: &Backend, author: i64, cents: i64, currency: &str) -> PostId {
+    let new = quiver_model::NewPost {
+        kind: PostKind::Wish,
+        body: "a wish".into(),
+        media: vec![],
+        tags: vec![],
+        wish: Some(quiver_model::Wish {
+            price: quiver_model::Money {
+                amount_cents: cents,
+                currency: currency.parse().unwrap(),
+            },
+            product_url: "https://shop.example/w".into(),
+        }),
+    };
+    backend
+        .post_writes()
+        .create_post(UserId(author), &new)
+        .await
+        .unwrap()
+        .id
+}
+
+async fn orders_are_priced_from_wishes_and_keyed_for_replay(backend: Backend) {
+    let store = backend.load(&fixture(3)).await;
+    let w = backend.orders();
+    // Wishes 3 (by 2, 2002 EUR) and 7 (by 3, 2006 EUR).
+    let placed = w
+        .create_order(UserId(1), "k-1", "fp-a", &[(PostId(3), 2), (PostId(7), 1)])
+        .await
+        .unwrap();
+    assert!(!placed.replayed);
+    let order = OrdersLoader(store.clone())
+        .load_one(&placed.order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.customer_id, UserId(1));
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.total.amount_cents, 2 * 2002 + 2006);
+    assert_eq!(order.total.currency.as_str(), "EUR");
+    let items = OrderItemsLoader(store.clone())
+        .load_one(&placed.order)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut lines: Vec<_> = items
+        .iter()
+        .map(|i| (i.post_id.0, i.quantity, i.unit_price.amount_cents))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [(3, 2, 2002), (7, 1, 2006)]);
+    let events = backend.outbox().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "order.created");
+    assert_eq!(events[0].1["order_id"], placed.order.0);
+    assert_eq!(events[0].1["customer_id"], 1);
+    assert_eq!(
+        events[0].1["items"],
+        serde_json::json!([
+            {"post_id": 3, "owner_id": 2, "quantity": 2},
+            {"post_id": 7, "owner_id": 3, "quantity": 1},
+        ])
+    );
+
+    // The same key and fingerprint: the first order, nothing written.
+    let again = w
+        .create_order(UserId(1), "k-1", "fp-a", &[(PostId(3), 2), (PostId(7), 1)])
+        .await
+        .unwrap();
+    assert_eq!((again.order, again.replayed), (placed.order, true));
+    assert_eq!(backend.outbox().await.len(), 1, "no second event");
+    // Another body under the key is refused; another user's identical key is theirs.
+    assert!(matches!(
+        w.create_order(UserId(1), "k-1", "fp-b", &[(PostId(3), 1)])
+            .await
+            .unwrap_err(),
+        StoreError::KeyReused
+    ));
+    let theirs = w
+        .create_order(UserId(4), "k-1", "fp-a", &[(PostId(3), 1)])
+        .await
+        .unwrap();
+    assert!(!theirs.replayed);
+    assert_ne!(theirs.order, placed.order);
+
+    // Every refused line is named: unknown, a post, your own wish, another currency,
+    // and a wish hidden by a block (4 blocks 1).
+    let usd = wish(&backend, 6, 500, "USD").await;
+    let by_blocker = wish(&backend, 1, 700, "EUR").await;
+    let err = w
+        .create_order(
+            UserId(2),
+            "k-2",
+            "fp",
+            &[
+                (PostId(7), 1),
+                (PostId(999), 1),
+                (PostId(1), 1),
+                (PostId(3), 1),
+                (usd, 1),
+            ],
+        )
+        .await
+        .unwrap_err();
+    let StoreError::Unorderable(refused) = err else {
+        panic!("expected Unorderable, got {err:?}")
+    };
+    assert_eq!(
+        refused,
+        [
+            (1, LineRefusal::NotFound),
+            (2, LineRefusal::NotAWish),
+            (3, LineRefusal::OwnWish),
+            (4, LineRefusal::Currency),
+        ]
+    );
+    let err = w
+        .create_order(UserId(4), "k-3", "fp", &[(by_blocker, 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unorderable(r) if r == &[(0, LineRefusal::NotFound)]),
+        "{err:?}"
+    );
+    // A refused request leaves its key free.
+    let fixed = w
+        .create_order(UserId(2), "k-2", "fp-fixed", &[(PostId(7), 1)])
+        .await
+        .unwrap();
+    assert!(!fixed.replayed);
+}
+
+async fn concurrent_orders_with_one_key_create_one_order(backend: Backend) {
+    backend.load(&fixture(3)).await;
+    let before = backend.count("SELECT count(*) FROM orders").await;
+    let w = backend.orders();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.create_order(UserId(1), "same-key", "fp", &[(PostId(7), 1)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    for t in tasks {
+        placed.push(t.await.unwrap());
+    }
+    let ids: HashSet<_> = placed.iter().map(|p| p.order).collect();
+    assert_eq!(ids.len(), 1, "every request got the same order");
+    assert_eq!(placed.iter().filter(|p| !p.replayed).count(), 1);
+    assert_eq!(backend.count("SELECT count(*) FROM orders").await, before + 1);
+    assert_eq!(
+        backend
+            .count("SELECT count(*) FROM outbox WHERE kind = 'order.created'")
+            .await,
+        1
+    );
+}
+
+async fn the_outbox_is_claimed_oldest_first_and_published_once(backend: Backend) {
+    backend.load(&fixture(3)).await;
+    let g = backend.writes();
+    let outbox = backend.outbox_relay();
+    assert_eq!(outbox.backlog().await.unwrap().unpublished, 0);
+    assert!(outbox.claim(10).await.unwrap().events().is_empty());
+    g.follow(UserId(6), UserId(2)).await.unwrap();
+    g.follow(UserId(6), UserId(3)).await.unwrap();
+    g.unfollow(UserId(6), UserId(2)).await.unwrap();
+    let backlog = outbox.backlog().await.unwrap();
+    assert_eq!(backlog.unpublished, 3);
+    assert!(backlog.oldest.is_some());
+
+    let claim = outbox.claim(2).await.unwrap();
+    let kinds: Vec<_> = claim.events().iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["user.followed", "user.followed"]);
+    assert_eq!(claim.events()[1].payload["followee"], 3);
+    let first = claim.events()[0].id;
+    // Only the first is published; the second comes back with the third.
+    claim.published(&[first]).await.unwrap();
+    assert_eq!(outbox.backlog().await.unwrap().unpublished, 2);
+    let claim = outbox.claim(10).await.unwrap();
+    let ids: Vec<_> = claim.events().iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.iter().all(|id| *id > first));
+    // A claim dropped unfinished publishes nothing.
+    drop(claim);
+    let claim = outbox.claim(10).await.unwrap();
+    assert_eq!(claim.events().len(), 2);
+    let ids: Vec<_> = claim.events().iter().map(|e| e.id).collect();
+    claim.published(&ids).await.unwrap();
+    let backlog = outbox.backlog().await.unwrap();
+    assert_eq!((backlog.unpublished, backlog.oldest), (0, None));
+    assert!(outbox.claim(10).await.unwrap().events().is_empty());
+}
+
+async fn notifications_from_events_are_inserted_once_per_key(backend: Backend) {
+    let store = backend.load(&fixture(3)).await;
+    let effects = backend.effects();
+    let note = |key: &str, user: i64, post: Option<i64>| NewNotification {
+        key: key.to_owned(),
+        user_id: UserId(user),
+        kind: quiver_model::NotificationKind::WishBought,
+        actor_id: Some(UserId(1)),
+        post_id: post.map(PostId),
+        order_id: Some(OrderId(1)),
+    };
+    let notes = [note("9:a", 2, Some(3)), note("9:b", 3, Some(7))];
+    assert_eq!(effects.notify(&notes).await.unwrap(), 2);
+    assert_eq!(effects.notify(&notes).await.unwrap(), 0, "the same keys again");
+    // A vanished reference becomes null; a vanished recipient gets nothing.
+    let odd = [note("9:c", 2, Some(424_242)), note("9:d", 999, None)];
+    assert_eq!(effects.notify(&odd).await.unwrap(), 1);
+    let page = store.notifications(UserId(2), None, 10).await.unwrap();
+    let mine: Vec<_> = page
+        .items
+        .iter()
+        .filter(|n| n.kind == quiver_model::NotificationKind::WishBought)
+        .map(|n| (n.post_id, n.actor_id, n.order_id))
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.contains(&(Some(PostId(3)), Some(UserId(1)), Some(OrderId(1)))));
+    assert!(mine.contains(&(None, Some(UserId(1)), Some(OrderId(1)))));
+    assert_eq!(effects.notify(&[]).await.unwrap(), 0);
 }

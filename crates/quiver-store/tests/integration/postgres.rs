@@ -167,3 +167,32 @@ async fn checkouts_that_find_no_idle_connection_are_counted_as_waits() {
     );
     assert_eq!((stats.size, stats.max), (1, 1));
 }
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn relays_claiming_at_once_never_take_the_same_rows(pool: PgPool) {
+    use quiver_store::events::Outbox;
+    use quiver_store::write::GraphWrites;
+    let store = quiver_store::PgStore::from_pool(pool);
+    store
+        .load_dataset(&crate::support::fixture(3), &|_| {})
+        .await
+        .unwrap();
+    for followee in [2, 3, 4, 5] {
+        let _ = store
+            .follow(quiver_model::UserId(6), quiver_model::UserId(followee))
+            .await
+            .unwrap();
+    }
+    // 4 blocks nobody but 1, and 6 is free to follow 2, 3, 4 and 5: four events.
+    assert_eq!(store.backlog().await.unwrap().unpublished, 4);
+    let a = store.claim(3).await.unwrap();
+    // While `a` holds its rows, a second relay gets only the rest.
+    let b = store.claim(3).await.unwrap();
+    assert_eq!((a.events().len(), b.events().len()), (3, 1));
+    let ids_a: Vec<_> = a.events().iter().map(|e| e.id).collect();
+    let ids_b: Vec<_> = b.events().iter().map(|e| e.id).collect();
+    assert!(ids_b.iter().all(|id| !ids_a.contains(id)));
+    b.published(&ids_b).await.unwrap();
+    a.published(&ids_a).await.unwrap();
+    assert_eq!(store.backlog().await.unwrap().unpublished, 0);
+}

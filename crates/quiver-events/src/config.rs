@@ -1,0 +1,76 @@
+//! Settings of the relay and the consumers, as a plain struct with defaults.
+
+use std::time::Duration;
+
+/// How events are relayed and consumed.
+#[derive(Clone, Debug)]
+pub struct EventsConfig {
+    /// Prefix of the stream keys (`{namespace}:events`, `{namespace}:events:dead`).
+    pub namespace: String,
+    /// Whether this process relays the outbox at all (off holds events in the outbox,
+    /// for another replica to relay, or for tests of crash safety).
+    pub relay: bool,
+    /// Outbox rows claimed and published per batch.
+    pub relay_batch: u32,
+    /// How long the relay sleeps when the outbox is empty, unless woken by a local write.
+    pub relay_poll: Duration,
+    /// How often the relay measures the outbox backlog for metrics.
+    pub backlog_interval: Duration,
+    /// The stream keeps about this many entries (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+    /// The consumer group every replica's consumers join.
+    pub group: String,
+    /// Consumers in this process, each on its own Redis connection; 0 runs none.
+    pub consumers: usize,
+    /// This process's consumer names start with it (unique per process).
+    pub consumer_prefix: String,
+    /// Entries read per `XREADGROUP`.
+    pub read_count: u64,
+    /// How long one `XREADGROUP` blocks waiting for entries.
+    pub read_block: Duration,
+    /// Entries pending this long (their consumer died or failed) are reclaimed.
+    pub claim_idle: Duration,
+    /// How often each consumer looks for entries to reclaim.
+    pub claim_interval: Duration,
+    /// An event delivered this many times without success goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Followers written per transaction when a post fans out.
+    pub fan_out_batch: u32,
+    /// Timeout of each non-blocking Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "quiver".to_owned(),
+            relay: true,
+            relay_batch: 256,
+            relay_poll: Duration::from_millis(100),
+            backlog_interval: Duration::from_secs(1),
+            stream_max_len: 1_000_000,
+            group: "effects".to_owned(),
+            consumers: 2,
+            consumer_prefix: format!("c-{}", uuid::Uuid::new_v4().simple()),
+            read_count: 64,
+            read_block: Duration::from_millis(1000),
+            claim_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            max_deliveries: 5,
+            fan_out_batch: 1000,
+            command_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The stream the relay appends to.
+    pub fn stream(&self) -> String {
+        format!("{}:events", self.namespace)
+    }
+
+    /// Where events that failed `max_deliveries` times go.
+    pub fn dead_stream(&self) -> String {
+        format!("{}:events:dead", self.namespace)
+    }
+}

@@ -1,0 +1,183 @@
+//! A consumer in the group: reads new entries on its own connection, handles each and
+//! acknowledges it once its effects are done. An entry whose handling failed, or whose
+//! consumer died before acknowledging it, stays pending; after `claim_idle` any consumer
+//! takes it over (`XAUTOCLAIM`) and handles it again. An entry delivered
+//! `max_deliveries` times, or one that does not decode, goes to the dead-letter stream.
+
+use crate::handler::Handler;
+use crate::stats::EventStats;
+use crate::streams::{Delivery, RedisStreams};
+use crate::{EventsConfig, EventsError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Told how long after its commit each handled event took effect (for a histogram).
+pub type LagObserver = Arc<dyn Fn(quiver_model::EventKind, Duration) + Send + Sync>;
+
+pub(crate) struct Consumer {
+    pub(crate) streams: RedisStreams,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) config: EventsConfig,
+    pub(crate) name: String,
+    pub(crate) stats: Arc<EventStats>,
+    pub(crate) lag: Option<LagObserver>,
+    /// Whether this consumer samples the group's pending count and lag for metrics (one
+    /// per process does).
+    pub(crate) samples_group: bool,
+}
+
+impl Consumer {
+    /// Consumes until `stop` turns true.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let stream = self.config.stream();
+        let group = self.config.group.clone();
+        let mut failing = false;
+        let mut last_claim = tokio::time::Instant::now();
+        let mut ready = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let step = async {
+                if !ready {
+                    self.streams.ensure_group(&stream, &group).await?;
+                    ready = true;
+                }
+                if last_claim.elapsed() >= self.config.claim_interval {
+                    last_claim = tokio::time::Instant::now();
+                    self.reclaim(&stream, &group).await?;
+                    if self.samples_group {
+                        let g = self.streams.group_state(&stream, &group).await?;
+                        self.stats.group(g.pending, g.lag.unwrap_or(0));
+                    }
+                }
+                let block = self.config.read_block.min(self.config.claim_interval);
+                let new = self
+                    .streams
+                    .read_group(&stream, &group, &self.name, self.config.read_count, block)
+                    .await?;
+                let mut acks = Vec::with_capacity(new.len());
+                for d in new {
+                    if self.process(&d, 1).await? {
+                        acks.push(d.entry);
+                    }
+                }
+                self.streams.ack(&stream, &group, &acks).await?;
+                Ok::<(), EventsError>(())
+            };
+            let result = tokio::select! {
+                r = step => r,
+                _ = stop.changed() => return,
+            };
+            match result {
+                Ok(()) if failing => {
+                    tracing::info!(consumer = %self.name, "event consumer recovered");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(consumer = %self.name, error = %e, "event consumer failed; retrying");
+                        failing = true;
+                    }
+                    ready = false;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes over entries idle past `claim_idle` and handles them again.
+    async fn reclaim(&self, stream: &str, group: &str) -> Result<(), EventsError> {
+        let claimed = self
+            .streams
+            .reclaim(
+                stream,
+                group,
+                &self.name,
+                self.config.claim_idle,
+                self.config.read_count,
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        self.stats.reclaimed(claimed.len());
+        tracing::info!(consumer = %self.name, entries = claimed.len(), "reclaimed pending events");
+        let mut acks = Vec::with_capacity(claimed.len());
+        for (d, deliveries) in &claimed {
+            if self.process(d, *deliveries).await? {
+                acks.push(d.entry.clone());
+            }
+        }
+        self.streams.ack(stream, group, &acks).await
+    }
+
+    /// Handles one entry, delivered `deliveries` times so far. `Ok(true)`: acknowledge it
+    /// (done, or dead-lettered); `Ok(false)`: leave it pending for a later attempt.
+    async fn process(&self, d: &Delivery, deliveries: u64) -> Result<bool, EventsError> {
+        let error = match &d.event {
+            Err(why) => why.clone(),
+            Ok(_) if deliveries > self.config.max_deliveries => {
+                format!("delivered {deliveries} times without success")
+            }
+            Ok(event) => match self.handler.handle(event).await {
+                Ok(()) => {
+                    self.stats.handled();
+                    if let Some(observe) = &self.lag
+                        && let Ok(lag) = (chrono::Utc::now() - event.created_at).to_std()
+                    {
+                        observe(event.kind, lag);
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.is_retryable() && deliveries < self.config.max_deliveries => {
+                    self.stats.retry();
+                    tracing::warn!(
+                        event.id = event.id.0,
+                        event.kind = event.kind.as_str(),
+                        deliveries,
+                        error = %e,
+                        "event failed; it will be redelivered"
+                    );
+                    return Ok(false);
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        self.dead_letter(d, deliveries, &error).await?;
+        Ok(true)
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        deliveries: u64,
+        error: &str,
+    ) -> Result<(), EventsError> {
+        let mut fields: Vec<(String, String)> = d
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fields.sort();
+        fields.push(("entry".into(), d.entry.clone()));
+        fields.push(("deliveries".into(), deliveries.to_string()));
+        fields.push(("error".into(), error.to_owned()));
+        self.streams
+            .append_raw(&self.config.dead_stream(), self.config.stream_max_len, fields)
+            .await?;
+        self.stats.dead_lettered();
+        tracing::error!(
+            entry = %d.entry,
+            deliveries,
+            error,
+            "event moved to the dead-letter stream"
+        );
+        Ok(())
+    }
+}

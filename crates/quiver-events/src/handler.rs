@@ -1,0 +1,187 @@
+//! What an event does once it is delivered: [`Handler`] is the seam (consumers and the
+//! in-process dispatcher call it; tests wrap it), [`EffectsHandler`] the real effects.
+//! Every effect is idempotent, keyed by the event's outbox id, because delivery is at
+//! least once.
+
+use crate::EventsError;
+use async_trait::async_trait;
+use quiver_model::{EventKind, NotificationKind, OrderId, OutboxEvent, PostId, UserId};
+use quiver_store::events::{Effects, NewNotification};
+use std::sync::Arc;
+
+/// Handles one delivered event. `Ok` means its effects are done and it may be
+/// acknowledged; an error leaves it to be delivered again.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError>;
+}
+
+/// The cache invalidations events cause, implemented by whoever owns the caches (the
+/// server composes its read stack's caches here). Each evicts everywhere: this process's
+/// L1, the shared L2 and every other replica's L1.
+#[async_trait]
+pub trait Invalidate: Send + Sync + std::fmt::Debug {
+    /// The edge between `a` and `b` changed: both viewer graphs and the follow edges
+    /// between them.
+    async fn edge(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// A post appeared or went: the post, its media and its tags.
+    async fn post(&self, id: PostId) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The effects of every event kind:
+///
+/// | event | effect |
+/// | --- | --- |
+/// | `post.created` | fan-out to followers' timelines (in batches); post keys invalidated |
+/// | `post.deleted` | post keys invalidated (its timeline rows went with it) |
+/// | `user.followed` | a `followed` notification; the edge invalidated |
+/// | `user.unfollowed`, `user.blocked` | the edge invalidated |
+/// | `order.created` | `order_confirmed` for the buyer, `wish_bought` per wish for its owner |
+#[derive(Debug, Clone)]
+pub struct EffectsHandler {
+    effects: Arc<dyn Effects>,
+    invalidate: Option<Arc<dyn Invalidate>>,
+    fan_out_batch: u32,
+}
+
+impl EffectsHandler {
+    /// Effects on `effects` (the database), invalidating through `invalidate` when the
+    /// process has caches.
+    pub fn new(
+        effects: Arc<dyn Effects>,
+        invalidate: Option<Arc<dyn Invalidate>>,
+        fan_out_batch: u32,
+    ) -> Self {
+        Self {
+            effects,
+            invalidate,
+            fan_out_batch,
+        }
+    }
+
+    async fn edge(&self, a: UserId, b: UserId) -> Result<(), EventsError> {
+        match &self.invalidate {
+            Some(i) => i.edge(a, b).await.map_err(EventsError::Invalidation),
+            None => Ok(()),
+        }
+    }
+
+    async fn post(&self, id: PostId) -> Result<(), EventsError> {
+        match &self.invalidate {
+            Some(i) => i.post(id).await.map_err(EventsError::Invalidation),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A positive id field of the payload.
+fn id(event: &OutboxEvent, field: &str) -> Result<i64, EventsError> {
+    event
+        .payload
+        .get(field)
+        .and_then(serde_json::Value::as_i64)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            EventsError::Malformed(format!(
+                "event {} ({}) has no id `{field}`",
+                event.id,
+                event.kind.as_str()
+            ))
+        })
+}
+
+/// The key naming one effect of one event: a second delivery finds it taken.
+fn key(event: &OutboxEvent, kind: NotificationKind, user: i64, post: Option<i64>) -> String {
+    format!(
+        "{}:{}:{user}:{}",
+        event.id.0,
+        kind.as_str(),
+        post.unwrap_or(0)
+    )
+}
+
+#[async_trait]
+impl Handler for EffectsHandler {
+    async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
+        match event.kind {
+            EventKind::PostCreated => {
+                let post = PostId(id(event, "post_id")?);
+                self.effects.fan_out(post, self.fan_out_batch).await?;
+                self.post(post).await
+            }
+            EventKind::PostDeleted => self.post(PostId(id(event, "post_id")?)).await,
+            EventKind::UserFollowed => {
+                let (follower, followee) = (id(event, "follower")?, id(event, "followee")?);
+                let kind = NotificationKind::Followed;
+                self.effects
+                    .notify(&[NewNotification {
+                        key: key(event, kind, followee, None),
+                        user_id: UserId(followee),
+                        kind,
+                        actor_id: Some(UserId(follower)),
+                        post_id: None,
+                        order_id: None,
+                    }])
+                    .await?;
+                self.edge(UserId(follower), UserId(followee)).await
+            }
+            EventKind::UserUnfollowed => {
+                self.edge(UserId(id(event, "follower")?), UserId(id(event, "followee")?))
+                    .await
+            }
+            EventKind::UserBlocked => {
+                self.edge(UserId(id(event, "blocker")?), UserId(id(event, "blocked")?))
+                    .await
+            }
+            EventKind::OrderCreated => {
+                let order = id(event, "order_id")?;
+                let customer = id(event, "customer_id")?;
+                let items = event
+                    .payload
+                    .get("items")
+                    .and_then(serde_json::Value::as_array)
+                    .ok_or_else(|| {
+                        EventsError::Malformed(format!("event {} has no `items`", event.id))
+                    })?;
+                let confirmed = NotificationKind::OrderConfirmed;
+                let mut notes = vec![NewNotification {
+                    key: key(event, confirmed, customer, None),
+                    user_id: UserId(customer),
+                    kind: confirmed,
+                    actor_id: None,
+                    post_id: None,
+                    order_id: Some(OrderId(order)),
+                }];
+                let bought = NotificationKind::WishBought;
+                for item in items {
+                    let field = |f: &str| {
+                        item.get(f)
+                            .and_then(serde_json::Value::as_i64)
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                EventsError::Malformed(format!(
+                                    "event {} has an item without `{f}`",
+                                    event.id
+                                ))
+                            })
+                    };
+                    let (post, owner) = (field("post_id")?, field("owner_id")?);
+                    notes.push(NewNotification {
+                        key: key(event, bought, owner, Some(post)),
+                        user_id: UserId(owner),
+                        kind: bought,
+                        actor_id: Some(UserId(customer)),
+                        post_id: Some(PostId(post)),
+                        order_id: Some(OrderId(order)),
+                    });
+                }
+                self.effects.notify(&notes).await?;
+                Ok(())
+            }
+        }
+    }
+}

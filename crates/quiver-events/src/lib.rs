@@ -1,0 +1,156 @@
+//! quiver's event layer: every write commits an outbox row with its change (in
+//! `quiver-store`); this crate moves those rows to where their side effects happen and
+//! runs the effects, so nothing committed is ever lost.
+//!
+//! - [`Events::start`] runs, in background tasks, the relay (outbox → Redis Stream, or
+//!   straight to the handler in process when there is no Redis) and this process's
+//!   consumers in the consumer group, each on its own Redis connection.
+//! - Delivery is at least once; [`EffectsHandler`]'s effects are idempotent, keyed by
+//!   the event's outbox id: notifications, timeline fan-out, cache invalidation.
+//! - Entries left pending by a consumer that died or failed are reclaimed with
+//!   `XAUTOCLAIM` after `claim_idle`; after `max_deliveries` they go to a dead-letter
+//!   stream and are counted.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<quiver_store::PgStore>) -> Result<(), quiver_events::EventsError> {
+//! use quiver_events::{EffectsHandler, Events, EventsConfig};
+//! use std::sync::Arc;
+//!
+//! let handler = Arc::new(EffectsHandler::new(store.clone(), None, 1000));
+//! let events = Events::start(store, handler, Some("redis://127.0.0.1:6379"), EventsConfig::default(), None)?;
+//! events.wake(); // after a local write commits: relay now, not at the next poll
+//! println!("{:?}", events.stats());
+//! events.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod consumer;
+mod error;
+mod handler;
+mod relay;
+mod stats;
+pub mod streams;
+
+pub use config::EventsConfig;
+pub use consumer::LagObserver;
+pub use error::EventsError;
+pub use handler::{EffectsHandler, Handler, Invalidate};
+pub use stats::{EventStats, EventsSnapshot};
+
+use quiver_store::events::Outbox;
+use std::sync::Arc;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// The running relay and consumers of one process.
+pub struct Events {
+    stats: Arc<EventStats>,
+    /// Wakes the relay after a local commit.
+    wake: Arc<Notify>,
+    /// Turning it true stops every task at its next await point.
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// Starts relaying `outbox` and handling events with `handler`. With `redis_url`
+    /// events go through the stream and `config.consumers` consumers of this process
+    /// handle them; without, the relay hands them to `handler` itself. `lag`, if given,
+    /// is told each handled event's commit-to-effect time. Returns at once: Redis may
+    /// still be connecting.
+    pub fn start(
+        outbox: Arc<dyn Outbox>,
+        handler: Arc<dyn Handler>,
+        redis_url: Option<&str>,
+        config: EventsConfig,
+        lag: Option<LagObserver>,
+    ) -> Result<Self, EventsError> {
+        let stats = Arc::new(EventStats::default());
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let sink = match redis_url {
+            Some(url) => {
+                for i in 0..config.consumers {
+                    let consumer = consumer::Consumer {
+                        streams: streams::RedisStreams::connect(
+                            url,
+                            config.command_timeout,
+                            config.read_block,
+                        )?,
+                        handler: handler.clone(),
+                        config: config.clone(),
+                        name: format!("{}-{i}", config.consumer_prefix),
+                        stats: stats.clone(),
+                        lag: lag.clone(),
+                        samples_group: i == 0,
+                    };
+                    tasks.push(tokio::spawn(consumer.run(stopped.clone())));
+                }
+                relay::Sink::Stream(streams::RedisStreams::connect(
+                    url,
+                    config.command_timeout,
+                    std::time::Duration::ZERO,
+                )?)
+            }
+            None => relay::Sink::InProcess(handler),
+        };
+        if config.relay {
+            let relay = relay::Relay {
+                outbox,
+                sink,
+                config,
+                stats: stats.clone(),
+                wake: wake.clone(),
+                attempts: Default::default(),
+            };
+            tasks.push(tokio::spawn(relay.run(stopped)));
+        }
+        Ok(Self {
+            stats,
+            wake,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Tells the relay a write just committed, so it relays now instead of at its next
+    /// poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A handle that wakes the relay, for the write path.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> EventsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The live counters, for whoever samples them later.
+    pub fn stats_handle(&self) -> Arc<EventStats> {
+        self.stats.clone()
+    }
+
+    /// Stops the relay and the consumers and waits for them. Work in flight is
+    /// abandoned at its next await point: unacknowledged entries and unpublished rows are
+    /// picked up again later, by this or another replica.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The relay: moves committed outbox rows to where their effects happen, in batches.
+//!
+//! - To a Redis Stream: a claimed batch (rows locked with `FOR UPDATE SKIP LOCKED`, so
+//!   relays of several replicas never take the same rows) is appended in one pipeline of
+//!   `XADD … MAXLEN ~`, then marked published in the same transaction. A crash between
+//!   the append and the commit publishes the batch again: delivery is at least once, and
+//!   consumers are idempotent.
+//! - In process (no Redis, the embedded default): each claimed event is handled here and
+//!   marked published only once its effects are done, so a crash mid-way handles it
+//!   again after restart.
+
+use crate::handler::Handler;
+use crate::stats::EventStats;
+use crate::streams::RedisStreams;
+use crate::{EventsConfig, EventsError};
+use quiver_model::EventId;
+use quiver_store::events::Outbox;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Where relayed events go.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Stream(RedisStreams),
+    InProcess(Arc<dyn Handler>),
+}
+
+pub(crate) struct Relay {
+    pub(crate) outbox: Arc<dyn Outbox>,
+    pub(crate) sink: Sink,
+    pub(crate) config: EventsConfig,
+    pub(crate) stats: Arc<EventStats>,
+    /// Woken by local writes after they commit, so events leave without waiting a poll.
+    pub(crate) wake: Arc<Notify>,
+    /// In process only: failed attempts per event, to give up after `max_deliveries`.
+    pub(crate) attempts: HashMap<EventId, u64>,
+}
+
+impl Relay {
+    /// Relays until `stop` turns true.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut failing = false;
+        let mut backoff = self.config.relay_poll;
+        let mut measured = tokio::time::Instant::now() - self.config.backlog_interval;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if measured.elapsed() >= self.config.backlog_interval {
+                measured = tokio::time::Instant::now();
+                self.measure().await;
+            }
+            let wait = match self.batch().await {
+                Ok(n) => {
+                    if failing {
+                        tracing::info!("event relay recovered");
+                        failing = false;
+                    }
+                    backoff = self.config.relay_poll;
+                    match n {
+                        Moved::Full => continue,
+                        Moved::Some => Duration::ZERO,
+                        Moved::None => self.config.relay_poll,
+                        Moved::Failed => self.config.relay_poll,
+                    }
+                }
+                Err(e) => {
+                    self.stats.relay_error();
+                    if !failing {
+                        tracing::warn!(error = %e, "event relay failed; retrying with back-off");
+                        failing = true;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn measure(&self) {
+        if let Ok(b) = self.outbox.backlog().await {
+            let lag = b
+                .oldest
+                .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                .unwrap_or_default();
+            self.stats.backlog(b.unpublished, lag);
+        }
+    }
+
+    /// One batch.
+    async fn batch(&mut self) -> Result<Moved, EventsError> {
+        let claim = self.outbox.claim(self.config.relay_batch).await?;
+        let n = claim.events().len();
+        if n == 0 {
+            return Ok(Moved::None);
+        }
+        let full = n as u32 >= self.config.relay_batch;
+        match self.sink.clone() {
+            Sink::Stream(streams) => {
+                streams
+                    .append(
+                        &self.config.stream(),
+                        self.config.stream_max_len,
+                        claim.events(),
+                    )
+                    .await?;
+                let ids: Vec<EventId> = claim.events().iter().map(|e| e.id).collect();
+                claim.published(&ids).await?;
+                self.stats.relayed(n);
+            }
+            Sink::InProcess(handler) => {
+                let mut done = Vec::with_capacity(n);
+                let mut failed = false;
+                for event in claim.events() {
+                    match handler.handle(event).await {
+                        Ok(()) => {
+                            self.attempts.remove(&event.id);
+                            self.stats.handled();
+                            done.push(event.id);
+                        }
+                        Err(e) => {
+                            let tries = self.attempts.entry(event.id).or_default();
+                            *tries += 1;
+                            if !e.is_retryable() || *tries >= self.config.max_deliveries {
+                                tracing::error!(
+                                    event.id = event.id.0,
+                                    event.kind = event.kind.as_str(),
+                                    attempts = *tries,
+                                    error = %e,
+                                    "event given up on (dead letter)"
+                                );
+                                self.attempts.remove(&event.id);
+                                self.stats.dead_lettered();
+                                done.push(event.id);
+                            } else {
+                                tracing::warn!(
+                                    event.id = event.id.0,
+                                    event.kind = event.kind.as_str(),
+                                    error = %e,
+                                    "event failed; it will be retried"
+                                );
+                                self.stats.retry();
+                                failed = true;
+                            }
+                        }
+                    }
+                }
+                let published = done.len();
+                claim.published(&done).await?;
+                self.stats.relayed(published);
+                if failed {
+                    // Failed events stay at the head of the outbox: pause before retrying.
+                    return Ok(Moved::Failed);
+                }
+            }
+        }
+        Ok(if full { Moved::Full } else { Moved::Some })
+    }
+}
+
+/// What one batch did.
+enum Moved {
+    /// A full batch: more may be waiting.
+    Full,
+    /// Fewer than a batch.
+    Some,
+    /// Nothing to relay.
+    None,
+    /// Some events failed and stay unpublished.
+    Failed,
+}

@@ -1,0 +1,1 @@
+//! Integration tests of quiver-events against real PostgreSQL and Redis.

@@ -1,1 +1,5 @@
-//! Integration tests of quiver-events against real PostgreSQL and Redis.
+//! Integration tests of quiver-events against a real PostgreSQL (a fresh database per
+//! test), a real SQLite file and a real Redis (a fresh stream namespace per test).
+
+mod delivery;
+mod support;

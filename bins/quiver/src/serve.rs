@@ -11,6 +11,7 @@ use quiver_model::UserId;
 use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
 use quiver_server::compose::{self, Settings, StackConfig};
+use quiver_store::events::{Effects, Outbox};
 use quiver_store::seed::{SeedConfig, generate};
 use quiver_store::write::Writes;
 use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
@@ -100,6 +101,19 @@ pub(crate) struct ServeArgs {
     /// Never compress responses
     #[arg(long, env = "QUIVER_NO_COMPRESSION")]
     no_compression: bool,
+    /// Do not relay the outbox here (events wait for another replica's relay, or for a
+    /// restart without this flag)
+    #[arg(long, env = "QUIVER_NO_RELAY")]
+    no_relay: bool,
+    /// Event consumers in this process, each on its own Redis connection (with REDIS_URL)
+    #[arg(long, env = "QUIVER_EVENT_CONSUMERS", default_value_t = 2)]
+    event_consumers: usize,
+    /// Pending events idle this long are reclaimed from their consumer, milliseconds
+    #[arg(long, env = "QUIVER_EVENT_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    event_claim_idle_ms: u64,
+    /// An event failing this many deliveries goes to the dead-letter stream
+    #[arg(long, env = "QUIVER_EVENT_MAX_DELIVERIES", default_value_t = 5)]
+    event_max_deliveries: u64,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +160,8 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         ("--request-timeout-ms", args.request_timeout_ms),
         ("--max-body-bytes", args.max_body_bytes),
         ("--coalesce-window-us", args.coalesce_window_us),
+        ("--event-claim-idle-ms", args.event_claim_idle_ms),
+        ("--event-max-deliveries", args.event_max_deliveries),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -183,8 +199,14 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     (secret, config)
 }
 
-/// The store and its writes: one database, two faces.
-type Opened = (Arc<dyn Store>, Arc<dyn Writes>);
+/// The store, its writes, and its outbox and effects for the event layer: one database,
+/// several faces.
+type Opened = (
+    Arc<dyn Store>,
+    Arc<dyn Writes>,
+    Arc<dyn Outbox>,
+    Arc<dyn Effects>,
+);
 
 async fn open_store(args: &ServeArgs) -> Result<Opened> {
     let url = match (&args.database_url, args.demo) {
@@ -204,7 +226,7 @@ async fn open_store(args: &ServeArgs) -> Result<Opened> {
         .context("cannot connect to postgresql")?;
         store.migrate().await.context("cannot apply migrations")?;
         let store = Arc::new(store);
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store.clone(), store));
     }
     let path = PathBuf::from(
         url.trim_start_matches("sqlite://")
@@ -225,12 +247,13 @@ async fn open_store(args: &ServeArgs) -> Result<Opened> {
             .context("cannot seed the demo database")?;
     }
     let store = Arc::new(store);
-    Ok((store.clone(), store))
+    Ok((store.clone(), store.clone(), store.clone(), store))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let (secret, config) = validate(&args);
-    let (store, writes) = open_store(&args).await?;
+    let (store, writes, outbox, effects) = open_store(&args).await?;
+    let redis_url = args.redis_url.clone().filter(|_| !args.demo);
     let remote: Option<Arc<dyn Remote>> = match &args.redis_url {
         Some(url) if !args.demo => {
             let r = RedisRemote::connect(&RedisConfig {
@@ -274,7 +297,26 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let demo_token = args
         .demo
         .then(|| Auth::new(secret.as_bytes()).mint(UserId(1), Duration::from_secs(24 * 3600)));
-    let app = Arc::new(compose::app(store.clone(), writes, remote, settings).await);
+    let events = compose::EventsSetup {
+        outbox,
+        effects,
+        redis_url,
+        config: quiver_events::EventsConfig {
+            relay: !args.no_relay,
+            consumers: args.event_consumers,
+            consumer_prefix: consumer_prefix(),
+            claim_idle: Duration::from_millis(args.event_claim_idle_ms),
+            claim_interval: Duration::from_millis(args.event_claim_idle_ms / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            max_deliveries: args.event_max_deliveries,
+            ..quiver_events::EventsConfig::default()
+        },
+    };
+    let app = Arc::new(
+        compose::app(store.clone(), writes, remote, Some(events), settings)
+            .await
+            .context("cannot start the event relay")?,
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -305,11 +347,23 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         })
         .await
     });
-    quiver_server::serve(listener, app, shutdown_signal()).await?;
+    quiver_server::serve(listener, app.clone(), shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    app.shutdown_events().await;
     store.close().await;
     Ok(())
+}
+
+/// This process's consumer names: host and pid, so an operator can tell whose pending
+/// entries are whose.
+fn consumer_prefix() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "quiver".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Ctrl-C or SIGTERM.

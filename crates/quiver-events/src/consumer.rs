@@ -169,7 +169,11 @@ impl Consumer {
         fields.push(("deliveries".into(), deliveries.to_string()));
         fields.push(("error".into(), error.to_owned()));
         self.streams
-            .append_raw(&self.config.dead_stream(), self.config.stream_max_len, fields)
+            .append_raw(
+                &self.config.dead_stream(),
+                self.config.stream_max_len,
+                fields,
+            )
             .await?;
         self.stats.dead_lettered();
         tracing::error!(

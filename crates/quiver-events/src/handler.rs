@@ -130,8 +130,11 @@ impl Handler for EffectsHandler {
                 self.edge(UserId(follower), UserId(followee)).await
             }
             EventKind::UserUnfollowed => {
-                self.edge(UserId(id(event, "follower")?), UserId(id(event, "followee")?))
-                    .await
+                self.edge(
+                    UserId(id(event, "follower")?),
+                    UserId(id(event, "followee")?),
+                )
+                .await
             }
             EventKind::UserBlocked => {
                 self.edge(UserId(id(event, "blocker")?), UserId(id(event, "blocked")?))

@@ -23,6 +23,9 @@ pub struct Delivery {
     pub fields: HashMap<String, String>,
 }
 
+/// A raw stream entry: its id and fields.
+type Entry = (String, HashMap<String, String>);
+
 /// The state of a consumer group, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupState {
@@ -48,7 +51,11 @@ impl RedisStreams {
     /// Starts connecting to `url` and returns at once; commands fail at their timeout
     /// until Redis is reachable, and the connection reconnects with back-off.
     /// `block` is the longest `XREADGROUP` block this connection will run.
-    pub fn connect(url: &str, command_timeout: Duration, block: Duration) -> Result<Self, EventsError> {
+    pub fn connect(
+        url: &str,
+        command_timeout: Duration,
+        block: Duration,
+    ) -> Result<Self, EventsError> {
         let mut config = Config::from_url(url)?;
         config.fail_fast = false;
         config.version = RespVersion::RESP2;
@@ -166,7 +173,12 @@ impl RedisStreams {
     }
 
     /// Acknowledges handled entries.
-    pub async fn ack(&self, stream: &str, group: &str, entries: &[String]) -> Result<(), EventsError> {
+    pub async fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        entries: &[String],
+    ) -> Result<(), EventsError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -184,7 +196,7 @@ impl RedisStreams {
         min_idle: Duration,
         count: u64,
     ) -> Result<Vec<(Delivery, u64)>, EventsError> {
-        let (_next, entries): (String, Vec<(String, HashMap<String, String>)>) = self
+        let (_next, entries): (String, Vec<Entry>) = self
             .client
             .xautoclaim_values(
                 stream,
@@ -207,7 +219,12 @@ impl RedisStreams {
             .xpending(
                 stream,
                 group,
-                (first.as_str(), last.as_str(), count.max(entries.len() as u64), consumer),
+                (
+                    first.as_str(),
+                    last.as_str(),
+                    count.max(entries.len() as u64),
+                    consumer,
+                ),
             )
             .await?;
         let counts: HashMap<String, u64> = pending
@@ -246,8 +263,7 @@ impl RedisStreams {
 
     /// Every entry of `stream`, oldest first, as raw fields (for tests and tooling).
     pub async fn entries(&self, stream: &str) -> Result<Vec<HashMap<String, String>>, EventsError> {
-        let all: Vec<(String, HashMap<String, String>)> =
-            self.client.xrange_values(stream, "-", "+", None).await?;
+        let all: Vec<Entry> = self.client.xrange_values(stream, "-", "+", None).await?;
         Ok(all.into_iter().map(|(_, f)| f).collect())
     }
 }
@@ -262,7 +278,11 @@ fn delivery(entry: String, fields: HashMap<String, String>) -> Delivery {
 }
 
 fn decode(fields: &HashMap<String, String>) -> Result<OutboxEvent, String> {
-    let get = |k: &str| fields.get(k).ok_or_else(|| format!("entry has no `{k}` field"));
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .ok_or_else(|| format!("entry has no `{k}` field"))
+    };
     let id: i64 = get("id")?
         .parse()
         .map_err(|_| "`id` is not an integer".to_owned())?;

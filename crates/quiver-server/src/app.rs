@@ -44,6 +44,12 @@ pub struct App {
     writes: Arc<dyn Writes>,
     remote: Option<Arc<dyn Remote>>,
     caches: Caches,
+    /// The relay and consumers, taken out at shutdown.
+    events: std::sync::Mutex<Option<quiver_events::Events>>,
+    /// Their counters, for metrics.
+    event_stats: Option<Arc<quiver_events::EventStats>>,
+    /// Wakes the relay after a write commits, so its event leaves at once.
+    relay_waker: Option<Arc<tokio::sync::Notify>>,
     auth: Auth,
     config: ServerConfig,
     metrics: Metrics,
@@ -71,39 +77,86 @@ pub struct Parts {
     /// Redis, when the service has one (reported by `/readyz`).
     pub remote: Option<Arc<dyn Remote>>,
     pub caches: Caches,
+    /// The event layer to run (relay and consumers); `None` runs none, leaving events
+    /// to another replica.
+    pub events: Option<crate::compose::EventsSetup>,
     pub auth: Auth,
     pub config: ServerConfig,
 }
 
 impl App {
-    pub fn new(parts: Parts) -> Self {
+    /// Builds the service and starts its event layer (which fails only for an invalid
+    /// Redis URL).
+    pub fn new(parts: Parts) -> Result<Self, quiver_events::EventsError> {
         let Parts {
             engine,
             store,
             writes,
             remote,
             caches,
+            events,
             auth,
             config,
         } = parts;
+        let metrics = Metrics::default();
+        let events = events
+            .map(|setup| {
+                let handler = Arc::new(quiver_events::EffectsHandler::new(
+                    setup.effects,
+                    Some(Arc::new(caches.clone())),
+                    setup.config.fan_out_batch,
+                ));
+                quiver_events::Events::start(
+                    setup.outbox,
+                    handler,
+                    setup.redis_url.as_deref(),
+                    setup.config,
+                    Some(metrics.event_lag_observer()),
+                )
+            })
+            .transpose()?;
         let rate = NonZeroU32::new(config.rate_per_second.max(1)).expect("at least 1");
         let burst = NonZeroU32::new(config.rate_burst.max(1)).expect("at least 1");
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
             .with_middleware::<StateInformationMiddleware>();
         let openapi = Bytes::from(crate::openapi::document_json());
-        Self {
+        Ok(Self {
             permits: Semaphore::new(config.max_concurrency.max(1)),
             engine,
             store,
             writes,
             remote,
             caches,
+            event_stats: events.as_ref().map(|e| e.stats_handle()),
+            relay_waker: events.as_ref().map(|e| e.waker()),
+            events: std::sync::Mutex::new(events),
             auth,
             config,
-            metrics: Metrics::default(),
+            metrics,
             limiter,
             router: Router::default(),
             openapi,
+        })
+    }
+
+    /// Stops the relay and consumers (after the listener has drained). What they had in
+    /// flight is picked up again after restart or by another replica.
+    pub async fn shutdown_events(&self) {
+        let events = self.events.lock().expect("events lock").take();
+        if let Some(e) = events {
+            e.shutdown().await;
+        }
+    }
+
+    /// The event layer's counters, when it runs here.
+    pub fn event_stats(&self) -> Option<quiver_events::EventsSnapshot> {
+        self.event_stats.as_ref().map(|s| s.snapshot())
+    }
+
+    /// After a write commits: its event should leave now, not at the relay's next poll.
+    fn committed(&self) {
+        if let Some(w) = &self.relay_waker {
+            w.notify_one();
         }
     }
 
@@ -127,6 +180,7 @@ impl App {
             pool_max: pool.max,
             pool_waits: pool.waits,
             pool_wait_micros: pool.wait_time.as_micros() as u64,
+            events: self.event_stats(),
         })
     }
 
@@ -385,6 +439,10 @@ impl App {
             let viewer = viewer.expect("writes need a viewer, checked before");
             return self.create_post(viewer, &req.headers, body).await;
         }
+        if route == Route::CreateOrder {
+            let viewer = viewer.expect("writes need a viewer, checked before");
+            return self.create_order(viewer, &req.headers, body).await;
+        }
         if route.is_write() {
             let viewer = viewer.expect("writes need a viewer, checked before");
             return self.write(route, viewer, n).await;
@@ -412,6 +470,7 @@ impl App {
             | Route::Unblock
             | Route::CreatePost
             | Route::DeletePost
+            | Route::CreateOrder
             | Route::Notifications => unreachable!("answered above"),
         };
         match rendered {
@@ -444,6 +503,7 @@ impl App {
         };
         match written {
             Ok(()) => {
+                self.committed();
                 let invalidated = if route == Route::DeletePost {
                     self.caches.invalidate_post(PostId(n)).await
                 } else {
@@ -489,37 +549,10 @@ impl App {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        use http_body_util::BodyExt as _;
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !json {
-            return respond::problem(
-                ProblemType::UnsupportedMediaType,
-                "the body must be application/json",
-            );
-        }
         let limit = self.config.max_body_bytes as usize;
-        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                return if e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    respond::problem(
-                        ProblemType::PayloadTooLarge,
-                        format!("the body is over {limit} bytes"),
-                    )
-                } else {
-                    respond::problem(ProblemType::MalformedBody, "the body could not be read")
-                };
-            }
+        let bytes = match self.json_body(headers, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         let new = match quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(
             &bytes, limit,
@@ -548,6 +581,7 @@ impl App {
                 return respond::problem(ProblemType::Internal, "the post could not be created");
             }
         };
+        self.committed();
         // A lookup of this id before it existed may have cached "absent".
         if let Err(e) = self.caches.invalidate_post(post.id).await {
             tracing::warn!(error = %e, "invalidation after a write failed");
@@ -559,6 +593,140 @@ impl App {
                     header::LOCATION,
                     HeaderValue::from_str(&format!("/api/v1/posts/{}", post.id)).expect("ascii"),
                 );
+                resp
+            }
+            Err(err) => enrich_problem(&err),
+        }
+    }
+
+    /// A JSON request body, read up to the size limit: 415 unless it is
+    /// `application/json`, 413 past the limit (with or without `Content-Length`).
+    async fn json_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, Response<Body>>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt as _;
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return Err(respond::problem(
+                ProblemType::UnsupportedMediaType,
+                "the body must be application/json",
+            ));
+        }
+        let limit = self.config.max_body_bytes as usize;
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) => Err(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    respond::problem(
+                        ProblemType::PayloadTooLarge,
+                        format!("the body is over {limit} bytes"),
+                    )
+                } else {
+                    respond::problem(ProblemType::MalformedBody, "the body could not be read")
+                },
+            ),
+        }
+    }
+
+    /// `POST /orders`: an `Idempotency-Key` is required; the body is parsed strictly and
+    /// validated; the order is priced and written in its own task, under the key, so a
+    /// retry with the same key and body gets the first order (and `Idempotent-Replayed`)
+    /// and a different body under the key is refused.
+    async fn create_order<B>(&self, viewer: UserId, headers: &HeaderMap, body: B) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let key = match idempotency_key(headers) {
+            Ok(k) => k,
+            Err(r) => return r.response(),
+        };
+        let limit = self.config.max_body_bytes as usize;
+        let bytes = match self.json_body(headers, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let lines = match quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(
+            &bytes, limit,
+        )
+        .and_then(|b| b.validate())
+        {
+            Ok(lines) => lines,
+            Err(e) => {
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
+            }
+        };
+        let fingerprint = order_fingerprint(&lines);
+        let writes = self.writes.clone();
+        let task_lines = lines.clone();
+        let placed = tokio::spawn(async move {
+            writes
+                .create_order(viewer, &key, &fingerprint, &task_lines)
+                .await
+        })
+        .await;
+        let placed = match placed {
+            Ok(Ok(placed)) => placed,
+            Ok(Err(quiver_store::StoreError::KeyReused)) => {
+                return respond::problem(
+                    ProblemType::Validation,
+                    "the Idempotency-Key was already used with a different request body",
+                );
+            }
+            Ok(Err(quiver_store::StoreError::Unorderable(refused))) => {
+                let errors = refused
+                    .iter()
+                    .map(|(i, why)| quiver_codec::request::FieldError {
+                        field: format!("items[{i}].post_id"),
+                        message: format!("post {} {}", lines[*i].0, why.message()),
+                    })
+                    .collect();
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(
+                    &quiver_codec::request::BodyError::Invalid(errors),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "create order failed");
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                return respond::problem(kind, "the order could not be placed; retry later");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "create order task failed");
+                return respond::problem(ProblemType::Internal, "the order could not be placed");
+            }
+        };
+        if !placed.replayed {
+            self.committed();
+            // A lookup of this id before it existed may have cached "absent".
+            if let Err(e) = self.caches.invalidate_order(placed.order).await {
+                tracing::warn!(error = %e, "invalidation after a write failed");
+            }
+        }
+        match self.engine.order(viewer, placed.order).await {
+            Ok(r) => {
+                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                let h = resp.headers_mut();
+                h.insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&format!("/api/v1/orders/{}", placed.order))
+                        .expect("ascii"),
+                );
+                if placed.replayed {
+                    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                }
                 resp
             }
             Err(err) => enrich_problem(&err),
@@ -738,6 +906,39 @@ fn path_id(id: &str) -> Result<i64, Reject> {
             format!("the id in the path must be a positive whole number, not `{id}`"),
         )
     })
+}
+
+/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Reject> {
+    let bad = |detail: &str| Reject(ProblemType::InvalidParameter, detail.to_owned());
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Err(bad(
+            "the Idempotency-Key header is required: a unique value per order you place",
+        ));
+    };
+    if values.next().is_some() {
+        return Err(bad("the Idempotency-Key header is given more than once"));
+    }
+    match value.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(k.to_owned())
+        }
+        _ => Err(bad(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// What makes two order requests "the same body": their validated lines, in order.
+fn order_fingerprint(lines: &[(PostId, i32)]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (post, quantity) in lines {
+        h.update(post.0.to_be_bytes());
+        h.update(quantity.to_be_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// The problem response for an engine error.

@@ -133,6 +133,7 @@ pub struct Caches {
     posts: Option<Cached<PostsLoader>>,
     media: Option<Cached<MediaLoader>>,
     tags: Option<Cached<TagsLoader>>,
+    orders: Option<Cached<OrdersLoader>>,
 }
 
 impl fmt::Debug for Caches {
@@ -196,11 +197,42 @@ impl Caches {
         Ok(())
     }
 
+    /// Forgets an order (a cached absence of a new id).
+    pub async fn invalidate_order(
+        &self,
+        id: quiver_model::OrderId,
+    ) -> Result<(), quiver_cache::CacheError> {
+        if let Some(c) = &self.orders {
+            c.invalidate(&[id]).await?;
+        }
+        Ok(())
+    }
+
     /// Stretches (or restores) every cache's TTLs.
     pub fn set_pressure(&self, raised: bool) {
         for c in &self.all {
             c.set_pressure(raised);
         }
+    }
+}
+
+/// Events invalidate through the read stack's caches: everywhere, like the writer's own
+/// invalidation.
+#[async_trait]
+impl quiver_events::Invalidate for Caches {
+    async fn edge(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.invalidate_edge(a, b).await?)
+    }
+
+    async fn post(
+        &self,
+        id: quiver_model::PostId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.invalidate_post(id).await?)
     }
 }
 
@@ -289,7 +321,11 @@ pub async fn read_stack(
             b.caches.follows = cache;
             loader
         },
-        orders: b.layer("order", OrdersLoader(s.clone())).await,
+        orders: {
+            let (loader, cache) = b.tiered("order", OrdersLoader(s.clone())).await;
+            b.caches.orders = cache;
+            loader
+        },
         order_items: b.layer("order_items", OrderItemsLoader(s)).await,
     };
     (sources, b.caches)
@@ -309,14 +345,36 @@ pub struct Settings {
     pub cursor_secret: Vec<u8>,
 }
 
+/// What the event layer runs on: the outbox and effects of the same database, and Redis
+/// for the stream when there is one (else events are handled in process).
+#[derive(Clone)]
+pub struct EventsSetup {
+    pub outbox: Arc<dyn quiver_store::events::Outbox>,
+    pub effects: Arc<dyn quiver_store::events::Effects>,
+    /// `redis://…` for the stream and the consumers; `None` dispatches in process.
+    pub redis_url: Option<String>,
+    pub config: quiver_events::EventsConfig,
+}
+
+impl fmt::Debug for EventsSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventsSetup")
+            .field("stream", &self.redis_url.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The service over `store` (and `remote`, when there is a Redis): the read stack, the
-/// engine with its prefetch pool wired to the caches' pressure signal, auth and limits.
+/// engine with its prefetch pool wired to the caches' pressure signal, auth, limits and,
+/// with `events`, the relay and consumers whose effects invalidate the same caches.
 pub async fn app(
     store: Arc<dyn Store>,
     writes: Arc<dyn quiver_store::write::Writes>,
     remote: Option<Arc<dyn Remote>>,
+    events: Option<EventsSetup>,
     settings: Settings,
-) -> crate::App {
+) -> Result<crate::App, quiver_events::EventsError> {
     let (sources, caches) = read_stack(store.clone(), remote.clone(), &settings.stack).await;
     let prefetch = settings.prefetch.map(|config| {
         let caches = caches.clone();
@@ -340,6 +398,7 @@ pub async fn app(
         writes,
         remote,
         caches,
+        events,
         auth: crate::auth::Auth::new(&settings.jwt_secret),
         config: settings.server,
     })

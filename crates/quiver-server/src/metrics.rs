@@ -1,11 +1,12 @@
 //! Prometheus metrics of the service. Request metrics are recorded as requests finish;
 //! counters kept elsewhere (cache outcomes, prefetch, the connection pool) are sampled
-//! when `/metrics` is scraped.
+//! when `/metrics` is scraped; so are the event layer's, except each event's
+//! commit-to-effect lag, which its consumers observe directly.
 
 use prometheus::core::Collector as _;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use quiver_cache::{Outcome, StatsSnapshot};
 use quiver_enrich::PrefetchStats;
@@ -24,6 +25,7 @@ pub(crate) struct Sample {
     pub(crate) pool_max: u32,
     pub(crate) pool_waits: u64,
     pub(crate) pool_wait_micros: u64,
+    pub(crate) events: Option<quiver_events::EventsSnapshot>,
 }
 
 /// Every metric, in one registry.
@@ -40,6 +42,11 @@ pub(crate) struct Metrics {
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
     pool_waits: IntCounterVec,
+    events: IntCounterVec,
+    outbox_backlog: IntGauge,
+    relay_lag: Gauge,
+    consumer: IntGaugeVec,
+    event_lag: HistogramVec,
     /// Last sampled values of counters kept elsewhere, to add only the difference.
     seen: Mutex<HashMap<(String, String), u64>>,
 }
@@ -126,8 +133,53 @@ impl Default for Metrics {
             &["measure"],
         )
         .expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "quiver_events_total",
+                "Events by stage: relayed (outbox to stream), handled, retried (a failed \
+                 attempt), reclaimed (taken over from another consumer), dead_lettered, \
+                 relay_errors (failed relay batches)",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let outbox_backlog = IntGauge::new(
+            "quiver_outbox_backlog",
+            "Outbox rows committed and not yet published",
+        )
+        .expect("valid");
+        let relay_lag = Gauge::new(
+            "quiver_relay_lag_seconds",
+            "Age of the oldest unpublished outbox row",
+        )
+        .expect("valid");
+        let consumer = IntGaugeVec::new(
+            Opts::new(
+                "quiver_consumer_entries",
+                "Consumer group entries: pending (delivered, not acknowledged) and lag \
+                 (not yet delivered)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let event_lag = HistogramVec::new(
+            HistogramOpts::new(
+                "quiver_event_lag_seconds",
+                "From an event's commit to the end of its effects, by kind",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()),
+            Box::new(outbox_backlog.clone()),
+            Box::new(relay_lag.clone()),
+            Box::new(consumer.clone()),
+            Box::new(event_lag.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(shed.clone()),
@@ -160,6 +212,11 @@ impl Default for Metrics {
             prefetch_queue,
             pool,
             pool_waits,
+            events,
+            outbox_backlog,
+            relay_lag,
+            consumer,
+            event_lag,
             seen: Mutex::default(),
         }
     }
@@ -203,8 +260,37 @@ impl Metrics {
         self.timeouts.inc();
     }
 
+    /// What consumers tell each event's commit-to-effect lag.
+    pub(crate) fn event_lag_observer(&self) -> quiver_events::LagObserver {
+        let lag = self.event_lag.clone();
+        std::sync::Arc::new(move |kind: quiver_model::EventKind, took: Duration| {
+            lag.with_label_values(&[kind.as_str()])
+                .observe(took.as_secs_f64());
+        })
+    }
+
     /// The text exposition, after sampling `sample`.
     pub(crate) fn render(&self, sample: &Sample) -> Vec<u8> {
+        if let Some(e) = sample.events {
+            for (stage, n) in [
+                ("relayed", e.relayed),
+                ("handled", e.handled),
+                ("retried", e.retries),
+                ("reclaimed", e.reclaimed),
+                ("dead_lettered", e.dead_lettered),
+                ("relay_errors", e.relay_errors),
+            ] {
+                self.add_counter(&self.events, &[stage], n);
+            }
+            self.outbox_backlog.set(e.backlog as i64);
+            self.relay_lag.set(e.relay_lag_seconds);
+            self.consumer
+                .with_label_values(&["pending"])
+                .set(e.consumer_pending as i64);
+            self.consumer
+                .with_label_values(&["lag"])
+                .set(e.consumer_lag as i64);
+        }
         for (cache, stats) in &sample.caches {
             for outcome in Outcome::ALL {
                 self.add_counter(

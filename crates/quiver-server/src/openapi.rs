@@ -41,6 +41,12 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
             &[],
         ),
         Route::DeletePost => ("Delete your post (it leaves every feed)", None, &["id"]),
+        Route::CreateOrder => (
+            "Order wishes of others; totals are computed from the wishes' prices. \
+             The same Idempotency-Key with the same body returns the first order",
+            Some("OrderWire"),
+            &["Idempotency-Key"],
+        ),
         Route::Notifications => (
             "The viewer's notifications, newest first",
             Some("NotificationsPageWire"),
@@ -78,6 +84,12 @@ fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
             Type::Integer,
             "Shuffle seed; a new one when absent",
         ),
+        "Idempotency-Key" => (
+            ParameterIn::Header,
+            Type::String,
+            "Required: 1 to 255 visible ASCII characters naming this request; a retry \
+             with the same key and body returns the first answer",
+        ),
         _ => (
             ParameterIn::Query,
             Type::String,
@@ -87,11 +99,13 @@ fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(place.clone())
-        .required(if place == ParameterIn::Path {
-            Required::True
-        } else {
-            Required::False
-        })
+        .required(
+            if place == ParameterIn::Path || place == ParameterIn::Header {
+                Required::True
+            } else {
+                Required::False
+            },
+        )
         .description(Some(doc))
         .schema(Some(ObjectBuilder::new().schema_type(ty)))
         .build()
@@ -125,13 +139,15 @@ pub(crate) fn document() -> OpenApi {
     );
     for (method, path, route) in ROUTES {
         let (summary, body, params) = describe(*route);
-        let (status, ok) = if *route == Route::CreatePost {
+        let (status, ok) = if route.creates() {
             (
                 "201",
                 ResponseBuilder::new().description("Created").content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("PostDetailWire")))
+                        .schema(Some(Ref::from_schema_name(
+                            body.expect("creations have a body"),
+                        )))
                         .build(),
                 ),
             )
@@ -164,14 +180,19 @@ pub(crate) fn document() -> OpenApi {
             .operation_id(Some(format!("{route:?}").to_lowercase()))
             .parameters(Some(params.iter().map(|p| parameter(p))))
             .response(status, ok.build());
-        if *route == Route::CreatePost {
+        if route.creates() {
+            let request = if *route == Route::CreatePost {
+                "CreatePostBody"
+            } else {
+                "CreateOrderBody"
+            };
             op = op
                 .request_body(Some(
                     utoipa::openapi::request_body::RequestBodyBuilder::new()
                         .content(
                             "application/json",
                             ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("CreatePostBody")))
+                                .schema(Some(Ref::from_schema_name(request)))
                                 .build(),
                         )
                         .required(Some(Required::True))
@@ -181,7 +202,13 @@ pub(crate) fn document() -> OpenApi {
                 .response("415", problem("The body is not application/json"))
                 .response(
                     "422",
-                    problem("The body is invalid; `errors` names each field"),
+                    problem(if *route == Route::CreatePost {
+                        "The body is invalid; `errors` names each field"
+                    } else {
+                        "The body is invalid (`errors` names each field, including items \
+                         that are not others' wishes), or the Idempotency-Key was used with \
+                         another body"
+                    }),
                 );
         }
         if !route.is_probe() {
@@ -202,7 +229,7 @@ pub(crate) fn document() -> OpenApi {
             if params.contains(&"id") {
                 op = op.response("404", problem("No such resource, or hidden by a block"));
             }
-            if route.is_write() && *route != Route::CreatePost {
+            if route.is_write() && !route.creates() {
                 op = op.response(
                     "422",
                     problem("Refused: yourself, or a block stands between you"),
@@ -255,6 +282,13 @@ mod tests {
             assert_eq!(names, params.to_vec(), "{path}");
             if path.contains("{id}") {
                 assert!(names.contains(&"id"), "{path} documents its id");
+            }
+            if route.creates() {
+                let r = op["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap();
+                assert_eq!(r, format!("#/components/schemas/{}", body.unwrap()));
+                assert!(op["requestBody"]["required"].as_bool().unwrap());
             }
             if let Some(schema) = body.filter(|_| !route.is_write()) {
                 let r = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]

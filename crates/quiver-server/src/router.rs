@@ -15,6 +15,7 @@ pub enum Route {
     CustomerOrders,
     CreatePost,
     DeletePost,
+    CreateOrder,
     Notifications,
     Follow,
     Unfollow,
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("DELETE", "/api/v1/users/{id}/follow", Route::Unfollow),
     ("PUT", "/api/v1/users/{id}/block", Route::Block),
     ("DELETE", "/api/v1/users/{id}/block", Route::Unblock),
+    ("POST", "/api/v1/orders", Route::CreateOrder),
     ("GET", "/api/v1/orders/{id}", Route::Order),
     (
         "GET",
@@ -71,6 +73,7 @@ impl Route {
                 | Route::CustomerOrders
                 | Route::CreatePost
                 | Route::DeletePost
+                | Route::CreateOrder
                 | Route::Notifications
                 | Route::Follow
                 | Route::Unfollow
@@ -89,7 +92,13 @@ impl Route {
                 | Route::Unblock
                 | Route::CreatePost
                 | Route::DeletePost
+                | Route::CreateOrder
         )
+    }
+
+    /// Whether the route takes a JSON body (and answers 201 with what it created).
+    pub fn creates(self) -> bool {
+        matches!(self, Route::CreatePost | Route::CreateOrder)
     }
 
     /// Whether the route answers operators rather than API clients: no auth, no rate

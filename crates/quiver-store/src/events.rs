@@ -5,9 +5,7 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use quiver_model::{
-    EventId, NotificationKind, OrderId, OutboxEvent, PostId, UserId,
-};
+use quiver_model::{EventId, NotificationKind, OrderId, OutboxEvent, PostId, UserId};
 
 /// Unpublished events and the age of the oldest, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

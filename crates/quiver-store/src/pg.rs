@@ -1,8 +1,8 @@
 //! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
-use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
 use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
+use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
 use crate::write::{
     GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
     post_payload, price_lines,
@@ -10,9 +10,9 @@ use crate::write::{
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
-    Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post, PostId, PostRef, User, UserFlags,
-    UserId, ViewerGraph, dedup_keys,
+    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
+    NotificationId, Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post,
+    PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::HashMap;

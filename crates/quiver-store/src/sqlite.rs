@@ -5,10 +5,10 @@
 //! per crate (launchbadge/sqlx#121, #916), and that database is PostgreSQL. The contract
 //! suite runs every one of these statements against a real SQLite file.
 
+use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
 use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
-use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
 use crate::write::{
     GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
     post_payload, price_lines,
@@ -17,9 +17,9 @@ use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification, NotificationId,
-    Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post, PostId, PostRef, User, UserFlags,
-    UserId, ViewerGraph, dedup_keys,
+    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
+    NotificationId, Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post,
+    PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,

@@ -101,13 +101,20 @@ pub trait Writes: GraphWrites + PostWrites + OrderWrites {}
 
 impl<T: GraphWrites + PostWrites + OrderWrites> Writes for T {}
 
-/// Prices `lines` from the wishes found (`(id, author, kind, price, currency)`), as the
-/// order's total and currency, or the refused lines.
+/// A post as an order line reads it: author, kind, price in cents, currency.
+pub(crate) type WishRow = (i64, String, Option<i64>, Option<String>);
+/// A priced line: post, its owner, quantity, unit price in cents.
+pub(crate) type PricedLine = (i64, i64, i32, i64);
+/// An order's total, currency and lines.
+pub(crate) type Priced = (i64, String, Vec<PricedLine>);
+
+/// Prices `lines` from the posts found (by id), as the order's total and currency, or the
+/// refused lines.
 pub(crate) fn price_lines(
     customer: UserId,
     lines: &[(PostId, i32)],
-    found: &std::collections::HashMap<i64, (i64, String, Option<i64>, Option<String>)>,
-) -> Result<(i64, String, Vec<(i64, i64, i32, i64)>), StoreError> {
+    found: &std::collections::HashMap<i64, WishRow>,
+) -> Result<Priced, StoreError> {
     let mut refused = Vec::new();
     let mut priced = Vec::with_capacity(lines.len());
     let mut currency: Option<&str> = None;
@@ -147,7 +154,7 @@ pub(crate) fn price_lines(
 pub(crate) fn order_payload(
     order: i64,
     customer: UserId,
-    priced: &[(i64, i64, i32, i64)],
+    priced: &[PricedLine],
 ) -> serde_json::Value {
     serde_json::json!({
         "order_id": order,

@@ -24,12 +24,7 @@ async fn followed_notifications(pool: &PgPool, user: i64) -> i64 {
 }
 
 fn streams() -> RedisStreams {
-    RedisStreams::connect(
-        &redis_url(),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-    .unwrap()
+    RedisStreams::connect(&redis_url(), Duration::from_secs(1), Duration::from_secs(1)).unwrap()
 }
 
 fn handler(store: &PgStore) -> Arc<dyn Handler> {
@@ -83,8 +78,12 @@ async fn an_event_delivered_twice_creates_one_notification(pool: PgPool) {
     let claim = store.claim(10).await.unwrap();
     let config = config();
     let s = streams();
-    s.append(&config.stream(), 1000, claim.events()).await.unwrap();
-    s.append(&config.stream(), 1000, claim.events()).await.unwrap();
+    s.append(&config.stream(), 1000, claim.events())
+        .await
+        .unwrap();
+    s.append(&config.stream(), 1000, claim.events())
+        .await
+        .unwrap();
     drop(claim);
     let events = Events::start(
         Arc::new(store.clone()),
@@ -144,7 +143,10 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
     assert_eq!(followed_notifications(&pool, 3).await, 1);
     dies.shutdown().await;
     let s = streams();
-    let state = s.group_state(&config.stream(), &config.group).await.unwrap();
+    let state = s
+        .group_state(&config.stream(), &config.group)
+        .await
+        .unwrap();
     assert_eq!(state.pending, 1, "left pending by the dead consumer");
 
     let takes_over = Events::start(
@@ -172,7 +174,11 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
             == 0
     })
     .await;
-    assert_eq!(followed_notifications(&pool, 3).await, 1, "the effect happened once");
+    assert_eq!(
+        followed_notifications(&pool, 3).await,
+        1,
+        "the effect happened once"
+    );
     takes_over.shutdown().await;
 }
 

@@ -12,7 +12,7 @@ use std::io::Read as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-async fn problem(resp: reqwest::Response, status: StatusCode) -> serde_json::Value {
+pub(crate) async fn problem(resp: reqwest::Response, status: StatusCode) -> serde_json::Value {
     assert_eq!(resp.status(), status);
     assert_eq!(
         resp.headers()["content-type"],
@@ -26,7 +26,7 @@ async fn problem(resp: reqwest::Response, status: StatusCode) -> serde_json::Val
     body
 }
 
-async fn json(resp: reqwest::Response) -> (HeaderMap, serde_json::Value) {
+pub(crate) async fn json(resp: reqwest::Response) -> (HeaderMap, serde_json::Value) {
     assert_eq!(resp.status(), StatusCode::OK);
     let headers = resp.headers().clone();
     (
@@ -36,7 +36,7 @@ async fn json(resp: reqwest::Response) -> (HeaderMap, serde_json::Value) {
 }
 
 /// The Prometheus exposition of the admin listener.
-async fn metrics(s: &Server) -> String {
+pub(crate) async fn metrics(s: &Server) -> String {
     let resp = s.http.get(s.admin_url("/metrics")).send().await.unwrap();
     resp.text().await.unwrap()
 }
@@ -50,7 +50,7 @@ async fn raw(s: &Server, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+pub(crate) async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
         .await
@@ -800,6 +800,7 @@ async fn readiness_turns_503_while_the_database_refuses_connections_and_200_when
         pool.clone(),
         ServerConfig::default(),
         None,
+        false,
     )
     .await;
     assert_eq!(
@@ -1042,7 +1043,7 @@ async fn follow_and_block_change_the_graph_and_the_writer_reads_it_at_once(pool:
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn posts_are_created_into_followers_feeds_and_deleted_by_their_author(pool: PgPool) {
-    let mut s = start(pool, ServerConfig::default(), None).await;
+    let mut s = crate::support::start_with_events(pool).await;
     let (author, follower): (i64, i64) =
         sqlx::query_as("SELECT followee_id, follower_id FROM follows ORDER BY 1, 2 LIMIT 1")
             .fetch_one(&s.pool)
@@ -1077,17 +1078,20 @@ async fn posts_are_created_into_followers_feeds_and_deleted_by_their_author(pool
         &snapshot("post"),
         "created post",
     );
-    // First in the follower's feed and the author's own.
-    for viewer in [follower, author] {
-        let (_, feed) = json(
-            s.get("/api/v1/feed?limit=1", Some(viewer))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(feed["items"][0]["id"], id, "viewer {viewer}");
-    }
+    // First in the author's own feed at once (read your writes), and in the follower's
+    // once the `post.created` event has fanned it out.
+    let first = |viewer: i64| {
+        let req = s.get("/api/v1/feed?limit=1", Some(viewer));
+        async move {
+            let (_, feed) = json(req.send().await.unwrap()).await;
+            feed["items"][0]["id"].as_i64()
+        }
+    };
+    assert_eq!(first(author).await, Some(id), "the author's own feed");
+    crate::support::eventually("the follower's feed has the post", || async {
+        first(follower).await == Some(id)
+    })
+    .await;
 
     // Bad bodies: each a 4xx problem naming what was wrong.
     problem(

@@ -4,3 +4,4 @@
 mod http;
 mod real_stack;
 mod support;
+mod writes;

@@ -7,7 +7,7 @@ use quiver_cache::{RedisConfig, RedisRemote, Remote};
 use quiver_enrich::{Engine, EngineConfig};
 use quiver_model::{CursorCodec, DynLoader, LoadError, Loader, Post, PostId, UserId};
 use quiver_server::auth::Auth;
-use quiver_server::compose::{StackConfig, read_stack};
+use quiver_server::compose::{EventsSetup, StackConfig, read_stack};
 use quiver_server::{App, Parts, ServerConfig};
 use quiver_store::PgStore;
 use quiver_store::seed::{SeedConfig, generate};
@@ -102,6 +102,7 @@ impl Loader for Gated {
 }
 
 pub(crate) struct Server {
+    pub(crate) app: Arc<App>,
     pub(crate) addr: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) gate: Arc<Gate>,
@@ -141,6 +142,17 @@ impl Server {
             .await
             .expect("serve task")
     }
+    /// Waits until every committed event has been relayed and handled here.
+    pub(crate) async fn settle(&self) {
+        use quiver_store::events::Outbox as _;
+        eventually("every event is relayed and handled", || async {
+            let stats = self.app.event_stats().expect("events run");
+            self.store.backlog().await.unwrap().unpublished == 0
+                && stats.handled + stats.dead_lettered >= stats.relayed
+        })
+        .await;
+    }
+
     pub(crate) fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
         let _ = self.stop.take().expect("running").send(());
         self.task.take().expect("running")
@@ -166,7 +178,20 @@ pub(crate) fn redis_url() -> String {
 /// Seeds `pool` and serves it with `config`; Redis from `REDIS_URL` unless `redis` is
 /// given (a URL, possibly of a dead port).
 pub(crate) async fn start(pool: PgPool, config: ServerConfig, redis: Option<String>) -> Server {
-    start_on(PgStore::from_pool(pool.clone()), pool, config, redis).await
+    start_on(PgStore::from_pool(pool.clone()), pool, config, redis, false).await
+}
+
+/// Like [`start`], with the event layer running: the outbox relayed to a stream of this
+/// server's own, consumed by its consumers.
+pub(crate) async fn start_with_events(pool: PgPool) -> Server {
+    start_on(
+        PgStore::from_pool(pool.clone()),
+        pool,
+        ServerConfig::default(),
+        None,
+        true,
+    )
+    .await
 }
 
 /// Like [`start`], with the server reading through `store` (its own pool, say) while
@@ -176,6 +201,7 @@ pub(crate) async fn start_on(
     pool: PgPool,
     config: ServerConfig,
     redis: Option<String>,
+    events: bool,
 ) -> Server {
     let ds = generate(&SeedConfig {
         users: 60,
@@ -187,20 +213,35 @@ pub(crate) async fn start_on(
     store.load_dataset(&ds, &|_| {}).await.unwrap();
     let remote = remote(&redis.unwrap_or_else(redis_url)).await;
     let gate = Arc::new(Gate::default());
+    // Tests share one Redis: each server caches and streams under its own namespace.
+    let namespace = format!(
+        "qtest:http:{}:{}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
     let (mut sources, caches) = read_stack(
         Arc::new(store.clone()),
         Some(remote.clone()),
         &StackConfig {
-            // Tests share one Redis: each server caches under its own namespace.
-            namespace: format!(
-                "qtest:http:{}:{}",
-                std::process::id(),
-                rand::random::<u64>()
-            ),
+            namespace: namespace.clone(),
             ..StackConfig::default()
         },
     )
     .await;
+    let events = events.then(|| EventsSetup {
+        outbox: Arc::new(store.clone()),
+        effects: Arc::new(store.clone()),
+        redis_url: Some(redis_url()),
+        config: quiver_events::EventsConfig {
+            namespace,
+            relay_poll: Duration::from_millis(20),
+            read_block: Duration::from_millis(200),
+            claim_idle: Duration::from_secs(2),
+            claim_interval: Duration::from_millis(500),
+            fan_out_batch: 7,
+            ..quiver_events::EventsConfig::default()
+        },
+    });
     sources.posts = Arc::new(Gated {
         inner: sources.posts,
         gate: gate.clone(),
@@ -212,15 +253,19 @@ pub(crate) async fn start_on(
         None,
     );
     let auth = Auth::new(SECRET);
-    let app = Arc::new(App::new(Parts {
-        engine,
-        store: Arc::new(store.clone()),
-        writes: Arc::new(store.clone()),
-        remote: Some(remote),
-        caches,
-        auth: auth.clone(),
-        config,
-    }));
+    let app = Arc::new(
+        App::new(Parts {
+            engine,
+            store: Arc::new(store.clone()),
+            writes: Arc::new(store.clone()),
+            remote: Some(remote),
+            caches,
+            events,
+            auth: auth.clone(),
+            config,
+        })
+        .expect("the events start"),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
@@ -230,10 +275,11 @@ pub(crate) async fn start_on(
         app.clone(),
         std::future::pending(),
     ));
-    let task = tokio::spawn(quiver_server::serve(listener, app, async move {
+    let task = tokio::spawn(quiver_server::serve(listener, app.clone(), async move {
         let _ = stopped.await;
     }));
     Server {
+        app,
         addr,
         admin: admin_addr,
         gate,
@@ -243,5 +289,24 @@ pub(crate) async fn start_on(
         auth,
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// Waits until `check` holds, failing the test after ten seconds.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use quiver_model::{
     Cursor, FollowEdge, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId,
 };
+use quiver_store::events::{Effects, NewNotification, Outbox};
 use quiver_store::loaders::{
     FollowsLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader,
     UserFlagsLoader, UsersLoader,
 };
 use quiver_store::seed::{Dataset, Progress};
-use quiver_store::events::{Effects, NewNotification, Outbox};
 use quiver_store::write::{GraphWrites, LineRefusal, OrderWrites, PostWrites, Written};
 use quiver_store::{PgStore, SqliteStore, Store, StoreError};
 use std::collections::HashSet;
@@ -619,7 +619,10 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
     // 2 is followed by 1 and 3.
     let post = w.create_post(UserId(2), &new).await.unwrap();
     let first = store.home_page(UserId(2), None, 1).await.unwrap();
-    assert_eq!(first.items[0].id, post.id, "first in the author's feed at once");
+    assert_eq!(
+        first.items[0].id, post.id,
+        "first in the author's feed at once"
+    );
     for viewer in [1, 3] {
         let first = store.home_page(UserId(viewer), None, 1).await.unwrap();
         assert_ne!(first.items[0].id, post.id, "not fanned out yet to {viewer}");
@@ -923,7 +926,10 @@ async fn concurrent_orders_with_one_key_create_one_order(backend: Backend) {
     let ids: HashSet<_> = placed.iter().map(|p| p.order).collect();
     assert_eq!(ids.len(), 1, "every request got the same order");
     assert_eq!(placed.iter().filter(|p| !p.replayed).count(), 1);
-    assert_eq!(backend.count("SELECT count(*) FROM orders").await, before + 1);
+    assert_eq!(
+        backend.count("SELECT count(*) FROM orders").await,
+        before + 1
+    );
     assert_eq!(
         backend
             .count("SELECT count(*) FROM outbox WHERE kind = 'order.created'")
@@ -981,7 +987,11 @@ async fn notifications_from_events_are_inserted_once_per_key(backend: Backend) {
     };
     let notes = [note("9:a", 2, Some(3)), note("9:b", 3, Some(7))];
     assert_eq!(effects.notify(&notes).await.unwrap(), 2);
-    assert_eq!(effects.notify(&notes).await.unwrap(), 0, "the same keys again");
+    assert_eq!(
+        effects.notify(&notes).await.unwrap(),
+        0,
+        "the same keys again"
+    );
     // A vanished reference becomes null; a vanished recipient gets nothing.
     let odd = [note("9:c", 2, Some(424_242)), note("9:d", 999, None)];
     assert_eq!(effects.notify(&odd).await.unwrap(), 1);

@@ -32,9 +32,13 @@ pub(crate) struct ServeArgs {
     /// Database: postgres://… or sqlite:PATH
     #[arg(long, env = "DATABASE_URL", required_unless_present = "demo")]
     database_url: Option<String>,
-    /// Redis for the shared L2 cache (none: L1 only)
+    /// Redis for the shared L2 cache and the event stream (none: L1 only, events in
+    /// process)
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Prefix of every Redis key, channel and stream; replicas of one deployment share it
+    #[arg(long, env = "QUIVER_REDIS_NAMESPACE", default_value = "quiver")]
+    redis_namespace: String,
     /// Address of the public API
     #[arg(long, env = "QUIVER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -176,6 +180,14 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     {
         usage("REDIS_URL must start with redis:// or rediss://");
     }
+    if args.redis_namespace.is_empty()
+        || !args
+            .redis_namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+    {
+        usage("QUIVER_REDIS_NAMESPACE must be letters, digits and - _ : . only");
+    }
     if let Some(url) = &args.database_url
         && !args.demo
         && !(url.starts_with("postgres://")
@@ -280,6 +292,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 window: Duration::from_micros(args.coalesce_window_us),
                 ..BatchConfig::default()
             }),
+            namespace: args.redis_namespace.clone(),
             ..StackConfig::default()
         },
         engine: EngineConfig {
@@ -302,6 +315,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         effects,
         redis_url,
         config: quiver_events::EventsConfig {
+            namespace: args.redis_namespace.clone(),
             relay: !args.no_relay,
             consumers: args.event_consumers,
             consumer_prefix: consumer_prefix(),

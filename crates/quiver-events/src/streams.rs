@@ -48,7 +48,7 @@ impl std::fmt::Debug for RedisStreams {
 }
 
 impl RedisStreams {
-    /// Starts connecting to `url` and returns at once; commands fail at their timeout
+    /// Starts connecting to `url` (inside a tokio runtime) and returns at once; commands fail at their timeout
     /// until Redis is reachable, and the connection reconnects with back-off.
     /// `block` is the longest `XREADGROUP` block this connection will run.
     pub fn connect(

@@ -3,9 +3,13 @@
 //! - `test`: every test, against real PostgreSQL and Redis; throwaway servers are started
 //!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`.
 //! - `lint`: formatting, clippy with `-D warnings`, and the offline-query check.
-//! - `ci`: exactly what CI runs: `lint`, then `test`.
+//! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
+//! - `bench`: the release server end to end against the machine's own limits, with
+//!   ablations; `--micro` runs the criterion benches of every layer.
 
+mod bench;
+mod plots;
 mod services;
 
 use anyhow::{Context, Result, bail};
@@ -23,21 +27,24 @@ fn main() -> Result<()> {
         Some("ci") => ci(&root),
         Some("lint") => lint(&root),
         Some("prepare") => sqlx_data(&root, Mode::Write),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
                  lint         fmt --check, clippy -D warnings, offline-query check\n  \
-                 ci           lint, then test: what CI runs\n  \
-                 prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)"
+                 ci           lint, test, bench --quick: what CI runs\n  \
+                 prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
+                 bench [--quick] [--scale small|medium|large] [--baseline FILE] [--micro]\n               \
+                 end-to-end load against the machine's limits, with ablations (report in target/bench/)"
             );
             bail!("unknown or missing task")
         }
     }
 }
 
-fn project_root() -> PathBuf {
+pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the root")
@@ -45,7 +52,7 @@ fn project_root() -> PathBuf {
 }
 
 /// Runs `cmd`, failing with its command line when it does not succeed.
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
     let status = cmd
         .status()
@@ -64,7 +71,7 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -105,7 +112,8 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn ci(root: &Path) -> Result<()> {
     lint(root)?;
-    test(&[])
+    test(&[])?;
+    bench::bench(&["--quick".to_owned()])
 }
 
 fn lint(root: &Path) -> Result<()> {

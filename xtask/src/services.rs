@@ -213,12 +213,31 @@ impl Services {
 }
 
 /// Runs one SQL command through `psql` (part of every PostgreSQL client install).
-fn psql(url: &str, sql: &str) -> Result<()> {
+pub(crate) fn psql(url: &str, sql: &str) -> Result<()> {
     let psql = which("psql").or_else(|| postgres_bindir().map(|d| d.join("psql")));
     let Some(psql) = psql else {
         bail!("psql not found: install the postgresql client")
     };
     run_quiet(Command::new(psql).args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]))
+}
+
+/// The rows `sql` returns, unaligned and without headers (`psql -tA`).
+pub(crate) fn psql_query(url: &str, sql: &str) -> Result<String> {
+    let psql = which("psql").or_else(|| postgres_bindir().map(|d| d.join("psql")));
+    let Some(psql) = psql else {
+        bail!("psql not found: install the postgresql client")
+    };
+    let out = Command::new(psql)
+        .args(["-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .context("cannot run psql")?;
+    if !out.status.success() {
+        bail!(
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs one SQL file through `psql`, stopping at the first error.
@@ -268,7 +287,7 @@ fn is_root() -> bool {
 
 /// Where `initdb` and `pg_ctl` live: PATH, `pg_config --bindir` (Debian keeps them off
 /// PATH), or the newest `/usr/lib/postgresql/*/bin`.
-fn postgres_bindir() -> Option<PathBuf> {
+pub(crate) fn postgres_bindir() -> Option<PathBuf> {
     let has_tools = |d: &Path| d.join("initdb").exists() && d.join("pg_ctl").exists();
     if let Some(initdb) = which("initdb")
         && let Some(dir) = initdb.parent()
@@ -291,7 +310,7 @@ fn postgres_bindir() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())

@@ -26,6 +26,8 @@ pub struct EventsConfig {
     pub consumer_prefix: String,
     /// Entries read per `XREADGROUP`.
     pub read_count: u64,
+    /// Entries of one read a consumer handles at once.
+    pub handle_concurrency: usize,
     /// How long one `XREADGROUP` blocks waiting for entries.
     pub read_block: Duration,
     /// Entries pending this long (their consumer died or failed) are reclaimed.
@@ -53,6 +55,7 @@ impl Default for EventsConfig {
             consumers: 2,
             consumer_prefix: format!("c-{}", uuid::Uuid::new_v4().simple()),
             read_count: 64,
+            handle_concurrency: 8,
             read_block: Duration::from_millis(1000),
             claim_idle: Duration::from_secs(30),
             claim_interval: Duration::from_secs(5),

@@ -57,14 +57,8 @@ impl Consumer {
                     .streams
                     .read_group(&stream, &group, &self.name, self.config.read_count, block)
                     .await?;
-                let mut acks = Vec::with_capacity(new.len());
-                for d in new {
-                    if self.process(&d, 1).await? {
-                        acks.push(d.entry);
-                    }
-                }
-                self.streams.ack(&stream, &group, &acks).await?;
-                Ok::<(), EventsError>(())
+                let fresh: Vec<(Delivery, u64)> = new.into_iter().map(|d| (d, 1)).collect();
+                self.process_all(&stream, &group, &fresh).await
             };
             let result = tokio::select! {
                 r = step => r,
@@ -108,13 +102,43 @@ impl Consumer {
         }
         self.stats.reclaimed(claimed.len());
         tracing::info!(consumer = %self.name, entries = claimed.len(), "reclaimed pending events");
-        let mut acks = Vec::with_capacity(claimed.len());
-        for (d, deliveries) in &claimed {
-            if self.process(d, *deliveries).await? {
-                acks.push(d.entry.clone());
+        self.process_all(stream, group, &claimed).await
+    }
+
+    /// Handles a batch, up to `handle_concurrency` entries at once (effects are
+    /// independent and idempotent, so their order does not matter), and acknowledges
+    /// every entry that is done, even when another failed.
+    async fn process_all(
+        &self,
+        stream: &str,
+        group: &str,
+        batch: &[(Delivery, u64)],
+    ) -> Result<(), EventsError> {
+        use futures::StreamExt as _;
+        type Outcome = (String, Result<bool, EventsError>);
+        // Boxed so the stream's futures are plainly `Send` (a closure returning an async
+        // block over borrowed items trips the compiler's higher-ranked `Send` check).
+        let handling: Vec<futures::future::BoxFuture<'_, Outcome>> = batch
+            .iter()
+            .map(|(d, n)| {
+                Box::pin(async move { (d.entry.clone(), self.process(d, *n).await) }) as _
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = futures::stream::iter(handling)
+            .buffer_unordered(self.config.handle_concurrency.max(1))
+            .collect()
+            .await;
+        let mut acks = Vec::with_capacity(outcomes.len());
+        let mut failed = None;
+        for (entry, outcome) in outcomes {
+            match outcome {
+                Ok(true) => acks.push(entry),
+                Ok(false) => {}
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        self.streams.ack(stream, group, &acks).await
+        self.streams.ack(stream, group, &acks).await?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Handles one entry, delivered `deliveries` times so far. `Ok(true)`: acknowledge it

@@ -254,6 +254,10 @@ impl App {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        #[cfg(feature = "bench-routes")]
+        if req.uri().path() == "/bench/static" {
+            return bench_static(req.uri().query());
+        }
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.config.max_uri_bytes {
             return respond::problem(
@@ -906,6 +910,22 @@ fn path_id(id: &str) -> Result<i64, Reject> {
             format!("the id in the path must be a positive whole number, not `{id}`"),
         )
     })
+}
+
+/// `GET /bench/static?bytes=N` (bench builds only): N bytes of JSON through the same
+/// connection handling, request id, compression and metrics as every route, but no
+/// engine: the floor `cargo xtask bench` measures the service against.
+#[cfg(feature = "bench-routes")]
+fn bench_static(query: Option<&str>) -> Response<Body> {
+    let n = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "bytes")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(16 << 10)
+        .clamp(2, 1 << 20);
+    let mut body = vec![b' '; n];
+    body[0] = b'"';
+    body[n - 1] = b'"';
+    respond::json(StatusCode::OK, body)
 }
 
 /// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.

@@ -293,7 +293,6 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 ..BatchConfig::default()
             }),
             namespace: args.redis_namespace.clone(),
-            ..StackConfig::default()
         },
         engine: EngineConfig {
             fragment_cache: if args.no_fragments { 0 } else { 100_000 },

@@ -27,6 +27,18 @@ fn streams() -> RedisStreams {
     RedisStreams::connect(&redis_url(), Duration::from_secs(1), Duration::from_secs(1)).unwrap()
 }
 
+/// Waits until the group has acknowledged everything delivered.
+async fn nothing_pending(s: &RedisStreams, config: &quiver_events::EventsConfig) {
+    eventually("nothing is pending", || async {
+        s.group_state(&config.stream(), &config.group)
+            .await
+            .unwrap()
+            .pending
+            == 0
+    })
+    .await;
+}
+
 fn handler(store: &PgStore) -> Arc<dyn Handler> {
     Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 2))
 }
@@ -101,14 +113,7 @@ async fn an_event_delivered_twice_creates_one_notification(pool: PgPool) {
     })
     .await;
     assert_eq!(followed_notifications(&pool, 1).await, 1);
-    eventually("nothing is pending", || async {
-        s.group_state(&config.stream(), &config.group)
-            .await
-            .unwrap()
-            .pending
-            == 0
-    })
-    .await;
+    nothing_pending(&s, &config).await;
     events.shutdown().await;
 }
 
@@ -166,14 +171,7 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
         st.reclaimed >= 1 && st.handled >= 1
     })
     .await;
-    eventually("nothing is pending", || async {
-        s.group_state(&config.stream(), &config.group)
-            .await
-            .unwrap()
-            .pending
-            == 0
-    })
-    .await;
+    nothing_pending(&s, &config).await;
     assert_eq!(
         followed_notifications(&pool, 3).await,
         1,
@@ -224,14 +222,7 @@ async fn failing_and_malformed_events_end_in_the_dead_letter_stream(pool: PgPool
     let st = events.stats();
     assert_eq!(st.retries, 2);
     assert_eq!(st.handled, 0);
-    eventually("nothing is pending", || async {
-        s.group_state(&config.stream(), &config.group)
-            .await
-            .unwrap()
-            .pending
-            == 0
-    })
-    .await;
+    nothing_pending(&s, &config).await;
     events.shutdown().await;
 }
 

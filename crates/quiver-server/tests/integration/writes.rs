@@ -466,7 +466,7 @@ async fn timelines_stay_exact_after_a_burst_of_mixed_writes(pool: PgPool) {
             .iter()
             .filter(|(_, author, _)| author == u || f.contains(author))
             .collect();
-        feed.sort_unstable_by(|x, y| (y.2, y.0).cmp(&(x.2, x.0)));
+        feed.sort_unstable_by_key(|p| std::cmp::Reverse((p.2, p.0)));
         let expected: Vec<i64> = feed.iter().map(|p| p.0).collect();
         // The stored timeline is exactly the newest part of the feed: nothing stale,
         // nothing missing above its oldest entry.

@@ -123,8 +123,14 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     };
 
     let db = database(&bin, &database_admin, o.scale)?;
-    let fixture = Fixture::pick(&db, &bin)?;
+    let mut fixture = Fixture::pick(&db, &bin)?;
     let started = Instant::now();
+    {
+        // The viewer's first pages, with the cursors a client would follow: the feed
+        // scenarios cycle through them.
+        let server = Server::start(&bin, &db, &redis, &[], true)?;
+        fixture.feed_pages = feed_pages(&server, &fixture.tokens[&fixture.viewer], 5)?;
+    }
     let runs = scenarios(&fixture, o.quick, system_bin.is_some());
     let bar = ProgressBar::new(runs.len() as u64 + 3);
     bar.set_style(
@@ -285,6 +291,8 @@ struct Fixture {
     users: Vec<i64>,
     /// Bearer tokens of the viewer and the customer.
     tokens: BTreeMap<i64, String>,
+    /// Paths of the viewer's first feed pages, each with the cursor of the one before.
+    feed_pages: Vec<String>,
 }
 
 impl Fixture {
@@ -331,8 +339,31 @@ impl Fixture {
             customer,
             users,
             tokens,
+            feed_pages: Vec::new(),
         })
     }
+}
+
+/// Walks `pages` pages of the feed with `token`, returning each page's path.
+fn feed_pages(server: &Server, token: &str, pages: usize) -> Result<Vec<String>> {
+    let mut paths = vec!["/api/v1/feed?limit=20".to_owned()];
+    while paths.len() < pages {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!(
+                "http://{}{}",
+                server.api,
+                paths.last().expect("one")
+            ))
+            .output()
+            .context("cannot run curl")?;
+        let page: Value = serde_json::from_slice(&out.stdout).context("the feed answers json")?;
+        match page["next_page"].as_str() {
+            Some(c) => paths.push(format!("/api/v1/feed?limit=20&cursor={c}")),
+            None => break,
+        }
+    }
+    Ok(paths)
 }
 
 /// One measured configuration: server flags and what oha sends.
@@ -449,6 +480,12 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
         true,
     ));
     runs.extend(ablate("fragments", &["--no-fragments"], &[], true));
+    runs.extend(ablate(
+        "serializer",
+        &["--serializer", "serde-json"],
+        &[],
+        true,
+    ));
     if !quick {
         runs.extend(ablate(
             "coalescing",
@@ -468,6 +505,12 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
         before.system_allocator = true;
         runs.push(before);
         runs.push(Run::get("allocator", feed, v).ablation("allocator", "after"));
+    }
+    // Every home-feed run cycles through the viewer's first pages.
+    for r in &mut runs {
+        if r.paths == [feed] {
+            r.paths = f.feed_pages.clone();
+        }
     }
     runs
 }
@@ -1010,7 +1053,35 @@ fn report(
             json!({"name": name, "before_rps": before, "after_rps": after, "factor": factor})
         })
         .collect();
+    let find = |name: &str| scenarios.iter().find(|s| s["name"] == name);
+    let mut targets = Vec::new();
+    if let Some(w) = find("warm") {
+        let ratio = w["ratio_to_limit"].as_f64().unwrap_or(0.0);
+        targets.push(
+            json!({"target": "warm home feed ≥ 50 % of the static-body limit",
+            "measured": format!("{:.0} %", ratio * 100.0), "met": ratio >= 0.5}),
+        );
+        let p99 = w["at_rate"]["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
+        targets.push(
+            json!({"target": "warm home feed P99 < 5 ms at half the peak rate",
+            "measured": format!("{p99:.2} ms"), "met": p99 < 5.0}),
+        );
+    }
+    if let Some(c) = find("cold") {
+        let ratio = c["ratio_to_limit"].as_f64().unwrap_or(0.0);
+        targets.push(
+            json!({"target": "cold path ≥ 50 % of pgbench on the same statements",
+            "measured": format!("{:.0} %", ratio * 100.0), "met": ratio >= 0.5}),
+        );
+    }
+    for a in &ablations {
+        if let Some(f) = a["factor"].as_f64() {
+            targets.push(json!({"target": format!("{} is not slower than without it", a["name"].as_str().unwrap_or("")),
+                "measured": format!("{f:.2}×"), "met": f >= 1.0}));
+        }
+    }
     json!({
+        "targets": targets,
         "date": chrono_like_now(),
         "machine": machine(),
         "scale": o.scale,
@@ -1126,6 +1197,19 @@ fn markdown(r: &Value) -> String {
                 fmt(&s["events"]["lag_p99_ms_at_most"], 1),
             ));
         }
+    }
+    md.push_str("\n## Targets\n\n");
+    for t in r["targets"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "- {} {}: {}\n",
+            if t["met"].as_bool() == Some(true) {
+                "met:"
+            } else {
+                "NOT met:"
+            },
+            t["target"].as_str().unwrap_or(""),
+            t["measured"].as_str().unwrap_or(""),
+        ));
     }
     md.push_str("\n## Ablations (home feed, peak RPS)\n\n| optimization | before | after | factor |\n| --- | --- | --- | --- |\n");
     for a in r["ablations"].as_array().into_iter().flatten() {

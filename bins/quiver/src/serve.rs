@@ -72,6 +72,10 @@ pub(crate) struct ServeArgs {
     /// Disable reusing encoded fragments of posts and authors
     #[arg(long, env = "QUIVER_NO_FRAGMENTS")]
     no_fragments: bool,
+    /// How feed pages are encoded: `spliced` (pre-encoded fragments, the default) or
+    /// `serde-json` (whole pages through serde_json, to measure what splicing buys)
+    #[arg(long, env = "QUIVER_SERIALIZER", default_value = "spliced", value_parser = ["spliced", "serde-json"])]
+    serializer: String,
     /// Prefetch workers warming next pages (0 disables prefetch)
     #[arg(long, env = "QUIVER_PREFETCH_WORKERS", default_value_t = 2)]
     prefetch_workers: usize,
@@ -296,6 +300,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         },
         engine: EngineConfig {
             fragment_cache: if args.no_fragments { 0 } else { 100_000 },
+            serde_json_pages: args.serializer == "serde-json",
             ..EngineConfig::default()
         },
         prefetch: (args.prefetch_workers > 0).then_some(PrefetchConfig {

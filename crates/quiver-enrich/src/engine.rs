@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub fragment_cache: usize,
     /// Whether independent lookups run concurrently (off only to measure what that buys).
     pub concurrent_lookups: bool,
+    /// Encode feed pages whole with serde_json instead of splicing pre-encoded fragments
+    /// (on only to measure what the chosen path buys; the bytes are the same).
+    pub serde_json_pages: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             discovery_window: 1000,
             fragment_cache: 100_000,
             concurrent_lookups: true,
+            serde_json_pages: false,
         }
     }
 }
@@ -894,6 +898,9 @@ impl Engine {
     ) -> Rendered {
         let start = Instant::now();
         let h = &a.filled.hydrated;
+        if self.inner.config.serde_json_pages {
+            return self.present_feed_serde_json(a, next, seed, t, start);
+        }
         let complete = h.partial.is_empty();
         let mut fragments: Vec<(PostFragment, AuthorFragment, Option<ViewerWire>)> =
             Vec::with_capacity(h.posts.len());
@@ -924,6 +931,62 @@ impl Engine {
         let partial: Vec<Part> = h.partial.iter().copied().collect();
         let names: Vec<&str> = partial.iter().map(|p| p.as_str()).collect();
         let body = splice_page(&items, next.as_deref(), seed, &names);
+        t.present += start.elapsed();
+        Rendered {
+            body,
+            timings: *t,
+            partial,
+            ids,
+            next,
+            seed,
+        }
+    }
+
+    /// [`Self::present_feed`] the plain way: the whole page built as wire values and
+    /// encoded by serde_json (the "before" of the serializer ablation).
+    fn present_feed_serde_json(
+        &self,
+        a: &Assembled,
+        next: Option<String>,
+        seed: Option<u64>,
+        t: &mut Timings,
+        start: Instant,
+    ) -> Rendered {
+        use quiver_codec::wire::{AuthorWire, FeedItemWire, FeedPageWire, PostFieldsWire};
+        let h = &a.filled.hydrated;
+        let mut ids = Vec::with_capacity(h.posts.len());
+        let mut items = Vec::with_capacity(h.posts.len());
+        for post in &h.posts {
+            let author = post.author_id;
+            let (Some(user), Some(flags)) =
+                (a.authors.users.get(&author), a.authors.flags.get(&author))
+            else {
+                continue;
+            };
+            let media = h.media.get(&post.id).map_or(&[][..], Vec::as_slice);
+            let tags = h.tags.get(&post.id).map_or(&[][..], Vec::as_slice);
+            let f = PostFieldsWire::new(post, media, tags);
+            items.push(FeedItemWire {
+                id: f.id,
+                kind: f.kind,
+                body: f.body,
+                created_at: f.created_at,
+                media: f.media,
+                tags: f.tags,
+                wish: f.wish,
+                author: AuthorWire::new(user, flags),
+                viewer: viewer_part(&a.graph, &a.authors, author),
+            });
+            ids.push(post.id.0);
+        }
+        let partial: Vec<Part> = h.partial.iter().copied().collect();
+        let page = FeedPageWire {
+            items,
+            next_page: next.clone(),
+            seed,
+            partial: partial.iter().map(|p| p.as_str().to_owned()).collect(),
+        };
+        let body = serde_json::to_vec(&page).expect("wire values serialize");
         t.present += start.elapsed();
         Rendered {
             body,

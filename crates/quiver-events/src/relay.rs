@@ -107,13 +107,18 @@ impl Relay {
         let full = n as u32 >= self.config.relay_batch;
         match self.sink.clone() {
             Sink::Stream(streams) => {
-                streams
+                let appended = streams
                     .append(
                         &self.config.stream(),
                         self.config.stream_max_len,
                         claim.events(),
                     )
-                    .await?;
+                    .await;
+                if let Err(e) = appended {
+                    // Unlock the rows now, for this or another relay's next attempt.
+                    let _ = claim.release().await;
+                    return Err(e);
+                }
                 let ids: Vec<EventId> = claim.events().iter().map(|e| e.id).collect();
                 claim.published(&ids).await?;
                 self.stats.relayed(n);

@@ -20,11 +20,13 @@ pub struct Backlog {
 #[async_trait]
 pub(crate) trait ClaimTx: Send {
     async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError>;
+    async fn release(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// A batch of unpublished events held by one relay. On PostgreSQL the rows stay locked
-/// (`FOR UPDATE SKIP LOCKED`) until [`Claim::published`] or drop, so relays running at
-/// once never take the same rows; dropping a claim releases them unpublished.
+/// (`FOR UPDATE SKIP LOCKED`) until [`Claim::published`] or [`Claim::release`], so relays
+/// running at once never take the same rows. Dropping a claim also releases them
+/// unpublished, but only once the pool has rolled the transaction back, a moment later.
 pub struct Claim {
     pub(crate) events: Vec<OutboxEvent>,
     pub(crate) tx: Option<Box<dyn ClaimTx>>,
@@ -42,6 +44,15 @@ impl Claim {
     /// The claimed events, oldest first.
     pub fn events(&self) -> &[OutboxEvent] {
         &self.events
+    }
+
+    /// Releases every row unpublished, at once (the transaction is rolled back before
+    /// this returns).
+    pub async fn release(self) -> Result<(), StoreError> {
+        match self.tx {
+            Some(tx) => tx.release().await,
+            None => Ok(()),
+        }
     }
 
     /// Marks `ids` (a subset of the claim) published and releases the claim; the rest

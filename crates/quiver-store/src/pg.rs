@@ -990,6 +990,11 @@ impl ClaimTx for PgClaim {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.rollback().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

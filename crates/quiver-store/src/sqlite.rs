@@ -996,6 +996,10 @@ impl ClaimTx for SqliteClaim {
         .await?;
         Ok(())
     }
+
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

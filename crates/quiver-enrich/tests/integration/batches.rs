@@ -162,6 +162,19 @@ async fn fragment_reuse_and_sequential_lookups_change_nothing_visible() {
     let d = sequential.engine.home(UserId(1), None, 20).await.unwrap();
     assert_eq!(d.body, a.body, "sequential lookups change nothing visible");
     assert_eq!(sequential.calls.total(), 8, "and make the same batch calls");
+    let plain = Rig::with_config(
+        big(),
+        EngineConfig {
+            serde_json_pages: true,
+            ..EngineConfig::default()
+        },
+    );
+    let e = plain.engine.home(UserId(1), None, 20).await.unwrap();
+    assert_eq!(
+        e.body, a.body,
+        "serde_json writes the same page as splicing"
+    );
+    assert_eq!(e.ids, a.ids);
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ async fn an_event_delivered_twice_creates_one_notification(pool: PgPool) {
     s.append(&config.stream(), 1000, claim.events())
         .await
         .unwrap();
-    drop(claim);
+    claim.release().await.unwrap();
     let events = Events::start(
         Arc::new(store.clone()),
         handler(&store),

@@ -963,8 +963,8 @@ async fn the_outbox_is_claimed_oldest_first_and_published_once(backend: Backend)
     let ids: Vec<_> = claim.events().iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.iter().all(|id| *id > first));
-    // A claim dropped unfinished publishes nothing.
-    drop(claim);
+    // A claim released unfinished publishes nothing.
+    claim.release().await.unwrap();
     let claim = outbox.claim(10).await.unwrap();
     assert_eq!(claim.events().len(), 2);
     let ids: Vec<_> = claim.events().iter().map(|e| e.id).collect();

@@ -485,17 +485,23 @@ impl App {
 
     /// A social-graph write. It runs in its own task, so a client that hangs up (or the
     /// deadline) cannot interrupt its transaction; then the writer's cached graph is
-    /// invalidated before answering, so their next read sees the write.
+    /// invalidated before answering, so their next read sees the write. Following or
+    /// blocking someone already followed or blocked changes nothing and is 409; removing
+    /// an edge that is not there is 204 (it is gone either way).
     async fn write(&self, route: Route, viewer: UserId, n: i64) -> Response<Body> {
+        use quiver_store::write::Written;
         let writes = self.writes.clone();
         let other = UserId(n);
         let task = tokio::spawn(async move {
             match route {
-                Route::Follow => writes.follow(viewer, other).await.map(drop),
-                Route::Unfollow => writes.unfollow(viewer, other).await.map(drop),
-                Route::Block => writes.block(viewer, other).await.map(drop),
-                Route::Unblock => writes.unblock(viewer, other).await.map(drop),
-                _ => writes.delete_post(viewer, PostId(n)).await,
+                Route::Follow => writes.follow(viewer, other).await,
+                Route::Unfollow => writes.unfollow(viewer, other).await,
+                Route::Block => writes.block(viewer, other).await,
+                Route::Unblock => writes.unblock(viewer, other).await,
+                _ => writes
+                    .delete_post(viewer, PostId(n))
+                    .await
+                    .map(|()| Written::Changed),
             }
         });
         let written = match task.await {
@@ -506,7 +512,17 @@ impl App {
             }
         };
         match written {
-            Ok(()) => {
+            Ok(Written::Unchanged) if matches!(route, Route::Follow | Route::Block) => {
+                respond::problem(
+                    ProblemType::Conflict,
+                    if route == Route::Follow {
+                        format!("you already follow user {n}")
+                    } else {
+                        format!("you already block user {n}")
+                    },
+                )
+            }
+            Ok(_) => {
                 self.committed();
                 let invalidated = if route == Route::DeletePost {
                     self.caches.invalidate_post(PostId(n)).await

@@ -52,10 +52,10 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
             Some("NotificationsPageWire"),
             &["limit", "cursor"],
         ),
-        Route::Follow => ("Follow the user (idempotent)", None, &["id"]),
+        Route::Follow => ("Follow the user (409 if you already do)", None, &["id"]),
         Route::Unfollow => ("Stop following the user (idempotent)", None, &["id"]),
         Route::Block => (
-            "Block the user; follows both ways are removed (idempotent)",
+            "Block the user; follows both ways are removed (409 if you already do)",
             None,
             &["id"],
         ),
@@ -234,6 +234,9 @@ pub(crate) fn document() -> OpenApi {
                     "422",
                     problem("Refused: yourself, or a block stands between you"),
                 );
+            }
+            if matches!(route, Route::Follow | Route::Block) {
+                op = op.response("409", problem("Already following (or blocking) this user"));
             }
             if matches!(
                 route,

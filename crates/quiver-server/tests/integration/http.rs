@@ -966,12 +966,13 @@ async fn follow_and_block_change_the_graph_and_the_writer_reads_it_at_once(pool:
             .bearer_auth(s.token(viewer))
             .send()
     };
-    for _ in 0..2 {
-        assert_eq!(
-            put(b, "follow", a).await.unwrap().status(),
-            StatusCode::NO_CONTENT
-        );
-    }
+    assert_eq!(
+        put(b, "follow", a).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    // Following again changes nothing and says so.
+    let again = problem(put(b, "follow", a).await.unwrap(), StatusCode::CONFLICT).await;
+    assert!(again["detail"].as_str().unwrap().contains("already follow"));
     assert_eq!(relation(profile(a, b).await).await, (true, false));
     assert_eq!(relation(profile(b, a).await).await, (false, true));
     let events = scalar(

@@ -888,7 +888,8 @@ impl Engine {
             .map(|r| self.inner.cursors.encode(&Cursor::after(&r)))
     }
 
-    /// A feed page: fragments spliced with each item's viewer part.
+    /// A feed page: fragments spliced with each item's viewer part (or, for the
+    /// serializer ablation, the whole page through serde_json: the same bytes).
     fn present_feed(
         &self,
         a: &Assembled,
@@ -898,101 +899,51 @@ impl Engine {
     ) -> Rendered {
         let start = Instant::now();
         let h = &a.filled.hydrated;
-        if self.inner.config.serde_json_pages {
-            return self.present_feed_serde_json(a, next, seed, t, start);
-        }
-        let complete = h.partial.is_empty();
-        let mut fragments: Vec<(PostFragment, AuthorFragment, Option<ViewerWire>)> =
-            Vec::with_capacity(h.posts.len());
-        let mut ids = Vec::with_capacity(h.posts.len());
-        for post in &h.posts {
-            let author = post.author_id;
-            // An author that vanished between the post and its profile is not shown.
-            let (Some(user), Some(flags)) =
-                (a.authors.users.get(&author), a.authors.flags.get(&author))
-            else {
-                continue;
-            };
-            fragments.push((
-                self.post_fragment(post, h, complete),
-                self.author_fragment(user, flags),
-                viewer_part(&a.graph, &a.authors, author),
-            ));
-            ids.push(post.id.0);
-        }
-        let items: Vec<SplicedItem<'_>> = fragments
+        // An author that vanished between the post and its profile is not shown.
+        let shown: Vec<(&Post, &User, &UserFlags)> = h
+            .posts
             .iter()
-            .map(|(post, author, viewer)| SplicedItem {
-                post,
-                author,
-                viewer: *viewer,
+            .filter_map(|post| {
+                let author = post.author_id;
+                Some((
+                    post,
+                    a.authors.users.get(&author)?,
+                    a.authors.flags.get(&author)?,
+                ))
             })
             .collect();
         let partial: Vec<Part> = h.partial.iter().copied().collect();
         let names: Vec<&str> = partial.iter().map(|p| p.as_str()).collect();
-        let body = splice_page(&items, next.as_deref(), seed, &names);
-        t.present += start.elapsed();
-        Rendered {
-            body,
-            timings: *t,
-            partial,
-            ids,
-            next,
-            seed,
-        }
-    }
-
-    /// [`Self::present_feed`] the plain way: the whole page built as wire values and
-    /// encoded by serde_json (the "before" of the serializer ablation).
-    fn present_feed_serde_json(
-        &self,
-        a: &Assembled,
-        next: Option<String>,
-        seed: Option<u64>,
-        t: &mut Timings,
-        start: Instant,
-    ) -> Rendered {
-        use quiver_codec::wire::{AuthorWire, FeedItemWire, FeedPageWire, PostFieldsWire};
-        let h = &a.filled.hydrated;
-        let mut ids = Vec::with_capacity(h.posts.len());
-        let mut items = Vec::with_capacity(h.posts.len());
-        for post in &h.posts {
-            let author = post.author_id;
-            let (Some(user), Some(flags)) =
-                (a.authors.users.get(&author), a.authors.flags.get(&author))
-            else {
-                continue;
-            };
-            let media = h.media.get(&post.id).map_or(&[][..], Vec::as_slice);
-            let tags = h.tags.get(&post.id).map_or(&[][..], Vec::as_slice);
-            let f = PostFieldsWire::new(post, media, tags);
-            items.push(FeedItemWire {
-                id: f.id,
-                kind: f.kind,
-                body: f.body,
-                created_at: f.created_at,
-                media: f.media,
-                tags: f.tags,
-                wish: f.wish,
-                author: AuthorWire::new(user, flags),
-                viewer: viewer_part(&a.graph, &a.authors, author),
-            });
-            ids.push(post.id.0);
-        }
-        let partial: Vec<Part> = h.partial.iter().copied().collect();
-        let page = FeedPageWire {
-            items,
-            next_page: next.clone(),
-            seed,
-            partial: partial.iter().map(|p| p.as_str().to_owned()).collect(),
+        let body = if self.inner.config.serde_json_pages {
+            serde_json_page(a, &shown, next.clone(), seed, &names)
+        } else {
+            let complete = h.partial.is_empty();
+            let fragments: Vec<(PostFragment, AuthorFragment, Option<ViewerWire>)> = shown
+                .iter()
+                .map(|(post, user, flags)| {
+                    (
+                        self.post_fragment(post, h, complete),
+                        self.author_fragment(user, flags),
+                        viewer_part(&a.graph, &a.authors, post.author_id),
+                    )
+                })
+                .collect();
+            let items: Vec<SplicedItem<'_>> = fragments
+                .iter()
+                .map(|(post, author, viewer)| SplicedItem {
+                    post,
+                    author,
+                    viewer: *viewer,
+                })
+                .collect();
+            splice_page(&items, next.as_deref(), seed, &names)
         };
-        let body = serde_json::to_vec(&page).expect("wire values serialize");
         t.present += start.elapsed();
         Rendered {
             body,
             timings: *t,
             partial,
-            ids,
+            ids: shown.iter().map(|(post, _, _)| post.id.0).collect(),
             next,
             seed,
         }
@@ -1019,6 +970,45 @@ impl Engine {
 struct Discovered {
     page: Assembled,
     next: Option<DiscoverCursor>,
+}
+
+/// A feed page built as wire values and encoded by serde_json: the "before" of the
+/// serializer ablation.
+fn serde_json_page(
+    a: &Assembled,
+    shown: &[(&Post, &User, &UserFlags)],
+    next_page: Option<String>,
+    seed: Option<u64>,
+    partial: &[&str],
+) -> Vec<u8> {
+    use quiver_codec::wire::{AuthorWire, FeedItemWire, FeedPageWire, PostFieldsWire};
+    let h = &a.filled.hydrated;
+    let items = shown
+        .iter()
+        .map(|(post, user, flags)| {
+            let media = h.media.get(&post.id).map_or(&[][..], Vec::as_slice);
+            let tags = h.tags.get(&post.id).map_or(&[][..], Vec::as_slice);
+            let f = PostFieldsWire::new(post, media, tags);
+            FeedItemWire {
+                id: f.id,
+                kind: f.kind,
+                body: f.body,
+                created_at: f.created_at,
+                media: f.media,
+                tags: f.tags,
+                wish: f.wish,
+                author: AuthorWire::new(user, flags),
+                viewer: viewer_part(&a.graph, &a.authors, post.author_id),
+            }
+        })
+        .collect();
+    let page = FeedPageWire {
+        items,
+        next_page,
+        seed,
+        partial: partial.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    serde_json::to_vec(&page).expect("wire values serialize")
 }
 
 /// The per-viewer part of an item by `author`: `None` for anonymous viewers.

@@ -50,14 +50,13 @@ pub struct Events {
     wake: Arc<Notify>,
     /// Turning it true stops every task at its next await point.
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The relay's and consumers' tasks, taken out (and awaited) by `shutdown`.
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events")
-            .field("tasks", &self.tasks.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Events").finish_non_exhaustive()
     }
 }
 
@@ -119,7 +118,7 @@ impl Events {
             stats,
             wake,
             stop,
-            tasks,
+            tasks: std::sync::Mutex::new(tasks),
         })
     }
 
@@ -129,27 +128,18 @@ impl Events {
         self.wake.notify_one();
     }
 
-    /// A handle that wakes the relay, for the write path.
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
     /// The counters now.
     pub fn stats(&self) -> EventsSnapshot {
         self.stats.snapshot()
     }
 
-    /// The live counters, for whoever samples them later.
-    pub fn stats_handle(&self) -> Arc<EventStats> {
-        self.stats.clone()
-    }
-
-    /// Stops the relay and the consumers and waits for them. Work in flight is
-    /// abandoned at its next await point: unacknowledged entries and unpublished rows are
-    /// picked up again later, by this or another replica.
-    pub async fn shutdown(self) {
+    /// Stops the relay and the consumers and waits for them; a second call returns at
+    /// once. Work in flight is abandoned at its next await point: unacknowledged entries
+    /// and unpublished rows are picked up again later, by this or another replica.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in tasks {
             let _ = t.await;
         }
     }

@@ -44,12 +44,9 @@ pub struct App {
     writes: Arc<dyn Writes>,
     remote: Option<Arc<dyn Remote>>,
     caches: Caches,
-    /// The relay and consumers, taken out at shutdown.
-    events: std::sync::Mutex<Option<quiver_events::Events>>,
-    /// Their counters, for metrics.
-    event_stats: Option<Arc<quiver_events::EventStats>>,
-    /// Wakes the relay after a write commits, so its event leaves at once.
-    relay_waker: Option<Arc<tokio::sync::Notify>>,
+    /// The relay and consumers, when this process runs them: woken after each commit,
+    /// sampled for metrics, stopped at shutdown.
+    events: Option<quiver_events::Events>,
     auth: Auth,
     config: ServerConfig,
     metrics: Metrics,
@@ -127,9 +124,7 @@ impl App {
             writes,
             remote,
             caches,
-            event_stats: events.as_ref().map(|e| e.stats_handle()),
-            relay_waker: events.as_ref().map(|e| e.waker()),
-            events: std::sync::Mutex::new(events),
+            events,
             auth,
             config,
             metrics,
@@ -142,21 +137,20 @@ impl App {
     /// Stops the relay and consumers (after the listener has drained). What they had in
     /// flight is picked up again after restart or by another replica.
     pub async fn shutdown_events(&self) {
-        let events = self.events.lock().expect("events lock").take();
-        if let Some(e) = events {
+        if let Some(e) = &self.events {
             e.shutdown().await;
         }
     }
 
     /// The event layer's counters, when it runs here.
     pub fn event_stats(&self) -> Option<quiver_events::EventsSnapshot> {
-        self.event_stats.as_ref().map(|s| s.snapshot())
+        self.events.as_ref().map(quiver_events::Events::stats)
     }
 
     /// After a write commits: its event should leave now, not at the relay's next poll.
     fn committed(&self) {
-        if let Some(w) = &self.relay_waker {
-            w.notify_one();
+        if let Some(e) = &self.events {
+            e.wake();
         }
     }
 

@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: the release server measured end to end with a real load generator
-//! (oha), side by side with the machine's own limits measured in the same run (the same
-//! server returning a static body, pgbench running the cold path's SQL, redis-benchmark
-//! running the L2 path's MGET), plus ablations, each a configuration of one binary.
+//! (oha, one process per viewer of a fixed set: `load.rs`), side by side with the
+//! machine's own limits measured in the same run (the same server returning a static
+//! body, pgbench running the cold path's SQL, redis-benchmark running the L2 path's MGET),
+//! plus ablations, each a configuration of one binary.
 //! Writes `target/bench/report.{json,md}` and SVG plots; `--baseline` compares ratios.
 
+use crate::load::{self, Kind, Load, Stream, Target};
 use crate::services::{self, Services};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,7 +32,10 @@ struct Phases {
     warmup: Duration,
     peak: Duration,
     rate: Duration,
+    /// Connections in all, shared by the streams.
     concurrency: u32,
+    /// How many viewers the feed scenarios load (one oha process each).
+    viewers: usize,
 }
 
 pub(crate) fn bench(args: &[String]) -> Result<()> {
@@ -71,6 +76,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             peak: Duration::from_secs(3),
             rate: Duration::from_secs(3),
             concurrency: 16,
+            viewers: 8,
         }
     } else {
         Phases {
@@ -78,6 +84,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             peak: Duration::from_secs(10),
             rate: Duration::from_secs(10),
             concurrency: 32,
+            viewers: 16,
         }
     };
     let root = crate::project_root();
@@ -123,13 +130,16 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     };
 
     let db = database(&bin, &database_admin, o.scale)?;
-    let mut fixture = Fixture::pick(&db, &bin)?;
+    let mut fixture = Fixture::pick(&db, &bin, phases.viewers)?;
     let started = Instant::now();
     {
-        // The viewer's first pages, with the cursors a client would follow: the feed
+        // Each viewer's first pages, with the cursors a client would follow: the feed
         // scenarios cycle through them.
         let server = Server::start(&bin, &db, &redis, &[], true)?;
-        fixture.feed_pages = feed_pages(&server, &fixture.tokens[&fixture.viewer], 5)?;
+        for v in fixture.viewers.clone() {
+            let pages = feed_pages(&server, &fixture.tokens[&v], 5)?;
+            fixture.feed_pages.insert(v, pages);
+        }
     }
     let runs = scenarios(&fixture, o.quick, system_bin.is_some());
     let bar = ProgressBar::new(runs.len() as u64 + 3);
@@ -156,10 +166,18 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     }
     bar.set_message("limit: static body");
     let static_limit = {
+        // The warm scenario's streams (the same processes, connections and headers),
+        // each asking for a static body of the warm pages' mean size.
         let server = Server::start(&bin, &db, &redis, &[], true)?;
         let path = format!("/bench/static?bytes={}", page_bytes.max(2.0) as usize);
-        let run = Run::get("static", &path, None);
-        measure(&oha, &server, &run, &fixture, &phases)?
+        let streams = fixture.as_viewers(|_| vec![path.clone()]);
+        measure(
+            &oha,
+            &server,
+            &Run::new("static", streams),
+            &fixture,
+            &phases,
+        )?
     };
     bar.inc(1);
     bar.set_message("limit: pgbench");
@@ -172,6 +190,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
 
     let report = report(
         &o,
+        fixture.viewers.len(),
         &results,
         &static_limit,
         pg_limit,
@@ -281,66 +300,71 @@ fn database(bin: &Path, admin: &str, scale: &str) -> Result<String> {
 
 /// The viewers and ids the scenarios use, picked from the seeded data.
 struct Fixture {
-    /// A viewer with a full first page (follows many), and that page's post and author ids.
-    viewer: i64,
-    page_posts: Vec<i64>,
-    page_authors: Vec<i64>,
-    /// A customer with active orders.
-    customer: i64,
-    /// Profiles to read.
+    /// A fixed set of viewers spread over the follow graph: the first of each equal slice
+    /// of everyone who follows at least ten accounts, by followee count (so the one who
+    /// follows the most comes first).
+    viewers: Vec<i64>,
+    /// Customers with active orders, most orders first.
+    customers: Vec<i64>,
+    /// Profiles to read and accounts to follow.
     users: Vec<i64>,
-    /// Bearer tokens of the viewer and the customer.
+    /// Bearer tokens of every viewer and customer.
     tokens: BTreeMap<i64, String>,
-    /// Paths of the viewer's first feed pages, each with the cursor of the one before.
-    feed_pages: Vec<String>,
+    /// Per viewer, the paths of their first feed pages, each with the cursor of the one
+    /// before, as a client following `next_page` sends them.
+    feed_pages: BTreeMap<i64, Vec<String>>,
 }
 
 impl Fixture {
-    fn pick(db: &str, bin: &Path) -> Result<Self> {
-        let one = |sql: &str| -> Result<i64> {
-            services::psql_query(db, sql)?
-                .trim()
-                .parse()
-                .with_context(|| format!("no row for {sql}"))
+    fn pick(db: &str, bin: &Path, viewers: usize) -> Result<Self> {
+        let ids = |sql: &str| -> Result<Vec<i64>> {
+            let v: Vec<i64> = services::psql_query(db, sql)?
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if v.is_empty() {
+                bail!("no row for {sql}");
+            }
+            Ok(v)
         };
-        let viewer = one("SELECT follower_id FROM follows GROUP BY follower_id
-             ORDER BY count(*) DESC, follower_id LIMIT 1")?;
-        let page = services::psql_query(
-            db,
-            &format!(
-                "SELECT t.post_id || ',' || p.author_id FROM home_timeline t JOIN posts p ON p.id = t.post_id
-                 WHERE t.user_id = {viewer} ORDER BY t.created_at DESC, t.post_id DESC LIMIT 21"
-            ),
-        )?;
-        let pairs: Vec<(i64, i64)> = page
-            .lines()
-            .filter_map(|l| {
-                let (a, b) = l.trim().split_once(',')?;
-                Some((a.parse().ok()?, b.parse().ok()?))
-            })
-            .collect();
-        let customer = one("SELECT customer_id FROM orders WHERE status = 'active'
-             GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT 1")?;
-        let users = services::psql_query(db, "SELECT id FROM users ORDER BY id LIMIT 500")?
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        let mut authors: Vec<i64> = pairs.iter().map(|p| p.1).collect();
-        authors.sort_unstable();
-        authors.dedup();
-        let tokens = [viewer, customer]
-            .into_iter()
-            .map(|u| Ok((u, mint(bin, u)?)))
+        // Slice 1 starts with whoever follows the most accounts.
+        let picked = ids(&format!(
+            "SELECT DISTINCT ON (slice) follower_id FROM (
+               SELECT follower_id, n, ntile({viewers}) OVER (ORDER BY n DESC, follower_id) AS slice
+               FROM (SELECT follower_id, count(*) AS n FROM follows GROUP BY follower_id
+                     HAVING count(*) >= 10) c) s
+             ORDER BY slice, n DESC, follower_id"
+        ))?;
+        let customers = ids(&format!(
+            "SELECT customer_id FROM orders WHERE status = 'active'
+             GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT {viewers}"
+        ))?;
+        let users = ids("SELECT id FROM users ORDER BY id LIMIT 500")?;
+        let tokens = picked
+            .iter()
+            .chain(&customers)
+            .map(|u| Ok((*u, mint(bin, *u)?)))
             .collect::<Result<_>>()?;
         Ok(Self {
-            viewer,
-            page_posts: pairs.iter().map(|p| p.0).collect(),
-            page_authors: authors,
-            customer,
+            viewers: picked,
+            customers,
             users,
             tokens,
-            feed_pages: Vec::new(),
+            feed_pages: BTreeMap::new(),
         })
+    }
+
+    /// One stream per viewer, sending `paths(viewer)` with the viewer's token; equal shares.
+    fn as_viewers(&self, paths: impl Fn(i64) -> Vec<String>) -> Vec<Stream> {
+        self.viewers
+            .iter()
+            .map(|v| Stream::get(Some(*v), paths(*v)))
+            .collect()
+    }
+
+    /// Every viewer walking their own first feed pages.
+    fn feeds(&self) -> Vec<Stream> {
+        self.as_viewers(|v| self.feed_pages[&v].clone())
     }
 }
 
@@ -366,7 +390,7 @@ fn feed_pages(server: &Server, token: &str, pages: usize) -> Result<Vec<String>>
     Ok(paths)
 }
 
-/// One measured configuration: server flags and what oha sends.
+/// One measured configuration: server flags and the streams oha sends.
 struct Run {
     name: String,
     /// `scenario` (compared to a limit) or `ablation:<name>:<before|after>`.
@@ -374,31 +398,21 @@ struct Run {
     flags: Vec<String>,
     redis: bool,
     system_allocator: bool,
-    method: &'static str,
-    /// One path, or several (sent in turn by oha's `--urls-from-file`).
-    paths: Vec<String>,
-    body: Option<String>,
-    user: Option<i64>,
+    streams: Vec<Stream>,
     /// Whether to run the fixed-rate phase (latency percentiles).
     at_rate: bool,
-    /// Sent alongside at this share of the read rate (the mixed scenario's writes).
-    with_writes: Option<f64>,
 }
 
 impl Run {
-    fn get(name: &str, path: &str, user: Option<i64>) -> Self {
+    fn new(name: &str, streams: Vec<Stream>) -> Self {
         Self {
             name: name.to_owned(),
             group: "scenario".to_owned(),
             flags: Vec::new(),
             redis: true,
             system_allocator: false,
-            method: "GET",
-            paths: vec![path.to_owned()],
-            body: None,
-            user,
+            streams,
             at_rate: true,
-            with_writes: None,
         }
     }
     fn flags(mut self, flags: &[&str]) -> Self {
@@ -411,106 +425,132 @@ impl Run {
         self.at_rate = false;
         self
     }
+    fn writes(&self) -> bool {
+        self.streams.iter().any(|s| s.kind == Kind::Write)
+    }
+}
+
+/// Each viewer in `by` writing as themselves: a post, or follows of `f.users`.
+fn writers(f: &Fixture, by: &[i64], post: bool, weight: f64) -> Vec<Stream> {
+    by.iter()
+        .map(|v| {
+            let (method, paths, body, expect): (_, _, _, &'static [u16]) = if post {
+                (
+                    "POST",
+                    vec!["/api/v1/posts".to_owned()],
+                    Some(
+                        r#"{"kind": "post", "body": "a bench post", "tags": ["bench"]}"#.to_owned(),
+                    ),
+                    &[201],
+                )
+            } else {
+                (
+                    "PUT",
+                    f.users
+                        .iter()
+                        .filter(|u| *u != v)
+                        .map(|u| format!("/api/v1/users/{u}/follow"))
+                        .collect(),
+                    None,
+                    // A follow that exists already is refused with 409, by design.
+                    &[204, 409],
+                )
+            };
+            Stream {
+                kind: Kind::Write,
+                user: Some(*v),
+                method,
+                paths,
+                body,
+                weight,
+                expect,
+            }
+        })
+        .collect()
 }
 
 fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
-    let feed = "/api/v1/feed?limit=20";
-    let v = Some(f.viewer);
+    let feeds = f.feeds();
     let profiles: Vec<String> = f
         .users
         .iter()
         .map(|u| format!("/api/v1/users/{u}"))
         .collect();
-    let follows: Vec<String> = f
-        .users
-        .iter()
-        .filter(|u| **u != f.viewer)
-        .map(|u| format!("/api/v1/users/{u}/follow"))
-        .collect();
-    let post_body = r#"{"kind": "post", "body": "a bench post", "tags": ["bench"]}"#;
+    // The mixed scenario: 95 % of requests are every viewer reading their feed, 5 %
+    // writes, half posts and half follows, each by two of the viewers.
+    let mut mixed = feeds.clone();
+    let share = 0.95 / mixed.len() as f64;
+    mixed.iter_mut().for_each(|s| s.weight = share);
+    let n = f.viewers.len();
+    let by: Vec<i64> = f.viewers.iter().rev().take(4).copied().collect();
+    let (post_by, follow_by) = by.split_at(by.len() / 2);
+    let wshare = |k: &[i64]| 0.025 / k.len().max(1) as f64;
+    mixed.extend(writers(f, post_by, true, wshare(post_by)));
+    mixed.extend(writers(f, follow_by, false, wshare(follow_by)));
     let mut runs = vec![
-        Run::get("warm", feed, v),
-        Run::get("l2", feed, v).flags(&["--l1-mib", "0"]),
-        Run::get("cold", feed, v).flags(&["--no-cache"]),
-        Run {
-            with_writes: Some(0.05 / 0.95),
-            ..Run::get("mixed", feed, v)
-        },
-        Run::get("discover", "/api/v1/feed/discover?limit=20&seed=7", v),
-        Run {
-            paths: profiles,
-            ..Run::get("profile", "", None)
-        },
-        Run::get(
-            "orders",
-            &format!("/api/v1/customers/{}/orders?status=active", f.customer),
-            Some(f.customer),
+        Run::new("warm", feeds.clone()),
+        Run::new("l2", feeds.clone()).flags(&["--l1-mib", "0"]),
+        Run::new("cold", feeds.clone()).flags(&["--no-cache"]),
+        Run::new("mixed", mixed),
+        Run::new(
+            "discover",
+            f.as_viewers(|_| vec!["/api/v1/feed/discover?limit=20&seed=7".to_owned()]),
         ),
-        Run {
-            method: "POST",
-            body: Some(post_body.to_owned()),
-            ..Run::get("write: create post", "/api/v1/posts", v)
-        },
-        Run {
-            method: "PUT",
-            paths: follows,
-            ..Run::get("write: follow", "", v)
-        },
+        Run::new("profile", f.as_viewers(|_| profiles.clone())),
+        Run::new(
+            "orders",
+            f.customers
+                .iter()
+                .map(|c| {
+                    Stream::get(
+                        Some(*c),
+                        vec![format!("/api/v1/customers/{c}/orders?status=active")],
+                    )
+                })
+                .collect(),
+        ),
+        Run::new("write: create post", writers(f, &f.viewers, true, 1.0)),
+        Run::new(
+            "write: follow",
+            writers(f, &f.viewers[..n.min(8)], false, 1.0),
+        ),
     ];
-    // Ablations: the same request, the optimization off ("before") and on ("after").
-    let ablate = |name: &str, before: &[&str], after: &[&str], redis: bool| {
+    // Ablations: the same feed reads, the optimization off ("before") and on ("after").
+    let ablate = |name: &str, before: &[&str], after: &[&str]| {
         [
-            Run {
-                redis,
-                ..Run::get(name, feed, v)
-                    .flags(before)
-                    .ablation(name, "before")
-            },
-            Run {
-                redis,
-                ..Run::get(name, feed, v).flags(after).ablation(name, "after")
-            },
+            Run::new(name, feeds.clone())
+                .flags(before)
+                .ablation(name, "before"),
+            Run::new(name, feeds.clone())
+                .flags(after)
+                .ablation(name, "after"),
         ]
     };
-    runs.extend(ablate("L1 cache", &["--l1-mib", "0"], &[], true));
+    runs.extend(ablate("L1 cache", &["--l1-mib", "0"], &[]));
     runs.extend(ablate(
         "L2 cache",
         &["--l1-mib", "0", "--no-cache"],
         &["--l1-mib", "0"],
-        true,
     ));
-    runs.extend(ablate("fragments", &["--no-fragments"], &[], true));
-    runs.extend(ablate(
-        "serializer",
-        &["--serializer", "serde-json"],
-        &[],
-        true,
-    ));
+    runs.extend(ablate("fragments", &["--no-fragments"], &[]));
+    runs.extend(ablate("serializer", &["--serializer", "serde-json"], &[]));
     if !quick {
         runs.extend(ablate(
             "coalescing",
             &["--no-cache", "--no-coalesce"],
             &["--no-cache"],
-            true,
         ));
         runs.extend(ablate(
             "prefetch",
             &["--l1-mib", "0", "--prefetch-workers", "0"],
             &["--l1-mib", "0"],
-            true,
         ));
     }
     if allocator {
-        let mut before = Run::get("allocator", feed, v).ablation("allocator", "before");
+        let mut before = Run::new("allocator", feeds.clone()).ablation("allocator", "before");
         before.system_allocator = true;
         runs.push(before);
-        runs.push(Run::get("allocator", feed, v).ablation("allocator", "after"));
-    }
-    // Every home-feed run cycles through the viewer's first pages.
-    for r in &mut runs {
-        if r.paths == [feed] {
-            r.paths = f.feed_pages.clone();
-        }
+        runs.push(Run::new("allocator", feeds).ablation("allocator", "after"));
     }
     runs
 }
@@ -653,183 +693,48 @@ fn mint(bin: &Path, user: i64) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Runs oha once and returns its JSON summary.
-fn oha(
-    oha: &Path,
-    tokens: &BTreeMap<i64, String>,
-    server: &Server,
-    run: &Run,
-    duration: Duration,
-    load: Load,
-    dir: &Path,
-) -> Result<Value> {
-    let mut cmd = Command::new(oha);
-    cmd.args(["--no-tui", "--output-format", "json", "-z"])
-        .arg(format!("{}ms", duration.as_millis()))
-        .args(["-m", run.method]);
-    match load {
-        Load::Concurrency(c) => {
-            cmd.args(["-c", &c.to_string()]);
-        }
-        Load::Rate(r, c) => {
-            cmd.args([
-                "-c",
-                &c.to_string(),
-                "-q",
-                &format!("{r:.0}"),
-                "--latency-correction",
-            ]);
-        }
-    }
-    if let Some(user) = run.user {
-        let token = tokens.get(&user).context("a token for every user")?;
-        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    if let Some(body) = &run.body {
-        cmd.args(["-H", "Content-Type: application/json", "-d", body]);
-    }
-    let urls: Vec<String> = run
-        .paths
-        .iter()
-        .map(|p| format!("http://{}{p}", server.api))
-        .collect();
-    if urls.len() > 1 {
-        let file = dir.join(format!("urls-{}.txt", std::process::id()));
-        std::fs::write(&file, urls.join("\n"))?;
-        cmd.arg("--urls-from-file").arg(&file);
-    } else {
-        cmd.arg(&urls[0]);
-    }
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run oha")?;
-    if !out.status.success() {
-        bail!("oha failed for {}", run.name);
-    }
-    serde_json::from_slice(&out.stdout).context("oha printed no json")
-}
-
-#[derive(Clone, Copy)]
-enum Load {
-    Concurrency(u32),
-    Rate(f64, u32),
-}
-
-/// What one oha run says: requests per second, percentiles (ms), errors, bytes.
-fn summarize(v: &Value) -> Value {
-    let s = &v["summary"];
-    let p = &v["latencyPercentiles"];
-    let ms = |k: &str| p[k].as_f64().map(|x| x * 1000.0);
-    let codes = v["statusCodeDistribution"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let ok: u64 = codes
-        .iter()
-        .filter(|(c, _)| c.starts_with('2'))
-        .filter_map(|(_, n)| n.as_u64())
-        .sum();
-    let all: u64 = codes.values().filter_map(Value::as_u64).sum();
-    let errors = v["errorDistribution"]
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
-    json!({
-        "rps": s["requestsPerSec"].as_f64().unwrap_or(0.0),
-        "p50_ms": ms("p50"), "p90_ms": ms("p90"), "p99_ms": ms("p99"), "p999_ms": ms("p99.9"),
-        "requests": all,
-        "non_2xx": all - ok,
-        "errors": errors,
-        "bytes_per_request": s["sizePerRequest"].as_f64().unwrap_or(0.0),
-        "status_codes": codes,
-    })
-}
-
-fn measure(oha_bin: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> Result<Value> {
-    let t = &f.tokens;
+/// Warm-up, then the peak phase (fixed concurrency) and, for scenarios, the open-loop
+/// phase at half the peak rate; CPU and RSS of the server from `/proc`, cache outcomes
+/// and event lag from its `/metrics`.
+fn measure(oha: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> Result<Value> {
     let dir = std::env::temp_dir();
-    oha(
-        oha_bin,
-        t,
-        server,
-        run,
-        ph.warmup,
-        Load::Concurrency(ph.concurrency),
-        &dir,
-    )?;
+    let t = Target {
+        oha,
+        api: server.api,
+        tokens: &f.tokens,
+        dir: &dir,
+    };
+    let closed = Load::Concurrency(ph.concurrency);
+    load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
     let (cpu0, _) = server.usage();
-    let peak = summarize(&oha(
-        oha_bin,
-        t,
-        server,
-        run,
-        ph.peak,
-        Load::Concurrency(ph.concurrency),
-        &dir,
-    )?);
+    let peak = load::phase(&t, &run.name, &run.streams, ph.peak, closed)?;
     let (cpu1, rss) = server.usage();
     let peak_requests = peak["requests"].as_f64().unwrap_or(1.0).max(1.0);
     let mut result = json!({
         "name": run.name,
         "group": run.group,
         "flags": run.flags,
+        "streams": run.streams.len(),
         "peak": peak,
         "bytes_per_request": peak["bytes_per_request"],
         "cpu_us_per_request": (cpu1 - cpu0) * 1e6 / peak_requests,
         "rss_bytes": rss,
     });
     if run.at_rate {
-        let rate = (peak["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
-        let at_rate = match run.with_writes {
-            None => summarize(&oha(
-                oha_bin,
-                t,
-                server,
-                run,
-                ph.rate,
-                Load::Rate(rate, ph.concurrency),
-                &dir,
-            )?),
-            Some(share) => {
-                // Writes alongside the reads, on a second oha at their share of the rate.
-                let writes = Run {
-                    method: "POST",
-                    body: Some(r#"{"kind": "post", "body": "mixed"}"#.to_owned()),
-                    ..Run::get("mixed writes", "/api/v1/posts", run.user)
-                };
-                let (reads, written) = std::thread::scope(|s| {
-                    let w = s.spawn(|| {
-                        oha(
-                            oha_bin,
-                            t,
-                            server,
-                            &writes,
-                            ph.rate,
-                            Load::Rate((rate * share).max(1.0), 4),
-                            &dir,
-                        )
-                    });
-                    let r = oha(
-                        oha_bin,
-                        t,
-                        server,
-                        run,
-                        ph.rate,
-                        Load::Rate(rate, ph.concurrency),
-                        &dir,
-                    );
-                    (r, w.join().expect("writer thread"))
-                });
-                result["writes_at_rate"] = summarize(&written?);
-                summarize(&reads?)
-            }
-        };
+        let rate = (result["peak"]["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
+        let at_rate = load::phase(
+            &t,
+            &run.name,
+            &run.streams,
+            ph.rate,
+            Load::Rate(rate, ph.concurrency),
+        )?;
         result["rate"] = json!(rate);
         result["at_rate"] = at_rate;
     }
     let metrics = server.metrics();
     result["cache"] = cache_outcomes(&metrics);
-    if run.method != "GET" || run.with_writes.is_some() {
+    if run.writes() {
         result["events"] = event_lag(server)?;
     }
     Ok(result)
@@ -909,18 +814,38 @@ fn metric(metrics: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// pgbench running the statements of one cold home-feed page, as one transaction.
+/// pgbench running the statements of one cold home-feed first page as one transaction,
+/// one script per viewer of the fixture, chosen at random per transaction.
 fn pgbench(db: &str, f: &Fixture, ph: &Phases) -> Result<Value> {
     let bin = services::which("pgbench")
         .or_else(|| services::postgres_bindir().map(|d| d.join("pgbench")))
         .filter(|p| p.is_file())
         .context("pgbench not found: install postgresql-contrib or the server package")?;
     let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let (posts, authors) = (list(&f.page_posts), list(&f.page_authors));
-    let viewers = list(&vec![f.viewer; f.page_authors.len()]);
-    let v = f.viewer;
-    let script = format!(
-        "SELECT ARRAY(SELECT followee_id FROM follows WHERE follower_id = {v}), ARRAY(SELECT blocked_id FROM blocks WHERE blocker_id = {v}), ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = {v});
+    let mut files = Vec::new();
+    for &v in &f.viewers {
+        let page = services::psql_query(
+            db,
+            &format!(
+                "SELECT t.post_id || ',' || p.author_id FROM home_timeline t JOIN posts p ON p.id = t.post_id
+                 WHERE t.user_id = {v} ORDER BY t.created_at DESC, t.post_id DESC LIMIT 21"
+            ),
+        )?;
+        let pairs: Vec<(i64, i64)> = page
+            .lines()
+            .filter_map(|l| {
+                let (a, b) = l.trim().split_once(',')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect();
+        let mut page_authors: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+        page_authors.sort_unstable();
+        page_authors.dedup();
+        let page_posts: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+        let (posts, authors) = (list(&page_posts), list(&page_authors));
+        let viewers = list(&vec![v; page_authors.len()]);
+        let script = format!(
+            "SELECT ARRAY(SELECT followee_id FROM follows WHERE follower_id = {v}), ARRAY(SELECT blocked_id FROM blocks WHERE blocker_id = {v}), ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = {v});
 SELECT post_id AS id, created_at FROM home_timeline WHERE user_id = {v} AND (created_at, post_id) < ('9999-12-31'::timestamptz, 9223372036854775807) ORDER BY created_at DESC, post_id DESC LIMIT 21;
 SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at FROM posts WHERE id = ANY('{{{posts}}}'::bigint[]);
 SELECT id, post_id, kind, url, width, height, size_bytes, position FROM media WHERE post_id = ANY('{{{posts}}}'::bigint[]) ORDER BY post_id, position;
@@ -929,9 +854,12 @@ SELECT id, handle, display_name, bio, avatar_url, created_at FROM users WHERE id
 SELECT id, verified, creator, private FROM users WHERE id = ANY('{{{authors}}}'::bigint[]);
 SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{{authors}}}'::bigint[], '{{{viewers}}}'::bigint[]) AS k(follower_id, followee_id) USING (follower_id, followee_id);
 "
-    );
-    let file = std::env::temp_dir().join(format!("quiver-cold-page-{}.sql", std::process::id()));
-    std::fs::write(&file, script)?;
+        );
+        let file =
+            std::env::temp_dir().join(format!("quiver-cold-page-{}-{v}.sql", std::process::id()));
+        std::fs::write(&file, script)?;
+        files.push(file);
+    }
     let out = Command::new(bin)
         .args([
             "-n",
@@ -944,11 +872,17 @@ SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{
             "-T",
         ])
         .arg(ph.peak.as_secs().to_string())
-        .arg("-f")
-        .arg(&file)
+        .args(
+            files
+                .iter()
+                .flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]),
+        )
         .arg(db)
         .output()
         .context("cannot run pgbench")?;
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let tps = text
         .lines()
@@ -960,7 +894,7 @@ SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
-    Ok(json!({"pages_per_second": tps, "statements_per_page": 8}))
+    Ok(json!({"pages_per_second": tps, "statements_per_page": 8, "viewers": files.len()}))
 }
 
 /// redis-benchmark running the MGET the L2 path sends per cache batch (20 keys with
@@ -1008,6 +942,7 @@ fn redis_benchmark(redis: &str, ph: &Phases) -> Result<Value> {
 
 fn report(
     o: &Options,
+    viewers: usize,
     results: &[Value],
     static_limit: &Value,
     pg: Value,
@@ -1088,6 +1023,7 @@ fn report(
         "quick": o.quick,
         "build": if o.quick { "debug (smoke test: numbers not comparable)" } else { "release" },
         "took_seconds": took.as_secs(),
+        "viewers": viewers,
         "limits": {"static_body": static_limit, "pgbench": pg, "redis_benchmark": redis},
         "scenarios": scenarios,
         "ablations": ablations,
@@ -1137,27 +1073,29 @@ fn fmt(v: &Value, digits: usize) -> String {
 
 fn markdown(r: &Value) -> String {
     let mut md = format!(
-        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: oha, on the same cores. Ratios are from this run only.\n\n",
+        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: oha, one process per stream (each viewer of the fixed set of {} is one, and each writer), on the same cores, compression off. Ratios are from this run only.\n\n",
         r["scale"].as_str().unwrap_or(""),
         r["build"].as_str().unwrap_or(""),
         r["date"].as_str().unwrap_or(""),
         r["machine"]["cpu"].as_str().unwrap_or("?"),
         r["machine"]["cores"],
         r["machine"]["memory_gib"],
+        r["viewers"],
     );
     md.push_str("## Scenarios\n\nPeak: fixed concurrency. P50–P99.9: open loop at half the peak rate, latency corrected.\n\n");
-    md.push_str("| scenario | peak RPS | P50 ms | P90 ms | P99 ms | P99.9 ms | non-2xx | CPU µs/req | RSS MB | limit | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    md.push_str("| scenario | streams | peak RPS | P50 ms | P90 ms | P99 ms | P99.9 ms | unexpected status | CPU µs/req | RSS MB | limit | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for s in r["scenarios"].as_array().into_iter().flatten() {
         let a = &s["at_rate"];
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s["name"].as_str().unwrap_or(""),
+            s["streams"],
             fmt(&s["peak"]["rps"], 0),
             fmt(&a["p50_ms"], 2),
             fmt(&a["p90_ms"], 2),
             fmt(&a["p99_ms"], 2),
             fmt(&a["p999_ms"], 2),
-            s["peak"]["non_2xx"].as_u64().unwrap_or(0) + a["non_2xx"].as_u64().unwrap_or(0),
+            s["peak"]["unexpected"].as_u64().unwrap_or(0) + a["unexpected"].as_u64().unwrap_or(0),
             fmt(&s["cpu_us_per_request"], 0),
             s["rss_bytes"]
                 .as_f64()
@@ -1180,16 +1118,21 @@ fn markdown(r: &Value) -> String {
         .filter(|s| s.get("events").is_some())
         .collect();
     if !events.is_empty() {
-        md.push_str("\n## Writes and events\n\n| scenario | write P50 ms | write P99 ms | events handled | event lag P50 ≤ ms | event lag P99 ≤ ms |\n| --- | --- | --- | --- | --- | --- |\n");
+        md.push_str("\n## Writes and events\n\nAt half the peak rate. In the mixed scenario, the writes' own percentiles and their share of its requests (5 % by rate).\n\n| scenario | write share | write P50 ms | write P99 ms | events handled | event lag P50 ≤ ms | event lag P99 ≤ ms |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         for s in events {
-            let w = if s.get("writes_at_rate").is_some() {
-                &s["writes_at_rate"]
+            let a = &s["at_rate"];
+            let (w, share) = if a.get("writes").is_some() {
+                (
+                    &a["writes"],
+                    fmt(&json!(a["write_share"].as_f64().map(|x| x * 100.0)), 1) + " %",
+                )
             } else {
-                &s["at_rate"]
+                (a, "100 %".to_owned())
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 s["name"].as_str().unwrap_or(""),
+                share,
                 fmt(&w["p50_ms"], 2),
                 fmt(&w["p99_ms"], 2),
                 fmt(&s["events"]["handled"], 0),

@@ -9,6 +9,7 @@
 //!   ablations; `--micro` runs the criterion benches of every layer.
 
 mod bench;
+mod load;
 mod plots;
 mod services;
 

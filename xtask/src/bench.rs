@@ -526,6 +526,7 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
                 .ablation(name, "after"),
         ]
     };
+    runs.extend(ablate("home heads", &["--home-head", "0"], &[]));
     runs.extend(ablate("L1 cache", &["--l1-mib", "0"], &[]));
     runs.extend(ablate(
         "L2 cache",

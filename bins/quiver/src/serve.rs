@@ -63,6 +63,11 @@ pub(crate) struct ServeArgs {
     /// Disable every cache tier (each lookup goes to the database)
     #[arg(long, env = "QUIVER_NO_CACHE")]
     no_cache: bool,
+    /// Entries of each viewer's home feed cached as one value, which home pages are cut
+    /// from without a database query (0 reads every home page from the database; at most
+    /// 1000)
+    #[arg(long, env = "QUIVER_HOME_HEAD", default_value_t = 100)]
+    home_head: u32,
     /// Disable cross-request coalescing of database batches
     #[arg(long, env = "QUIVER_NO_COALESCE")]
     no_coalesce: bool,
@@ -175,6 +180,13 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         if value == 0 {
             usage(format!("{name} must be greater than 0"));
         }
+    }
+    if args.home_head > quiver_store::MAX_PAGE_SIZE {
+        usage(format!(
+            "--home-head is at most {}, not {}",
+            quiver_store::MAX_PAGE_SIZE,
+            args.home_head
+        ));
     }
     if args.listen == args.admin_listen && args.listen.port() != 0 {
         usage("QUIVER_LISTEN and QUIVER_ADMIN_LISTEN must differ");
@@ -297,6 +309,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 ..BatchConfig::default()
             }),
             namespace: args.redis_namespace.clone(),
+            home_head: args.home_head,
         },
         engine: EngineConfig {
             fragment_cache: if args.no_fragments { 0 } else { 100_000 },

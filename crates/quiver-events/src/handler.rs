@@ -21,8 +21,9 @@ pub trait Handler: Send + Sync {
 /// L1, the shared L2 and every other replica's L1.
 #[async_trait]
 pub trait Invalidate: Send + Sync + std::fmt::Debug {
-    /// The edge between `a` and `b` changed: both viewer graphs and the follow edges
-    /// between them.
+    /// The edge between `a` and `b` changed: both viewer graphs, the follow edges
+    /// between them and both home timelines (a follow backfills, an unfollow or a block
+    /// removes).
     async fn edge(
         &self,
         a: UserId,
@@ -30,16 +31,21 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     /// A post appeared or went: the post, its media and its tags.
     async fn post(&self, id: PostId) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// The home timelines of `users` changed (a fan-out wrote into them).
+    async fn timelines(
+        &self,
+        users: &[UserId],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// The effects of every event kind:
 ///
 /// | event | effect |
 /// | --- | --- |
-/// | `post.created` | fan-out to followers' timelines (in batches); post keys invalidated |
+/// | `post.created` | fan-out to followers' timelines (in batches); post keys and the timelines written invalidated |
 /// | `post.deleted` | post keys invalidated (its timeline rows went with it) |
-/// | `user.followed` | a `followed` notification; the edge invalidated |
-/// | `user.unfollowed`, `user.blocked` | the edge invalidated |
+/// | `user.followed` | a `followed` notification; the edge (and both timelines) invalidated |
+/// | `user.unfollowed`, `user.blocked` | the edge (and both timelines) invalidated |
 /// | `order.created` | `order_confirmed` for the buyer, `wish_bought` per wish for its owner |
 #[derive(Debug, Clone)]
 pub struct EffectsHandler {
@@ -76,6 +82,15 @@ impl EffectsHandler {
             None => Ok(()),
         }
     }
+
+    async fn timelines(&self, users: &[UserId]) -> Result<(), EventsError> {
+        match &self.invalidate {
+            Some(i) if !users.is_empty() => {
+                i.timelines(users).await.map_err(EventsError::Invalidation)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A positive id field of the payload.
@@ -110,7 +125,11 @@ impl Handler for EffectsHandler {
         match event.kind {
             EventKind::PostCreated => {
                 let post = PostId(id(event, "post_id")?);
-                self.effects.fan_out(post, self.fan_out_batch).await?;
+                let holders = self.effects.fan_out(post, self.fan_out_batch).await?;
+                // Everyone whose timeline holds the post now, written by this delivery or
+                // an earlier one: a redelivery after a failed invalidation forgets them
+                // again.
+                self.timelines(&holders).await?;
                 self.post(post).await
             }
             EventKind::PostDeleted => self.post(PostId(id(event, "post_id")?)).await,

@@ -519,7 +519,11 @@ impl App {
             Ok(_) => {
                 self.committed();
                 let invalidated = if route == Route::DeletePost {
-                    self.caches.invalidate_post(PostId(n)).await
+                    // The writer's own timeline lost the post; followers' cached heads may
+                    // still name it until they change, and hydration skips it (its post
+                    // is forgotten everywhere, here and by the event).
+                    let post = self.caches.invalidate_post(PostId(n)).await;
+                    post.and(self.caches.invalidate_timelines(&[viewer]).await)
                 } else {
                     self.caches.invalidate_edge(viewer, other).await
                 };
@@ -596,8 +600,11 @@ impl App {
             }
         };
         self.committed();
-        // A lookup of this id before it existed may have cached "absent".
-        if let Err(e) = self.caches.invalidate_post(post.id).await {
+        // A lookup of this id before it existed may have cached "absent"; the writer's
+        // own timeline got the post at commit (followers' get it from the fan-out event).
+        let invalidated = self.caches.invalidate_post(post.id).await;
+        let invalidated = invalidated.and(self.caches.invalidate_timelines(&[viewer]).await);
+        if let Err(e) = invalidated {
             tracing::warn!(error = %e, "invalidation after a write failed");
         }
         match self.engine.post(Some(viewer), post.id).await {

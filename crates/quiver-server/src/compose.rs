@@ -1,8 +1,10 @@
 //! Composition: the read stack (every loader the engine reads is a store batch, coalesced
 //! across concurrent requests by a [`Batcher`], behind a [`Tiered`] cache: L1 in process,
-//! L2 in Redis when there is one; skeleton lists straight from the store), and [`app`],
-//! which builds the whole service from a store, an optional Redis and [`Settings`].
+//! L2 in Redis when there is one; home pages cut from a cached head of each viewer's feed,
+//! other skeleton lists straight from the store), and [`app`], which builds the whole
+//! service from a store, an optional Redis and [`Settings`].
 
+use crate::heads::{HeadSkeletons, HomeHeadLoader};
 use async_trait::async_trait;
 use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered};
 use quiver_enrich::{
@@ -84,6 +86,9 @@ pub struct StackConfig {
     pub cache: bool,
     /// Cross-request coalescing of store batches; `None` sends each batch on its own.
     pub coalesce: Option<BatchConfig>,
+    /// Entries of each viewer's home feed cached as one value (the head home pages are
+    /// cut from); 0 reads every home page from the store.
+    pub home_head: u32,
 }
 
 impl Default for StackConfig {
@@ -93,6 +98,7 @@ impl Default for StackConfig {
             l1_capacity_bytes: 64 << 20,
             cache: true,
             coalesce: Some(BatchConfig::default()),
+            home_head: 100,
         }
     }
 }
@@ -134,6 +140,7 @@ pub struct Caches {
     media: Option<Cached<MediaLoader>>,
     tags: Option<Cached<TagsLoader>>,
     orders: Option<Cached<OrdersLoader>>,
+    heads: Option<Cached<HomeHeadLoader>>,
 }
 
 impl fmt::Debug for Caches {
@@ -154,30 +161,38 @@ impl Caches {
     }
 
     /// Forgets what a change to the edge between `a` and `b` makes stale: both users'
-    /// viewer graphs and the follow edges between them, in this process's L1, in Redis and
-    /// (by the cache's broadcast) in every other replica's L1.
+    /// viewer graphs, the follow edges between them and both home timelines (a follow
+    /// backfills, an unfollow or a block removes), in this process's L1, in Redis and (by
+    /// the cache's broadcast) in every other replica's L1.
     pub async fn invalidate_edge(
         &self,
         a: UserId,
         b: UserId,
     ) -> Result<(), quiver_cache::CacheError> {
-        if let Some(graphs) = &self.graphs {
-            graphs.invalidate(&[a, b]).await?;
-        }
-        if let Some(follows) = &self.follows {
-            let edges = [
-                FollowEdge {
-                    follower: a,
-                    followee: b,
-                },
-                FollowEdge {
-                    follower: b,
-                    followee: a,
-                },
-            ];
-            follows.invalidate(&edges).await?;
-        }
-        Ok(())
+        // Every cache is asked even when one fails: each clears this process's L1 before
+        // it reaches Redis, so read-your-writes holds here while Redis is down.
+        let graphs = match &self.graphs {
+            Some(graphs) => graphs.invalidate(&[a, b]).await,
+            None => Ok(()),
+        };
+        let follows = match &self.follows {
+            Some(follows) => {
+                let edges = [
+                    FollowEdge {
+                        follower: a,
+                        followee: b,
+                    },
+                    FollowEdge {
+                        follower: b,
+                        followee: a,
+                    },
+                ];
+                follows.invalidate(&edges).await
+            }
+            None => Ok(()),
+        };
+        let timelines = self.invalidate_timelines(&[a, b]).await;
+        graphs.and(follows).and(timelines)
     }
 
     /// Forgets a post, its media and its tags everywhere (created or deleted).
@@ -195,6 +210,22 @@ impl Caches {
             c.invalidate(&[id]).await?;
         }
         Ok(())
+    }
+
+    /// Forgets the cached heads of `users`' home feeds everywhere, a thousand per call to
+    /// Redis.
+    pub async fn invalidate_timelines(
+        &self,
+        users: &[UserId],
+    ) -> Result<(), quiver_cache::CacheError> {
+        let mut result = Ok(());
+        if let Some(c) = &self.heads {
+            for chunk in users.chunks(1000) {
+                // Later chunks still leave this process's L1 when one fails.
+                result = result.and(c.invalidate(chunk).await);
+            }
+        }
+        result
     }
 
     /// Forgets an order (a cached absence of a new id).
@@ -233,6 +264,13 @@ impl quiver_events::Invalidate for Caches {
         id: quiver_model::PostId,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.invalidate_post(id).await?)
+    }
+
+    async fn timelines(
+        &self,
+        users: &[UserId],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.invalidate_timelines(users).await?)
     }
 }
 
@@ -292,8 +330,28 @@ pub async fn read_stack(
         caches: Caches::default(),
     };
     let s = store;
+    let skeletons: Arc<dyn Skeletons> = match config.home_head {
+        0 => Arc::new(StoreSkeletons(s.clone())),
+        len => {
+            let loader = HomeHeadLoader {
+                store: s.clone(),
+                len,
+            };
+            match b.tiered("home", loader).await {
+                (heads, Some(cache)) => {
+                    b.caches.heads = Some(cache);
+                    Arc::new(HeadSkeletons {
+                        store: StoreSkeletons(s.clone()),
+                        heads,
+                    })
+                }
+                // No caches: a head per request would read more than the page.
+                (_, None) => Arc::new(StoreSkeletons(s.clone())),
+            }
+        }
+    };
     let sources = Sources {
-        skeletons: Arc::new(StoreSkeletons(s.clone())),
+        skeletons,
         graphs: {
             let (loader, cache) = b.tiered("graph", ViewerGraphLoader(s.clone())).await;
             b.caches.graphs = cache;

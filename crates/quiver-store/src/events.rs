@@ -95,8 +95,10 @@ pub trait Effects: Send + Sync + std::fmt::Debug {
     /// were inserted.
     async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError>;
     /// Writes `post` into the home timeline of every current follower of its author,
-    /// `batch` followers per transaction; returns how many timelines got it. A post
-    /// deleted meanwhile is written nowhere, and a follower who unfollows (or blocks)
-    /// meanwhile keeps no entry: each batch locks the post and the follow rows it reads.
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<u64, StoreError>;
+    /// `batch` followers per transaction; returns those followers, ascending: everyone
+    /// whose timeline holds the post now (written by this call or an earlier one), so
+    /// their cached timelines can be forgotten, again on a redelivery. A post deleted
+    /// meanwhile is written nowhere, and a follower who unfollows (or blocks) meanwhile
+    /// keeps no entry: each batch locks the post and the follow rows it reads.
+    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError>;
 }

@@ -1094,10 +1094,10 @@ impl Effects for PgStore {
         Ok(n)
     }
 
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<u64, StoreError> {
+    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError> {
         let batch = i64::from(batch.max(1));
         let mut after = 0_i64;
-        let mut written = 0_u64;
+        let mut holders = Vec::new();
         loop {
             // One statement, one transaction per batch: the post and the follow rows read
             // are locked, so a delete or an unfollow either waits for this batch (and then
@@ -1111,21 +1111,22 @@ impl Effects for PgStore {
                          FOR SHARE),
                    ins AS (INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
                            SELECT f.follower_id, p.created_at, p.id, p.author_id FROM f CROSS JOIN p
-                           ON CONFLICT DO NOTHING
-                           RETURNING 1)
-                   SELECT (SELECT max(follower_id) FROM f) AS last,
-                          (SELECT count(*) FROM f) AS "seen!",
-                          (SELECT count(*) FROM ins) AS "written!""#,
+                           ON CONFLICT DO NOTHING)
+                   SELECT ARRAY(SELECT follower_id FROM f ORDER BY follower_id) AS "holders!""#,
                 post.0,
                 after,
                 batch
             )
             .fetch_one(&self.pool)
             .await?;
-            written += row.written as u64;
-            match row.last {
-                Some(last) if row.seen == batch => after = last,
-                _ => return Ok(written),
+            // The INSERT runs to completion though nothing reads it (PostgreSQL runs
+            // data-modifying CTEs exactly once, whatever the outer query uses).
+            let full = row.holders.len() as i64 == batch;
+            let last = row.holders.last().copied();
+            holders.extend(row.holders.into_iter().map(UserId));
+            match last {
+                Some(last) if full => after = last,
+                _ => return Ok(holders),
             }
         }
     }

@@ -1079,10 +1079,10 @@ impl Effects for SqliteStore {
         Ok(n)
     }
 
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<u64, StoreError> {
+    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError> {
         let batch = i64::from(batch.max(1));
         let mut after = 0_i64;
-        let mut written = 0_u64;
+        let mut holders = Vec::new();
         loop {
             // Writers take turns (BEGIN IMMEDIATE), so each batch sees every follow,
             // unfollow and delete committed before it and none can interleave with it.
@@ -1098,7 +1098,7 @@ impl Effects for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             let ids: Vec<i64> = followers.iter().map(|f| f.0).collect();
-            written += sqlx::query(
+            sqlx::query(
                 "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
                  SELECT f.value, p.created_at, p.id, p.author_id
                  FROM json_each(?2) f, posts p WHERE p.id = ?1
@@ -1107,12 +1107,12 @@ impl Effects for SqliteStore {
             .bind(post.0)
             .bind(serde_json::to_string(&ids).expect("ids serialize"))
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
             tx.commit().await?;
+            holders.extend(ids.iter().map(|u| UserId(*u)));
             match ids.last() {
                 Some(last) if ids.len() as i64 == batch => after = *last,
-                _ => return Ok(written),
+                _ => return Ok(holders),
             }
         }
     }

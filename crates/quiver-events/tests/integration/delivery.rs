@@ -39,6 +39,40 @@ async fn nothing_pending(s: &RedisStreams, config: &quiver_events::EventsConfig)
     .await;
 }
 
+/// What the handler asked to invalidate.
+#[derive(Debug, Default)]
+struct Forgotten {
+    edges: std::sync::Mutex<Vec<(UserId, UserId)>>,
+    posts: std::sync::Mutex<Vec<quiver_model::PostId>>,
+    timelines: std::sync::Mutex<Vec<UserId>>,
+}
+
+#[async_trait::async_trait]
+impl quiver_events::Invalidate for Forgotten {
+    async fn edge(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.edges.lock().unwrap().push((a, b));
+        Ok(())
+    }
+    async fn post(
+        &self,
+        id: quiver_model::PostId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.posts.lock().unwrap().push(id);
+        Ok(())
+    }
+    async fn timelines(
+        &self,
+        users: &[UserId],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.timelines.lock().unwrap().extend_from_slice(users);
+        Ok(())
+    }
+}
+
 fn handler(store: &PgStore) -> Arc<dyn Handler> {
     Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 2))
 }
@@ -299,9 +333,14 @@ async fn a_new_post_fans_out_to_current_followers_in_batches(pool: PgPool) {
     assert_eq!(timelines().await, [1], "only the author's at commit");
     let observed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = observed.clone();
+    let forgotten = Arc::new(Forgotten::default());
     let events = Events::start(
         Arc::new(store.clone()),
-        handler(&store),
+        Arc::new(EffectsHandler::new(
+            Arc::new(store.clone()),
+            Some(forgotten.clone()),
+            2,
+        )),
         Some(&redis_url()),
         config(),
         Some(Arc::new(move |kind: EventKind, lag: Duration| {
@@ -315,6 +354,23 @@ async fn a_new_post_fans_out_to_current_followers_in_batches(pool: PgPool) {
     .await;
     // Batches of 2 over followers 2..=5.
     assert_eq!(timelines().await, [1, 2, 3, 4, 5]);
+    let mut told = forgotten.timelines.lock().unwrap().clone();
+    told.sort_unstable();
+    told.dedup();
+    assert_eq!(
+        told,
+        [2, 3, 4, 5].map(UserId),
+        "the cached timelines of every follower the post reached are forgotten"
+    );
+    assert!(forgotten.posts.lock().unwrap().contains(&post.id));
+    assert!(
+        forgotten
+            .edges
+            .lock()
+            .unwrap()
+            .contains(&(UserId(6), UserId(1))),
+        "the unfollow's edge"
+    );
     let kinds: Vec<EventKind> = observed.lock().unwrap().iter().map(|(k, _)| *k).collect();
     assert!(kinds.contains(&EventKind::PostCreated));
     assert!(kinds.contains(&EventKind::UserUnfollowed));

@@ -513,3 +513,194 @@ async fn timelines_stay_exact_after_a_burst_of_mixed_writes(pool: PgPool) {
     assert!(created.len() > 20, "the burst created posts");
     s.shutdown().await.unwrap();
 }
+
+/// Every page of `user`'s home feed over HTTP, seven items a page, as post ids.
+async fn feed_over_http(s: &Server, user: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut path = "/api/v1/feed?limit=7".to_owned();
+    loop {
+        let (_, page) = json(s.get(&path, Some(user)).send().await.unwrap()).await;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap()),
+        );
+        match page["next_page"].as_str() {
+            Some(c) => path = format!("/api/v1/feed?limit=7&cursor={c}"),
+            None => return ids,
+        }
+    }
+}
+
+/// `user`'s home feed from the store, uncached, without authors a block separates them
+/// from (as the engine shows it).
+async fn feed_from_store(s: &Server, user: i64) -> Vec<i64> {
+    let hidden: HashSet<i64> = sqlx::query_scalar(
+        "SELECT blocked_id FROM blocks WHERE blocker_id = $1
+         UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1",
+    )
+    .bind(user)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut ids = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = s.store.home_page(UserId(user), after, 100).await.unwrap();
+        ids.extend(page.items.iter().map(|r| r.id.0));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let authors: HashMap<i64, i64> =
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, author_id FROM posts WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&s.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    ids.retain(|id| !hidden.contains(&authors[id]));
+    ids
+}
+
+/// The id of the post a `201 Created` answer carries.
+async fn created_id(resp: reqwest::Response) -> i64 {
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let post: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    post["id"].as_i64().unwrap()
+}
+
+async fn cache_count(s: &Server, cache: &str, outcome: &str) -> f64 {
+    let prefix = format!("quiver_cache_lookups_total{{cache=\"{cache}\",outcome=\"{outcome}\"}}");
+    metrics(s)
+        .await
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn cached_home_heads_follow_every_change_to_the_timeline(pool: PgPool) {
+    let mut s = start_with_events(pool).await;
+    // A follows B; C has posts, A does not follow C; no blocks between any two of them.
+    let (a, b, c): (i64, i64, i64) = sqlx::query_as(
+        "SELECT f.follower_id, f.followee_id, u.id FROM follows f, users u
+         WHERE u.id NOT IN (f.follower_id, f.followee_id)
+           AND EXISTS (SELECT 1 FROM posts WHERE author_id = u.id)
+           AND NOT EXISTS (SELECT 1 FROM follows WHERE follower_id = f.follower_id AND followee_id = u.id)
+           AND NOT EXISTS (SELECT 1 FROM follows WHERE follower_id = u.id AND followee_id = f.followee_id)
+           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id IN (f.follower_id, f.followee_id, u.id)
+                                                  AND blocked_id IN (f.follower_id, f.followee_id, u.id))
+         ORDER BY f.follower_id, f.followee_id, u.id LIMIT 1",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    let authored = |author: i64| {
+        let pool = s.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT id FROM posts WHERE author_id = $1")
+                .bind(author)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<HashSet<i64>>()
+        }
+    };
+    let first = feed_over_http(&s, a).await;
+    assert_eq!(first, feed_from_store(&s, a).await);
+    let hits = cache_count(&s, "home", "hit_l1").await;
+    assert_eq!(feed_over_http(&s, a).await, first);
+    assert!(
+        cache_count(&s, "home", "hit_l1").await > hits,
+        "the second walk is cut from the cached head"
+    );
+
+    // B posts: only the fan-out event can tell A's cached head.
+    let resp = s
+        .http
+        .post(s.url("/api/v1/posts"))
+        .bearer_auth(s.token(b))
+        .header("content-type", "application/json")
+        .body(r#"{"kind": "post", "body": "for my followers"}"#)
+        .send()
+        .await
+        .unwrap();
+    let by_b = created_id(resp).await;
+    s.settle().await;
+    let now = feed_over_http(&s, a).await;
+    assert_eq!(now[0], by_b, "the followee's new post leads A's feed");
+    assert_eq!(now, feed_from_store(&s, a).await);
+
+    // A's own graph writes and posts show in A's next read, before any event is handled.
+    let write = |method: reqwest::Method, path: String, who: i64| {
+        let req = s
+            .http
+            .request(method, s.url(&path))
+            .bearer_auth(s.token(who));
+        async move { req.send().await.unwrap().status() }
+    };
+    let put = reqwest::Method::PUT;
+    let delete = reqwest::Method::DELETE;
+    assert_eq!(
+        write(put.clone(), format!("/api/v1/users/{c}/follow"), a).await,
+        StatusCode::NO_CONTENT
+    );
+    let now = feed_over_http(&s, a).await;
+    let c_posts = authored(c).await;
+    assert!(
+        now.iter().any(|p| c_posts.contains(p)),
+        "a follow backfills at once"
+    );
+    assert_eq!(now, feed_from_store(&s, a).await);
+    assert_eq!(
+        write(delete.clone(), format!("/api/v1/users/{b}/follow"), a).await,
+        StatusCode::NO_CONTENT
+    );
+    let now = feed_over_http(&s, a).await;
+    let b_posts = authored(b).await;
+    assert!(
+        !now.iter().any(|p| b_posts.contains(p)),
+        "an unfollow removes at once"
+    );
+    assert_eq!(now, feed_from_store(&s, a).await);
+    let resp = s
+        .http
+        .post(s.url("/api/v1/posts"))
+        .bearer_auth(s.token(a))
+        .header("content-type", "application/json")
+        .body(r#"{"kind": "post", "body": "mine"}"#)
+        .send()
+        .await
+        .unwrap();
+    let mine = created_id(resp).await;
+    assert_eq!(feed_over_http(&s, a).await[0], mine, "my post, at once");
+    assert_eq!(
+        write(delete.clone(), format!("/api/v1/posts/{mine}"), a).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        !feed_over_http(&s, a).await.contains(&mine),
+        "my deleted post, gone at once"
+    );
+
+    // C blocks A: C's write forgets A's head too.
+    assert_eq!(
+        write(put, format!("/api/v1/users/{a}/block"), c).await,
+        StatusCode::NO_CONTENT
+    );
+    let now = feed_over_http(&s, a).await;
+    assert!(!now.iter().any(|p| c_posts.contains(p)), "a block hides");
+    assert_eq!(now, feed_from_store(&s, a).await);
+    s.settle().await;
+    assert_eq!(feed_over_http(&s, a).await, feed_from_store(&s, a).await);
+    s.shutdown().await.unwrap();
+}

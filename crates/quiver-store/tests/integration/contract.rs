@@ -629,8 +629,22 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
     }
     // Batches of one: the fan-out pages through the followers.
     let effects = backend.effects();
-    assert_eq!(effects.fan_out(post.id, 1).await.unwrap(), 2);
-    assert_eq!(effects.fan_out(post.id, 1).await.unwrap(), 0, "idempotent");
+    assert_eq!(
+        effects.fan_out(post.id, 1).await.unwrap(),
+        [UserId(1), UserId(3)],
+        "the followers whose timelines hold it"
+    );
+    let before = store.home_page(UserId(1), None, 50).await.unwrap();
+    assert_eq!(
+        effects.fan_out(post.id, 1).await.unwrap(),
+        [UserId(1), UserId(3)],
+        "a redelivery names them again"
+    );
+    assert_eq!(
+        store.home_page(UserId(1), None, 50).await.unwrap(),
+        before,
+        "and writes nothing twice"
+    );
     let loaded = PostsLoader(store.clone())
         .load_one(&post.id)
         .await
@@ -694,7 +708,7 @@ async fn posts_are_created_into_every_timeline_and_deleted_by_their_author_only(
     );
     assert_eq!(
         effects.fan_out(post.id, 10).await.unwrap(),
-        0,
+        [],
         "a deleted post fans out nowhere"
     );
     assert!(matches!(

@@ -242,60 +242,76 @@ fn ensure_oha() -> Result<PathBuf> {
         .context("oha was installed but is not on PATH or in ~/.cargo/bin")
 }
 
-/// The seeded database of a scale, reused when it already holds exactly that seed.
+/// A fresh database for this run, copied from the seeded database of its scale (seeded
+/// once, and again only when its seed changes): the scenarios write (posts, follows), and
+/// no run may read what an earlier one wrote.
 fn database(bin: &Path, admin: &str, scale: &str) -> Result<String> {
     let (users, posts, follows, depth) = match scale {
         "small" => (2_000, 10, 20, 100),
         "medium" => (100_000, 10, 30, 200),
         _ => (300_000, 20, 40, 200),
     };
+    let seeded = format!("quiver_bench_e2e_{scale}_seed");
     let name = format!("quiver_bench_e2e_{scale}");
     let marker = format!("quiver bench {users} {posts} {follows} {depth} v1");
-    let url = format!(
-        "{}/{name}",
-        admin.rsplit_once('/').map_or(admin, |(b, _)| b)
-    );
+    let url_of = |db: &str| format!("{}/{db}", admin.rsplit_once('/').map_or(admin, |(b, _)| b));
+    let migrate = |db: &str, args: &[String]| -> Result<()> {
+        let status = Command::new(bin)
+            .args(args)
+            .env("DATABASE_URL", url_of(db))
+            .env("RUST_LOG", "warn")
+            .status()?;
+        if !status.success() {
+            bail!("quiver {} failed on {db}", args[0]);
+        }
+        Ok(())
+    };
     let current = services::psql_query(
         admin,
         &format!(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = '{name}'"
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = '{seeded}'"
         ),
     )?;
     if current.trim() == marker {
-        eprintln!("reusing {name} (seeded with {users} users)");
-        return Ok(url);
+        eprintln!("copying {seeded} (seeded with {users} users) to {name}");
+    } else {
+        eprintln!("seeding {seeded}: {users} users, {posts} posts each (once; later runs copy it)");
+        services::psql(
+            admin,
+            &format!("DROP DATABASE IF EXISTS {seeded} WITH (FORCE)"),
+        )?;
+        services::psql(admin, &format!("CREATE DATABASE {seeded}"))?;
+        migrate(&seeded, &["migrate".to_owned()])?;
+        migrate(
+            &seeded,
+            &[
+                "seed".to_owned(),
+                "--users".to_owned(),
+                users.to_string(),
+                "--posts-per-user".to_owned(),
+                posts.to_string(),
+                "--follows-per-user".to_owned(),
+                follows.to_string(),
+                "--timeline-depth".to_owned(),
+                depth.to_string(),
+            ],
+        )?;
+        services::psql(
+            admin,
+            &format!("COMMENT ON DATABASE {seeded} IS '{marker}'"),
+        )?;
     }
-    eprintln!("seeding {name}: {users} users, {posts} posts each (once; later runs reuse it)");
     services::psql(
         admin,
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     )?;
-    services::psql(admin, &format!("CREATE DATABASE {name}"))?;
-    for args in [
-        vec!["migrate".to_owned()],
-        vec![
-            "seed".to_owned(),
-            "--users".to_owned(),
-            users.to_string(),
-            "--posts-per-user".to_owned(),
-            posts.to_string(),
-            "--follows-per-user".to_owned(),
-            follows.to_string(),
-            "--timeline-depth".to_owned(),
-            depth.to_string(),
-        ],
-    ] {
-        let status = Command::new(bin)
-            .args(&args)
-            .env("DATABASE_URL", &url)
-            .env("RUST_LOG", "warn")
-            .status()?;
-        if !status.success() {
-            bail!("quiver {} failed on {name}", args[0]);
-        }
-    }
-    services::psql(admin, &format!("COMMENT ON DATABASE {name} IS '{marker}'"))?;
-    Ok(url)
+    services::psql(
+        admin,
+        &format!("CREATE DATABASE {name} WITH TEMPLATE = {seeded} STRATEGY = FILE_COPY"),
+    )?;
+    // A migration newer than the seed applies to the copy.
+    migrate(&name, &["migrate".to_owned()])?;
+    Ok(url_of(&name))
 }
 
 /// The viewers and ids the scenarios use, picked from the seeded data.
@@ -487,11 +503,12 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
     let wshare = |k: &[i64]| 0.025 / k.len().max(1) as f64;
     mixed.extend(writers(f, post_by, true, wshare(post_by)));
     mixed.extend(writers(f, follow_by, false, wshare(follow_by)));
+    // Reads first, then the ablations (also reads), and the scenarios that write last, so
+    // that every read sees the seeded data and the cursors recorded from it.
     let mut runs = vec![
         Run::new("warm", feeds.clone()),
         Run::new("l2", feeds.clone()).flags(&["--l1-mib", "0"]),
         Run::new("cold", feeds.clone()).flags(&["--no-cache"]),
-        Run::new("mixed", mixed),
         Run::new(
             "discover",
             f.as_viewers(|_| vec!["/api/v1/feed/discover?limit=20&seed=7".to_owned()]),
@@ -509,6 +526,9 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
                 })
                 .collect(),
         ),
+    ];
+    let writes = [
+        Run::new("mixed", mixed),
         Run::new("write: create post", writers(f, &f.viewers, true, 1.0)),
         Run::new(
             "write: follow",
@@ -553,6 +573,7 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool) -> Vec<Run> {
         runs.push(before);
         runs.push(Run::new("allocator", feeds).ablation("allocator", "after"));
     }
+    runs.extend(writes);
     runs
 }
 

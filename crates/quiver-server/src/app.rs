@@ -519,11 +519,9 @@ impl App {
             Ok(_) => {
                 self.committed();
                 let invalidated = if route == Route::DeletePost {
-                    // The writer's own timeline lost the post; followers' cached heads may
-                    // still name it until they change, and hydration skips it (its post
-                    // is forgotten everywhere, here and by the event).
-                    let post = self.caches.invalidate_post(PostId(n)).await;
-                    post.and(self.caches.invalidate_timelines(&[viewer]).await)
+                    // Followers' cached heads may still name the post until they change;
+                    // hydration skips it (the post is forgotten everywhere).
+                    self.caches.invalidate_authored(viewer, PostId(n)).await
                 } else {
                     self.caches.invalidate_edge(viewer, other).await
                 };
@@ -600,11 +598,7 @@ impl App {
             }
         };
         self.committed();
-        // A lookup of this id before it existed may have cached "absent"; the writer's
-        // own timeline got the post at commit (followers' get it from the fan-out event).
-        let invalidated = self.caches.invalidate_post(post.id).await;
-        let invalidated = invalidated.and(self.caches.invalidate_timelines(&[viewer]).await);
-        if let Err(e) = invalidated {
+        if let Err(e) = self.caches.invalidate_authored(viewer, post.id).await {
             tracing::warn!(error = %e, "invalidation after a write failed");
         }
         match self.engine.post(Some(viewer), post.id).await {

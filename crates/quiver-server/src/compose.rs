@@ -212,6 +212,19 @@ impl Caches {
         Ok(())
     }
 
+    /// Forgets what a post written or deleted by `author` makes stale for them: the post
+    /// (a lookup before it existed may have cached "absent") and the author's own home
+    /// head (their timeline changed at commit; followers' heads are the events' job).
+    /// Both are asked even when one fails, as in [`Caches::invalidate_edge`].
+    pub async fn invalidate_authored(
+        &self,
+        author: UserId,
+        id: quiver_model::PostId,
+    ) -> Result<(), quiver_cache::CacheError> {
+        let post = self.invalidate_post(id).await;
+        post.and(self.invalidate_timelines(&[author]).await)
+    }
+
     /// Forgets the cached heads of `users`' home feeds everywhere, a thousand per call to
     /// Redis.
     pub async fn invalidate_timelines(

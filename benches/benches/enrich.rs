@@ -1,64 +1,40 @@
-//! Enrichment benches: assembling a 20-item home page end to end (skeleton, hydration,
+//! Enrichment benches: assembling a 20-item home page end to end (head, hydration,
 //! viewer part, encoding) on the seeded `quiver_bench` database.
 //!
-//! - `l1/*`: every lookup served from a warm L1 and the skeleton from memory, so this is
-//!   the engine's own CPU cost, with and without reusing encoded fragments (target: under
-//!   50 µs per page);
+//! - `l1/*`: every lookup served from a warm L1 (the page cut from the viewer's cached
+//!   head), so this is the engine's own CPU cost, splicing the items' stored fragments or
+//!   encoding every item again; before measuring, it counts the heap allocations of one
+//!   warm page with a counting allocator (target: at most 60);
 //! - `pg/*`: no caches, every lookup a PostgreSQL batch, with the independent batches
 //!   run concurrently or one after another (the parallel-calls table).
 //!
 //! Run with `cargo bench -p quiver-benches --bench enrich` (`DATABASE_URL` picks the
 //! server; the database is seeded once by whichever bench runs first).
 
-use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use quiver_benches::{bench_seed, seeded};
-use quiver_enrich::{Engine, EngineConfig, Skeletons, Sources};
-use quiver_model::{Cursor, CursorCodec, LoadError, OrderRef, OrderStatus, Page, PostRef, UserId};
+use quiver_enrich::{Engine, EngineConfig, Sources};
+use quiver_model::{CursorCodec, UserId};
 use quiver_server::compose::{StackConfig, read_stack};
 use quiver_store::Store;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
 
-/// One fixed home page, served from memory.
-struct FixedPage(Page<PostRef>);
-
-#[async_trait]
-impl Skeletons for FixedPage {
-    async fn home(&self, _: UserId, _: Option<Cursor>, _: u32) -> Result<Page<PostRef>, LoadError> {
-        Ok(self.0.clone())
-    }
-    async fn user_posts(
-        &self,
-        _: UserId,
-        _: Option<Cursor>,
-        _: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        Ok(self.0.clone())
-    }
-    async fn recent(&self, _: Option<Cursor>, _: u32) -> Result<Page<PostRef>, LoadError> {
-        Ok(self.0.clone())
-    }
-    async fn customer_orders(
-        &self,
-        _: UserId,
-        _: Option<OrderStatus>,
-        _: Option<Cursor>,
-        _: u32,
-    ) -> Result<Page<OrderRef>, LoadError> {
-        Ok(Page {
-            items: Vec::new(),
-            next: None,
-        })
-    }
-}
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn engine(sources: Sources, config: EngineConfig) -> Engine {
     Engine::new(sources, CursorCodec::new(b"bench"), config, None)
 }
 
 fn home_page(c: &mut Criterion) {
-    let rt = Runtime::new().unwrap();
+    // One worker thread: the allocation count below is of this page alone.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let pg = rt
         .block_on(seeded("quiver_bench", &bench_seed()))
         .expect("seeded database");
@@ -77,7 +53,7 @@ fn home_page(c: &mut Criterion) {
     let mut g = c.benchmark_group("enrich_home_page_20");
 
     for fragments in [true, false] {
-        let (mut sources, _caches) = rt.block_on(read_stack(
+        let (sources, _caches) = rt.block_on(read_stack(
             store.clone(),
             None,
             &StackConfig {
@@ -85,18 +61,28 @@ fn home_page(c: &mut Criterion) {
                 ..StackConfig::default()
             },
         ));
-        let first = rt.block_on(store.home_page(viewer, None, 20)).unwrap();
-        sources.skeletons = Arc::new(FixedPage(first));
         let e = engine(
             sources,
             EngineConfig {
-                fragment_cache: if fragments { 100_000 } else { 0 },
+                reuse_fragments: fragments,
                 ..EngineConfig::default()
             },
         );
         // Warm every cache tier the page touches.
         let warm = rt.block_on(e.home(viewer, None, 20)).unwrap();
         assert_eq!(warm.ids.len(), 20);
+        let pages = 100;
+        let region = Region::new(GLOBAL);
+        for _ in 0..pages {
+            rt.block_on(e.home(viewer, None, 20)).unwrap();
+        }
+        let stats = region.change();
+        println!(
+            "warm page, fragments {}: {:.1} allocations, {:.0} bytes allocated per page",
+            if fragments { "stored" } else { "encoded" },
+            stats.allocations as f64 / pages as f64,
+            stats.bytes_allocated as f64 / pages as f64,
+        );
         let name = if fragments {
             "l1/fragments"
         } else {
@@ -108,6 +94,7 @@ fn home_page(c: &mut Criterion) {
         });
     }
 
+    let rt = Runtime::new().unwrap();
     for concurrent in [true, false] {
         let (sources, _caches) = rt.block_on(read_stack(
             store.clone(),
@@ -115,6 +102,7 @@ fn home_page(c: &mut Criterion) {
             &StackConfig {
                 cache: false,
                 coalesce: None,
+                concurrent,
                 ..StackConfig::default()
             },
         ));

@@ -74,7 +74,8 @@ pub(crate) struct ServeArgs {
     /// Coalescing window, microseconds
     #[arg(long, env = "QUIVER_COALESCE_WINDOW_US", default_value_t = 1000)]
     coalesce_window_us: u64,
-    /// Disable reusing encoded fragments of posts and authors
+    /// Encode every feed item and author for every page instead of splicing the
+    /// fragments stored with the cached items (to measure what storing them ready buys)
     #[arg(long, env = "QUIVER_NO_FRAGMENTS")]
     no_fragments: bool,
     /// How feed pages are encoded: `spliced` (pre-encoded fragments, the default) or
@@ -310,9 +311,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             }),
             namespace: args.redis_namespace.clone(),
             home_head: args.home_head,
+            ..StackConfig::default()
         },
         engine: EngineConfig {
-            fragment_cache: if args.no_fragments { 0 } else { 100_000 },
+            reuse_fragments: !args.no_fragments,
             serde_json_pages: args.serializer == "serde-json",
             ..EngineConfig::default()
         },

@@ -19,6 +19,12 @@ pub trait ValueCodec<V>: Send + Sync + 'static {
     fn encode(&self, value: &V, out: &mut Vec<u8>);
     /// The value in `bytes`, or `None` when they are not one.
     fn decode(&self, bytes: &[u8]) -> Option<V>;
+    /// Whether `value` may be cached at all. One that may not (say, built while a part
+    /// of it failed to load) is handed to the lookups that asked and kept in neither tier.
+    fn admit(&self, value: &V) -> bool {
+        let _ = value;
+        true
+    }
 }
 
 /// serde_json, for any serde type: compact, debuggable with `redis-cli`, and never on

@@ -21,8 +21,14 @@ pub struct CacheConfig {
     pub hard_ttl: Duration,
     /// Time to live of a value in Redis (±10 % jitter, stretched under pressure).
     pub l2_ttl: Duration,
-    /// How long "does not exist" is remembered.
+    /// How long "does not exist" is served as fresh; past it, it is served stale and
+    /// refreshed in the background, like a value past `soft_ttl`.
     pub negative_ttl: Duration,
+    /// Past this age "does not exist" is not served; also its time to live in Redis.
+    pub negative_hard_ttl: Duration,
+    /// Every TTL, in both tiers, is multiplied by a factor drawn per entry from
+    /// `1 ± jitter` (at most 0.5), so that entries filled together expire apart.
+    pub jitter: f64,
     /// The absolute limit: no entry is served older than this, whatever the pressure.
     pub max_age: Duration,
     /// TTLs are multiplied by up to this factor while the caller reports pressure.
@@ -47,6 +53,8 @@ impl CacheConfig {
             hard_ttl: Duration::from_secs(120),
             l2_ttl: Duration::from_secs(600),
             negative_ttl: Duration::from_secs(10),
+            negative_hard_ttl: Duration::from_secs(40),
+            jitter: 0.1,
             max_age: Duration::from_secs(900),
             max_stretch: 4,
             redis_timeout: Duration::from_millis(50),

@@ -73,8 +73,14 @@ impl StatsSnapshot {
 }
 
 impl Stats {
-    pub(crate) fn record(&self, outcome: Outcome) {
-        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    /// Adds one batch's counts, indexed like [`Outcome::ALL`]: one atomic add per
+    /// outcome that occurred, not one per key.
+    pub(crate) fn add(&self, counts: &[u64; 6]) {
+        for (counter, &n) in self.outcomes.iter().zip(counts) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn loader_call(&self) {

@@ -10,11 +10,11 @@ use crate::remote::{Fill, Remote, RemoteError, RemoteEvent};
 use async_trait::async_trait;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
-use quiver_model::{ErrorCode, HasErrorCode, LoadError, Loader, dedup_keys};
+use quiver_model::{ErrorCode, HasErrorCode, LoadError, Loader};
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::str::FromStr;
@@ -48,16 +48,19 @@ impl HasErrorCode for CacheError {
     }
 }
 
-/// One L1 entry. `value: None` is a cached "does not exist".
+/// One L1 entry. `value: None` is a cached "does not exist". Copying it out of the L1
+/// (what a hit costs) is one reference count: the value is shared, never cloned.
 #[derive(Clone)]
 struct Entry<V> {
-    value: Option<V>,
+    value: Option<Arc<V>>,
     soft: Instant,
     hard: Instant,
-    /// Set by the one lookup that starts the background refresh of a stale entry.
-    refreshing: Arc<AtomicBool>,
     weight: u64,
 }
+
+/// The fast hasher of the maps on the miss path (keys are our own ids, not attacker
+/// chosen strings, and these maps live for one lookup).
+type Fast = foldhash::fast::RandomState;
 
 #[derive(Clone, Debug)]
 struct EntryWeighter;
@@ -71,9 +74,11 @@ impl<K, V> Weighter<K, Entry<V>> for EntryWeighter {
 type L1<K, V> =
     Cache<K, Entry<V>, EntryWeighter, DefaultHashBuilder, DefaultLifecycle<K, Entry<V>>>;
 /// A per-key result fanned out from the loading lookup to the coalesced ones.
-type Shared<V> = Option<Result<Option<V>, LoadError>>;
+type Shared<V> = Option<Result<Option<Arc<V>>, LoadError>>;
+/// One key's answer and where it came from.
+type Answer<V> = (Option<Arc<V>>, Outcome);
 /// Keys being loaded, each with the channel its result will be published on.
-type Inflight<K, V> = Mutex<HashMap<K, watch::Receiver<Shared<V>>>>;
+type Inflight<K, V> = Mutex<HashMap<K, watch::Receiver<Shared<V>>, Fast>>;
 
 /// Bytes an entry costs beyond its encoded value (key, timestamps, bookkeeping).
 const ENTRY_OVERHEAD: u64 = 64;
@@ -87,13 +92,14 @@ pub struct Lookup<K, V> {
     pub outcomes: HashMap<K, Outcome>,
 }
 
-impl<K: Clone + Eq + Hash, V> Lookup<K, V> {
-    fn record(&mut self, stats: &Stats, key: K, value: Option<V>, outcome: Outcome) {
-        stats.record(outcome);
-        if let Some(v) = value {
-            self.values.insert(key.clone(), v);
-        }
-        self.outcomes.insert(key, outcome);
+/// Outcomes of one batch, added to the shared counters once per batch rather than once
+/// per key (the counters' cache line would otherwise move between cores on every key).
+#[derive(Default)]
+struct Tally([u64; 6]);
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome) {
+        self.0[outcome as usize] += 1;
     }
 }
 
@@ -141,6 +147,8 @@ struct Inner<L: Loader> {
     /// lookup that finds one waits instead of loading. Dropping the loader's future
     /// drops the sender, and the waiters then load themselves.
     inflight: Inflight<L::Key, L::Value>,
+    /// Stale keys whose background refresh is running, so each starts once.
+    refreshing: Mutex<HashSet<L::Key, Fast>>,
     stats: Stats,
     /// Raised by the caller under load: TTLs stretch up to `max_stretch`.
     pressure: AtomicBool,
@@ -199,7 +207,8 @@ where
             l1,
             remote,
             fence: Fence::new(),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::default()),
+            refreshing: Mutex::new(HashSet::default()),
             stats: Stats::default(),
             pressure: AtomicBool::new(false),
         });
@@ -214,42 +223,119 @@ where
         Self { inner }
     }
 
-    /// Values of `keys` with the outcome of each.
+    /// Values of `keys` with the outcome of each, as maps (for tests and tools; the read
+    /// path uses [`Loader::load_shared`], which builds no map and copies no value).
     pub async fn lookup(&self, keys: &[L::Key]) -> Result<Lookup<L::Key, L::Value>, LoadError> {
-        let inner = &self.inner;
-        let mut out = Lookup {
-            values: HashMap::new(),
-            outcomes: HashMap::new(),
-        };
-        let mut missing = Vec::new();
-        let now = Instant::now();
-        for key in dedup_keys(keys) {
-            match inner.l1.as_ref().and_then(|l1| l1.get(&key)) {
-                Some(e) if now < e.hard => {
-                    let outcome = if now >= e.soft {
-                        if !e.refreshing.swap(true, Ordering::AcqRel) {
-                            self.spawn_refresh(key.clone(), e.refreshing.clone());
+        let mut outcomes = HashMap::with_capacity(keys.len());
+        let found = self
+            .resolve(keys, &mut |i, o| {
+                outcomes.insert(keys[i].clone(), o);
+            })
+            .await?;
+        let values = keys
+            .iter()
+            .zip(found)
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), L::Value::clone(&v))))
+            .collect();
+        Ok(Lookup { values, outcomes })
+    }
+
+    /// One key: the value if it exists, shared.
+    pub async fn get(&self, key: &L::Key) -> Result<Option<Arc<L::Value>>, LoadError> {
+        let mut found = self
+            .resolve(std::slice::from_ref(key), &mut |_, _| ())
+            .await?;
+        Ok(found.pop().flatten())
+    }
+
+    /// The read path: `out[i]` answers `keys[i]`. L1 hits cost a reference count each and
+    /// build nothing; only the keys the L1 cannot answer are deduplicated, claimed
+    /// (single flight) and loaded through the L2 and the loader. `seen` hears each
+    /// position's outcome.
+    async fn resolve(
+        &self,
+        keys: &[L::Key],
+        seen: &mut (dyn FnMut(usize, Outcome) + Send),
+    ) -> Result<Vec<Option<Arc<L::Value>>>, LoadError> {
+        let inner = &*self.inner;
+        let mut out: Vec<Option<Arc<L::Value>>> = Vec::with_capacity(keys.len());
+        let mut tally = Tally::default();
+        let mut missing: Vec<usize> = Vec::new();
+        match &inner.l1 {
+            Some(l1) => {
+                let now = Instant::now();
+                for (i, key) in keys.iter().enumerate() {
+                    match l1.get(key) {
+                        Some(e) if now < e.hard => {
+                            let outcome = if now >= e.soft {
+                                self.refresh(key);
+                                Outcome::Stale
+                            } else if e.value.is_none() {
+                                Outcome::Negative
+                            } else {
+                                Outcome::HitL1
+                            };
+                            tally.add(outcome);
+                            seen(i, outcome);
+                            out.push(e.value);
                         }
-                        Outcome::Stale
-                    } else if e.value.is_none() {
-                        Outcome::Negative
-                    } else {
-                        Outcome::HitL1
-                    };
-                    out.record(&inner.stats, key, e.value, outcome);
+                        _ => {
+                            out.push(None);
+                            missing.push(i);
+                        }
+                    }
                 }
-                _ => missing.push(key),
+            }
+            None => {
+                out.resize(keys.len(), None);
+                missing.extend(0..keys.len());
             }
         }
-        while !missing.is_empty() {
-            let (lead, follow) = inner.claim(missing);
+        let result = if missing.is_empty() {
+            Ok(())
+        } else {
+            self.resolve_missing(keys, &missing, &mut out, &mut tally, seen)
+                .await
+        };
+        inner.stats.add(&tally.0);
+        result.map(|()| out)
+    }
+
+    /// Fills `out` at the `missing` positions: each distinct key once, claimed for this
+    /// lookup or waited for when another lookup is already loading it.
+    async fn resolve_missing(
+        &self,
+        keys: &[L::Key],
+        missing: &[usize],
+        out: &mut [Option<Arc<L::Value>>],
+        tally: &mut Tally,
+        seen: &mut (dyn FnMut(usize, Outcome) + Send),
+    ) -> Result<(), LoadError> {
+        let inner = &*self.inner;
+        // The distinct missing keys, and for each missing position its distinct index.
+        let mut index: HashMap<&L::Key, usize, Fast> =
+            HashMap::with_capacity_and_hasher(missing.len(), Fast::default());
+        let mut distinct: Vec<L::Key> = Vec::with_capacity(missing.len());
+        let at: Vec<usize> = missing
+            .iter()
+            .map(|&i| {
+                *index.entry(&keys[i]).or_insert_with(|| {
+                    distinct.push(keys[i].clone());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer<L::Value>>> = vec![None; distinct.len()];
+        let mut todo: Vec<usize> = (0..distinct.len()).collect();
+        while !todo.is_empty() {
+            let (lead, follow) = inner.claim(&distinct, &todo);
             if !lead.keys.is_empty() {
-                let keys: Vec<L::Key> = lead.keys.iter().map(|(k, _)| k.clone()).collect();
-                match inner.load(&keys, true).await {
+                let ask: Vec<L::Key> = lead.keys.iter().map(|(_, k, _)| k.clone()).collect();
+                match inner.load(&ask, true).await {
                     Ok(found) => {
-                        lead.publish(|k| Ok(found.get(k).and_then(|(v, _)| v.clone())));
-                        for (k, (v, o)) in found {
-                            out.record(&inner.stats, k, v, o);
+                        lead.publish(|j| Ok(found[j].0.clone()));
+                        for ((d, _, _), answer) in lead.keys.iter().zip(found) {
+                            answers[*d] = Some(answer);
                         }
                     }
                     Err(e) => {
@@ -259,40 +345,31 @@ where
                 }
             }
             drop(lead);
-            missing = Vec::new();
-            for (key, mut rx) in follow {
+            todo = Vec::new();
+            for (d, mut rx) in follow {
                 let shared = match rx.wait_for(Option::is_some).await {
                     Ok(v) => v.clone(),
                     // The loading lookup was cancelled before it finished: load again.
                     Err(_) => None,
                 };
                 match shared {
-                    Some(Ok(v)) => out.record(&inner.stats, key, v, Outcome::Coalesced),
+                    Some(Ok(v)) => answers[d] = Some((v, Outcome::Coalesced)),
                     Some(Err(e)) => return Err(e),
-                    None => missing.push(key),
+                    None => todo.push(d),
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// One key: the value if it exists. A fresh L1 hit allocates nothing beyond the
-    /// value's clone; everything else goes through [`Tiered::lookup`].
-    pub async fn get(&self, key: &L::Key) -> Result<Option<L::Value>, LoadError> {
-        if let Some(e) = self.inner.l1.as_ref().and_then(|l1| l1.get(key)) {
-            let now = Instant::now();
-            if now < e.soft {
-                let outcome = if e.value.is_some() {
-                    Outcome::HitL1
-                } else {
-                    Outcome::Negative
-                };
-                self.inner.stats.record(outcome);
-                return Ok(e.value);
+        let mut counted = vec![false; distinct.len()];
+        for (&i, &d) in missing.iter().zip(&at) {
+            let (value, outcome) = answers[d].clone().expect("every distinct key answered");
+            // One outcome per distinct key, as the loader saw it.
+            if !std::mem::replace(&mut counted[d], true) {
+                tally.add(outcome);
             }
+            seen(i, outcome);
+            out[i] = value;
         }
-        let mut found = self.lookup(std::slice::from_ref(key)).await?;
-        Ok(found.values.remove(key))
+        Ok(())
     }
 
     /// Removes `keys` from this L1 at once, then from the L2 and every replica's L1
@@ -353,29 +430,44 @@ where
         self.inner.breaker.is_open()
     }
 
-    fn spawn_refresh(&self, key: L::Key, flag: Arc<AtomicBool>) {
+    /// Starts the background refresh of a stale `key`, unless one is running.
+    fn refresh(&self, key: &L::Key) {
         let inner = self.inner.clone();
+        if !inner
+            .refreshing
+            .lock()
+            .expect("refreshing lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        let key = key.clone();
         tokio::spawn(async move {
             // A refresh goes to the source: the L2 copy is as old as the stale one.
             if let Err(e) = inner.load(std::slice::from_ref(&key), false).await {
                 tracing::warn!(error = %e, cache = %inner.config.name, "background refresh failed");
-                flag.store(false, Ordering::Release);
             }
+            inner
+                .refreshing
+                .lock()
+                .expect("refreshing lock")
+                .remove(&key);
         });
     }
 }
 
-/// The keys one lookup loads, with the senders that publish their results. Dropping it
-/// ends the claim, published or not.
+/// The keys one lookup loads (with their index among the lookup's distinct keys), with
+/// the senders that publish their results. Dropping it ends the claim, published or not.
 struct Lead<'a, K: Eq + Hash, V> {
-    keys: Vec<(K, watch::Sender<Shared<V>>)>,
+    keys: Vec<(usize, K, watch::Sender<Shared<V>>)>,
     inflight: &'a Inflight<K, V>,
 }
 
 impl<K: Eq + Hash, V> Lead<'_, K, V> {
-    fn publish(&self, result: impl Fn(&K) -> Result<Option<V>, LoadError>) {
-        for (k, tx) in &self.keys {
-            let _ = tx.send(Some(result(k)));
+    /// Sends each claimed key its result; `result(j)` answers `keys[j]`.
+    fn publish(&self, result: impl Fn(usize) -> Result<Option<Arc<V>>, LoadError>) {
+        for (j, (_, _, tx)) in self.keys.iter().enumerate() {
+            let _ = tx.send(Some(result(j)));
         }
     }
 }
@@ -383,15 +475,16 @@ impl<K: Eq + Hash, V> Lead<'_, K, V> {
 impl<K: Eq + Hash, V> Drop for Lead<'_, K, V> {
     fn drop(&mut self) {
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        for (k, _) in &self.keys {
+        for (_, k, _) in &self.keys {
             inflight.remove(k);
         }
     }
 }
 
-type Follow<K, V> = Vec<(K, watch::Receiver<Shared<V>>)>;
+/// Keys (by distinct index) that another lookup is loading, with where its result comes.
+type Follow<V> = Vec<(usize, watch::Receiver<Shared<V>>)>;
 /// What [`Inner::claim`] hands back: keys to load, and keys to wait for.
-type Claim<'a, K, V> = (Lead<'a, K, V>, Follow<K, V>);
+type Claim<'a, K, V> = (Lead<'a, K, V>, Follow<V>);
 
 impl<L> Inner<L>
 where
@@ -406,21 +499,23 @@ where
         text.strip_prefix(&self.key_prefix)?.parse().ok()
     }
 
-    /// Splits `keys` into those this lookup will load and those someone else is loading.
-    fn claim(&self, keys: Vec<L::Key>) -> Claim<'_, L::Key, L::Value> {
+    /// Splits `distinct[todo]` into the keys this lookup will load and those someone
+    /// else is loading.
+    fn claim(&self, distinct: &[L::Key], todo: &[usize]) -> Claim<'_, L::Key, L::Value> {
         let mut inflight = self.inflight.lock().expect("inflight lock");
         let mut lead = Lead {
-            keys: Vec::new(),
+            keys: Vec::with_capacity(todo.len()),
             inflight: &self.inflight,
         };
         let mut follow = Vec::new();
-        for key in keys {
-            match inflight.get(&key) {
-                Some(rx) => follow.push((key, rx.clone())),
+        for &d in todo {
+            let key = &distinct[d];
+            match inflight.get(key) {
+                Some(rx) => follow.push((d, rx.clone())),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.clone(), rx);
-                    lead.keys.push((key, tx));
+                    lead.keys.push((d, key.clone(), tx));
                 }
             }
         }
@@ -445,43 +540,56 @@ where
         (d * factor).min(self.config.max_age)
     }
 
-    fn put_l1(&self, key: &L::Key, value: Option<L::Value>, encoded_len: usize, ticket: Ticket) {
+    /// A factor in `1 ± jitter`, drawn per entry so that entries filled together do not
+    /// expire together.
+    fn jitter(&self) -> f64 {
+        let j = self.config.jitter.clamp(0.0, 0.5);
+        if j == 0.0 {
+            1.0
+        } else {
+            rand::rng().random_range(1.0 - j..=1.0 + j)
+        }
+    }
+
+    fn put_l1(
+        &self,
+        key: &L::Key,
+        value: Option<Arc<L::Value>>,
+        encoded_len: usize,
+        ticket: Ticket,
+    ) {
         let Some(l1) = &self.l1 else { return };
         if !self.fence.still_valid(ticket) {
             return;
         }
         let now = Instant::now();
+        // Absences are served stale and refreshed like values, on their own TTLs.
         let (soft, hard) = match value {
-            Some(_) => (
-                self.stretch(self.config.soft_ttl),
-                self.stretch(self.config.hard_ttl),
-            ),
-            None => {
-                let ttl = self.stretch(self.config.negative_ttl);
-                (ttl, ttl)
-            }
+            Some(_) => (self.config.soft_ttl, self.config.hard_ttl),
+            None => (self.config.negative_ttl, self.config.negative_hard_ttl),
         };
+        let j = self.jitter();
+        let soft = self.stretch(soft.mul_f64(j));
+        let hard = self.stretch(hard.mul_f64(j)).max(soft);
         l1.insert(
             key.clone(),
             Entry {
                 value,
                 soft: now + soft,
                 hard: now + hard,
-                refreshing: Arc::new(AtomicBool::new(false)),
                 weight: encoded_len as u64 + ENTRY_OVERHEAD,
             },
         );
     }
 
-    /// L2 time to live with ±10 % jitter, so entries filled together do not expire together.
+    /// L2 time to live with jitter, so entries filled together do not expire together.
     fn l2_ttl_secs(&self, negative: bool) -> u64 {
         let base = self.stretch(if negative {
-            self.config.negative_ttl
+            self.config.negative_hard_ttl
         } else {
             self.config.l2_ttl
         });
-        let jitter = rand::rng().random_range(0.9..=1.1);
-        (base.as_secs_f64() * jitter).round().max(1.0) as u64
+        (base.as_secs_f64() * self.jitter()).round().max(1.0) as u64
     }
 
     /// Loads `keys` (all claimed by the caller) through L2 and the loader and fills the
@@ -490,11 +598,11 @@ where
         &self,
         keys: &[L::Key],
         use_l2_values: bool,
-    ) -> Result<HashMap<L::Key, (Option<L::Value>, Outcome)>, LoadError> {
+    ) -> Result<Vec<Answer<L::Value>>, LoadError> {
         let schema = self.config.schema_version;
         let tickets: Vec<Ticket> = keys.iter().map(|k| self.fence.ticket(k)).collect();
         let texts: Vec<String> = keys.iter().map(|k| self.key_text(k)).collect();
-        let mut found = HashMap::with_capacity(keys.len());
+        let mut found: Vec<Answer<L::Value>> = vec![(None, Outcome::Miss); keys.len()];
         let mut versions: Option<Vec<i64>> = None;
         let mut todo: Vec<usize> = (0..keys.len()).collect();
 
@@ -511,13 +619,14 @@ where
                         });
                         match opened {
                             Some((value, len)) => {
+                                let value = value.map(Arc::new);
                                 self.put_l1(&keys[i], value.clone(), len, tickets[i]);
                                 let outcome = if value.is_some() {
                                     Outcome::HitL2
                                 } else {
                                     Outcome::Negative
                                 };
-                                found.insert(keys[i].clone(), (value, outcome));
+                                found[i] = (value, outcome);
                             }
                             None => todo.push(i),
                         }
@@ -540,8 +649,12 @@ where
         let mut loaded = self.loader.load_many(&ask).await?;
         let mut fills = Vec::new();
         for &i in &todo {
-            let value = loaded.remove(&keys[i]);
-            let sealed = codec::seal(&*self.codec, schema, value.as_ref());
+            let value = loaded.remove(&keys[i]).map(Arc::new);
+            if value.as_deref().is_some_and(|v| !self.codec.admit(v)) {
+                found[i] = (value, Outcome::Miss);
+                continue;
+            }
+            let sealed = codec::seal(&*self.codec, schema, value.as_deref());
             if self.fence.still_valid(tickets[i]) {
                 self.put_l1(&keys[i], value.clone(), sealed.len(), tickets[i]);
                 // Without the version read before the load there is nothing to fence
@@ -555,7 +668,7 @@ where
                     });
                 }
             }
-            found.insert(keys[i].clone(), (value, Outcome::Miss));
+            found[i] = (value, Outcome::Miss);
         }
         if !fills.is_empty()
             && let Some(remote) = self.remote_allowed()
@@ -616,10 +729,30 @@ where
     type Value = L::Value;
 
     async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
-        Ok(self.lookup(keys).await?.values)
+        let found = self.resolve(keys, &mut |_, _| ()).await?;
+        Ok(keys
+            .iter()
+            .zip(found)
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), L::Value::clone(&v))))
+            .collect())
     }
 
     async fn load_one(&self, key: &L::Key) -> Result<Option<L::Value>, LoadError> {
-        self.get(key).await
+        Ok(self.get(key).await?.map(|v| L::Value::clone(&v)))
+    }
+
+    async fn load_shared(&self, keys: &[L::Key]) -> Result<Vec<Option<Arc<L::Value>>>, LoadError> {
+        self.resolve(keys, &mut |_, _| ()).await
+    }
+
+    /// Whether the L1 holds every key before its soft TTL (a peek: it does not count as a
+    /// use of the entry).
+    fn fresh(&self, keys: &[L::Key]) -> bool {
+        let Some(l1) = &self.inner.l1 else {
+            return false;
+        };
+        let now = Instant::now();
+        keys.iter()
+            .all(|k| l1.peek(k).is_some_and(|e| now < e.soft))
     }
 }

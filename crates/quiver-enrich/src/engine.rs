@@ -1,25 +1,26 @@
 //! The engine: every response as skeleton → hydrate → present. The skeleton is an ordered
-//! list of ids; hydration loads each kind of entity for all of them in one batch, the
-//! independent batches concurrently; presentation splices cached fragments with the
-//! per-viewer part. Blocked content is removed before presentation, and a page left short
-//! by filtering is refilled from the next skeleton page a bounded number of times.
+//! list of ids (a home page is cut from the viewer's cached head when it can be);
+//! hydration loads ready items and authors for all of them in one batch each, by
+//! position, as shared values; presentation splices their encoded fragments with the
+//! per-viewer part. Blocked content is removed before presentation, and a page left
+//! short by filtering is refilled from the next skeleton page a bounded number of times.
 
 use crate::discover::{fresh_seed, rank};
 use crate::error::{EnrichError, Part};
+use crate::items::{AuthorItem, FeedItem, encode_author, encode_post};
 use crate::prefetch::{PrefetchPool, PrefetchStats};
-use crate::present::{FragmentStats, Fragments, encode_author, encode_post};
 use crate::source::Sources;
 use futures::future::BoxFuture;
 use quiver_codec::encode::encode;
 use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page, splice_post};
 use quiver_codec::wire::{OrderWire, OrdersPageWire, ProfileWire, ViewerWire};
 use quiver_model::{
-    Cursor, CursorCodec, DiscoverCursor, FollowEdge, HasErrorCode, LoadError, Media, OrderId,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
+    Cursor, CursorCodec, DiscoverCursor, FollowEdge, HasErrorCode, HomeHead, LoadError, OrderId,
+    OrderStatus, Page, PostId, PostRef, UserId, ViewerGraph,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Knobs of the engine.
@@ -31,9 +32,9 @@ pub struct EngineConfig {
     pub refills: u32,
     /// How many recent posts the discovery feed shuffles.
     pub discovery_window: u32,
-    /// Posts (and as many authors) whose encoded fragments are kept; 0 encodes every
-    /// item every time.
-    pub fragment_cache: usize,
+    /// Whether pages splice the items' stored fragments (off: every item and author is
+    /// encoded again for every page, to measure what storing them ready buys).
+    pub reuse_fragments: bool,
     /// Whether independent lookups run concurrently (off only to measure what that buys).
     pub concurrent_lookups: bool,
     /// Encode feed pages whole with serde_json instead of splicing pre-encoded fragments
@@ -47,7 +48,7 @@ impl Default for EngineConfig {
             max_limit: 100,
             refills: 3,
             discovery_window: 1000,
-            fragment_cache: 100_000,
+            reuse_fragments: true,
             concurrent_lookups: true,
             serde_json_pages: false,
         }
@@ -79,7 +80,7 @@ pub struct Rendered {
     pub seed: Option<u64>,
 }
 
-/// The feed engine. Cheap to clone; clones share caches and the prefetch pool.
+/// The feed engine. Cheap to clone; clones share the prefetch pool.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -89,8 +90,12 @@ struct Inner {
     sources: Sources,
     config: EngineConfig,
     cursors: CursorCodec,
-    fragments: Option<Fragments>,
     prefetch: Option<PrefetchPool>,
+    /// Next pages being warmed, by viewer and the cursor that leads to them, so a page
+    /// requested again before its warming finished is not warmed twice. An entry lives
+    /// from submission to the end of its job (or its drop), so the set is bounded by the
+    /// pool's queue and workers.
+    warming: Mutex<HashSet<(i64, i64)>>,
 }
 
 impl fmt::Debug for Engine {
@@ -99,22 +104,6 @@ impl fmt::Debug for Engine {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Posts kept for a page, with what was loaded alongside them.
-#[derive(Default)]
-struct Hydrated {
-    posts: Vec<Post>,
-    media: HashMap<PostId, Vec<Media>>,
-    tags: HashMap<PostId, Vec<String>>,
-    partial: BTreeSet<Part>,
-}
-
-/// The authors of a page and whether each follows the viewer.
-struct Authors {
-    users: HashMap<UserId, User>,
-    flags: HashMap<UserId, UserFlags>,
-    follow_viewer: HashSet<UserId>,
 }
 
 /// A slice of a skeleton: refs in order, and whether more follow.
@@ -132,15 +121,23 @@ impl From<Page<PostRef>> for Chunk {
     }
 }
 
-/// A filled page: the posts to show and where the next page starts (after this ref).
+/// A filled page: the items to show and where the next page starts (after this ref).
 struct Filled {
-    hydrated: Hydrated,
+    items: Vec<Arc<FeedItem>>,
     next: Option<PostRef>,
+}
+
+/// The distinct authors of a page, each with whether they follow the viewer, and for
+/// each shown item the index of its author.
+struct Authors {
+    items: Vec<Option<Arc<AuthorItem>>>,
+    followed_by: Vec<bool>,
+    of_item: Vec<usize>,
 }
 
 /// What a feed page needs before it is presented.
 struct Assembled {
-    graph: ViewerGraph,
+    graph: Arc<ViewerGraph>,
     filled: Filled,
     authors: Authors,
 }
@@ -168,14 +165,13 @@ impl Engine {
         config: EngineConfig,
         prefetch: Option<PrefetchPool>,
     ) -> Self {
-        let fragments = (config.fragment_cache > 0).then(|| Fragments::new(config.fragment_cache));
         Self {
             inner: Arc::new(Inner {
                 sources,
                 config,
                 cursors,
-                fragments,
                 prefetch,
+                warming: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -188,15 +184,6 @@ impl Engine {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
-    }
-
-    /// Counters of the fragment cache (zero when it is disabled).
-    pub fn fragment_stats(&self) -> FragmentStats {
-        self.inner
-            .fragments
-            .as_ref()
-            .map(Fragments::stats)
-            .unwrap_or_default()
     }
 
     /// Prefetch jobs waiting for a worker (0 without a pool).
@@ -220,18 +207,16 @@ impl Engine {
         let limit = self.limit(limit)?;
         let after = self.keyset(cursor)?;
         let mut t = Timings::default();
-        let a = self.assemble_home(viewer, after, limit, &mut t).await?;
+        let (a, head) = self.assemble_home(viewer, after, limit, &mut t).await?;
         let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
-        if let Some(next) = a.filled.next {
-            let (engine, after) = (self.clone(), Cursor::after(&next));
-            self.prefetch(Box::pin(async move {
-                let mut t = Timings::default();
-                let a = engine
-                    .assemble_home(viewer, Some(after), limit, &mut t)
-                    .await?;
-                engine.present_feed(&a, None, None, &mut t);
-                Ok(())
-            }));
+        // The next page is warmed only when the head holds it: past the head its
+        // skeleton is a query, and warming it would cost what it saves.
+        if let (Some(next), Some(head)) = (a.filled.next, head) {
+            let after = Cursor::after(&next);
+            if let Some(refs) = head.refs(Some(after), limit as u32) {
+                let ids = refs.iter().map(|r| r.id).collect();
+                self.warm((viewer.0, next.id.0), ids);
+            }
         }
         Ok(rendered)
     }
@@ -257,21 +242,13 @@ impl Engine {
             (None, None) => fresh_seed(),
         };
         let mut t = Timings::default();
-        let a = self
+        let d = self
             .assemble_discover(viewer, seed, position, limit, &mut t)
             .await?;
-        let next = a.next.map(|c| self.inner.cursors.encode_discover(&c));
-        let rendered = self.present_feed(&a.page, next, Some(seed), &mut t);
-        if let Some(next) = a.next {
-            let engine = self.clone();
-            self.prefetch(Box::pin(async move {
-                let mut t = Timings::default();
-                let a = engine
-                    .assemble_discover(viewer, seed, Some(next), limit, &mut t)
-                    .await?;
-                engine.present_feed(&a.page, None, Some(seed), &mut t);
-                Ok(())
-            }));
+        let next = d.next.map(|c| self.inner.cursors.encode_discover(&c));
+        let rendered = self.present_feed(&d.page, next, Some(seed), &mut t);
+        if let Some(next) = d.next {
+            self.warm((viewer.0, next.id), d.upcoming);
         }
         Ok(rendered)
     }
@@ -291,17 +268,6 @@ impl Engine {
             .assemble_user_posts(viewer, user, after, limit, &mut t)
             .await?;
         let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
-        if let Some(next) = a.filled.next {
-            let (engine, after) = (self.clone(), Cursor::after(&next));
-            self.prefetch(Box::pin(async move {
-                let mut t = Timings::default();
-                let a = engine
-                    .assemble_user_posts(viewer, user, Some(after), limit, &mut t)
-                    .await?;
-                engine.present_feed(&a, None, None, &mut t);
-                Ok(())
-            }));
-        }
         Ok(rendered)
     }
 
@@ -309,38 +275,39 @@ impl Engine {
     pub async fn post(&self, viewer: Option<UserId>, id: PostId) -> Result<Rendered, EnrichError> {
         let mut t = Timings::default();
         let start = Instant::now();
-        let mut h = Hydrated::default();
-        let ids = [id];
-        let (graph, posts) = lookups!(
-            self.concurrent(),
-            self.graph(viewer),
-            self.load_posts(&ids, &mut h)
-        );
-        let (graph, mut posts) = (graph?, posts?);
-        let post = posts
-            .remove(&id)
-            .filter(|p| !graph.hides(p.author_id))
+        let s = &self.inner.sources;
+        let (graph, item) = lookups!(self.concurrent(), self.graph(viewer), async {
+            s.items
+                .load_shared(&[id])
+                .await
+                .map_err(EnrichError::load(Part::Posts))
+        });
+        let graph = graph?;
+        let item = item?
+            .pop()
+            .flatten()
+            .filter(|i| !graph.hides(i.post.author_id))
             .ok_or(EnrichError::NotFound("post"))?;
-        let authors = self.load_authors(viewer, &[post.author_id]).await?;
+        let filled = Filled {
+            items: vec![item],
+            next: None,
+        };
+        let authors = self.authors_of(&graph, &filled, &mut t).await?;
         t.hydrate = start.elapsed();
         let start = Instant::now();
-        let (Some(user), Some(flags)) = (
-            authors.users.get(&post.author_id),
-            authors.flags.get(&post.author_id),
-        ) else {
+        let item = &filled.items[0];
+        let Some(author) = &authors.items[0] else {
             return Err(EnrichError::NotFound("post"));
         };
-        let complete = h.partial.is_empty();
-        let pf = self.post_fragment(&post, &h, complete);
-        let af = self.author_fragment(user, flags);
-        let partial: Vec<Part> = h.partial.into_iter().collect();
+        let (pf, af) = self.fragments(item, author);
+        let partial = item.missing.clone();
         let names: Vec<&str> = partial.iter().map(|p| p.as_str()).collect();
-        let item = SplicedItem {
+        let spliced = SplicedItem {
             post: &pf,
             author: &af,
-            viewer: viewer_part(&graph, &authors, post.author_id),
+            viewer: viewer_part(&graph, &authors, 0, item.post.author_id),
         };
-        let body = splice_post(&item, &names);
+        let body = splice_post(&spliced, &names);
         t.present = start.elapsed();
         Ok(Rendered {
             body,
@@ -362,51 +329,30 @@ impl Engine {
         let mut t = Timings::default();
         let start = Instant::now();
         let s = &self.inner.sources;
-        let edge = viewer.map(|v| FollowEdge {
-            follower: id,
-            followee: v,
+        let (graph, author) = lookups!(self.concurrent(), self.graph(viewer), async {
+            s.authors
+                .load_shared(&[id])
+                .await
+                .map_err(EnrichError::load(Part::Authors))
         });
-        let (graph, user, flags, follows) = lookups!(
-            self.concurrent(),
-            self.graph(viewer),
-            async {
-                s.users
-                    .load_one(&id)
-                    .await
-                    .map_err(EnrichError::load(Part::Authors))
-            },
-            async {
-                s.flags
-                    .load_one(&id)
-                    .await
-                    .map_err(EnrichError::load(Part::Flags))
-            },
-            async {
-                match edge {
-                    Some(e) => s
-                        .follows
-                        .load_one(&e)
-                        .await
-                        .map(|f| f.is_some())
-                        .map_err(EnrichError::load(Part::Relationships)),
-                    None => Ok(false),
-                }
-            },
-        );
-        let (graph, user, flags, follows) = (graph?, user?, flags?, follows?);
-        t.hydrate = start.elapsed();
-        let (Some(user), Some(flags)) = (user, flags) else {
+        let (graph, author) = (graph?, author?.pop().flatten());
+        let Some(author) = author else {
             return Err(EnrichError::NotFound("user"));
         };
         if graph.hides(id) {
             return Err(EnrichError::NotFound("user"));
         }
+        let followed_by = match viewer {
+            Some(v) => self.followed_by(&graph, v, &[id]).await?[0],
+            None => false,
+        };
+        t.hydrate = start.elapsed();
         let start = Instant::now();
         let viewer_part = viewer.map(|_| ViewerWire {
             follows_author: graph.follows(id),
-            followed_by_author: follows,
+            followed_by_author: followed_by,
         });
-        let body = encode(&ProfileWire::new(&user, &flags, viewer_part));
+        let body = encode(&ProfileWire::new(&author.user, &author.flags, viewer_part));
         t.present = start.elapsed();
         Ok(Rendered {
             body,
@@ -518,30 +464,114 @@ impl Engine {
         Ok(cursor.map(|c| self.inner.cursors.decode(c)).transpose()?)
     }
 
-    fn prefetch(&self, job: BoxFuture<'static, Result<(), EnrichError>>) {
-        if let Some(pool) = &self.inner.prefetch {
-            pool.submit(Box::pin(async move {
-                job.await
-                    .map_err(|e| LoadError::new(e.code(), e.to_string()))
-            }));
+    /// Warms the items and authors of a next page in the background, unless they are
+    /// all fresh already or the same page is being warmed. The job only loads (what the
+    /// caches lack); it never renders.
+    fn warm(&self, key: (i64, i64), ids: Vec<PostId>) {
+        let Some(pool) = &self.inner.prefetch else {
+            return;
+        };
+        let s = &self.inner.sources;
+        if ids.is_empty() || s.items.fresh(&ids) {
+            pool.skipped_warm();
+            return;
+        }
+        if !self.inner.warming.lock().expect("warming lock").insert(key) {
+            pool.skipped_warm();
+            return;
+        }
+        let engine = self.clone();
+        let job: BoxFuture<'static, Result<(), EnrichError>> = Box::pin(async move {
+            let _done = Warming(&engine.inner.warming, key);
+            let s = &engine.inner.sources;
+            let items = s
+                .items
+                .load_shared(&ids)
+                .await
+                .map_err(EnrichError::load(Part::Posts))?;
+            let mut authors: Vec<UserId> = Vec::with_capacity(items.len());
+            for item in items.iter().flatten() {
+                if !authors.contains(&item.post.author_id) {
+                    authors.push(item.post.author_id);
+                }
+            }
+            if !s.authors.fresh(&authors) {
+                s.authors
+                    .load_shared(&authors)
+                    .await
+                    .map_err(EnrichError::load(Part::Authors))?;
+            }
+            Ok(())
+        });
+        let submitted = pool.submit(Box::pin(async move {
+            job.await
+                .map_err(|e| LoadError::new(e.code(), e.to_string()))
+        }));
+        if !submitted {
+            self.inner
+                .warming
+                .lock()
+                .expect("warming lock")
+                .remove(&key);
         }
     }
 
-    /// The viewer's graph; anonymous viewers have an empty one.
-    async fn graph(&self, viewer: Option<UserId>) -> Result<ViewerGraph, EnrichError> {
+    /// The viewer's graph, shared; anonymous viewers have an empty one.
+    async fn graph(&self, viewer: Option<UserId>) -> Result<Arc<ViewerGraph>, EnrichError> {
         let Some(v) = viewer else {
-            return Ok(ViewerGraph::default());
+            return Ok(Arc::new(ViewerGraph::default()));
         };
         let graph = self
             .inner
             .sources
             .graphs
-            .load_one(&v)
+            .load_shared(&[v])
             .await
-            .map_err(EnrichError::load(Part::Graph))?;
-        let mut graph = graph.unwrap_or_default();
-        graph.viewer = Some(v);
-        Ok(graph)
+            .map_err(EnrichError::load(Part::Graph))?
+            .pop()
+            .flatten();
+        Ok(match graph {
+            Some(g) if g.viewer == Some(v) => g,
+            Some(g) => Arc::new(ViewerGraph {
+                viewer: Some(v),
+                ..ViewerGraph::clone(&g)
+            }),
+            None => Arc::new(ViewerGraph {
+                viewer: Some(v),
+                ..ViewerGraph::default()
+            }),
+        })
+    }
+
+    /// A home page's skeleton: cut from the viewer's cached head when it holds the page,
+    /// else read from the skeleton source. Returns the head too, when there is one.
+    async fn home_chunk(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<(Chunk, Option<Arc<HomeHead>>), EnrichError> {
+        let s = &self.inner.sources;
+        let head = match &s.heads {
+            Some(heads) => heads
+                .load_shared(&[viewer])
+                .await
+                .map_err(EnrichError::load(Part::Skeleton))?
+                .pop()
+                .flatten(),
+            None => None,
+        };
+        if let Some(head) = &head
+            && let Some(page) = head.page(after, limit as u32)
+        {
+            return Ok((page.into(), Some(head.clone())));
+        }
+        let page = s
+            .skeletons
+            .home(viewer, after, limit as u32)
+            .await
+            .map_err(EnrichError::load(Part::Skeleton))?;
+        Ok((page.into(), head))
     }
 
     async fn assemble_home(
@@ -550,33 +580,32 @@ impl Engine {
         after: Option<Cursor>,
         limit: usize,
         t: &mut Timings,
-    ) -> Result<Assembled, EnrichError> {
-        let skeletons = &self.inner.sources.skeletons;
+    ) -> Result<(Assembled, Option<Arc<HomeHead>>), EnrichError> {
         let start = Instant::now();
-        let (graph, first) = lookups!(self.concurrent(), self.graph(Some(viewer)), async {
-            skeletons
-                .home(viewer, after, limit as u32)
-                .await
-                .map_err(EnrichError::load(Part::Skeleton))
-        });
-        let (graph, first) = (graph?, first?);
+        let (graph, first) = lookups!(
+            self.concurrent(),
+            self.graph(Some(viewer)),
+            self.home_chunk(viewer, after, limit)
+        );
+        let (graph, (first, head)) = (graph?, first?);
         t.skeleton += start.elapsed();
         let more: MoreFn<'_> = Box::new(move |last| {
             Box::pin(async move {
-                skeletons
-                    .home(viewer, Some(Cursor::after(&last)), limit as u32)
+                self.home_chunk(viewer, Some(Cursor::after(&last)), limit)
                     .await
-                    .map(Chunk::from)
-                    .map_err(EnrichError::load(Part::Skeleton))
+                    .map(|(chunk, _)| chunk)
             })
         });
-        let filled = self.fill(&graph, first.into(), limit, more, t).await?;
-        let authors = self.authors_of(Some(viewer), &filled, t).await?;
-        Ok(Assembled {
-            graph,
-            filled,
-            authors,
-        })
+        let filled = self.fill(&graph, first, limit, more, t).await?;
+        let authors = self.authors_of(&graph, &filled, t).await?;
+        Ok((
+            Assembled {
+                graph,
+                filled,
+                authors,
+            },
+            head,
+        ))
     }
 
     async fn assemble_user_posts(
@@ -594,8 +623,8 @@ impl Engine {
             self.concurrent(),
             self.graph(viewer),
             async {
-                s.users
-                    .load_one(&user)
+                s.authors
+                    .load_shared(&[user])
                     .await
                     .map_err(EnrichError::load(Part::Authors))
             },
@@ -608,7 +637,7 @@ impl Engine {
         );
         let (graph, exists, first) = (graph?, exists?, first?);
         t.skeleton += start.elapsed();
-        if exists.is_none() || graph.hides(user) {
+        if exists.iter().all(Option::is_none) || graph.hides(user) {
             return Err(EnrichError::NotFound("user"));
         }
         let more: MoreFn<'_> = Box::new(move |last| {
@@ -621,7 +650,7 @@ impl Engine {
             })
         });
         let filled = self.fill(&graph, first.into(), limit, more, t).await?;
-        let authors = self.authors_of(viewer, &filled, t).await?;
+        let authors = self.authors_of(&graph, &filled, t).await?;
         Ok(Assembled {
             graph,
             filled,
@@ -686,13 +715,27 @@ impl Engine {
             Box::pin(std::future::ready(Ok(chunk)))
         });
         let filled = self.fill(&graph, first, limit, more, t).await?;
-        let authors = self.authors_of(Some(viewer), &filled, t).await?;
+        let authors = self.authors_of(&graph, &filled, t).await?;
         let next = filled.next.map(|r| DiscoverCursor {
             anchor,
             seed,
             rank: rank(seed, r.id),
             id: r.id.0,
         });
+        // The refs the next page starts from: everything ranked after the last one read.
+        let upcoming = match filled.next {
+            Some(last) => {
+                let from = refs
+                    .iter()
+                    .position(|r| r.id == last.id)
+                    .map_or(refs.len(), |i| i + 1);
+                refs[from..(from + limit).min(refs.len())]
+                    .iter()
+                    .map(|r| r.id)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         Ok(Discovered {
             page: Assembled {
                 graph,
@@ -700,12 +743,13 @@ impl Engine {
                 authors,
             },
             next,
+            upcoming,
         })
     }
 
-    /// Hydrates `first` and keeps the posts the viewer may see; while the page is short
+    /// Hydrates `first` and keeps the items the viewer may see; while the page is short
     /// and the skeleton has more, reads up to `refills` more chunks. The next page starts
-    /// after the last post shown when the page overflowed, else after the last ref read.
+    /// after the last item shown when the page overflowed, else after the last ref read.
     async fn fill(
         &self,
         graph: &ViewerGraph,
@@ -714,36 +758,42 @@ impl Engine {
         mut more: MoreFn<'_>,
         t: &mut Timings,
     ) -> Result<Filled, EnrichError> {
-        let mut h = Hydrated::default();
+        let mut items: Vec<Arc<FeedItem>> = Vec::with_capacity(limit);
         let mut shown: Vec<PostRef> = Vec::with_capacity(limit);
         let mut chunk = first;
         let mut refills = 0;
         loop {
             let start = Instant::now();
             let ids: Vec<PostId> = chunk.refs.iter().map(|r| r.id).collect();
-            let mut posts = self.load_posts(&ids, &mut h).await?;
+            let found = self
+                .inner
+                .sources
+                .items
+                .load_shared(&ids)
+                .await
+                .map_err(EnrichError::load(Part::Posts))?;
             t.hydrate += start.elapsed();
-            for r in &chunk.refs {
-                if let Some(p) = posts.remove(&r.id)
-                    && !graph.hides(p.author_id)
+            for (r, item) in chunk.refs.iter().zip(found) {
+                if let Some(item) = item
+                    && !graph.hides(item.post.author_id)
                 {
-                    h.posts.push(p);
+                    items.push(item);
                     shown.push(*r);
                 }
             }
             let last = chunk.refs.last().copied();
             if shown.len() > limit {
-                h.posts.truncate(limit);
+                items.truncate(limit);
                 shown.truncate(limit);
                 let next = shown.last().copied();
-                return Ok(Filled { hydrated: h, next });
+                return Ok(Filled { items, next });
             }
             let next = last.filter(|_| chunk.more);
             if shown.len() == limit || refills == self.inner.config.refills {
-                return Ok(Filled { hydrated: h, next });
+                return Ok(Filled { items, next });
             }
             let Some(last) = next else {
-                return Ok(Filled { hydrated: h, next });
+                return Ok(Filled { items, next });
             };
             refills += 1;
             let start = Instant::now();
@@ -752,104 +802,92 @@ impl Engine {
         }
     }
 
-    /// Posts, media and tags of `ids`, concurrently, each in one batch. Media and tags are
-    /// optional: a failure is recorded in `h.partial` and the page goes on without them.
-    async fn load_posts(
-        &self,
-        ids: &[PostId],
-        h: &mut Hydrated,
-    ) -> Result<HashMap<PostId, Post>, EnrichError> {
-        let s = &self.inner.sources;
-        let (posts, media, tags) = lookups!(
-            self.concurrent(),
-            s.posts.load_many(ids),
-            s.media.load_many(ids),
-            s.tags.load_many(ids)
-        );
-        match media {
-            Ok(m) => h.media.extend(m),
-            Err(e) => {
-                tracing::warn!(error = %e, "media unavailable, serving a partial page");
-                h.partial.insert(Part::Media);
-            }
-        }
-        match tags {
-            Ok(m) => h.tags.extend(m),
-            Err(e) => {
-                tracing::warn!(error = %e, "tags unavailable, serving a partial page");
-                h.partial.insert(Part::Tags);
-            }
-        }
-        posts.map_err(EnrichError::load(Part::Posts))
-    }
-
+    /// The authors of the shown items, in one batch, and whether each follows the viewer:
+    /// from the viewer graph for the viewer's followees (every author of a home page), by
+    /// one batch of follow edges for the others.
     async fn authors_of(
         &self,
-        viewer: Option<UserId>,
+        graph: &ViewerGraph,
         filled: &Filled,
         t: &mut Timings,
     ) -> Result<Authors, EnrichError> {
         let start = Instant::now();
-        let mut seen = HashSet::new();
-        let authors: Vec<UserId> = filled
-            .hydrated
-            .posts
+        let mut distinct: Vec<UserId> = Vec::with_capacity(filled.items.len());
+        let of_item: Vec<usize> = filled
+            .items
             .iter()
-            .map(|p| p.author_id)
-            .filter(|a| seen.insert(*a))
-            .collect();
-        let authors = self.load_authors(viewer, &authors).await?;
-        t.hydrate += start.elapsed();
-        Ok(authors)
-    }
-
-    /// Profiles, flags and "follows the viewer" of `authors`, concurrently, each in one
-    /// batch.
-    async fn load_authors(
-        &self,
-        viewer: Option<UserId>,
-        authors: &[UserId],
-    ) -> Result<Authors, EnrichError> {
-        let s = &self.inner.sources;
-        let edges: Vec<FollowEdge> = viewer
-            .map(|v| {
-                authors
-                    .iter()
-                    .filter(|a| **a != v)
-                    .map(|a| FollowEdge {
-                        follower: *a,
-                        followee: v,
-                    })
-                    .collect()
+            .map(|i| {
+                let a = i.post.author_id;
+                distinct.iter().position(|d| *d == a).unwrap_or_else(|| {
+                    distinct.push(a);
+                    distinct.len() - 1
+                })
             })
-            .unwrap_or_default();
-        let (users, flags, follows) = lookups!(
+            .collect();
+        let s = &self.inner.sources;
+        let (items, followed_by) = lookups!(
             self.concurrent(),
             async {
-                s.users
-                    .load_many(authors)
+                s.authors
+                    .load_shared(&distinct)
                     .await
                     .map_err(EnrichError::load(Part::Authors))
             },
             async {
-                s.flags
-                    .load_many(authors)
-                    .await
-                    .map_err(EnrichError::load(Part::Flags))
-            },
-            async {
-                s.follows
-                    .load_many(&edges)
-                    .await
-                    .map_err(EnrichError::load(Part::Relationships))
+                match graph.viewer {
+                    Some(v) => self.followed_by(graph, v, &distinct).await,
+                    None => Ok(vec![false; distinct.len()]),
+                }
             },
         );
-        let (users, flags, follows) = (users?, flags?, follows?);
+        t.hydrate += start.elapsed();
         Ok(Authors {
-            users,
-            flags,
-            follow_viewer: follows.into_keys().map(|e| e.follower).collect(),
+            items: items?,
+            followed_by: followed_by?,
+            of_item,
         })
+    }
+
+    /// Whether each of `authors` follows `viewer`: from the graph's mutuals for the
+    /// viewer's followees, from one batch of follow edges for the rest (never for the
+    /// viewer themself).
+    async fn followed_by(
+        &self,
+        graph: &ViewerGraph,
+        viewer: UserId,
+        authors: &[UserId],
+    ) -> Result<Vec<bool>, EnrichError> {
+        let mut answers: Vec<bool> = Vec::with_capacity(authors.len());
+        let mut ask: Vec<FollowEdge> = Vec::new();
+        let mut asked: Vec<usize> = Vec::new();
+        for (i, &a) in authors.iter().enumerate() {
+            match graph.followed_by(a) {
+                Some(known) => answers.push(known),
+                None => {
+                    answers.push(false);
+                    if a != viewer {
+                        ask.push(FollowEdge {
+                            follower: a,
+                            followee: viewer,
+                        });
+                        asked.push(i);
+                    }
+                }
+            }
+        }
+        if !ask.is_empty() {
+            let found = self
+                .inner
+                .sources
+                .follows
+                .load_shared(&ask)
+                .await
+                .map_err(EnrichError::load(Part::Relationships))?;
+            for (i, edge) in asked.into_iter().zip(found) {
+                answers[i] = edge.is_some();
+            }
+        }
+        Ok(answers)
     }
 
     async fn load_orders(
@@ -888,6 +926,19 @@ impl Engine {
             .map(|r| self.inner.cursors.encode(&Cursor::after(&r)))
     }
 
+    /// The fragments of an item and its author: the stored ones, or freshly encoded when
+    /// reuse is off (the ablation).
+    fn fragments(&self, item: &FeedItem, author: &AuthorItem) -> (PostFragment, AuthorFragment) {
+        if self.inner.config.reuse_fragments {
+            (item.fragment.clone(), author.fragment.clone())
+        } else {
+            (
+                encode_post(&item.post, &item.media, &item.tags),
+                encode_author(&author.user, &author.flags),
+            )
+        }
+    }
+
     /// A feed page: fragments spliced with each item's viewer part (or, for the
     /// serializer ablation, the whole page through serde_json: the same bytes).
     fn present_feed(
@@ -898,42 +949,50 @@ impl Engine {
         t: &mut Timings,
     ) -> Rendered {
         let start = Instant::now();
-        let h = &a.filled.hydrated;
         // An author that vanished between the post and its profile is not shown.
-        let shown: Vec<(&Post, &User, &UserFlags)> = h
-            .posts
+        let shown: Vec<(&FeedItem, &AuthorItem, usize)> = a
+            .filled
+            .items
             .iter()
-            .filter_map(|post| {
-                let author = post.author_id;
-                Some((
-                    post,
-                    a.authors.users.get(&author)?,
-                    a.authors.flags.get(&author)?,
-                ))
-            })
+            .zip(&a.authors.of_item)
+            .filter_map(|(item, &at)| Some((&**item, a.authors.items[at].as_deref()?, at)))
             .collect();
-        let partial: Vec<Part> = h.partial.iter().copied().collect();
+        let mut partial: Vec<Part> = Vec::new();
+        for (item, _, _) in &shown {
+            for p in &item.missing {
+                if !partial.contains(p) {
+                    partial.push(*p);
+                }
+            }
+        }
+        partial.sort_unstable();
         let names: Vec<&str> = partial.iter().map(|p| p.as_str()).collect();
+        let viewer =
+            |item: &FeedItem, at: usize| viewer_part(&a.graph, &a.authors, at, item.post.author_id);
         let body = if self.inner.config.serde_json_pages {
-            serde_json_page(a, &shown, next.clone(), seed, &names)
-        } else {
-            let complete = h.partial.is_empty();
-            let fragments: Vec<(PostFragment, AuthorFragment, Option<ViewerWire>)> = shown
+            serde_json_page(&shown, &viewer, next.clone(), seed, &names)
+        } else if self.inner.config.reuse_fragments {
+            let items: Vec<SplicedItem<'_>> = shown
                 .iter()
-                .map(|(post, user, flags)| {
-                    (
-                        self.post_fragment(post, h, complete),
-                        self.author_fragment(user, flags),
-                        viewer_part(&a.graph, &a.authors, post.author_id),
-                    )
+                .map(|(item, author, at)| SplicedItem {
+                    post: &item.fragment,
+                    author: &author.fragment,
+                    viewer: viewer(item, *at),
                 })
                 .collect();
-            let items: Vec<SplicedItem<'_>> = fragments
+            splice_page(&items, next.as_deref(), seed, &names)
+        } else {
+            let fragments: Vec<(PostFragment, AuthorFragment)> = shown
                 .iter()
-                .map(|(post, author, viewer)| SplicedItem {
+                .map(|(item, author, _)| self.fragments(item, author))
+                .collect();
+            let items: Vec<SplicedItem<'_>> = shown
+                .iter()
+                .zip(&fragments)
+                .map(|((item, _, at), (post, author))| SplicedItem {
                     post,
                     author,
-                    viewer: *viewer,
+                    viewer: viewer(item, *at),
                 })
                 .collect();
             splice_page(&items, next.as_deref(), seed, &names)
@@ -943,52 +1002,44 @@ impl Engine {
             body,
             timings: *t,
             partial,
-            ids: shown.iter().map(|(post, _, _)| post.id.0).collect(),
+            ids: shown.iter().map(|(item, _, _)| item.post.id.0).collect(),
             next,
             seed,
         }
     }
+}
 
-    fn post_fragment(&self, post: &Post, h: &Hydrated, complete: bool) -> PostFragment {
-        let media = h.media.get(&post.id).map_or(&[][..], Vec::as_slice);
-        let tags = h.tags.get(&post.id).map_or(&[][..], Vec::as_slice);
-        match &self.inner.fragments {
-            Some(f) => f.post(post, media, tags, complete),
-            None => encode_post(post, media, tags),
-        }
-    }
+/// Ends a warming entry when its job finishes or is dropped.
+struct Warming<'a>(&'a Mutex<HashSet<(i64, i64)>>, (i64, i64));
 
-    fn author_fragment(&self, user: &User, flags: &UserFlags) -> AuthorFragment {
-        match &self.inner.fragments {
-            Some(f) => f.author(user, flags),
-            None => encode_author(user, flags),
-        }
+impl Drop for Warming<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("warming lock").remove(&self.1);
     }
 }
 
-/// A discovery page before presentation, with its next position.
+/// A discovery page before presentation, with its next position and the ids that page
+/// will start from.
 struct Discovered {
     page: Assembled,
     next: Option<DiscoverCursor>,
+    upcoming: Vec<PostId>,
 }
 
 /// A feed page built as wire values and encoded by serde_json: the "before" of the
 /// serializer ablation.
 fn serde_json_page(
-    a: &Assembled,
-    shown: &[(&Post, &User, &UserFlags)],
+    shown: &[(&FeedItem, &AuthorItem, usize)],
+    viewer: &dyn Fn(&FeedItem, usize) -> Option<ViewerWire>,
     next_page: Option<String>,
     seed: Option<u64>,
     partial: &[&str],
 ) -> Vec<u8> {
     use quiver_codec::wire::{AuthorWire, FeedItemWire, FeedPageWire, PostFieldsWire};
-    let h = &a.filled.hydrated;
     let items = shown
         .iter()
-        .map(|(post, user, flags)| {
-            let media = h.media.get(&post.id).map_or(&[][..], Vec::as_slice);
-            let tags = h.tags.get(&post.id).map_or(&[][..], Vec::as_slice);
-            let f = PostFieldsWire::new(post, media, tags);
+        .map(|(item, author, at)| {
+            let f = PostFieldsWire::new(&item.post, &item.media, &item.tags);
             FeedItemWire {
                 id: f.id,
                 kind: f.kind,
@@ -997,8 +1048,8 @@ fn serde_json_page(
                 media: f.media,
                 tags: f.tags,
                 wish: f.wish,
-                author: AuthorWire::new(user, flags),
-                viewer: viewer_part(&a.graph, &a.authors, post.author_id),
+                author: AuthorWire::new(&author.user, &author.flags),
+                viewer: viewer(item, *at),
             }
         })
         .collect();
@@ -1011,10 +1062,16 @@ fn serde_json_page(
     serde_json::to_vec(&page).expect("wire values serialize")
 }
 
-/// The per-viewer part of an item by `author`: `None` for anonymous viewers.
-fn viewer_part(graph: &ViewerGraph, authors: &Authors, author: UserId) -> Option<ViewerWire> {
+/// The per-viewer part of an item by `author` (the page's author number `at`): `None`
+/// for anonymous viewers.
+fn viewer_part(
+    graph: &ViewerGraph,
+    authors: &Authors,
+    at: usize,
+    author: UserId,
+) -> Option<ViewerWire> {
     graph.viewer.map(|_| ViewerWire {
         follows_author: graph.follows(author),
-        followed_by_author: authors.follow_viewer.contains(&author),
+        followed_by_author: authors.followed_by[at],
     })
 }

@@ -81,8 +81,20 @@ pub enum EnrichError {
 }
 
 impl EnrichError {
+    /// A failure of `part`; a failure that already names its part (from a composite
+    /// loader such as [`crate::ItemLoader`]) keeps that name and its own source.
     pub(crate) fn load(part: Part) -> impl FnOnce(LoadError) -> Self {
-        move |source| Self::Load { part, source }
+        move |source| {
+            let named =
+                std::error::Error::source(&source).and_then(|s| s.downcast_ref::<EnrichError>());
+            match named {
+                Some(Self::Load { part, source }) => Self::Load {
+                    part: *part,
+                    source: source.clone(),
+                },
+                _ => Self::Load { part, source },
+            }
+        }
     }
 }
 

@@ -6,26 +6,28 @@
 //!   user's posts, and a customer's orders. Each hydration phase calls each loader once
 //!   with every key of the page, the independent loaders concurrently, so the number of
 //!   batch calls per page does not depend on its size.
-//! - [`Sources`] is what it reads: [`Skeletons`] (ordered id lists) and one loader per
-//!   entity; the composition root decides whether a store, a tiered cache or a
-//!   [`Batcher`] serves each.
+//! - [`Sources`] is what it reads: skeletons (ordered id lists), the cached heads of
+//!   home feeds that pages are cut from, and loaders of ready [`FeedItem`]s and
+//!   [`AuthorItem`]s (built by [`ItemLoader`] and [`AuthorLoader`] from entity loaders);
+//!   the composition root decides whether a store, a tiered cache or a [`Batcher`]
+//!   serves each.
 //! - [`Batcher`] coalesces concurrent requests' keys into shared batches (DataLoader
-//!   semantics); [`PrefetchPool`] warms the next page in the background and raises a
-//!   pressure signal when it has to drop work.
-//! - Presentation hands everything to `quiver-codec`, reusing encoded fragments of posts
-//!   and authors while their values are unchanged.
+//!   semantics); [`PrefetchPool`] warms what the next page lacks in the background and
+//!   raises a pressure signal when it has to drop work.
+//! - Presentation splices the items' encoded fragments with the per-viewer part
+//!   through `quiver-codec`.
 
 mod batcher;
 mod discover;
 mod engine;
 mod error;
+mod items;
 mod prefetch;
-mod present;
 mod source;
 
 pub use batcher::{BatchConfig, Batcher};
 pub use engine::{Engine, EngineConfig, Rendered, Timings};
 pub use error::{EnrichError, Part};
+pub use items::{AuthorItem, AuthorLoader, FeedItem, ItemLoader};
 pub use prefetch::{Job, PrefetchConfig, PrefetchPool, PrefetchStats, PressureSignal};
-pub use present::FragmentStats;
-pub use source::{Skeletons, Sources};
+pub use source::Sources;

@@ -1,4 +1,5 @@
-//! A bounded pool that warms the next page in the background after a page is served. When
+//! A bounded pool that warms what the next page lacks in the background after a page is
+//! served (the engine submits a job only when the next page is not warm already). When
 //! its queue is full the job is dropped, a counter rises and the pressure signal is raised
 //! (the server wires it to the caches' adaptive TTLs, as the Go service stretched TTLs
 //! when its pool was full); the first job that succeeds afterwards clears it.
@@ -46,6 +47,8 @@ pub type Job = BoxFuture<'static, Result<(), LoadError>>;
 /// Counters of the pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefetchStats {
+    /// Next pages not warmed because they were warm already or being warmed.
+    pub skipped: u64,
     pub submitted: u64,
     pub dropped: u64,
     pub succeeded: u64,
@@ -54,6 +57,7 @@ pub struct PrefetchStats {
 
 #[derive(Default)]
 struct Counters {
+    skipped: AtomicU64,
     submitted: AtomicU64,
     dropped: AtomicU64,
     succeeded: AtomicU64,
@@ -130,6 +134,11 @@ impl PrefetchPool {
         }
     }
 
+    /// Counts a next page that needed no job (already warm, or being warmed).
+    pub fn skipped_warm(&self) {
+        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Whether the pressure signal is raised now.
     pub fn pressure_raised(&self) -> bool {
         self.raised.load(Ordering::Acquire)
@@ -143,6 +152,7 @@ impl PrefetchPool {
     /// The counters.
     pub fn stats(&self) -> PrefetchStats {
         PrefetchStats {
+            skipped: self.counters.skipped.load(Ordering::Relaxed),
             submitted: self.counters.submitted.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             succeeded: self.counters.succeeded.load(Ordering::Relaxed),

@@ -1,59 +1,34 @@
-//! What the engine reads from: skeleton lists and batch loaders, all behind traits so the
-//! composition root decides what serves them (a store, a tiered cache, test doubles).
+//! What the engine reads from: skeleton lists, the cached heads of home feeds, and batch
+//! loaders of ready items, all behind the model's seams so the composition root decides
+//! what serves them (a store, a tiered cache, test doubles).
 
-use async_trait::async_trait;
+use crate::items::{AuthorItem, FeedItem};
 use quiver_model::{
-    Cursor, DynLoader, Follow, FollowEdge, LoadError, Media, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
+    DynLoader, Follow, FollowEdge, HomeHead, Order, OrderId, OrderItem, PostId, Skeletons, UserId,
+    ViewerGraph,
 };
 use std::fmt;
 use std::sync::Arc;
-
-/// The skeleton queries: ordered lists of ids, keyset-paginated on
-/// `(created_at DESC, id DESC)`, with `next` set when more rows follow.
-#[async_trait]
-pub trait Skeletons: Send + Sync {
-    /// Posts by the accounts `viewer` follows and their own.
-    async fn home(
-        &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError>;
-    /// Posts of `user`.
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError>;
-    /// All posts: the discovery feed's window.
-    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError>;
-    /// Orders of `customer`, optionally of one status.
-    async fn customer_orders(
-        &self,
-        customer: UserId,
-        status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, LoadError>;
-}
 
 /// Every source the engine reads. Each loader is called at most once per hydration phase
 /// with all the keys of that phase.
 #[derive(Clone)]
 pub struct Sources {
     pub skeletons: Arc<dyn Skeletons>,
+    /// The newest entries of each viewer's home feed, one value per viewer, that home
+    /// pages are cut from; pages past a head go to `skeletons`. `None` reads every home
+    /// page from `skeletons`.
+    pub heads: Option<DynLoader<UserId, HomeHead>>,
     /// The viewer graph by viewer; a missing viewer has an empty graph.
     pub graphs: DynLoader<UserId, ViewerGraph>,
-    pub posts: DynLoader<PostId, Post>,
-    pub users: DynLoader<UserId, User>,
-    pub flags: DynLoader<UserId, UserFlags>,
-    /// Media by post; a post without media is absent.
-    pub media: DynLoader<PostId, Vec<Media>>,
-    /// Tags by post; a post without tags is absent.
-    pub tags: DynLoader<PostId, Vec<String>>,
-    /// Which follow edges exist (for "does this author follow the viewer").
+    /// Posts ready to show, with media, tags and their encoded fragment
+    /// ([`crate::ItemLoader`] builds them from entity loaders).
+    pub items: DynLoader<PostId, FeedItem>,
+    /// Authors ready to show, with flags and their encoded fragment
+    /// ([`crate::AuthorLoader`]).
+    pub authors: DynLoader<UserId, AuthorItem>,
+    /// Which follow edges exist: "does this author follow the viewer" for authors the
+    /// viewer does not follow (the viewer graph answers it for the others).
     pub follows: DynLoader<FollowEdge, Follow>,
     pub orders: DynLoader<OrderId, Order>,
     /// Items by order.

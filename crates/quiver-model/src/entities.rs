@@ -357,6 +357,9 @@ pub struct Page<T> {
 pub struct ViewerGraph {
     pub viewer: Option<UserId>,
     pub followees: HashSet<UserId>,
+    /// The followees who follow the viewer back: "followed by author" for every author
+    /// the viewer follows, without a lookup per author.
+    pub mutuals: HashSet<UserId>,
     pub blocked: HashSet<UserId>,
     pub blocked_by: HashSet<UserId>,
 }
@@ -370,6 +373,12 @@ impl ViewerGraph {
     /// Whether the viewer follows `author`.
     pub fn follows(&self, author: UserId) -> bool {
         self.followees.contains(&author)
+    }
+
+    /// Whether `author` follows the viewer, when the graph can tell: `Some` for the
+    /// viewer's followees (from `mutuals`), `None` for anyone else.
+    pub fn followed_by(&self, author: UserId) -> Option<bool> {
+        self.follows(author).then(|| self.mutuals.contains(&author))
     }
 }
 
@@ -414,7 +423,8 @@ mod tests {
     fn viewer_graph_hides_blocks_in_both_directions() {
         let g = ViewerGraph {
             viewer: Some(UserId(1)),
-            followees: [UserId(2)].into(),
+            followees: [UserId(2), UserId(5)].into(),
+            mutuals: [UserId(5)].into(),
             blocked: [UserId(3)].into(),
             blocked_by: [UserId(4)].into(),
         };
@@ -422,5 +432,12 @@ mod tests {
         assert!(g.hides(UserId(3)));
         assert!(g.hides(UserId(4)));
         assert!(g.follows(UserId(2)));
+        assert_eq!(g.followed_by(UserId(2)), Some(false));
+        assert_eq!(g.followed_by(UserId(5)), Some(true));
+        assert_eq!(
+            g.followed_by(UserId(4)),
+            None,
+            "not a followee: the graph cannot tell"
+        );
     }
 }

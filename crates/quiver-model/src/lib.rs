@@ -1,5 +1,6 @@
-//! The vocabulary of quiver: ids, entities, keyset cursors, error codes and the batch-load
-//! trait that storage, cache and enrichment meet at. This crate does no I/O.
+//! The vocabulary of quiver: ids, entities, keyset cursors, error codes, and the two seams
+//! that storage, cache and enrichment meet at (the batch-load trait and the skeleton
+//! trait). This crate does no I/O.
 //!
 //! ```
 //! use quiver_model::{Cursor, CursorCodec, PostId, PostRef};
@@ -17,6 +18,7 @@ mod entities;
 mod error;
 mod ids;
 mod load;
+mod skeleton;
 
 pub use cursor::{Cursor, CursorCodec, CursorError, DiscoverCursor};
 pub use entities::{
@@ -27,4 +29,5 @@ pub use entities::{
 };
 pub use error::{ErrorCode, HasErrorCode};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};
-pub use load::{DynLoader, LoadError, Loader, dedup_keys};
+pub use load::{DynLoader, LoadError, Loader, by_position, dedup_keys};
+pub use skeleton::{HomeHead, Skeletons};

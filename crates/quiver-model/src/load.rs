@@ -38,6 +38,36 @@ pub trait Loader: Send + Sync {
         let mut found = self.load_many(std::slice::from_ref(key)).await?;
         Ok(found.remove(key))
     }
+
+    /// Loads `keys` in one batch and answers by position: `out[i]` is the value of
+    /// `keys[i]`, shared rather than copied. This is the read path's call: a cache
+    /// overrides it so that a hit costs one reference count and no map is built; the
+    /// default goes through [`Loader::load_many`] and wraps each value once.
+    async fn load_shared(
+        &self,
+        keys: &[Self::Key],
+    ) -> Result<Vec<Option<Arc<Self::Value>>>, LoadError> {
+        let found = self.load_many(keys).await?;
+        Ok(by_position(keys, found))
+    }
+
+    /// Whether every one of `keys` is held fresh right now, so that loading them would
+    /// do no I/O. Only caches can say yes (the default says no); prefetch asks it so as
+    /// not to warm what is already warm.
+    fn fresh(&self, keys: &[Self::Key]) -> bool {
+        let _ = keys;
+        false
+    }
+}
+
+/// `found` answered in the order of `keys` (duplicates share one value).
+pub fn by_position<K: Eq + Hash, V>(keys: &[K], found: HashMap<K, V>) -> Vec<Option<Arc<V>>> {
+    if keys.len() == 1 {
+        let value = found.into_iter().find(|(k, _)| *k == keys[0]);
+        return vec![value.map(|(_, v)| Arc::new(v))];
+    }
+    let shared: HashMap<K, Arc<V>> = found.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    keys.iter().map(|k| shared.get(k).cloned()).collect()
 }
 
 /// A shareable, type-erased loader, as the composition root hands them out.
@@ -53,6 +83,21 @@ impl<L: Loader + ?Sized> Loader for Arc<L> {
         keys: &[Self::Key],
     ) -> Result<HashMap<Self::Key, Self::Value>, LoadError> {
         (**self).load_many(keys).await
+    }
+
+    async fn load_one(&self, key: &Self::Key) -> Result<Option<Self::Value>, LoadError> {
+        (**self).load_one(key).await
+    }
+
+    async fn load_shared(
+        &self,
+        keys: &[Self::Key],
+    ) -> Result<Vec<Option<Arc<Self::Value>>>, LoadError> {
+        (**self).load_shared(keys).await
+    }
+
+    fn fresh(&self, keys: &[Self::Key]) -> bool {
+        (**self).fresh(keys)
     }
 }
 
@@ -154,6 +199,17 @@ mod tests {
         let loader: DynLoader<i64, i64> = Arc::new(Squares);
         assert_eq!(loader.load_one(&3).await.unwrap(), Some(9));
         assert_eq!(loader.load_one(&-1).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn load_shared_answers_by_position_with_duplicates_and_absences() {
+        let loader: DynLoader<i64, i64> = Arc::new(Squares);
+        let got = loader.load_shared(&[2, -1, 3, 2]).await.unwrap();
+        let got: Vec<Option<i64>> = got.iter().map(|v| v.as_deref().copied()).collect();
+        assert_eq!(got, vec![Some(4), None, Some(9), Some(4)]);
+        let one = loader.load_shared(&[-5]).await.unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].is_none());
     }
 
     #[test]

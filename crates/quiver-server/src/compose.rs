@@ -1,79 +1,25 @@
 //! Composition: the read stack (every loader the engine reads is a store batch, coalesced
 //! across concurrent requests by a [`Batcher`], behind a [`Tiered`] cache: L1 in process,
-//! L2 in Redis when there is one; home pages cut from a cached head of each viewer's feed,
-//! other skeleton lists straight from the store), and [`app`], which builds the whole
+//! L2 in Redis when there is one; feed items and authors are cached ready to splice, and
+//! each viewer's home feed head is one cached value), and [`app`], which builds the whole
 //! service from a store, an optional Redis and [`Settings`].
 
-use crate::heads::{HeadSkeletons, HomeHeadLoader};
 use async_trait::async_trait;
-use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered};
+use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered, ValueCodec};
 use quiver_enrich::{
-    BatchConfig, Batcher, Engine, EngineConfig, PrefetchConfig, PrefetchPool, Skeletons, Sources,
+    AuthorLoader, BatchConfig, Batcher, Engine, EngineConfig, FeedItem, ItemLoader, PrefetchConfig,
+    PrefetchPool, Sources,
 };
-use quiver_model::{
-    Cursor, CursorCodec, DynLoader, FollowEdge, LoadError, Loader, OrderRef, OrderStatus, Page,
-    PostRef, UserId,
-};
+use quiver_model::{CursorCodec, DynLoader, FollowEdge, Loader, UserId};
 use quiver_store::Store;
 use quiver_store::loaders::{
-    FollowsLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader,
-    UserFlagsLoader, UsersLoader, ViewerGraphLoader,
+    FollowsLoader, HomeHeadLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader,
+    StoreSkeletons, TagsLoader, UserFlagsLoader, UsersLoader, ViewerGraphLoader,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
-
-/// Skeleton lists read from a [`Store`].
-#[derive(Clone, Debug)]
-pub struct StoreSkeletons(pub Arc<dyn Store>);
-
-#[async_trait]
-impl Skeletons for StoreSkeletons {
-    async fn home(
-        &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        self.0
-            .home_page(viewer, after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        self.0
-            .user_posts(user, after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-
-    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError> {
-        self.0
-            .recent_posts(after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-
-    async fn customer_orders(
-        &self,
-        customer: UserId,
-        status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, LoadError> {
-        self.0
-            .customer_orders(customer, status, after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-}
 
 /// How the read stack is built.
 #[derive(Clone, Debug)]
@@ -89,6 +35,8 @@ pub struct StackConfig {
     /// Entries of each viewer's home feed cached as one value (the head home pages are
     /// cut from); 0 reads every home page from the store.
     pub home_head: u32,
+    /// Whether an item's (or author's) entity batches run concurrently.
+    pub concurrent: bool,
 }
 
 impl Default for StackConfig {
@@ -99,6 +47,7 @@ impl Default for StackConfig {
             cache: true,
             coalesce: Some(BatchConfig::default()),
             home_head: 100,
+            concurrent: true,
         }
     }
 }
@@ -136,9 +85,8 @@ pub struct Caches {
     all: Vec<Arc<dyn CacheHandle>>,
     graphs: Option<Cached<ViewerGraphLoader>>,
     follows: Option<Cached<FollowsLoader>>,
-    posts: Option<Cached<PostsLoader>>,
-    media: Option<Cached<MediaLoader>>,
-    tags: Option<Cached<TagsLoader>>,
+    items: Option<Cached<ItemLoader>>,
+    authors: Option<Cached<AuthorLoader>>,
     orders: Option<Cached<OrdersLoader>>,
     heads: Option<Cached<HomeHeadLoader>>,
 }
@@ -195,21 +143,24 @@ impl Caches {
         graphs.and(follows).and(timelines)
     }
 
-    /// Forgets a post, its media and its tags everywhere (created or deleted).
+    /// Forgets a post's feed item (the post, its media and its tags) everywhere
+    /// (created, changed or deleted).
     pub async fn invalidate_post(
         &self,
         id: quiver_model::PostId,
     ) -> Result<(), quiver_cache::CacheError> {
-        if let Some(c) = &self.posts {
-            c.invalidate(&[id]).await?;
+        match &self.items {
+            Some(c) => c.invalidate(&[id]).await,
+            None => Ok(()),
         }
-        if let Some(c) = &self.media {
-            c.invalidate(&[id]).await?;
+    }
+
+    /// Forgets a user's author item (profile and flags) everywhere.
+    pub async fn invalidate_user(&self, id: UserId) -> Result<(), quiver_cache::CacheError> {
+        match &self.authors {
+            Some(c) => c.invalidate(&[id]).await,
+            None => Ok(()),
         }
-        if let Some(c) = &self.tags {
-            c.invalidate(&[id]).await?;
-        }
-        Ok(())
     }
 
     /// Forgets what a post written or deleted by `author` makes stale for them: the post
@@ -315,6 +266,21 @@ impl Builder<'_> {
         L::Key: quiver_cache::CacheKey,
         L::Value: Serialize + DeserializeOwned,
     {
+        self.tiered_with(name, loader, Box::new(quiver_cache::JsonCodec::default()))
+            .await
+    }
+
+    /// [`Builder::tiered`] with an explicit value codec.
+    async fn tiered_with<L>(
+        &mut self,
+        name: &str,
+        loader: L,
+        codec: Box<dyn ValueCodec<L::Value>>,
+    ) -> (DynLoader<L::Key, L::Value>, Option<Cached<L>>)
+    where
+        L: Loader + 'static,
+        L::Key: quiver_cache::CacheKey,
+    {
         let loader: DynLoader<L::Key, L::Value> = match self.config.coalesce {
             Some(batch) => Arc::new(Batcher::new(loader, batch)),
             None => Arc::new(loader),
@@ -325,9 +291,30 @@ impl Builder<'_> {
         let mut config = CacheConfig::new(name);
         config.namespace = self.config.namespace.clone();
         config.l1_capacity_bytes = self.config.l1_capacity_bytes;
-        let tiered = Arc::new(Tiered::new(config, loader, self.remote.clone()).await);
+        // The value formats of these changed with the ready items and the graph's
+        // mutuals: entries another version wrote are misses, never misread.
+        config.schema_version = 2;
+        let tiered = Arc::new(Tiered::with_codec(config, loader, self.remote.clone(), codec).await);
         self.caches.all.push(tiered.clone());
         (tiered.clone(), Some(tiered))
+    }
+}
+
+/// Feed items in Redis as JSON of their parts; an item built while its media or tags
+/// failed to load is never cached.
+struct ItemCodec;
+
+impl ValueCodec<FeedItem> for ItemCodec {
+    fn encode(&self, value: &FeedItem, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, value).expect("serializing to a Vec cannot fail");
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<FeedItem> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    fn admit(&self, value: &FeedItem) -> bool {
+        value.is_complete()
     }
 }
 
@@ -343,8 +330,8 @@ pub async fn read_stack(
         caches: Caches::default(),
     };
     let s = store;
-    let skeletons: Arc<dyn Skeletons> = match config.home_head {
-        0 => Arc::new(StoreSkeletons(s.clone())),
+    let heads = match config.home_head {
+        0 => None,
         len => {
             let loader = HomeHeadLoader {
                 store: s.clone(),
@@ -353,38 +340,40 @@ pub async fn read_stack(
             match b.tiered("home", loader).await {
                 (heads, Some(cache)) => {
                     b.caches.heads = Some(cache);
-                    Arc::new(HeadSkeletons {
-                        store: StoreSkeletons(s.clone()),
-                        heads,
-                    })
+                    Some(heads)
                 }
                 // No caches: a head per request would read more than the page.
-                (_, None) => Arc::new(StoreSkeletons(s.clone())),
+                (_, None) => None,
             }
         }
     };
+    let items = ItemLoader {
+        posts: Arc::new(PostsLoader(s.clone())),
+        media: Arc::new(MediaLoader(s.clone())),
+        tags: Arc::new(TagsLoader(s.clone())),
+        concurrent: config.concurrent,
+    };
+    let authors = AuthorLoader {
+        users: Arc::new(UsersLoader(s.clone())),
+        flags: Arc::new(UserFlagsLoader(s.clone())),
+        concurrent: config.concurrent,
+    };
     let sources = Sources {
-        skeletons,
+        skeletons: Arc::new(StoreSkeletons(s.clone())),
+        heads,
         graphs: {
             let (loader, cache) = b.tiered("graph", ViewerGraphLoader(s.clone())).await;
             b.caches.graphs = cache;
             loader
         },
-        posts: {
-            let (loader, cache) = b.tiered("post", PostsLoader(s.clone())).await;
-            b.caches.posts = cache;
+        items: {
+            let (loader, cache) = b.tiered_with("item", items, Box::new(ItemCodec)).await;
+            b.caches.items = cache;
             loader
         },
-        users: b.layer("user", UsersLoader(s.clone())).await,
-        flags: b.layer("flags", UserFlagsLoader(s.clone())).await,
-        media: {
-            let (loader, cache) = b.tiered("media", MediaLoader(s.clone())).await;
-            b.caches.media = cache;
-            loader
-        },
-        tags: {
-            let (loader, cache) = b.tiered("tags", TagsLoader(s.clone())).await;
-            b.caches.tags = cache;
+        authors: {
+            let (loader, cache) = b.tiered("author", authors).await;
+            b.caches.authors = cache;
             loader
         },
         follows: {
@@ -446,7 +435,11 @@ pub async fn app(
     events: Option<EventsSetup>,
     settings: Settings,
 ) -> Result<crate::App, quiver_events::EventsError> {
-    let (sources, caches) = read_stack(store.clone(), remote.clone(), &settings.stack).await;
+    let stack = StackConfig {
+        concurrent: settings.engine.concurrent_lookups,
+        ..settings.stack.clone()
+    };
+    let (sources, caches) = read_stack(store.clone(), remote.clone(), &stack).await;
     let prefetch = settings.prefetch.map(|config| {
         let caches = caches.clone();
         PrefetchPool::new(

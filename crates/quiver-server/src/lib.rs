@@ -1,6 +1,5 @@
 //! quiver's service layer: the one place where concrete types meet. [`compose`] builds the
-//! read stack (store → coalescing batcher → tiered cache → engine, home pages cut from
-//! cached [`heads`]); [`App`] is the request
+//! read stack (store → coalescing batcher → tiered cache → engine); [`App`] is the request
 //! pipeline (routing, auth, limits, metrics) over it; [`serve`] runs it on a listener with
 //! hyper (HTTP/1.1 and h2c) until shutdown, then drains.
 
@@ -10,7 +9,6 @@ pub mod auth;
 pub mod compose;
 pub mod compression;
 mod config;
-pub mod heads;
 mod metrics;
 mod openapi;
 mod respond;

@@ -1,11 +1,13 @@
-//! Batch loaders over any [`Store`]: the storage side of the batch-load seam. Each call is
-//! one store batch, so one statement.
+//! The store's side of the two seams: batch loaders over any [`Store`] (each call one
+//! store batch, so one statement) and the skeleton lists, including the heads of home
+//! feeds that the engine cuts pages from.
 
 use crate::Store;
 use async_trait::async_trait;
 use quiver_model::{
-    Follow, FollowEdge, LoadError, Loader, Media, Order, OrderId, OrderItem, Post, PostId, User,
-    UserFlags, UserId, ViewerGraph,
+    Cursor, Follow, FollowEdge, HomeHead, LoadError, Loader, Media, Order, OrderId, OrderItem,
+    OrderRef, OrderStatus, Page, Post, PostId, PostRef, Skeletons, User, UserFlags, UserId,
+    ViewerGraph,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,5 +80,92 @@ impl Loader for ViewerGraphLoader {
             .await
             .map_err(LoadError::wrap)?;
         Ok(keys.into_iter().zip(graphs).collect())
+    }
+}
+
+/// The skeleton lists read straight from a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreSkeletons(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Skeletons for StoreSkeletons {
+    async fn home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .home_page(viewer, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .user_posts(user, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError> {
+        self.0
+            .recent_posts(after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, LoadError> {
+        self.0
+            .customer_orders(customer, status, after, limit)
+            .await
+            .map_err(LoadError::wrap)
+    }
+}
+
+/// Heads of viewers' home feeds: the store's own first page of `len` entries per viewer,
+/// concurrently for several viewers.
+#[derive(Clone)]
+pub struct HomeHeadLoader {
+    pub store: Arc<dyn Store>,
+    pub len: u32,
+}
+
+impl std::fmt::Debug for HomeHeadLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HomeHeadLoader")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Loader for HomeHeadLoader {
+    type Key = UserId;
+    type Value = HomeHead;
+
+    async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, HomeHead>, LoadError> {
+        let keys = quiver_model::dedup_keys(keys);
+        let heads = futures::future::try_join_all(
+            keys.iter()
+                .map(|viewer| self.store.home_page(*viewer, None, self.len)),
+        )
+        .await
+        .map_err(LoadError::wrap)?;
+        Ok(keys
+            .into_iter()
+            .zip(heads.into_iter().map(HomeHead::from))
+            .collect())
     }
 }

@@ -302,6 +302,10 @@ impl Store for PgStore {
         let r = sqlx::query!(
             r#"SELECT
                  ARRAY(SELECT followee_id FROM follows WHERE follower_id = $1) AS "followees!",
+                 ARRAY(SELECT f.followee_id FROM follows f
+                       JOIN follows back ON back.follower_id = f.followee_id
+                                        AND back.followee_id = $1
+                       WHERE f.follower_id = $1) AS "mutuals!",
                  ARRAY(SELECT blocked_id FROM blocks WHERE blocker_id = $1) AS "blocked!",
                  ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = $1) AS "blocked_by!""#,
             viewer.0
@@ -311,6 +315,7 @@ impl Store for PgStore {
         Ok(ViewerGraph {
             viewer: Some(viewer),
             followees: r.followees.into_iter().map(UserId).collect(),
+            mutuals: r.mutuals.into_iter().map(UserId).collect(),
             blocked: r.blocked.into_iter().map(UserId).collect(),
             blocked_by: r.blocked_by.into_iter().map(UserId).collect(),
         })

@@ -375,11 +375,14 @@ impl Store for SqliteStore {
     }
 
     async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
-        // One statement: the three edge sets tagged by relation.
+        // One statement: the four edge sets tagged by relation.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT 0, followee_id FROM follows WHERE follower_id = ?1
              UNION ALL SELECT 1, blocked_id FROM blocks WHERE blocker_id = ?1
-             UNION ALL SELECT 2, blocker_id FROM blocks WHERE blocked_id = ?1",
+             UNION ALL SELECT 2, blocker_id FROM blocks WHERE blocked_id = ?1
+             UNION ALL SELECT 3, f.followee_id FROM follows f
+                 JOIN follows back ON back.follower_id = f.followee_id AND back.followee_id = ?1
+                 WHERE f.follower_id = ?1",
         )
         .bind(viewer.0)
         .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
@@ -392,7 +395,8 @@ impl Store for SqliteStore {
             let set = match rel {
                 0 => &mut g.followees,
                 1 => &mut g.blocked,
-                _ => &mut g.blocked_by,
+                2 => &mut g.blocked_by,
+                _ => &mut g.mutuals,
             };
             set.insert(UserId(other));
         }

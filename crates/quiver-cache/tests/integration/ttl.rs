@@ -11,6 +11,9 @@ fn cfg() -> CacheConfig {
         soft_ttl: Duration::from_secs(10),
         hard_ttl: Duration::from_secs(30),
         negative_ttl: Duration::from_secs(5),
+        negative_hard_ttl: Duration::from_secs(15),
+        // Exact boundaries; the jitter has its own test.
+        jitter: 0.0,
         max_age: Duration::from_secs(60),
         max_stretch: 4,
         ..CacheConfig::new("ttl")
@@ -68,18 +71,72 @@ async fn past_the_hard_ttl_an_entry_is_loaded_in_line() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_missing_key_is_remembered_as_absent_for_the_negative_ttl() {
+async fn a_missing_key_is_remembered_as_absent_then_revalidated_like_a_value() {
     let source = Arc::new(Source::default());
     let c = cache(&source).await;
     assert_eq!(outcome(&c, 3).await, (None, Outcome::Miss));
     assert_eq!(outcome(&c, 3).await, (None, Outcome::Negative));
     assert_eq!(source.calls(), 1, "the negative entry spared the loader");
     source.set(3, "now exists");
+    // Past the negative TTL the absence is served stale and refreshed once, in the
+    // background, instead of every lookup waiting for the loader at the same moment.
     advance(Duration::from_secs(6)).await;
+    assert_eq!(outcome(&c, 3).await, (None, Outcome::Stale));
+    settle().await;
+    assert_eq!(source.calls(), 2, "exactly one background refresh");
     assert_eq!(
         outcome(&c, 3).await,
-        (Some("now exists".into()), Outcome::Miss)
+        (Some("now exists".into()), Outcome::HitL1)
     );
+    // Past the negative hard TTL an absence is loaded in line.
+    assert_eq!(outcome(&c, 4).await, (None, Outcome::Miss));
+    source.set(4, "late");
+    advance(Duration::from_secs(16)).await;
+    assert_eq!(outcome(&c, 4).await, (Some("late".into()), Outcome::Miss));
+}
+
+/// Thousands of keys filled at once, values and absences: with jittered TTLs they come
+/// due over a spread of time, and at no moment do they all miss (or all go stale)
+/// together. Without jitter every one of them is stale at the same instant.
+#[tokio::test(start_paused = true)]
+async fn keys_filled_together_do_not_expire_together() {
+    let source = Arc::new(Source::default());
+    let keys: Vec<u64> = (1000..4000).collect();
+    for k in keys.iter().filter(|k| *k % 2 == 0) {
+        source.set(*k, "v");
+    }
+    let c = Tiered::new(
+        CacheConfig {
+            jitter: 0.1,
+            ..cfg()
+        },
+        SourceLoader(source.clone()),
+        None,
+    )
+    .await;
+    let filled = tokio::time::Instant::now();
+    let first = c.lookup(&keys).await.unwrap();
+    assert!(first.outcomes.values().all(|o| *o == Outcome::Miss));
+    // Absences (soft 5 s ± 10 %) and values (soft 10 s ± 10 %), probed at their nominal
+    // soft TTL: about half of each kind has come due, none has expired hard.
+    for (at, kind) in [(5, 1_u64), (10, 0)] {
+        advance(Duration::from_secs(at) - filled.elapsed()).await;
+        let probe: Vec<u64> = keys.iter().copied().filter(|k| k % 2 == kind).collect();
+        let l = c.lookup(&probe).await.unwrap();
+        let stale = l
+            .outcomes
+            .values()
+            .filter(|o| **o == Outcome::Stale)
+            .count();
+        let missed = l.outcomes.values().filter(|o| **o == Outcome::Miss).count();
+        assert_eq!(missed, 0, "nothing is loaded in line at {at} s");
+        assert!(
+            stale > probe.len() / 5 && stale < probe.len() * 4 / 5,
+            "{stale} of {} came due at {at} s",
+            probe.len()
+        );
+        settle().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,8 +183,14 @@ async fn get_serves_fresh_hits_and_falls_back_to_the_full_path_otherwise() {
     let source = Arc::new(Source::default());
     source.set(20, "a");
     let c = cache(&source).await;
-    assert_eq!(c.get(&20).await.unwrap().as_deref(), Some("a"));
-    assert_eq!(c.get(&20).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        c.get(&20).await.unwrap().as_deref().map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        c.get(&20).await.unwrap().as_deref().map(String::as_str),
+        Some("a")
+    );
     assert_eq!(c.get(&21).await.unwrap(), None);
     assert_eq!(c.get(&21).await.unwrap(), None);
     let s = c.stats();
@@ -142,7 +205,7 @@ async fn get_serves_fresh_hits_and_falls_back_to_the_full_path_otherwise() {
     source.set(20, "b");
     advance(Duration::from_secs(11)).await;
     assert_eq!(
-        c.get(&20).await.unwrap().as_deref(),
+        c.get(&20).await.unwrap().as_deref().map(String::as_str),
         Some("a"),
         "stale is served"
     );

@@ -1,5 +1,5 @@
 //! No cross-request contamination: many viewers with different graphs ask for the same
-//! posts at once, through shared batchers and a shared fragment cache, and each gets its
+//! posts at once, through shared batchers of shared items and authors, and each gets its
 //! own viewer part and its own blocked-content filtering, every time.
 
 use crate::support::{Calls, Failures, World, json, sources};
@@ -11,12 +11,10 @@ fn batched(s: Sources) -> Sources {
     let c = BatchConfig::default();
     Sources {
         skeletons: s.skeletons,
+        heads: s.heads,
         graphs: Arc::new(Batcher::new(s.graphs, c)),
-        posts: Arc::new(Batcher::new(s.posts, c)),
-        users: Arc::new(Batcher::new(s.users, c)),
-        flags: Arc::new(Batcher::new(s.flags, c)),
-        media: Arc::new(Batcher::new(s.media, c)),
-        tags: Arc::new(Batcher::new(s.tags, c)),
+        items: Arc::new(Batcher::new(s.items, c)),
+        authors: Arc::new(Batcher::new(s.authors, c)),
         follows: Arc::new(Batcher::new(s.follows, c)),
         orders: Arc::new(Batcher::new(s.orders, c)),
         order_items: Arc::new(Batcher::new(s.order_items, c)),

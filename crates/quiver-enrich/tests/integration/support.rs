@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use quiver_enrich::{Engine, EngineConfig, Skeletons, Sources};
+use quiver_enrich::{AuthorLoader, Engine, EngineConfig, ItemLoader, Sources};
 use quiver_model::{
-    Currency, Cursor, CursorCodec, Follow, FollowEdge, LoadError, Loader, Media, MediaId,
+    Currency, Cursor, CursorCodec, Follow, FollowEdge, HomeHead, LoadError, Loader, Media, MediaId,
     MediaKind, Money, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId,
-    PostKind, PostRef, User, UserFlags, UserId, ViewerGraph, Wish,
+    PostKind, PostRef, Skeletons, User, UserFlags, UserId, ViewerGraph, Wish,
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -163,6 +163,12 @@ impl World {
                 .filter(|(a, _)| *a == viewer)
                 .map(|(_, b)| *b)
                 .collect(),
+            mutuals: self
+                .follows
+                .iter()
+                .filter(|(a, b)| *a == viewer && self.follows.contains(&(*b, viewer)))
+                .map(|(_, b)| *b)
+                .collect(),
             blocked: self
                 .blocks
                 .iter()
@@ -192,6 +198,13 @@ impl World {
             .collect();
         refs.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         refs
+    }
+
+    /// The newest `len` entries of `viewer`'s home feed, as the store's head loader
+    /// returns them.
+    pub(crate) fn home_head(&self, viewer: UserId, len: u32) -> HomeHead {
+        let rows = self.newest_first(|a| a == viewer || self.follows.contains(&(viewer, a)));
+        HomeHead::from(keyset(rows, |r| (r.created_at, r.id.0), None, len))
     }
 
     /// The home feed of `viewer` as it must come out: followees and own, unblocked.
@@ -387,6 +400,45 @@ fn loader<K, V>(
     })
 }
 
+/// [`sources`] with heads of `len` entries that home pages are cut from (counted as
+/// `heads`).
+pub(crate) fn sources_with_heads(
+    world: &Arc<World>,
+    calls: &Calls,
+    failures: &Failures,
+    len: u32,
+) -> Sources {
+    let w = world.clone();
+    Sources {
+        heads: Some(loader("heads", calls, failures, move |v: &UserId| {
+            Some(w.home_head(*v, len))
+        })),
+        ..sources(world, calls, failures)
+    }
+}
+
+/// A loader that says it holds `warm` keys fresh, as a cache would, and otherwise passes
+/// every call through.
+pub(crate) struct Warm<L: Loader> {
+    pub(crate) inner: L,
+    pub(crate) warm: Mutex<HashSet<L::Key>>,
+}
+
+#[async_trait]
+impl<L: Loader> Loader for Warm<L> {
+    type Key = L::Key;
+    type Value = L::Value;
+
+    async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
+        self.inner.load_many(keys).await
+    }
+
+    fn fresh(&self, keys: &[L::Key]) -> bool {
+        let warm = self.warm.lock().unwrap();
+        keys.iter().all(|k| warm.contains(k))
+    }
+}
+
 /// The sources over `world`, counting into `calls`.
 pub(crate) fn sources(world: &Arc<World>, calls: &Calls, failures: &Failures) -> Sources {
     let w = world.clone();
@@ -397,29 +449,38 @@ pub(crate) fn sources(world: &Arc<World>, calls: &Calls, failures: &Failures) ->
             calls: c.clone(),
             failures: f.clone(),
         }),
+        // No heads: every home page is read from the skeletons, so the counts below see
+        // one skeleton call per page.
+        heads: None,
         graphs: loader("graphs", c, f, {
             let w = w.clone();
             move |v: &UserId| Some(w.graph(*v))
         }),
-        posts: loader("posts", c, f, {
-            let w = w.clone();
-            move |k: &PostId| w.posts.get(k).cloned()
+        items: Arc::new(ItemLoader {
+            posts: loader("posts", c, f, {
+                let w = w.clone();
+                move |k: &PostId| w.posts.get(k).cloned()
+            }),
+            media: loader("media", c, f, {
+                let w = w.clone();
+                move |k: &PostId| w.media.get(k).cloned()
+            }),
+            tags: loader("tags", c, f, {
+                let w = w.clone();
+                move |k: &PostId| w.tags.get(k).cloned()
+            }),
+            concurrent: true,
         }),
-        users: loader("users", c, f, {
-            let w = w.clone();
-            move |k: &UserId| w.users.get(k).cloned()
-        }),
-        flags: loader("flags", c, f, {
-            let w = w.clone();
-            move |k: &UserId| w.flags.get(k).copied()
-        }),
-        media: loader("media", c, f, {
-            let w = w.clone();
-            move |k: &PostId| w.media.get(k).cloned()
-        }),
-        tags: loader("tags", c, f, {
-            let w = w.clone();
-            move |k: &PostId| w.tags.get(k).cloned()
+        authors: Arc::new(AuthorLoader {
+            users: loader("users", c, f, {
+                let w = w.clone();
+                move |k: &UserId| w.users.get(k).cloned()
+            }),
+            flags: loader("flags", c, f, {
+                let w = w.clone();
+                move |k: &UserId| w.flags.get(k).copied()
+            }),
+            concurrent: true,
         }),
         follows: loader("follows", c, f, {
             let w = w.clone();

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use quiver_cache::{RedisConfig, RedisRemote, Remote};
-use quiver_enrich::{Engine, EngineConfig};
-use quiver_model::{CursorCodec, DynLoader, LoadError, Loader, Post, PostId, UserId};
+use quiver_enrich::{Engine, EngineConfig, FeedItem};
+use quiver_model::{CursorCodec, DynLoader, LoadError, Loader, PostId, UserId};
 use quiver_server::auth::Auth;
 use quiver_server::compose::{EventsSetup, StackConfig, read_stack};
 use quiver_server::{App, Parts, ServerConfig};
@@ -69,7 +69,7 @@ impl Gate {
 }
 
 struct Gated {
-    inner: DynLoader<PostId, Post>,
+    inner: DynLoader<PostId, FeedItem>,
     gate: Arc<Gate>,
 }
 
@@ -87,9 +87,9 @@ impl Drop for DropGuard<'_> {
 #[async_trait]
 impl Loader for Gated {
     type Key = PostId;
-    type Value = Post;
+    type Value = FeedItem;
 
-    async fn load_many(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, LoadError> {
+    async fn load_many(&self, keys: &[PostId]) -> Result<HashMap<PostId, FeedItem>, LoadError> {
         if self.gate.closed.load(Ordering::SeqCst) {
             let mut guard = DropGuard(&self.gate, false);
             self.gate.entered.fetch_add(1, Ordering::SeqCst);
@@ -250,8 +250,8 @@ pub(crate) async fn start_on(
             ..quiver_events::EventsConfig::default()
         },
     });
-    sources.posts = Arc::new(Gated {
-        inner: sources.posts,
+    sources.items = Arc::new(Gated {
+        inner: sources.items,
         gate: gate.clone(),
     });
     let engine = Engine::new(

@@ -1,0 +1,179 @@
+//! The skeleton seam: ordered id lists by keyset (what a page is made of), and the cached
+//! head of a viewer's home feed that home pages are cut from by the same keyset rule.
+
+use crate::{Cursor, LoadError, OrderRef, OrderStatus, Page, PostRef, UserId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// The skeleton queries: ordered lists of ids, keyset-paginated on
+/// `(created_at DESC, id DESC)`, with `next` set exactly when more rows follow. The store
+/// implements it; the engine reads it.
+#[async_trait]
+pub trait Skeletons: Send + Sync {
+    /// Posts by the accounts `viewer` follows and their own.
+    async fn home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError>;
+    /// Posts of `user`.
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, LoadError>;
+    /// All posts: the discovery feed's window.
+    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError>;
+    /// Orders of `customer`, optionally of one status.
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, LoadError>;
+}
+
+/// The newest entries of a feed, newest first, and whether more follow: the store's own
+/// first page of some length, kept as one cached value so that pages inside it are cut
+/// without a query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeHead {
+    pub refs: Vec<PostRef>,
+    pub more: bool,
+}
+
+impl From<Page<PostRef>> for HomeHead {
+    fn from(page: Page<PostRef>) -> Self {
+        Self {
+            more: page.next.is_some(),
+            refs: page.items,
+        }
+    }
+}
+
+impl HomeHead {
+    /// The page after `after` of `limit` entries, exactly as the store would cut it
+    /// (cursor included), or `None` when the head does not hold enough of the feed to say.
+    pub fn page(&self, after: Option<Cursor>, limit: u32) -> Option<Page<PostRef>> {
+        let rest = self.rest(after, limit)?;
+        let limit = limit as usize;
+        let (items, next) = if rest.len() > limit || (rest.len() == limit && self.more) {
+            let items = rest[..limit].to_vec();
+            let next = items.last().map(Cursor::after);
+            (items, next)
+        } else {
+            (rest.to_vec(), None)
+        };
+        Some(Page { items, next })
+    }
+
+    /// The refs of the page after `after`, as [`HomeHead::page`] would cut it, without
+    /// building the page.
+    pub fn refs(&self, after: Option<Cursor>, limit: u32) -> Option<&[PostRef]> {
+        let rest = self.rest(after, limit)?;
+        Some(&rest[..rest.len().min(limit as usize)])
+    }
+
+    /// Everything after `after`, when it holds a whole page or the feed's end.
+    fn rest(&self, after: Option<Cursor>, limit: u32) -> Option<&[PostRef]> {
+        if limit == 0 {
+            return None;
+        }
+        let start = after.map_or(0, |c| {
+            self.refs
+                .partition_point(|r| !c.precedes(r.created_at, r.id.0))
+        });
+        let rest = &self.refs[start..];
+        // A whole page, or (a complete head) the feed's end.
+        (rest.len() >= limit as usize || !self.more).then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PostId;
+    use chrono::{TimeZone, Utc};
+
+    /// `n` refs, newest first, two sharing each timestamp (ties broken by id).
+    fn refs(n: i64) -> Vec<PostRef> {
+        (0..n)
+            .map(|i| PostRef {
+                id: PostId(1000 - i),
+                created_at: Utc.timestamp_opt(1_000_000 - i / 2, 0).unwrap(),
+            })
+            .collect()
+    }
+
+    /// The store's rule: rows after the cursor, `limit + 1` fetched, `next` when more.
+    fn store_page(all: &[PostRef], after: Option<Cursor>, limit: u32) -> Page<PostRef> {
+        let mut rows: Vec<PostRef> = all
+            .iter()
+            .filter(|r| after.is_none_or(|c| c.precedes(r.created_at, r.id.0)))
+            .take(limit as usize + 1)
+            .copied()
+            .collect();
+        let next = (rows.len() > limit as usize).then(|| {
+            rows.truncate(limit as usize);
+            Cursor::after(rows.last().expect("a row"))
+        });
+        Page { items: rows, next }
+    }
+
+    #[test]
+    fn pages_cut_from_the_head_equal_the_store_s_until_it_cannot_tell() {
+        let feed = refs(57);
+        for head_len in [1_u32, 10, 20, 56, 57, 100] {
+            let head = HomeHead::from(store_page(&feed, None, head_len));
+            for limit in [1_u32, 3, 7, 20, 100] {
+                // Walk the whole feed; every page the head answers must be the store's.
+                let mut after = None;
+                let mut answered = 0;
+                loop {
+                    let want = store_page(&feed, after, limit);
+                    match head.page(after, limit) {
+                        Some(got) => {
+                            assert_eq!(got, want, "head {head_len}, limit {limit}");
+                            assert_eq!(
+                                head.refs(after, limit),
+                                Some(&got.items[..]),
+                                "refs agree with the page"
+                            );
+                            answered += 1;
+                        }
+                        None => {
+                            assert!(
+                                head.more,
+                                "a complete head answers everything (head {head_len})"
+                            );
+                            assert_eq!(head.refs(after, limit), None);
+                        }
+                    }
+                    match want.next {
+                        Some(c) => after = Some(c),
+                        None => break,
+                    }
+                }
+                if head_len as usize >= feed.len() || limit < head_len {
+                    assert!(answered > 0, "head {head_len}, limit {limit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_feed_is_one_empty_page_and_a_zero_limit_goes_to_the_store() {
+        let head = HomeHead::default();
+        assert_eq!(
+            head.page(None, 20),
+            Some(Page {
+                items: Vec::new(),
+                next: None
+            })
+        );
+        assert_eq!(head.page(None, 0), None);
+    }
+}

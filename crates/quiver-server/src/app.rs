@@ -15,7 +15,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use quiver_cache::Remote;
 use quiver_codec::problem::ProblemType;
-use quiver_enrich::{Engine, EnrichError, Rendered};
+use quiver_enrich::{Engine, EnrichError, Rendered, Timings};
 use quiver_model::{OrderId, OrderStatus, PostId, UserId};
 use quiver_store::Store;
 use quiver_store::write::Writes;
@@ -202,8 +202,10 @@ impl App {
             Matched::MethodNotAllowed(_) => "method_not_allowed",
         };
         // At the highest level, so the span (and its request id) is on every line that
-        // any filter lets through.
-        let span = tracing::error_span!("request", id = %request_id, %method, route = label);
+        // any filter lets through. It carries the id alone: the subscriber formats a
+        // span's fields when the span is made, on every request, whereas the method and
+        // the route are written only on the access-log lines below.
+        let span = tracing::error_span!("request", id = request_id.as_str());
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
         let mut resp = self
             .dispatch(req, matched, peer)
@@ -227,6 +229,8 @@ impl App {
         let _enter = span.enter();
         match resp.extensions().get::<Timed>() {
             Some(Timed(t)) if elapsed >= self.config.slow_request => tracing::warn!(
+                %method,
+                route = label,
                 status,
                 elapsed_ms = ms(elapsed),
                 skeleton_ms = ms(t.skeleton),
@@ -234,10 +238,20 @@ impl App {
                 present_ms = ms(t.present),
                 "slow request"
             ),
-            _ if elapsed >= self.config.slow_request => {
-                tracing::warn!(status, elapsed_ms = ms(elapsed), "slow request")
-            }
-            _ => tracing::debug!(status, elapsed_ms = ms(elapsed), "request"),
+            _ if elapsed >= self.config.slow_request => tracing::warn!(
+                %method,
+                route = label,
+                status,
+                elapsed_ms = ms(elapsed),
+                "slow request"
+            ),
+            _ => tracing::debug!(
+                %method,
+                route = label,
+                status,
+                elapsed_ms = ms(elapsed),
+                "request"
+            ),
         }
         resp
     }
@@ -812,25 +826,24 @@ impl App {
         if viewer_specific {
             h.insert(header::VARY, HeaderValue::from_static("authorization"));
         }
-        h.insert(
-            "server-timing",
-            HeaderValue::from_str(&format!(
-                "skeleton;dur={:.3}, hydrate;dur={:.3}, present;dur={:.3}",
-                ms(r.timings.skeleton),
-                ms(r.timings.hydrate),
-                ms(r.timings.present)
-            ))
-            .expect("ascii"),
-        );
+        h.insert("server-timing", server_timing(&r.timings));
         if let Some(next) = &r.next {
-            let mut link = format!("<{path}?limit={}&cursor={next}", q.limit);
+            let mut link = String::with_capacity(path.len() + next.len() + 48);
+            link.push('<');
+            link.push_str(path);
+            link.push_str("?limit=");
+            link.push_str(itoa::Buffer::new().format(q.limit));
+            link.push_str("&cursor=");
+            link.push_str(next);
             if let Some(s) = q.status {
-                link.push_str(&format!("&status={}", s.as_str()));
+                link.push_str("&status=");
+                link.push_str(s.as_str());
             }
             link.push_str(">; rel=\"next\"");
             h.insert(
                 header::LINK,
-                HeaderValue::from_str(&link).expect("cursors are base64url"),
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(link))
+                    .expect("cursors are base64url"),
             );
         }
         resp.extensions_mut().insert(Timed(r.timings));
@@ -1016,6 +1029,56 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// `Server-Timing` for the three stages, in milliseconds with microsecond digits,
+/// written without the formatting machinery (it is on every feed response).
+fn server_timing(t: &Timings) -> HeaderValue {
+    let mut v = String::with_capacity(72);
+    for (i, (name, d)) in [
+        ("skeleton", t.skeleton),
+        ("hydrate", t.hydrate),
+        ("present", t.present),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            v.push_str(", ");
+        }
+        let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        v.push_str(name);
+        v.push_str(";dur=");
+        v.push_str(itoa::Buffer::new().format(micros / 1000));
+        v.push('.');
+        let frac = micros % 1000;
+        if frac < 100 {
+            v.push('0');
+        }
+        if frac < 10 {
+            v.push('0');
+        }
+        v.push_str(itoa::Buffer::new().format(frac));
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).expect("ascii")
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_writes_milliseconds_with_microsecond_digits() {
+        let t = Timings {
+            skeleton: Duration::from_micros(5),
+            hydrate: Duration::from_micros(1_234_567),
+            present: Duration::from_micros(40),
+        };
+        assert_eq!(
+            server_timing(&t).to_str().unwrap(),
+            "skeleton;dur=0.005, hydrate;dur=1234.567, present;dur=0.040"
+        );
+    }
 }

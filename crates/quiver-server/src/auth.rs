@@ -5,7 +5,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use quiver_model::UserId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds past `exp` a token is still accepted (clock skew between issuer and server).
+const LEEWAY_SECS: u64 = 5;
+/// Verified tokens remembered, so that a client's next request skips the signature check.
+const VERIFIED_TOKENS: usize = 16_384;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -32,6 +38,10 @@ pub struct Auth {
     decoding: DecodingKey,
     encoding: EncodingKey,
     validation: Validation,
+    /// Tokens whose signature checked out, by the whole token text, with their subject
+    /// and expiry. Only valid tokens enter, the size is bounded, and the expiry is still
+    /// checked on every request, so a hit answers exactly what verifying again would.
+    verified: Arc<quick_cache::sync::Cache<Box<str>, (UserId, u64)>>,
 }
 
 impl fmt::Debug for Auth {
@@ -45,11 +55,12 @@ impl Auth {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         Self {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
             validation,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -70,27 +81,72 @@ impl Auth {
 
     /// The viewer named by an `Authorization` header value, if it holds a valid token.
     pub fn viewer(&self, header: &[u8]) -> Result<UserId, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.viewer_at(header, now)
+    }
+
+    /// [`Auth::viewer`] at `now` (seconds since the epoch) for tokens verified before.
+    fn viewer_at(&self, header: &[u8], now: u64) -> Result<UserId, AuthError> {
         let header = std::str::from_utf8(header).map_err(|_| AuthError::Scheme)?;
         let (scheme, token) = header.split_once(' ').ok_or(AuthError::Scheme)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Scheme);
         }
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
+        let token = token.trim();
+        if let Some((viewer, exp)) = self.verified.get(token) {
+            return if now > exp.saturating_add(LEEWAY_SECS) {
+                Err(AuthError::Expired)
+            } else {
+                Ok(viewer)
+            };
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-            _ => AuthError::Invalid,
-        })?;
-        data.claims
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?;
+        let viewer = data
+            .claims
             .sub
             .parse::<i64>()
             .map(UserId)
-            .map_err(|_| AuthError::Invalid)
+            .map_err(|_| AuthError::Invalid)?;
+        self.verified
+            .insert(token.into(), (viewer, data.claims.exp));
+        Ok(viewer)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_token_still_expires_and_nothing_else_rides_on_it() {
+        let auth = Auth::new(b"secret");
+        let token = auth.mint(UserId(7), Duration::from_secs(60));
+        let header = format!("Bearer {token}");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(auth.viewer_at(header.as_bytes(), now), Ok(UserId(7)));
+        assert_eq!(auth.verified.len(), 1, "verified once, remembered");
+        assert_eq!(auth.viewer_at(header.as_bytes(), now + 60), Ok(UserId(7)));
+        assert_eq!(
+            auth.viewer_at(header.as_bytes(), now + 60 + LEEWAY_SECS + 1),
+            Err(AuthError::Expired),
+            "the expiry is checked on every request, cached or not"
+        );
+        // Same claims, another signature: not the remembered token.
+        let (body, _sig) = token.rsplit_once('.').unwrap();
+        let forged = format!("Bearer {body}.AAAA");
+        assert_eq!(auth.viewer(forged.as_bytes()), Err(AuthError::Invalid));
+        assert_eq!(auth.verified.len(), 1, "refused tokens are not remembered");
+    }
 
     #[test]
     fn minted_tokens_verify_and_everything_else_is_refused() {

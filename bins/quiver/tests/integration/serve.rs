@@ -93,7 +93,7 @@ async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
     let logged = next_line_with("slow request");
     let log: serde_json::Value = serde_json::from_str(&logged).unwrap();
     assert_eq!(log["span"]["id"], request_id.as_str(), "{logged}");
-    assert_eq!(log["span"]["route"], "/api/v1/feed");
+    assert_eq!(log["fields"]["route"], "/api/v1/feed", "{logged}");
     for stage in ["skeleton_ms", "hydrate_ms", "present_ms"] {
         assert!(
             log["fields"][stage].as_f64().is_some(),

@@ -63,9 +63,9 @@ pub(crate) struct ServeArgs {
     /// Disable every cache tier (each lookup goes to the database)
     #[arg(long, env = "QUIVER_NO_CACHE")]
     no_cache: bool,
-    /// Entries of each viewer's home feed cached as one value, which home pages are cut
-    /// from without a database query (0 reads every home page from the database; at most
-    /// 1000)
+    /// Entries of each viewer's home feed and of each author's posts cached as one value,
+    /// which pages are cut from without a database query (0 reads every such page, and
+    /// every discovery window, from the database; at most 1000)
     #[arg(long, env = "QUIVER_HOME_HEAD", default_value_t = 100)]
     home_head: u32,
     /// Disable cross-request coalescing of database batches

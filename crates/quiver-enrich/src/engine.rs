@@ -15,8 +15,8 @@ use quiver_codec::encode::encode;
 use quiver_codec::fragment::{AuthorFragment, PostFragment, SplicedItem, splice_page, splice_post};
 use quiver_codec::wire::{OrderWire, OrdersPageWire, ProfileWire, ViewerWire};
 use quiver_model::{
-    Cursor, CursorCodec, DiscoverCursor, FollowEdge, HasErrorCode, HomeHead, LoadError, OrderId,
-    OrderStatus, Page, PostId, PostRef, UserId, ViewerGraph,
+    Cursor, CursorCodec, DiscoverCursor, DynLoader, FeedHead, FollowEdge, HasErrorCode, LoadError,
+    OrderId, OrderStatus, Page, PostId, PostRef, UserId, ViewerGraph, Window,
 };
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -209,16 +209,19 @@ impl Engine {
         let mut t = Timings::default();
         let (a, head) = self.assemble_home(viewer, after, limit, &mut t).await?;
         let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
-        // The next page is warmed only when the head holds it: past the head its
-        // skeleton is a query, and warming it would cost what it saves.
-        if let (Some(next), Some(head)) = (a.filled.next, head) {
-            let after = Cursor::after(&next);
-            if let Some(refs) = head.refs(Some(after), limit as u32) {
-                let ids = refs.iter().map(|r| r.id).collect();
-                self.warm((viewer.0, next.id.0), ids);
-            }
-        }
+        self.warm_next(viewer.0, &a, head.as_deref(), limit);
         Ok(rendered)
+    }
+
+    /// Warms the page after `a` when `head` holds it: past the head its skeleton is a
+    /// query, and warming it would cost what it saves.
+    fn warm_next(&self, viewer: i64, a: &Assembled, head: Option<&FeedHead>, limit: usize) {
+        if let (Some(next), Some(head)) = (a.filled.next, head)
+            && let Some(refs) = head.refs(Some(Cursor::after(&next)), limit as u32)
+        {
+            let ids = refs.iter().map(|r| r.id).collect();
+            self.warm((viewer, next.id.0), ids);
+        }
     }
 
     /// The discovery feed: the most recent posts, shuffled by `seed` (a fresh one when
@@ -264,10 +267,11 @@ impl Engine {
         let limit = self.limit(limit)?;
         let after = self.keyset(cursor)?;
         let mut t = Timings::default();
-        let a = self
+        let (a, head) = self
             .assemble_user_posts(viewer, user, after, limit, &mut t)
             .await?;
         let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
+        self.warm_next(viewer.map_or(0, |v| v.0), &a, head.as_deref(), limit);
         Ok(rendered)
     }
 
@@ -543,18 +547,23 @@ impl Engine {
         })
     }
 
-    /// A home page's skeleton: cut from the viewer's cached head when it holds the page,
+    /// A page's skeleton: cut from the cached head of `feed` when it holds the page,
     /// else read from the skeleton source. Returns the head too, when there is one.
-    async fn home_chunk(
+    async fn chunk(
         &self,
-        viewer: UserId,
+        feed: Feed,
+        key: UserId,
         after: Option<Cursor>,
         limit: usize,
-    ) -> Result<(Chunk, Option<Arc<HomeHead>>), EnrichError> {
+    ) -> Result<(Chunk, Option<Arc<FeedHead>>), EnrichError> {
         let s = &self.inner.sources;
-        let head = match &s.heads {
+        let heads: Option<&DynLoader<UserId, FeedHead>> = match feed {
+            Feed::Home => s.heads.as_ref(),
+            Feed::Author => s.author_heads.as_ref(),
+        };
+        let head = match heads {
             Some(heads) => heads
-                .load_shared(&[viewer])
+                .load_shared(&[key])
                 .await
                 .map_err(EnrichError::load(Part::Skeleton))?
                 .pop()
@@ -566,11 +575,11 @@ impl Engine {
         {
             return Ok((page.into(), Some(head.clone())));
         }
-        let page = s
-            .skeletons
-            .home(viewer, after, limit as u32)
-            .await
-            .map_err(EnrichError::load(Part::Skeleton))?;
+        let page = match feed {
+            Feed::Home => s.skeletons.home(key, after, limit as u32).await,
+            Feed::Author => s.skeletons.user_posts(key, after, limit as u32).await,
+        }
+        .map_err(EnrichError::load(Part::Skeleton))?;
         Ok((page.into(), head))
     }
 
@@ -580,18 +589,18 @@ impl Engine {
         after: Option<Cursor>,
         limit: usize,
         t: &mut Timings,
-    ) -> Result<(Assembled, Option<Arc<HomeHead>>), EnrichError> {
+    ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
         let start = Instant::now();
         let (graph, first) = lookups!(
             self.concurrent(),
             self.graph(Some(viewer)),
-            self.home_chunk(viewer, after, limit)
+            self.chunk(Feed::Home, viewer, after, limit)
         );
         let (graph, (first, head)) = (graph?, first?);
         t.skeleton += start.elapsed();
         let more: MoreFn<'_> = Box::new(move |last| {
             Box::pin(async move {
-                self.home_chunk(viewer, Some(Cursor::after(&last)), limit)
+                self.chunk(Feed::Home, viewer, Some(Cursor::after(&last)), limit)
                     .await
                     .map(|(chunk, _)| chunk)
             })
@@ -615,9 +624,8 @@ impl Engine {
         after: Option<Cursor>,
         limit: usize,
         t: &mut Timings,
-    ) -> Result<Assembled, EnrichError> {
+    ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
         let s = &self.inner.sources;
-        let skeletons = &s.skeletons;
         let start = Instant::now();
         let (graph, exists, first) = lookups!(
             self.concurrent(),
@@ -628,34 +636,30 @@ impl Engine {
                     .await
                     .map_err(EnrichError::load(Part::Authors))
             },
-            async {
-                skeletons
-                    .user_posts(user, after, limit as u32)
-                    .await
-                    .map_err(EnrichError::load(Part::Skeleton))
-            },
+            self.chunk(Feed::Author, user, after, limit),
         );
-        let (graph, exists, first) = (graph?, exists?, first?);
+        let (graph, exists, (first, head)) = (graph?, exists?, first?);
         t.skeleton += start.elapsed();
         if exists.iter().all(Option::is_none) || graph.hides(user) {
             return Err(EnrichError::NotFound("user"));
         }
         let more: MoreFn<'_> = Box::new(move |last| {
             Box::pin(async move {
-                skeletons
-                    .user_posts(user, Some(Cursor::after(&last)), limit as u32)
+                self.chunk(Feed::Author, user, Some(Cursor::after(&last)), limit)
                     .await
-                    .map(Chunk::from)
-                    .map_err(EnrichError::load(Part::Skeleton))
+                    .map(|(chunk, _)| chunk)
             })
         });
-        let filled = self.fill(&graph, first.into(), limit, more, t).await?;
+        let filled = self.fill(&graph, first, limit, more, t).await?;
         let authors = self.authors_of(&graph, &filled, t).await?;
-        Ok(Assembled {
-            graph,
-            filled,
-            authors,
-        })
+        Ok((
+            Assembled {
+                graph,
+                filled,
+                authors,
+            },
+            head,
+        ))
     }
 
     async fn assemble_discover(
@@ -668,21 +672,34 @@ impl Engine {
     ) -> Result<Discovered, EnrichError> {
         let s = &self.inner.sources;
         let start = Instant::now();
+        let window_len = self.inner.config.discovery_window;
         let (graph, window) = lookups!(self.concurrent(), self.graph(Some(viewer)), async {
-            s.skeletons
-                .recent(
-                    position.map(|p| p.anchor),
-                    self.inner.config.discovery_window,
-                )
-                .await
-                .map_err(EnrichError::load(Part::Skeleton))
+            let at = Window(position.map(|p| p.anchor));
+            let cached = match &s.windows {
+                Some(windows) => windows
+                    .load_shared(&[at])
+                    .await
+                    .map_err(EnrichError::load(Part::Skeleton))?
+                    .pop()
+                    .flatten(),
+                None => None,
+            };
+            match cached {
+                Some(w) => Ok(w),
+                None => s
+                    .skeletons
+                    .recent(at.0, window_len)
+                    .await
+                    .map(|page| Arc::new(FeedHead::from(page)))
+                    .map_err(EnrichError::load(Part::Skeleton)),
+            }
         });
         let (graph, window) = (graph?, window?);
         // The window is anchored at its newest post on the first page and keeps that
         // anchor in every cursor, so later pages shuffle the same posts.
         let anchor = match position {
             Some(p) => p.anchor,
-            None => match window.items.first() {
+            None => match window.refs.first() {
                 Some(newest) => Cursor {
                     created_at: newest.created_at + chrono::Duration::microseconds(1),
                     id: i64::MIN,
@@ -694,18 +711,26 @@ impl Engine {
             },
         };
         let mut ranked: Vec<(u64, PostRef)> = window
-            .items
+            .refs
             .iter()
             .map(|r| (rank(seed, r.id), *r))
             .filter(|(k, r)| position.is_none_or(|p| (*k, r.id.0) > (p.rank, p.id)))
             .collect();
+        let total = ranked.len();
+        // Only the front of the order is ever read by one request (the page, its
+        // refills and the next page's first refs): select it, then sort just that.
+        let need = limit * (self.inner.config.refills as usize + 2);
+        if ranked.len() > need {
+            ranked.select_nth_unstable_by_key(need, |(k, r)| (*k, r.id.0));
+            ranked.truncate(need);
+        }
         ranked.sort_unstable_by_key(|(k, r)| (*k, r.id.0));
         let refs: Vec<PostRef> = ranked.into_iter().map(|(_, r)| r).collect();
         t.skeleton += start.elapsed();
 
         let chunk_at = |from: usize| Chunk {
             refs: refs[from.min(refs.len())..(from + limit).min(refs.len())].to_vec(),
-            more: from + limit < refs.len(),
+            more: from + limit < total,
         };
         let first = chunk_at(0);
         let mut offset = 0;
@@ -1007,6 +1032,15 @@ impl Engine {
             seed,
         }
     }
+}
+
+/// The feeds whose pages are cut from cached heads.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// A viewer's home feed.
+    Home,
+    /// An author's posts.
+    Author,
 }
 
 /// Ends a warming entry when its job finishes or is dropped.

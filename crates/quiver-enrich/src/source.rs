@@ -4,8 +4,8 @@
 
 use crate::items::{AuthorItem, FeedItem};
 use quiver_model::{
-    DynLoader, Follow, FollowEdge, HomeHead, Order, OrderId, OrderItem, PostId, Skeletons, UserId,
-    ViewerGraph,
+    DynLoader, FeedHead, Follow, FollowEdge, Order, OrderId, OrderItem, PostId, Skeletons, UserId,
+    ViewerGraph, Window,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +18,13 @@ pub struct Sources {
     /// The newest entries of each viewer's home feed, one value per viewer, that home
     /// pages are cut from; pages past a head go to `skeletons`. `None` reads every home
     /// page from `skeletons`.
-    pub heads: Option<DynLoader<UserId, HomeHead>>,
+    pub heads: Option<DynLoader<UserId, FeedHead>>,
+    /// The newest entries of each author's posts, cut the same way for user-posts pages;
+    /// `None` reads every such page from `skeletons`.
+    pub author_heads: Option<DynLoader<UserId, FeedHead>>,
+    /// The windows of recent posts that discovery shuffles, one value per window shared
+    /// by every viewer; `None` reads the window from `skeletons` on every request.
+    pub windows: Option<DynLoader<Window, FeedHead>>,
     /// The viewer graph by viewer; a missing viewer has an empty graph.
     pub graphs: DynLoader<UserId, ViewerGraph>,
     /// Posts ready to show, with media, tags and their encoded fragment

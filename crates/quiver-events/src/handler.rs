@@ -29,8 +29,13 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
         a: UserId,
         b: UserId,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
-    /// A post appeared or went: the post, its media and its tags.
-    async fn post(&self, id: PostId) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// A post of `author` appeared or went: the post with its media and tags, and what
+    /// lists it (the author's own posts, the recent posts).
+    async fn post(
+        &self,
+        id: PostId,
+        author: UserId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     /// The home timelines of `users` changed (a fan-out wrote into them).
     async fn timelines(
         &self,
@@ -42,8 +47,8 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
 ///
 /// | event | effect |
 /// | --- | --- |
-/// | `post.created` | fan-out to followers' timelines (in batches); post keys and the timelines written invalidated |
-/// | `post.deleted` | post keys invalidated (its timeline rows went with it) |
+/// | `post.created` | fan-out to followers' timelines (in batches); the post, the lists that show it and the timelines written invalidated |
+/// | `post.deleted` | the post and the lists that show it invalidated (its timeline rows went with it) |
 /// | `user.followed` | a `followed` notification; the edge (and both timelines) invalidated |
 /// | `user.unfollowed`, `user.blocked` | the edge (and both timelines) invalidated |
 /// | `order.created` | `order_confirmed` for the buyer, `wish_bought` per wish for its owner |
@@ -76,9 +81,9 @@ impl EffectsHandler {
         }
     }
 
-    async fn post(&self, id: PostId) -> Result<(), EventsError> {
+    async fn post(&self, id: PostId, author: UserId) -> Result<(), EventsError> {
         match &self.invalidate {
-            Some(i) => i.post(id).await.map_err(EventsError::Invalidation),
+            Some(i) => i.post(id, author).await.map_err(EventsError::Invalidation),
             None => Ok(()),
         }
     }
@@ -130,9 +135,12 @@ impl Handler for EffectsHandler {
                 // an earlier one: a redelivery after a failed invalidation forgets them
                 // again.
                 self.timelines(&holders).await?;
-                self.post(post).await
+                self.post(post, UserId(id(event, "author_id")?)).await
             }
-            EventKind::PostDeleted => self.post(PostId(id(event, "post_id")?)).await,
+            EventKind::PostDeleted => {
+                let author = UserId(id(event, "author_id")?);
+                self.post(PostId(id(event, "post_id")?), author).await
+            }
             EventKind::UserFollowed => {
                 let (follower, followee) = (id(event, "follower")?, id(event, "followee")?);
                 let kind = NotificationKind::Followed;

@@ -30,4 +30,4 @@ pub use entities::{
 pub use error::{ErrorCode, HasErrorCode};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};
 pub use load::{DynLoader, LoadError, Loader, by_position, dedup_keys};
-pub use skeleton::{HomeHead, Skeletons};
+pub use skeleton::{FeedHead, ParseWindowError, Skeletons, Window};

@@ -1,9 +1,13 @@
 //! The skeleton seam: ordered id lists by keyset (what a page is made of), and the cached
-//! head of a viewer's home feed that home pages are cut from by the same keyset rule.
+//! heads of feeds (a viewer's home feed, an author's posts, the window of recent posts)
+//! that pages are cut from by the same keyset rule.
 
 use crate::{Cursor, LoadError, OrderRef, OrderStatus, Page, PostRef, UserId};
 use async_trait::async_trait;
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 /// The skeleton queries: ordered lists of ids, keyset-paginated on
 /// `(created_at DESC, id DESC)`, with `next` set exactly when more rows follow. The store
@@ -40,12 +44,12 @@ pub trait Skeletons: Send + Sync {
 /// first page of some length, kept as one cached value so that pages inside it are cut
 /// without a query.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HomeHead {
+pub struct FeedHead {
     pub refs: Vec<PostRef>,
     pub more: bool,
 }
 
-impl From<Page<PostRef>> for HomeHead {
+impl From<Page<PostRef>> for FeedHead {
     fn from(page: Page<PostRef>) -> Self {
         Self {
             more: page.next.is_some(),
@@ -54,7 +58,7 @@ impl From<Page<PostRef>> for HomeHead {
     }
 }
 
-impl HomeHead {
+impl FeedHead {
     /// The page after `after` of `limit` entries, exactly as the store would cut it
     /// (cursor included), or `None` when the head does not hold enough of the feed to say.
     pub fn page(&self, after: Option<Cursor>, limit: u32) -> Option<Page<PostRef>> {
@@ -70,7 +74,7 @@ impl HomeHead {
         Some(Page { items, next })
     }
 
-    /// The refs of the page after `after`, as [`HomeHead::page`] would cut it, without
+    /// The refs of the page after `after`, as [`FeedHead::page`] would cut it, without
     /// building the page.
     pub fn refs(&self, after: Option<Cursor>, limit: u32) -> Option<&[PostRef]> {
         let rest = self.rest(after, limit)?;
@@ -89,6 +93,45 @@ impl HomeHead {
         let rest = &self.refs[start..];
         // A whole page, or (a complete head) the feed's end.
         (rest.len() >= limit as usize || !self.more).then_some(rest)
+    }
+}
+
+/// Which window of recent posts the discovery feed shuffles: the newest one, or the one
+/// just before an anchor (later pages of a walk keep their first page's anchor). As a
+/// cache key it reads `latest` or `{microseconds}:{id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window(pub Option<Cursor>);
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("latest"),
+            Some(c) => write!(f, "{}:{}", c.created_at.timestamp_micros(), c.id),
+        }
+    }
+}
+
+/// A text that is not a [`Window`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a window: {0:?}")]
+pub struct ParseWindowError(String);
+
+impl FromStr for Window {
+    type Err = ParseWindowError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "latest" {
+            return Ok(Self(None));
+        }
+        let bad = || ParseWindowError(s.to_owned());
+        let (micros, id) = s.split_once(':').ok_or_else(bad)?;
+        let created_at = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_micros)
+            .ok_or_else(bad)?;
+        let id = id.parse::<i64>().map_err(|_| bad())?;
+        Ok(Self(Some(Cursor { created_at, id })))
     }
 }
 
@@ -127,7 +170,7 @@ mod tests {
     fn pages_cut_from_the_head_equal_the_store_s_until_it_cannot_tell() {
         let feed = refs(57);
         for head_len in [1_u32, 10, 20, 56, 57, 100] {
-            let head = HomeHead::from(store_page(&feed, None, head_len));
+            let head = FeedHead::from(store_page(&feed, None, head_len));
             for limit in [1_u32, 3, 7, 20, 100] {
                 // Walk the whole feed; every page the head answers must be the store's.
                 let mut after = None;
@@ -165,8 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn windows_round_trip_through_their_key_text() {
+        let anchored = Window(Some(Cursor {
+            created_at: Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(),
+            id: i64::MIN,
+        }));
+        for w in [Window(None), anchored] {
+            assert_eq!(w.to_string().parse::<Window>(), Ok(w));
+        }
+        for bad in ["", "latest:", "12", "a:b", "1:x", "x:1"] {
+            assert!(bad.parse::<Window>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn an_empty_feed_is_one_empty_page_and_a_zero_limit_goes_to_the_store() {
-        let head = HomeHead::default();
+        let head = FeedHead::default();
         assert_eq!(
             head.page(None, 20),
             Some(Page {

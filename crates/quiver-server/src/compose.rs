@@ -13,8 +13,8 @@ use quiver_enrich::{
 use quiver_model::{CursorCodec, DynLoader, FollowEdge, Loader, UserId};
 use quiver_store::Store;
 use quiver_store::loaders::{
-    FollowsLoader, HomeHeadLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader,
-    StoreSkeletons, TagsLoader, UserFlagsLoader, UsersLoader, ViewerGraphLoader,
+    FollowsLoader, HeadLoader, HeadOf, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader,
+    StoreSkeletons, TagsLoader, UserFlagsLoader, UsersLoader, ViewerGraphLoader, WindowLoader,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,11 +32,14 @@ pub struct StackConfig {
     pub cache: bool,
     /// Cross-request coalescing of store batches; `None` sends each batch on its own.
     pub coalesce: Option<BatchConfig>,
-    /// Entries of each viewer's home feed cached as one value (the head home pages are
-    /// cut from); 0 reads every home page from the store.
+    /// Entries of each viewer's home feed, and of each author's posts, cached as one
+    /// value (the heads pages are cut from); 0 reads every such page, and every
+    /// discovery window, from the store.
     pub home_head: u32,
     /// Whether an item's (or author's) entity batches run concurrently.
     pub concurrent: bool,
+    /// Recent posts in a discovery window (the engine's `discovery_window`).
+    pub discovery_window: u32,
 }
 
 impl Default for StackConfig {
@@ -48,6 +51,7 @@ impl Default for StackConfig {
             coalesce: Some(BatchConfig::default()),
             home_head: 100,
             concurrent: true,
+            discovery_window: EngineConfig::default().discovery_window,
         }
     }
 }
@@ -88,7 +92,9 @@ pub struct Caches {
     items: Option<Cached<ItemLoader>>,
     authors: Option<Cached<AuthorLoader>>,
     orders: Option<Cached<OrdersLoader>>,
-    heads: Option<Cached<HomeHeadLoader>>,
+    heads: Option<Cached<HeadLoader>>,
+    author_heads: Option<Cached<HeadLoader>>,
+    windows: Option<Cached<WindowLoader>>,
 }
 
 impl fmt::Debug for Caches {
@@ -143,16 +149,27 @@ impl Caches {
         graphs.and(follows).and(timelines)
     }
 
-    /// Forgets a post's feed item (the post, its media and its tags) everywhere
-    /// (created, changed or deleted).
+    /// Forgets, everywhere, what a post of `author` created, changed or deleted makes
+    /// stale: its feed item (the post, its media and its tags), the head of the author's
+    /// posts and the newest window of recent posts. Each is asked even when one fails.
     pub async fn invalidate_post(
         &self,
         id: quiver_model::PostId,
+        author: UserId,
     ) -> Result<(), quiver_cache::CacheError> {
-        match &self.items {
+        let item = match &self.items {
             Some(c) => c.invalidate(&[id]).await,
             None => Ok(()),
-        }
+        };
+        let head = match &self.author_heads {
+            Some(c) => c.invalidate(&[author]).await,
+            None => Ok(()),
+        };
+        let window = match &self.windows {
+            Some(c) => c.invalidate(&[quiver_model::Window(None)]).await,
+            None => Ok(()),
+        };
+        item.and(head).and(window)
     }
 
     /// Forgets a user's author item (profile and flags) everywhere.
@@ -172,7 +189,7 @@ impl Caches {
         author: UserId,
         id: quiver_model::PostId,
     ) -> Result<(), quiver_cache::CacheError> {
-        let post = self.invalidate_post(id).await;
+        let post = self.invalidate_post(id, author).await;
         post.and(self.invalidate_timelines(&[author]).await)
     }
 
@@ -226,8 +243,9 @@ impl quiver_events::Invalidate for Caches {
     async fn post(
         &self,
         id: quiver_model::PostId,
+        author: UserId,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.invalidate_post(id).await?)
+        Ok(self.invalidate_post(id, author).await?)
     }
 
     async fn timelines(
@@ -330,22 +348,33 @@ pub async fn read_stack(
         caches: Caches::default(),
     };
     let s = store;
-    let heads = match config.home_head {
-        0 => None,
-        len => {
-            let loader = HomeHeadLoader {
-                store: s.clone(),
-                len,
-            };
-            match b.tiered("home", loader).await {
-                (heads, Some(cache)) => {
-                    b.caches.heads = Some(cache);
-                    Some(heads)
-                }
-                // No caches: a head per request would read more than the page.
-                (_, None) => None,
-            }
-        }
+    // Heads of feeds (cached, or not at all: a head per request would read more than the
+    // page): each viewer's home feed, each author's posts, and the discovery windows.
+    let head_len = config.home_head;
+    let (heads, author_heads, windows) = if head_len > 0 && config.cache {
+        let home = HeadLoader {
+            store: s.clone(),
+            len: head_len,
+            of: HeadOf::Home,
+        };
+        let (heads, cache) = b.tiered("home", home).await;
+        b.caches.heads = cache;
+        let posts = HeadLoader {
+            store: s.clone(),
+            len: head_len,
+            of: HeadOf::Author,
+        };
+        let (author_heads, cache) = b.tiered("author_posts", posts).await;
+        b.caches.author_heads = cache;
+        let window = WindowLoader {
+            store: s.clone(),
+            len: config.discovery_window,
+        };
+        let (windows, cache) = b.tiered("window", window).await;
+        b.caches.windows = cache;
+        (Some(heads), Some(author_heads), Some(windows))
+    } else {
+        (None, None, None)
     };
     let items = ItemLoader {
         posts: Arc::new(PostsLoader(s.clone())),
@@ -361,6 +390,8 @@ pub async fn read_stack(
     let sources = Sources {
         skeletons: Arc::new(StoreSkeletons(s.clone())),
         heads,
+        author_heads,
+        windows,
         graphs: {
             let (loader, cache) = b.tiered("graph", ViewerGraphLoader(s.clone())).await;
             b.caches.graphs = cache;
@@ -437,6 +468,7 @@ pub async fn app(
 ) -> Result<crate::App, quiver_events::EventsError> {
     let stack = StackConfig {
         concurrent: settings.engine.concurrent_lookups,
+        discovery_window: settings.engine.discovery_window,
         ..settings.stack.clone()
     };
     let (sources, caches) = read_stack(store.clone(), remote.clone(), &stack).await;

@@ -5,9 +5,9 @@
 use crate::Store;
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, Follow, FollowEdge, HomeHead, LoadError, Loader, Media, Order, OrderId, OrderItem,
+    Cursor, FeedHead, Follow, FollowEdge, LoadError, Loader, Media, Order, OrderId, OrderItem,
     OrderRef, OrderStatus, Page, Post, PostId, PostRef, Skeletons, User, UserFlags, UserId,
-    ViewerGraph,
+    ViewerGraph, Window,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,38 +134,85 @@ impl Skeletons for StoreSkeletons {
     }
 }
 
-/// Heads of viewers' home feeds: the store's own first page of `len` entries per viewer,
-/// concurrently for several viewers.
+/// Heads of feeds, one per key, each the store's own first page of `len` entries, read
+/// concurrently for several keys: a viewer's home feed ([`HeadOf::Home`]) or an
+/// author's posts ([`HeadOf::Author`]).
 #[derive(Clone)]
-pub struct HomeHeadLoader {
+pub struct HeadLoader {
+    pub store: Arc<dyn Store>,
+    pub len: u32,
+    pub of: HeadOf,
+}
+
+/// Which feed a [`HeadLoader`] reads the head of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadOf {
+    /// The key's home feed.
+    Home,
+    /// The key's own posts.
+    Author,
+}
+
+impl std::fmt::Debug for HeadLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadLoader")
+            .field("len", &self.len)
+            .field("of", &self.of)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Loader for HeadLoader {
+    type Key = UserId;
+    type Value = FeedHead;
+
+    async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, FeedHead>, LoadError> {
+        let keys = quiver_model::dedup_keys(keys);
+        let heads = futures::future::try_join_all(keys.iter().map(|k| match self.of {
+            HeadOf::Home => self.store.home_page(*k, None, self.len),
+            HeadOf::Author => self.store.user_posts(*k, None, self.len),
+        }))
+        .await
+        .map_err(LoadError::wrap)?;
+        Ok(keys
+            .into_iter()
+            .zip(heads.into_iter().map(FeedHead::from))
+            .collect())
+    }
+}
+
+/// Windows of the `len` most recent posts (before an anchor, or the newest), one
+/// statement per window.
+#[derive(Clone)]
+pub struct WindowLoader {
     pub store: Arc<dyn Store>,
     pub len: u32,
 }
 
-impl std::fmt::Debug for HomeHeadLoader {
+impl std::fmt::Debug for WindowLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HomeHeadLoader")
+        f.debug_struct("WindowLoader")
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
-impl Loader for HomeHeadLoader {
-    type Key = UserId;
-    type Value = HomeHead;
+impl Loader for WindowLoader {
+    type Key = Window;
+    type Value = FeedHead;
 
-    async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, HomeHead>, LoadError> {
+    async fn load_many(&self, keys: &[Window]) -> Result<HashMap<Window, FeedHead>, LoadError> {
         let keys = quiver_model::dedup_keys(keys);
-        let heads = futures::future::try_join_all(
-            keys.iter()
-                .map(|viewer| self.store.home_page(*viewer, None, self.len)),
+        let windows = futures::future::try_join_all(
+            keys.iter().map(|w| self.store.recent_posts(w.0, self.len)),
         )
         .await
         .map_err(LoadError::wrap)?;
         Ok(keys
             .into_iter()
-            .zip(heads.into_iter().map(HomeHead::from))
+            .zip(windows.into_iter().map(FeedHead::from))
             .collect())
     }
 }

@@ -12,6 +12,8 @@ fn batched(s: Sources) -> Sources {
     Sources {
         skeletons: s.skeletons,
         heads: s.heads,
+        author_heads: s.author_heads,
+        windows: s.windows,
         graphs: Arc::new(Batcher::new(s.graphs, c)),
         items: Arc::new(Batcher::new(s.items, c)),
         authors: Arc::new(Batcher::new(s.authors, c)),

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use quiver_enrich::{AuthorLoader, Engine, EngineConfig, ItemLoader, Sources};
 use quiver_model::{
-    Currency, Cursor, CursorCodec, Follow, FollowEdge, HomeHead, LoadError, Loader, Media, MediaId,
+    Currency, Cursor, CursorCodec, FeedHead, Follow, FollowEdge, LoadError, Loader, Media, MediaId,
     MediaKind, Money, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId,
     PostKind, PostRef, Skeletons, User, UserFlags, UserId, ViewerGraph, Wish,
 };
@@ -202,9 +202,9 @@ impl World {
 
     /// The newest `len` entries of `viewer`'s home feed, as the store's head loader
     /// returns them.
-    pub(crate) fn home_head(&self, viewer: UserId, len: u32) -> HomeHead {
+    pub(crate) fn home_head(&self, viewer: UserId, len: u32) -> FeedHead {
         let rows = self.newest_first(|a| a == viewer || self.follows.contains(&(viewer, a)));
-        HomeHead::from(keyset(rows, |r| (r.created_at, r.id.0), None, len))
+        FeedHead::from(keyset(rows, |r| (r.created_at, r.id.0), None, len))
     }
 
     /// The home feed of `viewer` as it must come out: followees and own, unblocked.
@@ -452,6 +452,8 @@ pub(crate) fn sources(world: &Arc<World>, calls: &Calls, failures: &Failures) ->
         // No heads: every home page is read from the skeletons, so the counts below see
         // one skeleton call per page.
         heads: None,
+        author_heads: None,
+        windows: None,
         graphs: loader("graphs", c, f, {
             let w = w.clone();
             move |v: &UserId| Some(w.graph(*v))

@@ -60,6 +60,7 @@ impl quiver_events::Invalidate for Forgotten {
     async fn post(
         &self,
         id: quiver_model::PostId,
+        _author: UserId,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.posts.lock().unwrap().push(id);
         Ok(())

@@ -1,13 +1,16 @@
 -- The load side of `cargo xtask bench`, run by wrk (`load.rs` writes the streams to a Lua
--- file named by QUIVER_LOAD_STREAMS). One wrk thread per connection, so that this
--- thread's globals are one connection's state: each request is the next slot of a
--- weighted schedule of streams (each stream its own headers, paths and body), and each
--- answer is logged with the stream it answered, to `QUIVER_LOAD_OUT-<thread>.csv`.
+-- file named by QUIVER_LOAD_STREAMS). Each wrk thread (one per core) sends every stream
+-- over its connections: each request is the next slot of a weighted schedule of streams
+-- (each stream its own headers, paths and body) and carries an `x-request-id`, which the
+-- server echoes, so that each answer is logged with the stream it answered, to
+-- `QUIVER_LOAD_OUT-<thread>.csv` as `stream,microseconds,status,body bytes` (stream 0:
+-- an answer without a known id).
 --
--- Open loop (QUIVER_LOAD_RATE > 0): the connection's requests are due at a fixed interval
--- (the rate divided among the connections), and each latency is measured from when the
--- request was due, not from when it was sent: a late answer delays the next request, and
--- that wait is counted (no coordinated omission). Closed loop: from when it was sent.
+-- Open loop (QUIVER_LOAD_RATE > 0): the thread's requests are due at a fixed interval (the
+-- rate divided among the threads). A connection that is free claims the next due time and
+-- waits for it; one that is busy claims none, so a late answer leaves later requests
+-- waiting, and each latency is measured from when the request was due, not from when it
+-- was sent (no coordinated omission). Closed loop: from when it was sent.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -26,10 +29,22 @@ function setup(thread)
   next_id = next_id + 1
 end
 
-local requests, schedule, cursor, slot, out
-local current, sent, sent_due, due, interval
+-- Per stream and path: the request line, and the rest of the request (headers, body).
+local lines, rests, cursor
+local schedule, slot, out
+local threads, seq = 1, 0
+-- In flight, by request id: stream, sent, due.
+local in_stream, in_sent, in_due = {}, {}, {}
+-- Open loop: the next due time nobody claimed, the interval, and the claimed ones not
+-- sent yet (in order).
+local next_due, interval
+local claimed, claimed_head, claimed_tail = {}, 1, 0
 
 local function paced_delay()
+  local due = next_due
+  next_due = next_due + interval
+  claimed_tail = claimed_tail + 1
+  claimed[claimed_tail] = due
   local wait = (due - now_us()) / 1000
   if wait < 1 then
     return 0
@@ -39,27 +54,30 @@ end
 
 function init(_)
   local config = dofile(os.getenv("QUIVER_LOAD_STREAMS"))
-  local connections = tonumber(os.getenv("QUIVER_LOAD_CONNECTIONS"))
+  threads = tonumber(os.getenv("QUIVER_LOAD_THREADS"))
   local rate = tonumber(os.getenv("QUIVER_LOAD_RATE"))
-  requests, cursor = {}, {}
+  lines, rests, cursor = {}, {}, {}
   for s, stream in ipairs(config.streams) do
-    local built = {}
+    local l, r = {}, {}
     for p, path in ipairs(stream.paths) do
       local headers = {}
       for k, v in pairs(stream.headers) do
         headers[k] = v
       end
-      built[p] = wrk.format(stream.method, path, headers, stream.body)
+      local raw = wrk.format(stream.method, path, headers, stream.body)
+      local cut = raw:find("\r\n", 1, true)
+      l[p] = raw:sub(1, cut + 1)
+      r[p] = raw:sub(cut + 2)
     end
-    requests[s] = built
-    cursor[s] = id % #built
+    lines[s], rests[s] = l, r
+    cursor[s] = id % #l
   end
   schedule = config.schedule
-  slot = (id * math.floor(#schedule / connections)) % #schedule
+  slot = (id * math.floor(#schedule / threads)) % #schedule
   if rate > 0 then
-    interval = connections * 1000000 / rate
-    -- Connections start spread over one interval, not all at once.
-    due = now_us() + interval * id / connections
+    interval = threads * 1000000 / rate
+    -- Threads start spread over one interval, not all at once.
+    next_due = now_us() + interval * id / threads
     delay = paced_delay
   end
   out = io.open(os.getenv("QUIVER_LOAD_OUT") .. "-" .. id .. ".csv", "w")
@@ -68,22 +86,35 @@ end
 
 function request()
   slot = slot % #schedule + 1
-  current = schedule[slot]
-  local built = requests[current]
-  local c = cursor[current] % #built + 1
-  cursor[current] = c
-  sent = now_us()
-  if due then
-    sent_due = due
-    due = due + interval
+  local s = schedule[slot]
+  local c = cursor[s] % #lines[s] + 1
+  cursor[s] = c
+  seq = seq + 1
+  local rid = seq * threads + id
+  local now = now_us()
+  in_stream[rid], in_sent[rid] = s, now
+  if interval then
+    -- The earliest claimed due time: timers fire in due order, to the millisecond.
+    in_due[rid] = claimed[claimed_head]
+    claimed[claimed_head] = nil
+    claimed_head = claimed_head + 1
   end
-  return built[c]
+  return lines[s][c] .. "x-request-id: " .. rid .. "\r\n" .. rests[s][c]
 end
 
-function response(status, _, body)
-  local from = sent
-  if sent_due and sent_due < from then
-    from = sent_due
+function response(status, headers, body)
+  local now = now_us()
+  local rid = tonumber(headers["x-request-id"])
+  local s = rid and in_stream[rid]
+  if not s then
+    out:write(0, ",", 0, ",", status, ",", #body, "\n")
+    return
   end
-  out:write(current, ",", math.floor(now_us() - from + 0.5), ",", status, ",", #body, "\n")
+  local from = in_sent[rid]
+  local due = in_due[rid]
+  if due and due < from then
+    from = due
+  end
+  in_stream[rid], in_sent[rid], in_due[rid] = nil, nil, nil
+  out:write(s, ",", math.floor(now - from + 0.5), ",", status, ",", #body, "\n")
 end

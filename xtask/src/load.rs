@@ -1,7 +1,8 @@
 //! The load side of `cargo xtask bench`: a run is a set of streams, each with its own
 //! identity (bearer token), requests and share of the load, sent by one wrk process
-//! (`load.lua`) whose every connection picks each request's stream from a weighted
-//! schedule; per-request records are merged into one latency histogram.
+//! (`load.lua`, one thread per core) whose every request is the next of a weighted
+//! schedule of the streams; each answer is matched to its request by the `x-request-id`
+//! the server echoes, and the records are merged into one latency histogram.
 //!
 //! One process for every stream keeps the load generator's own CPU small next to the
 //! server's on a machine they share, and that CPU is reported beside the results: a
@@ -76,8 +77,8 @@ pub(crate) enum Load {
 /// One answered request, from the script's records.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Record {
-    /// Index into the phase's streams.
-    stream: usize,
+    /// Index into the phase's streams (none: the answer carried no id the script sent).
+    stream: Option<usize>,
     micros: u64,
     status: u16,
     bytes: u64,
@@ -263,6 +264,9 @@ pub(crate) fn phase(
         Load::Concurrency(c) => (c.max(1), 0.0),
         Load::Rate(r, c) => (c.max(1), r.max(0.001)),
     };
+    // One thread per core: more only adds context switches to the generator's CPU.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let threads = cores.min(connections);
     let work = tempfile::Builder::new()
         .prefix("quiver-load-")
         .tempdir_in(t.dir)
@@ -278,17 +282,12 @@ pub(crate) fn phase(
     // No Accept-Encoding: on loopback compression only spends CPU, and the static-body
     // limit is then the same bytes on the wire as the page it is compared with.
     let output = Command::new(t.wrk)
-        .args([
-            "-t",
-            &connections.to_string(),
-            "-c",
-            &connections.to_string(),
-        ])
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
         .arg(&script)
         .arg(format!("http://{}/", t.api))
         .env("QUIVER_LOAD_STREAMS", &config)
-        .env("QUIVER_LOAD_CONNECTIONS", connections.to_string())
+        .env("QUIVER_LOAD_THREADS", threads.to_string())
         .env("QUIVER_LOAD_RATE", format!("{rate:.3}"))
         .env("QUIVER_LOAD_OUT", &out)
         .stdin(Stdio::null())
@@ -306,22 +305,27 @@ pub(crate) fn phase(
         );
     }
     let mut records = Vec::new();
-    for id in 0..connections {
+    for id in 0..threads {
         let file = work.path().join(format!("records-{id}.csv"));
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("wrk wrote no records at {}", file.display()))?;
         records.extend(parse_records(&text, streams.len())?);
     }
+    let unpaired = records.iter().filter(|r| r.stream.is_none()).count();
     let unexpected = records
         .iter()
-        .filter(|r| !streams[r.stream].expect.contains(&r.status))
+        .filter(|r| {
+            r.stream
+                .is_none_or(|s| !streams[s].expect.contains(&r.status))
+        })
         .count();
     let (reads, writes): (Vec<Record>, Vec<Record>) = records
         .iter()
-        .partition(|r| streams[r.stream].kind == Kind::Read);
+        .partition(|r| r.stream.is_none_or(|s| streams[s].kind == Kind::Read));
     let secs = secs as f64;
     let mut v = summarize(&records, secs)?;
     v["unexpected"] = json!(unexpected);
+    v["unpaired"] = json!(unpaired);
     v["streams"] = json!(streams.len());
     v["connections"] = json!(connections);
     v["socket_errors"] = socket_errors(&stdout);
@@ -342,7 +346,8 @@ pub(crate) fn phase(
     Ok(v)
 }
 
-/// The script's records: `stream,micros,status,bytes` per line, the stream counted from 1.
+/// The script's records: `stream,micros,status,bytes` per line, the stream counted from 1
+/// (0: an answer the script could not match to a request).
 fn parse_records(text: &str, streams: usize) -> Result<Vec<Record>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -354,11 +359,11 @@ fn parse_records(text: &str, streams: usize) -> Result<Vec<Record>> {
                     .with_context(|| format!("no {what} in record {l:?}"))
             };
             let stream = field("stream")? as usize;
-            if stream == 0 || stream > streams {
+            if stream > streams {
                 bail!("record {l:?} names stream {stream} of {streams}");
             }
             Ok(Record {
-                stream: stream - 1,
+                stream: stream.checked_sub(1),
                 micros: field("latency")?.max(1),
                 status: u16::try_from(field("status")?).context("a status fits u16")?,
                 bytes: field("size")?,
@@ -396,12 +401,13 @@ mod tests {
 
     #[test]
     fn reads_the_scripts_records() {
-        let r = parse_records("1,1000,200,100\n2,10000,409,50\n\n", 2).unwrap();
-        assert_eq!(r.len(), 2);
+        let r = parse_records("1,1000,200,100\n2,10000,409,50\n\n0,0,400,9\n", 2).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[2].stream, None);
         assert_eq!(
             r[1],
             Record {
-                stream: 1,
+                stream: Some(1),
                 micros: 10_000,
                 status: 409,
                 bytes: 50
@@ -410,7 +416,6 @@ mod tests {
         // A zero latency still counts as a request.
         assert_eq!(parse_records("1,0,200,1", 1).unwrap()[0].micros, 1);
         assert!(parse_records("3,1000,200,100", 2).is_err());
-        assert!(parse_records("0,1000,200,100", 2).is_err());
         assert!(parse_records("1,x,200,100", 2).is_err());
         assert!(parse_records("1,1000,200", 2).is_err());
     }
@@ -420,7 +425,7 @@ mod tests {
         // Two streams' records: the slow ones of the second must move the tail.
         let fast: Vec<Record> = (0..990)
             .map(|_| Record {
-                stream: 0,
+                stream: Some(0),
                 micros: 1_000,
                 status: 200,
                 bytes: 10,
@@ -428,7 +433,7 @@ mod tests {
             .collect();
         let slow: Vec<Record> = (0..10)
             .map(|_| Record {
-                stream: 1,
+                stream: Some(1),
                 micros: 50_000,
                 status: 503,
                 bytes: 10,

@@ -881,7 +881,7 @@ fn soak(
     })?;
     let rate = (peak["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
     eprintln!(
-        "soak: warm peak {:.0} requests/s at {:.1} µs of server CPU each; {minutes} minutes at {rate:.0}/s",
+        "soak: warm peak {:.0} requests/s at {:.1} µs of server CPU each; {minutes} min at {rate:.0}/s",
         peak["rps"].as_f64().unwrap_or(0.0),
         peak["server"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
     );

@@ -94,10 +94,18 @@ function request()
   local now = now_us()
   in_stream[rid], in_sent[rid] = s, now
   if interval then
-    -- The earliest claimed due time: timers fire in due order, to the millisecond.
-    in_due[rid] = claimed[claimed_head]
-    claimed[claimed_head] = nil
-    claimed_head = claimed_head + 1
+    -- The earliest claimed due time: timers fire in due order, to the millisecond. A
+    -- connection that reconnected mid-request sends again without a delay(): it takes
+    -- the next due time itself, so the schedule stays whole.
+    local due = claimed[claimed_head]
+    if due then
+      claimed[claimed_head] = nil
+      claimed_head = claimed_head + 1
+    else
+      due = next_due
+      next_due = next_due + interval
+    end
+    in_due[rid] = due
   end
   return lines[s][c] .. "x-request-id: " .. rid .. "\r\n" .. rests[s][c]
 end

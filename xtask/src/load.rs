@@ -101,7 +101,8 @@ fn schedule(streams: &[Stream], slots: usize) -> Vec<usize> {
         return (0..streams.len()).collect();
     }
     let slots = slots.max(streams.iter().filter(|s| s.weight > 0.0).count());
-    // Each stream's slot count, rounded so that they add up to `slots`, at least one.
+    // Each stream's slot count, rounded and at least one: the schedule's length is
+    // `slots` give or take the rounding.
     let counts: Vec<usize> = streams
         .iter()
         .map(|s| {

@@ -1,9 +1,13 @@
 //! `cargo xtask bench`: the release server measured end to end with a real load generator
-//! (oha, one process per viewer of a fixed set: `load.rs`), side by side with the
-//! machine's own limits measured in the same run (the same server returning a static
-//! body, pgbench running the cold path's SQL, redis-benchmark running the L2 path's MGET),
-//! plus ablations, each a configuration of one binary.
-//! Writes `target/bench/report.{json,md}` and SVG plots; `--baseline` compares ratios.
+//! (one wrk process sending every viewer's requests of a fixed set: `load.rs`), side by
+//! side with the machine's own limits measured in the same run (the same server returning
+//! a static body, pgbench running the cold path's SQL, redis-benchmark running the L2
+//! path's MGET), plus ablations, each a configuration of one binary. The server's CPU per
+//! request is the headline, as a ratio to the static body's; the generator's CPU is
+//! reported beside it. `--soak` runs the warm feed at half its peak rate for minutes and
+//! reports CPU per request and RSS per minute.
+//! Writes `target/bench/report.{json,md}` (`soak.{json,md}`) and SVG plots; `--baseline`
+//! compares ratios.
 
 use crate::load::{self, Kind, Load, Stream, Target};
 use crate::services::{self, Services};
@@ -25,7 +29,15 @@ struct Options {
     quick: bool,
     scale: &'static str,
     baseline: Option<PathBuf>,
+    /// `--soak`: minutes of the warm feed at half its peak rate, instead of the bench.
+    soak: Option<u64>,
 }
+
+/// `--soak` without `--soak-minutes`.
+const SOAK_MINUTES: u64 = 30;
+/// A run's throughput is the server's only when the load generator, on the same cores,
+/// used no more CPU than the server: a busier generator is the bottleneck.
+const GENERATOR_CPU_MAX: f64 = 1.0;
 
 /// How long each phase runs.
 struct Phases {
@@ -34,7 +46,7 @@ struct Phases {
     rate: Duration,
     /// Connections in all, shared by the streams.
     concurrency: u32,
-    /// How many viewers the feed scenarios load (one oha process each).
+    /// How many viewers the feed scenarios load (one stream each).
     viewers: usize,
 }
 
@@ -43,7 +55,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         quick: false,
         scale: "medium",
         baseline: None,
+        soak: None,
     };
+    let mut soak_minutes = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -62,10 +76,25 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             "--baseline" => {
                 o.baseline = Some(it.next().context("--baseline takes a report.json")?.into())
             }
+            "--soak" => o.soak = Some(SOAK_MINUTES),
+            "--soak-minutes" => {
+                let n: u64 = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .context("--soak-minutes takes a whole number of minutes above zero")?;
+                soak_minutes = Some(n);
+            }
             other => bail!(
-                "unknown bench option {other:?}; usage: cargo xtask bench [--quick] [--scale small|medium|large] [--baseline FILE] [--micro]"
+                "unknown bench option {other:?}; usage: cargo xtask bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--micro]"
             ),
         }
+    }
+    if let Some(n) = soak_minutes {
+        if o.soak.is_none() {
+            bail!("--soak-minutes needs --soak");
+        }
+        o.soak = Some(n);
     }
     if o.quick {
         o.scale = "small";
@@ -90,7 +119,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let root = crate::project_root();
     let out_dir = target_dir(&root).join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let oha = ensure_oha()?;
+    let wrk = ensure_wrk()?;
     let services = Services::start()?;
     let env: BTreeMap<String, String> = services.env().into_iter().collect();
     let database_admin = env["DATABASE_URL"].clone();
@@ -112,7 +141,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     crate::run(&mut build)?;
     let bin = target_dir(&root).join(profile).join("quiver");
     let bin = copy_aside(&bin, &out_dir.join("quiver-mimalloc"))?;
-    let system_bin = if o.quick {
+    let system_bin = if o.quick || o.soak.is_some() {
         None
     } else {
         eprintln!("building the release server with the system allocator (ablation)");
@@ -141,6 +170,18 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             fixture.feed_pages.insert(v, pages);
         }
     }
+    if o.soak.is_some() {
+        let report = soak(&o, &wrk, &bin, &db, &redis, &fixture, &phases)?;
+        std::fs::write(
+            out_dir.join("soak.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        let md = soak_markdown(&report);
+        std::fs::write(out_dir.join("soak.md"), &md)?;
+        println!("{md}");
+        eprintln!("wrote {}/soak.json and soak.md", out_dir.display());
+        return Ok(());
+    }
     let runs = scenarios(&fixture, o.quick, system_bin.is_some());
     let bar = ProgressBar::new(runs.len() as u64 + 3);
     bar.set_style(
@@ -157,7 +198,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             &bin
         };
         let server = Server::start(binary, &db, &redis, &run.flags, run.redis)?;
-        let r = measure(&oha, &server, run, &fixture, &phases)?;
+        let r = measure(&wrk, &server, run, &fixture, &phases)?;
         if run.name == "warm" {
             page_bytes = r["bytes_per_request"].as_f64().unwrap_or(0.0);
         }
@@ -172,7 +213,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         let path = format!("/bench/static?bytes={}", page_bytes.max(2.0) as usize);
         let streams = fixture.as_viewers(|_| vec![path.clone()]);
         measure(
-            &oha,
+            &wrk,
             &server,
             &Run::new("static", streams),
             &fixture,
@@ -225,21 +266,30 @@ fn copy_aside(bin: &Path, to: &Path) -> Result<PathBuf> {
     Ok(to.to_path_buf())
 }
 
-/// oha on PATH or in cargo's bin folder; installed with `cargo install` when missing.
-fn ensure_oha() -> Result<PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|h| h.join("bin/oha"));
-    let found = services::which("oha").or(cargo_bin.clone().filter(|p| p.is_file()));
-    if let Some(p) = found {
+/// wrk (built with LuaJIT, as Debian's is) on PATH; installed with apt-get when missing.
+fn ensure_wrk() -> Result<PathBuf> {
+    if let Some(p) = services::which("wrk") {
         return Ok(p);
     }
-    eprintln!("oha not found: installing it with cargo install (once)");
-    crate::run(crate::cargo().args(["install", "oha", "--version", "^1.16", "--locked"]))?;
-    services::which("oha")
-        .or(cargo_bin.filter(|p| p.is_file()))
-        .context("oha was installed but is not on PATH or in ~/.cargo/bin")
+    eprintln!("wrk not found: installing the Debian package wrk with apt-get (once)");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success())
+        || (Command::new("apt-get")
+            .arg("update")
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success()));
+    if !installed {
+        bail!("wrk not found and apt-get could not install it: install the Debian package wrk");
+    }
+    services::which("wrk").context("the Debian package wrk was installed but wrk is not on PATH")
 }
 
 /// A fresh database for this run, copied from the seeded database of its scale (seeded
@@ -406,7 +456,7 @@ fn feed_pages(server: &Server, token: &str, pages: usize) -> Result<Vec<String>>
     Ok(paths)
 }
 
-/// One measured configuration: server flags and the streams oha sends.
+/// One measured configuration: server flags and the streams the load sends.
 struct Run {
     name: String,
     /// `scenario` (compared to a limit) or `ablation:<name>:<before|after>`.
@@ -582,6 +632,7 @@ struct Server {
     child: Child,
     api: SocketAddr,
     admin: SocketAddr,
+    started: Instant,
 }
 
 impl Drop for Server {
@@ -660,21 +711,14 @@ impl Server {
             api: addr("api")?,
             admin: addr("admin")?,
             child,
+            started: Instant::now(),
         })
     }
 
     /// utime + stime of the process, seconds, and its resident set, bytes (from /proc).
     fn usage(&self) -> (f64, u64) {
         let pid = self.child.id();
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = after.split_whitespace().collect();
-                Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
-            })
-            .unwrap_or(0.0);
+        let cpu = load::CpuTimes::of(&pid.to_string()).map_or(0.0, |t| t.own());
         let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -715,42 +759,71 @@ fn mint(bin: &Path, user: i64) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Runs `phase` and adds the server's side of it: CPU seconds, cores and CPU per answered
+/// request (from `/proc`), RSS at the end, and whether the server or the generator was
+/// the busier (`server_share`: the server's part of the CPU both used).
+fn with_server_cpu(server: &Server, phase: impl FnOnce() -> Result<Value>) -> Result<Value> {
+    let (cpu0, _) = server.usage();
+    let started = Instant::now();
+    let mut v = phase()?;
+    let wall = started.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+    let (cpu1, rss) = server.usage();
+    let cpu = (cpu1 - cpu0).max(0.0);
+    let requests = v["requests"].as_f64().unwrap_or(0.0).max(1.0);
+    let generator = v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+    let share = cpu / (cpu + generator).max(f64::MIN_POSITIVE);
+    v["server"] = json!({
+        "cpu_seconds": cpu,
+        "cores": cpu / wall,
+        "cpu_us_per_request": cpu * 1e6 / requests,
+        "rss_bytes": rss,
+    });
+    v["server_share"] = json!(share);
+    v["generator_bound"] = json!(generator > GENERATOR_CPU_MAX * cpu);
+    Ok(v)
+}
+
 /// Warm-up, then the peak phase (fixed concurrency) and, for scenarios, the open-loop
-/// phase at half the peak rate; CPU and RSS of the server from `/proc`, cache outcomes
-/// and event lag from its `/metrics`.
-fn measure(oha: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> Result<Value> {
+/// phase at half the peak rate; CPU of the server and of the load generator per phase,
+/// RSS of the server from `/proc`, cache outcomes and event lag from its `/metrics`.
+fn measure(wrk: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> Result<Value> {
     let dir = std::env::temp_dir();
     let t = Target {
-        oha,
+        wrk,
         api: server.api,
         tokens: &f.tokens,
         dir: &dir,
     };
     let closed = Load::Concurrency(ph.concurrency);
     load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
-    let (cpu0, _) = server.usage();
-    let peak = load::phase(&t, &run.name, &run.streams, ph.peak, closed)?;
-    let (cpu1, rss) = server.usage();
-    let peak_requests = peak["requests"].as_f64().unwrap_or(1.0).max(1.0);
+    let peak = with_server_cpu(server, || {
+        load::phase(&t, &run.name, &run.streams, ph.peak, closed)
+    })?;
     let mut result = json!({
         "name": run.name,
         "group": run.group,
         "flags": run.flags,
         "streams": run.streams.len(),
-        "peak": peak,
         "bytes_per_request": peak["bytes_per_request"],
-        "cpu_us_per_request": (cpu1 - cpu0) * 1e6 / peak_requests,
-        "rss_bytes": rss,
+        "cpu_us_per_request": peak["server"]["cpu_us_per_request"],
+        "server_cores": peak["server"]["cores"],
+        "rss_bytes": peak["server"]["rss_bytes"],
+        "generator_cpu_us_per_request": peak["generator"]["cpu_us_per_request"],
+        "generator_cores": peak["generator"]["cores"],
+        "generator_bound": peak["generator_bound"],
+        "peak": peak,
     });
     if run.at_rate {
         let rate = (result["peak"]["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
-        let at_rate = load::phase(
-            &t,
-            &run.name,
-            &run.streams,
-            ph.rate,
-            Load::Rate(rate, ph.concurrency),
-        )?;
+        let at_rate = with_server_cpu(server, || {
+            load::phase(
+                &t,
+                &run.name,
+                &run.streams,
+                ph.rate,
+                Load::Rate(rate, ph.concurrency),
+            )
+        })?;
         result["rate"] = json!(rate);
         result["at_rate"] = at_rate;
     }
@@ -760,6 +833,120 @@ fn measure(oha: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> 
         result["events"] = event_lag(server)?;
     }
     Ok(result)
+}
+
+/// One row of the soak table from a one-minute open-loop phase.
+fn soak_row(minute: u64, uptime: Duration, v: &Value) -> Value {
+    json!({
+        "minute": minute,
+        "uptime_s": uptime.as_secs(),
+        "rps": v["rps"],
+        "target_rps": v["target_rps"],
+        "cpu_us_per_request": v["server"]["cpu_us_per_request"],
+        "server_cores": v["server"]["cores"],
+        "rss_bytes": v["server"]["rss_bytes"],
+        "p50_ms": v["p50_ms"],
+        "p99_ms": v["p99_ms"],
+        "unexpected": v["unexpected"],
+        "generator_cpu_us_per_request": v["generator"]["cpu_us_per_request"],
+    })
+}
+
+/// `--soak`: one server in the warm configuration; its peak measured as in the warm
+/// scenario, then the warm feed at half that rate (open loop) for `minutes` minutes, one
+/// row per minute, so that a change of CPU per request (or RSS) with uptime shows.
+fn soak(
+    o: &Options,
+    wrk: &Path,
+    bin: &Path,
+    db: &str,
+    redis: &str,
+    f: &Fixture,
+    ph: &Phases,
+) -> Result<Value> {
+    let minutes = o.soak.unwrap_or(SOAK_MINUTES);
+    let server = Server::start(bin, db, redis, &[], true)?;
+    let dir = std::env::temp_dir();
+    let t = Target {
+        wrk,
+        api: server.api,
+        tokens: &f.tokens,
+        dir: &dir,
+    };
+    let streams = f.feeds();
+    let closed = Load::Concurrency(ph.concurrency);
+    load::phase(&t, "soak", &streams, ph.warmup, closed)?;
+    let peak = with_server_cpu(&server, || {
+        load::phase(&t, "soak", &streams, ph.peak, closed)
+    })?;
+    let rate = (peak["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
+    eprintln!(
+        "soak: warm peak {:.0} requests/s at {:.1} µs of server CPU each; {minutes} min at {rate:.0}/s",
+        peak["rps"].as_f64().unwrap_or(0.0),
+        peak["server"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
+    );
+    let mut rows = Vec::new();
+    for minute in 1..=minutes {
+        let v = with_server_cpu(&server, || {
+            load::phase(
+                &t,
+                "soak",
+                &streams,
+                Duration::from_secs(60),
+                Load::Rate(rate, ph.concurrency),
+            )
+        })?;
+        let row = soak_row(minute, server.started.elapsed(), &v);
+        eprintln!(
+            "soak minute {minute}/{minutes}: {} requests/s, {} µs CPU/request, RSS {} MB, P99 {} ms",
+            fmt(&row["rps"], 0),
+            fmt(&row["cpu_us_per_request"], 1),
+            fmt(&json!(row["rss_bytes"].as_f64().map(|b| b / 1e6)), 1),
+            fmt(&row["p99_ms"], 2),
+        );
+        rows.push(row);
+    }
+    Ok(json!({
+        "date": chrono_like_now(),
+        "machine": machine(),
+        "scale": o.scale,
+        "quick": o.quick,
+        "build": if o.quick { "debug (smoke test: numbers not comparable)" } else { "release" },
+        "viewers": f.viewers.len(),
+        "peak": peak,
+        "rate": rate,
+        "minutes": rows,
+    }))
+}
+
+/// The soak report as markdown: one row per minute.
+fn soak_markdown(r: &Value) -> String {
+    let mut md = format!(
+        "# quiver soak ({} scale, {} build), {}\n\nThe warm home feed of {} viewers at {} requests/s (half its peak of {} at {} µs of server CPU each), open loop, one row per minute of uptime.\n\n| minute | uptime s | RPS | server CPU µs/req | server cores | RSS MB | P50 ms | P99 ms | unexpected status | generator CPU µs/req |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        r["scale"].as_str().unwrap_or(""),
+        r["build"].as_str().unwrap_or(""),
+        r["date"].as_str().unwrap_or(""),
+        r["viewers"],
+        fmt(&r["rate"], 0),
+        fmt(&r["peak"]["rps"], 0),
+        fmt(&r["peak"]["server"]["cpu_us_per_request"], 1),
+    );
+    for m in r["minutes"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            m["minute"],
+            m["uptime_s"],
+            fmt(&m["rps"], 0),
+            fmt(&m["cpu_us_per_request"], 1),
+            fmt(&m["server_cores"], 2),
+            fmt(&json!(m["rss_bytes"].as_f64().map(|b| b / 1e6)), 1),
+            fmt(&m["p50_ms"], 2),
+            fmt(&m["p99_ms"], 2),
+            m["unexpected"].as_u64().unwrap_or(0),
+            fmt(&m["generator_cpu_us_per_request"], 1),
+        ));
+    }
+    md
 }
 
 /// Cache outcome totals from `/metrics`.
@@ -882,6 +1069,7 @@ SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{
         std::fs::write(&file, script)?;
         files.push(file);
     }
+    let cpu0 = load::children_cpu();
     let out = Command::new(bin)
         .args([
             "-n",
@@ -916,7 +1104,12 @@ SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
-    Ok(json!({"pages_per_second": tps, "statements_per_page": 8, "viewers": files.len()}))
+    let client_cpu = load::children_cpu() - cpu0;
+    Ok(
+        json!({"pages_per_second": tps, "statements_per_page": 8, "viewers": files.len(),
+        "client_cpu_seconds": client_cpu,
+        "client_cores": client_cpu / ph.peak.as_secs_f64().max(1.0)}),
+    )
 }
 
 /// redis-benchmark running the MGET the L2 path sends per cache batch (20 keys with
@@ -938,6 +1131,7 @@ fn redis_benchmark(redis: &str, ph: &Phases) -> Result<Value> {
     } else {
         200_000
     };
+    let cpu0 = load::children_cpu();
     let out = Command::new(bin)
         .args([
             "-h",
@@ -959,7 +1153,12 @@ fn redis_benchmark(redis: &str, ph: &Phases) -> Result<Value> {
         .filter(|l| l.contains("MGET"))
         .find_map(|l| l.split(',').nth(1)?.trim_matches('"').parse::<f64>().ok())
         .with_context(|| format!("redis-benchmark printed no rate: {text}"))?;
-    Ok(json!({"mget_per_second": rps, "keys_per_mget": 40, "mgets_per_page": 7}))
+    let client_cpu = load::children_cpu() - cpu0;
+    Ok(
+        json!({"mget_per_second": rps, "keys_per_mget": 40, "mgets_per_page": 7,
+        "client_cpu_seconds": client_cpu,
+        "client_cpu_us_per_mget": client_cpu * 1e6 / n as f64}),
+    )
 }
 
 fn report(
@@ -972,20 +1171,24 @@ fn report(
     took: Duration,
 ) -> Value {
     let static_rps = static_limit["peak"]["rps"].as_f64().unwrap_or(0.0);
+    let static_cpu = static_limit["cpu_us_per_request"].as_f64().unwrap_or(0.0);
     let pg_pages = pg["pages_per_second"].as_f64().unwrap_or(0.0);
     let redis_pages = redis["mget_per_second"].as_f64().unwrap_or(0.0) / 7.0;
     let mut scenarios = Vec::new();
-    let mut ablations: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    // Per ablation: (requests/s, server CPU µs per request) before and after.
+    type Side = Option<(f64, Option<f64>)>;
+    let mut ablations: BTreeMap<String, (Side, Side)> = BTreeMap::new();
     for r in results {
         let group = r["group"].as_str().unwrap_or("");
         let rps = r["peak"]["rps"].as_f64().unwrap_or(0.0);
+        let cpu = r["cpu_us_per_request"].as_f64();
         if let Some(rest) = group.strip_prefix("ablation:") {
             let (name, side) = rest.rsplit_once(':').unwrap_or((rest, "after"));
             let e = ablations.entry(name.to_owned()).or_default();
             if side == "before" {
-                e.0 = Some(rps);
+                e.0 = Some((rps, cpu));
             } else {
-                e.1 = Some(rps);
+                e.1 = Some((rps, cpu));
             }
             continue;
         }
@@ -998,20 +1201,36 @@ fn report(
         let mut s = r.clone();
         s["limit"] = json!(limit_name);
         s["ratio_to_limit"] = json!(if limit > 0.0 { rps / limit } else { 0.0 });
+        s["cpu_ratio_to_static"] = json!(cpu_ratio(cpu, static_cpu));
         scenarios.push(s);
     }
     let ablations: Vec<Value> = ablations
         .into_iter()
         .map(|(name, (before, after))| {
             let factor = match (before, after) {
-                (Some(b), Some(a)) if b > 0.0 => Some(a / b),
+                (Some((b, _)), Some((a, _))) if b > 0.0 => Some(a / b),
                 _ => None,
             };
-            json!({"name": name, "before_rps": before, "after_rps": after, "factor": factor})
+            // Above 1: the optimization saves server CPU per request.
+            let cpu_factor = match (before, after) {
+                (Some((_, Some(b))), Some((_, Some(a)))) if a > 0.0 => Some(b / a),
+                _ => None,
+            };
+            json!({"name": name,
+                "before_rps": before.map(|b| b.0), "after_rps": after.map(|a| a.0), "factor": factor,
+                "before_cpu_us_per_request": before.and_then(|b| b.1),
+                "after_cpu_us_per_request": after.and_then(|a| a.1),
+                "cpu_factor": cpu_factor})
         })
         .collect();
     let find = |name: &str| scenarios.iter().find(|s| s["name"] == name);
     let mut targets = Vec::new();
+    let share = static_limit["peak"]["server_share"].as_f64().unwrap_or(0.0);
+    targets.push(json!({"target":
+            "the static-body limit is the server's: the load generator used no more CPU than the server",
+        "measured": format!("server {:.0} % of the CPU both used ({} generator CPU µs/request)",
+            share * 100.0, fmt(&static_limit["generator_cpu_us_per_request"], 1)),
+        "met": static_limit["generator_bound"] == json!(false)}));
     if let Some(w) = find("warm") {
         let ratio = w["ratio_to_limit"].as_f64().unwrap_or(0.0);
         targets.push(
@@ -1051,6 +1270,11 @@ fn report(
         "ablations": ablations,
         "tolerance": TOLERANCE,
     })
+}
+
+/// A scenario's server CPU per request over the static body's (`None` without both).
+fn cpu_ratio(cpu: Option<f64>, static_cpu: f64) -> Option<f64> {
+    cpu.filter(|_| static_cpu > 0.0).map(|c| c / static_cpu)
 }
 
 fn chrono_like_now() -> String {
@@ -1095,7 +1319,7 @@ fn fmt(v: &Value, digits: usize) -> String {
 
 fn markdown(r: &Value) -> String {
     let mut md = format!(
-        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: oha, one process per stream (each viewer of the fixed set of {} is one, and each writer), on the same cores, compression off. Ratios are from this run only.\n\n",
+        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: one wrk process, one thread per connection, every request from the next of the streams by weight (each viewer of the fixed set of {} is one stream, and each writer), on the same cores, compression off. Ratios are from this run only.\n\n",
         r["scale"].as_str().unwrap_or(""),
         r["build"].as_str().unwrap_or(""),
         r["date"].as_str().unwrap_or(""),
@@ -1104,34 +1328,70 @@ fn markdown(r: &Value) -> String {
         r["machine"]["memory_gib"],
         r["viewers"],
     );
-    md.push_str("## Scenarios\n\nPeak: fixed concurrency. P50–P99.9: open loop at half the peak rate, latency corrected.\n\n");
-    md.push_str("| scenario | streams | peak RPS | P50 ms | P90 ms | P99 ms | P99.9 ms | unexpected status | CPU µs/req | RSS MB | limit | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for s in r["scenarios"].as_array().into_iter().flatten() {
+    md.push_str("## Scenarios\n\nCPU ratio: the server's CPU per request over the static body's (the same server, the same streams), lower is better. Server and generator CPU: per answered request in the peak phase (fixed concurrency), and the cores each used then; a run marked generator-bound had a generator using more CPU than the server, so its throughput is the generator's. P50–P99.9: open loop at half the peak rate, latency from when each request was due.\n\n");
+    md.push_str("| scenario | CPU ratio to static | server CPU µs/req | peak RPS | P50 ms | P90 ms | P99 ms | P99.9 ms | unexpected status | server cores | generator CPU µs/req | generator cores | RSS MB | limit | ratio to limit |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let rows = r["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&r["limits"]["static_body"]));
+    for s in rows {
         let a = &s["at_rate"];
+        let name = s["name"].as_str().unwrap_or("");
+        let bound = if s["generator_bound"] == json!(true) {
+            " (generator-bound)"
+        } else {
+            ""
+        };
+        let static_row = name == "static";
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s["name"].as_str().unwrap_or(""),
-            s["streams"],
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            if static_row {
+                "static body (limit)"
+            } else {
+                name
+            },
+            bound,
+            if static_row {
+                "1.00".to_owned()
+            } else {
+                fmt(&s["cpu_ratio_to_static"], 2)
+            },
+            fmt(&s["cpu_us_per_request"], 1),
             fmt(&s["peak"]["rps"], 0),
             fmt(&a["p50_ms"], 2),
             fmt(&a["p90_ms"], 2),
             fmt(&a["p99_ms"], 2),
             fmt(&a["p999_ms"], 2),
             s["peak"]["unexpected"].as_u64().unwrap_or(0) + a["unexpected"].as_u64().unwrap_or(0),
-            fmt(&s["cpu_us_per_request"], 0),
+            fmt(&s["server_cores"], 2),
+            fmt(&s["generator_cpu_us_per_request"], 1),
+            fmt(&s["generator_cores"], 2),
             s["rss_bytes"]
                 .as_f64()
                 .map_or("–".into(), |b| format!("{:.0}", b / 1e6)),
-            s["limit"].as_str().unwrap_or(""),
-            fmt(&s["ratio_to_limit"], 2),
+            if static_row {
+                ""
+            } else {
+                s["limit"].as_str().unwrap_or("")
+            },
+            if static_row {
+                "1.00".to_owned()
+            } else {
+                fmt(&s["ratio_to_limit"], 2)
+            },
         ));
     }
     let l = &r["limits"];
     md.push_str(&format!(
-        "\nLimits measured in the same run: static body {} RPS; pgbench {} cold pages/s (8 statements each); redis-benchmark {} MGET/s of 40 keys.\n",
+        "\nLimits measured in the same run: static body {} RPS at {} µs of server CPU each (the server used {} % of the CPU it and the generator used); pgbench {} cold pages/s (8 statements each; pgbench itself {} cores); redis-benchmark {} MGET/s of 40 keys (redis-benchmark itself {} µs CPU each).\n",
         fmt(&l["static_body"]["peak"]["rps"], 0),
+        fmt(&l["static_body"]["cpu_us_per_request"], 1),
+        fmt(&json!(l["static_body"]["peak"]["server_share"].as_f64().map(|x| x * 100.0)), 0),
         fmt(&l["pgbench"]["pages_per_second"], 0),
+        fmt(&l["pgbench"]["client_cores"], 2),
         fmt(&l["redis_benchmark"]["mget_per_second"], 0),
+        fmt(&l["redis_benchmark"]["client_cpu_us_per_mget"], 1),
     ));
     let events: Vec<&Value> = r["scenarios"]
         .as_array()
@@ -1176,11 +1436,14 @@ fn markdown(r: &Value) -> String {
             t["measured"].as_str().unwrap_or(""),
         ));
     }
-    md.push_str("\n## Ablations (home feed, peak RPS)\n\n| optimization | before | after | factor |\n| --- | --- | --- | --- |\n");
+    md.push_str("\n## Ablations (home feed, peak phase)\n\nCPU factor: server CPU per request without the optimization over with it (above 1 it saves CPU).\n\n| optimization | CPU µs/req before | after | CPU factor | RPS before | after | RPS factor |\n| --- | --- | --- | --- | --- | --- | --- |\n");
     for a in r["ablations"].as_array().into_iter().flatten() {
         md.push_str(&format!(
-            "| {} | {} | {} | {}× |\n",
+            "| {} | {} | {} | {}× | {} | {} | {}× |\n",
             a["name"].as_str().unwrap_or(""),
+            fmt(&a["before_cpu_us_per_request"], 1),
+            fmt(&a["after_cpu_us_per_request"], 1),
+            fmt(&a["cpu_factor"], 2),
             fmt(&a["before_rps"], 0),
             fmt(&a["after_rps"], 0),
             fmt(&a["factor"], 2),
@@ -1189,48 +1452,181 @@ fn markdown(r: &Value) -> String {
     md
 }
 
-/// Fails when a ratio (a scenario's ratio to its limit, an ablation's factor) fell more
-/// than `TOLERANCE` below the baseline's.
+/// The ratios `--baseline` compares, each with whether higher is better: a scenario's
+/// server CPU per request over the static body's (the headline; lower is better), its
+/// throughput over its limit, an ablation's throughput and CPU factors.
+fn ratios(r: &Value) -> BTreeMap<String, (f64, bool)> {
+    let mut m = BTreeMap::new();
+    for s in r["scenarios"].as_array().into_iter().flatten() {
+        let Some(n) = s["name"].as_str() else {
+            continue;
+        };
+        if let Some(x) = s["cpu_ratio_to_static"].as_f64() {
+            m.insert(format!("scenario {n} CPU ratio to static"), (x, false));
+        }
+        if let Some(x) = s["ratio_to_limit"].as_f64() {
+            m.insert(format!("scenario {n}"), (x, true));
+        }
+    }
+    for a in r["ablations"].as_array().into_iter().flatten() {
+        let Some(n) = a["name"].as_str() else {
+            continue;
+        };
+        if let Some(x) = a["factor"].as_f64() {
+            m.insert(format!("ablation {n}"), (x, true));
+        }
+        if let Some(x) = a["cpu_factor"].as_f64() {
+            m.insert(format!("ablation {n} CPU factor"), (x, true));
+        }
+    }
+    m
+}
+
+/// Every ratio that got worse than the baseline's by more than `TOLERANCE` (of those in
+/// both reports).
+fn regressions(report: &Value, base: &Value) -> Vec<String> {
+    let now = ratios(report);
+    let mut out = Vec::new();
+    for (k, (old, higher_is_better)) in ratios(base) {
+        let Some((new, _)) = now.get(&k) else {
+            continue;
+        };
+        let worse = if higher_is_better {
+            *new < old * (1.0 - TOLERANCE)
+        } else {
+            *new > old * (1.0 + TOLERANCE)
+        };
+        if worse {
+            out.push(format!("{k}: {new:.2} against {old:.2}"));
+        }
+    }
+    out
+}
+
+/// Fails when a ratio (a scenario's CPU ratio to the static body or its ratio to its
+/// limit, an ablation's factor) got more than `TOLERANCE` worse than the baseline's.
 fn compare(report: &Value, baseline: &Path) -> Result<()> {
     let base: Value = serde_json::from_slice(
         &std::fs::read(baseline).with_context(|| format!("cannot read {}", baseline.display()))?,
-    )?;
-    let ratios = |r: &Value| -> BTreeMap<String, f64> {
-        let mut m = BTreeMap::new();
-        for s in r["scenarios"].as_array().into_iter().flatten() {
-            if let (Some(n), Some(x)) = (s["name"].as_str(), s["ratio_to_limit"].as_f64()) {
-                m.insert(format!("scenario {n}"), x);
-            }
-        }
-        for a in r["ablations"].as_array().into_iter().flatten() {
-            if let (Some(n), Some(x)) = (a["name"].as_str(), a["factor"].as_f64()) {
-                m.insert(format!("ablation {n}"), x);
-            }
-        }
-        m
-    };
-    let (now, then) = (ratios(report), ratios(&base));
-    let mut regressions = Vec::new();
-    for (k, old) in &then {
-        if let Some(new) = now.get(k)
-            && *new < old * (1.0 - TOLERANCE)
-        {
-            regressions.push(format!("{k}: {new:.2} against {old:.2}"));
-        }
-    }
+    )
+    .with_context(|| format!("{} is not a report.json", baseline.display()))?;
+    let regressions = regressions(report, &base);
     if regressions.is_empty() {
         eprintln!(
-            "no ratio regressed more than {:.0} % against {}",
+            "no ratio got more than {:.0} % worse against {}",
             TOLERANCE * 100.0,
             baseline.display()
         );
         Ok(())
     } else {
         bail!(
-            "ratios regressed more than {:.0} % against {}:\n  {}",
+            "ratios got more than {:.0} % worse against {}:\n  {}",
             TOLERANCE * 100.0,
             baseline.display(),
             regressions.join("\n  ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str, rps: f64, cpu: f64) -> Value {
+        json!({"name": name, "group": "scenario", "peak": {"rps": rps}, "cpu_us_per_request": cpu})
+    }
+
+    fn sample(warm_cpu: f64, warm_rps: f64) -> Value {
+        let o = Options {
+            quick: true,
+            scale: "small",
+            baseline: None,
+            soak: None,
+        };
+        let mut before = scenario("home heads before", 1000.0, 200.0);
+        before["group"] = json!("ablation:home heads:before");
+        let mut after = scenario("home heads after", 2000.0, 100.0);
+        after["group"] = json!("ablation:home heads:after");
+        let limit = json!({"name": "static", "peak": {"rps": 10_000.0, "server_share": 0.8},
+            "cpu_us_per_request": 10.0, "generator_bound": false});
+        report(
+            &o,
+            8,
+            &[
+                scenario("warm", warm_rps, warm_cpu),
+                scenario("cold", 500.0, 400.0),
+                before,
+                after,
+            ],
+            &limit,
+            json!({"pages_per_second": 1000.0}),
+            json!({"mget_per_second": 70_000.0}),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn the_headline_is_cpu_per_request_over_the_static_bodys() {
+        let r = sample(50.0, 5000.0);
+        let warm = &r["scenarios"][0];
+        assert_eq!(warm["name"], "warm");
+        assert!((warm["cpu_ratio_to_static"].as_f64().unwrap() - 5.0).abs() < 1e-9);
+        assert!((warm["ratio_to_limit"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        let cold = &r["scenarios"][1];
+        assert!((cold["cpu_ratio_to_static"].as_f64().unwrap() - 40.0).abs() < 1e-9);
+        assert!((cold["ratio_to_limit"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        let a = &r["ablations"][0];
+        assert!((a["factor"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+        assert!((a["cpu_factor"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(r["targets"][0]["met"], true);
+        let md = markdown(&r);
+        assert!(md.contains("| warm | 5.00 | 50.0 | 5000 |"), "{md}");
+        assert!(
+            md.contains("| static body (limit) | 1.00 | 10.0 | 10000 |"),
+            "{md}"
+        );
+        assert_eq!(cpu_ratio(Some(5.0), 0.0), None);
+    }
+
+    #[test]
+    fn the_baseline_fails_on_a_worse_ratio_either_way() {
+        let base = sample(50.0, 5000.0);
+        assert!(regressions(&sample(60.0, 4000.0), &base).is_empty());
+        // CPU per request up by more than 25 %: lower is better for this one.
+        let worse = regressions(&sample(70.0, 5000.0), &base);
+        assert_eq!(
+            worse,
+            ["scenario warm CPU ratio to static: 7.00 against 5.00"]
+        );
+        // Throughput down by more than 25 %.
+        let worse = regressions(&sample(50.0, 3000.0), &base);
+        assert_eq!(worse, ["scenario warm: 0.30 against 0.50"]);
+        // An older baseline without CPU ratios still compares what it has.
+        let mut old = base.clone();
+        for s in old["scenarios"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("cpu_ratio_to_static");
+        }
+        assert!(regressions(&sample(90.0, 5000.0), &old).is_empty());
+    }
+
+    #[test]
+    fn a_soak_minute_is_a_row() {
+        let v = json!({"rps": 100.0, "target_rps": 100.0, "p50_ms": 1.0, "p99_ms": 3.0, "unexpected": 0,
+            "server": {"cpu_us_per_request": 80.0, "cores": 0.8, "rss_bytes": 50_000_000},
+            "generator": {"cpu_us_per_request": 5.0}});
+        let row = soak_row(3, Duration::from_secs(200), &v);
+        assert_eq!(row["minute"], 3);
+        assert_eq!(row["uptime_s"], 200);
+        assert_eq!(row["cpu_us_per_request"], 80.0);
+        assert_eq!(row["rss_bytes"], 50_000_000);
+        let md = soak_markdown(
+            &json!({"scale": "small", "build": "release", "date": "d", "viewers": 8,
+            "rate": 100.0, "peak": {"rps": 200.0, "server": {"cpu_us_per_request": 70.0}},
+            "minutes": [row]}),
+        );
+        assert!(
+            md.contains("| 3 | 200 | 100 | 80.0 | 0.80 | 50.0 | 1.00 | 3.00 | 0 | 5.0 |"),
+            "{md}"
+        );
     }
 }

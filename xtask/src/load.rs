@@ -1,20 +1,30 @@
-//! The load side of `cargo xtask bench`: a run is a set of streams, each one oha process
-//! with its own identity (bearer token), requests and share of the load, all started
-//! together; their per-request records are merged into one latency histogram.
+//! The load side of `cargo xtask bench`: a run is a set of streams, each with its own
+//! identity (bearer token), requests and share of the load, sent by one wrk process
+//! (`load.lua`, one thread per core) whose every request is the next of a weighted
+//! schedule of the streams; each answer is matched to its request by the `x-request-id`
+//! the server echoes, and the records are merged into one latency histogram.
 //!
-//! oha sends one `Authorization` header per process, so a fixed set of viewers is a set of
-//! processes, and a weighted mix (reads beside writes) is a set of processes whose rates
-//! (open loop) or connections (closed loop) follow the weights. Percentiles of several
-//! processes cannot be combined from their summaries, hence oha's per-request CSV.
+//! One process for every stream keeps the load generator's own CPU small next to the
+//! server's on a machine they share, and that CPU is reported beside the results: a
+//! limit is only a limit of the server when the server, not the generator, is busy.
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Lua script wrk runs: streams, schedule, pacing and per-request records.
+const SCRIPT: &str = include_str!("load.lua");
+/// Slots of the weighted schedule every connection walks (divisible by 16 and 32, so
+/// equal weights over 8, 16 or 32 streams are exact).
+const SCHEDULE_SLOTS: usize = 960;
+/// Linux reports process times in ticks of 1/100 s (`USER_HZ`).
+const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Reads are compared with a limit; writes in a mixed run are reported on their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,17 +33,17 @@ pub(crate) enum Kind {
     Write,
 }
 
-/// What one oha process sends, as whom, and its share of the run's load.
+/// What one stream sends, as whom, and its share of the run's requests.
 #[derive(Clone, Debug)]
 pub(crate) struct Stream {
     pub(crate) kind: Kind,
     /// Whose bearer token it sends (none: anonymous).
     pub(crate) user: Option<i64>,
     pub(crate) method: &'static str,
-    /// One path, or several that oha picks from at random (`--urls-from-file`).
+    /// The paths it cycles through, one per request.
     pub(crate) paths: Vec<String>,
     pub(crate) body: Option<String>,
-    /// Its share of the run's connections (closed loop) or rate (open loop).
+    /// Its share of the run's requests, closed loop and open loop alike.
     pub(crate) weight: f64,
     /// Statuses that are a correct answer here (a repeated follow is 409, say).
     pub(crate) expect: &'static [u16],
@@ -60,13 +70,15 @@ pub(crate) enum Load {
     /// last one is answered.
     Concurrency(u32),
     /// Open loop: this many requests per second in all, latency measured from when each
-    /// request was due (oha's `--latency-correction`), on at most this many connections.
+    /// request was due, on this many connections.
     Rate(f64, u32),
 }
 
-/// One answered request, from oha's CSV.
+/// One answered request, from the script's records.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Record {
+    /// Index into the phase's streams (none: the answer carried no id the script sent).
+    stream: Option<usize>,
     micros: u64,
     status: u16,
     bytes: u64,
@@ -74,27 +86,171 @@ struct Record {
 
 /// Where the streams go and with which tokens.
 pub(crate) struct Target<'a> {
-    pub(crate) oha: &'a Path,
+    pub(crate) wrk: &'a Path,
     pub(crate) api: SocketAddr,
     pub(crate) tokens: &'a BTreeMap<i64, String>,
     pub(crate) dir: &'a Path,
 }
 
-/// Each stream's share of `total`, by weight; at least `min`.
-fn split(streams: &[Stream], total: f64, min: f64) -> Vec<f64> {
-    let sum: f64 = streams
+/// `slots` stream indices in which each stream appears in proportion to its weight, and
+/// spread out (smooth weighted round robin); every stream with a weight appears at least
+/// once.
+fn schedule(streams: &[Stream], slots: usize) -> Vec<usize> {
+    let sum: f64 = streams.iter().map(|s| s.weight.max(0.0)).sum();
+    if sum <= 0.0 {
+        return (0..streams.len()).collect();
+    }
+    let slots = slots.max(streams.iter().filter(|s| s.weight > 0.0).count());
+    // Each stream's slot count, rounded and at least one: the schedule's length is
+    // `slots` give or take the rounding.
+    let counts: Vec<usize> = streams
         .iter()
-        .map(|s| s.weight)
-        .sum::<f64>()
-        .max(f64::MIN_POSITIVE);
-    streams
-        .iter()
-        .map(|s| (total * s.weight / sum).max(min))
-        .collect()
+        .map(|s| {
+            if s.weight > 0.0 {
+                ((s.weight / sum * slots as f64).round() as usize).max(1)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let total: usize = counts.iter().sum();
+    let n = total.max(1) as i64;
+    let mut credit = vec![0i64; counts.len()];
+    let mut out = Vec::with_capacity(total);
+    for _ in 0..total {
+        for (c, k) in credit.iter_mut().zip(&counts) {
+            *c += *k as i64;
+        }
+        let (pick, _) = credit
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| counts[*i] > 0)
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .expect("a stream with a weight");
+        credit[pick] -= n;
+        out.push(pick);
+    }
+    out
 }
 
-/// Runs every stream for `duration` under `load`, all at once, and summarizes the merged
-/// records: all requests, and reads and writes apart when the run has both.
+/// `s` as a Lua string literal.
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for b in s.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The streams and their schedule as the Lua chunk `load.lua` reads.
+fn lua_config(streams: &[Stream], tokens: &BTreeMap<i64, String>) -> Result<String> {
+    let mut lua = String::from("return {\n  streams = {\n");
+    for s in streams {
+        if s.paths.is_empty() {
+            bail!("a stream has no paths");
+        }
+        let paths: Vec<String> = s.paths.iter().map(|p| lua_string(p)).collect();
+        let mut headers = Vec::new();
+        if let Some(user) = s.user {
+            let token = tokens.get(&user).context("a token for every user")?;
+            headers.push(format!(
+                "[\"Authorization\"] = {}",
+                lua_string(&format!("Bearer {token}"))
+            ));
+        }
+        if s.body.is_some() {
+            headers.push("[\"Content-Type\"] = \"application/json\"".to_owned());
+        }
+        let _ = writeln!(
+            lua,
+            "    {{ method = {}, paths = {{ {} }}, headers = {{ {} }}, body = {} }},",
+            lua_string(s.method),
+            paths.join(", "),
+            headers.join(", "),
+            s.body.as_deref().map_or("nil".to_owned(), lua_string),
+        );
+    }
+    let slots: Vec<String> = schedule(streams, SCHEDULE_SLOTS)
+        .iter()
+        .map(|i| (i + 1).to_string())
+        .collect();
+    let _ = write!(lua, "  }},\n  schedule = {{ {} }},\n}}\n", slots.join(", "));
+    Ok(lua)
+}
+
+/// utime, stime, cutime and cstime of a `/proc/PID/stat` line, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct CpuTimes {
+    pub(crate) user: f64,
+    pub(crate) system: f64,
+    /// Of the children that were waited for.
+    pub(crate) children_user: f64,
+    pub(crate) children_system: f64,
+}
+
+impl CpuTimes {
+    /// From the text of `/proc/PID/stat`: fields 14 to 17, counted after the command
+    /// name, which may itself hold spaces and parentheses.
+    pub(crate) fn parse(stat: &str) -> Option<Self> {
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let secs =
+            |i: usize| -> Option<f64> { Some(f.get(i)?.parse::<f64>().ok()? / TICKS_PER_SECOND) };
+        Some(Self {
+            user: secs(11)?,
+            system: secs(12)?,
+            children_user: secs(13)?,
+            children_system: secs(14)?,
+        })
+    }
+
+    pub(crate) fn of(pid: &str) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    pub(crate) fn own(&self) -> f64 {
+        self.user + self.system
+    }
+
+    pub(crate) fn children(&self) -> f64 {
+        self.children_user + self.children_system
+    }
+}
+
+/// CPU seconds of this process's children that have exited and been waited for.
+pub(crate) fn children_cpu() -> f64 {
+    CpuTimes::of("self").map_or(0.0, |t| t.children())
+}
+
+/// wrk's summary of socket errors (requests that got no answer at all).
+fn socket_errors(stdout: &str) -> Value {
+    let mut out = BTreeMap::new();
+    if let Some(line) = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+    {
+        for part in line.split(',') {
+            let mut w = part.split_whitespace();
+            if let (Some(k), Some(Ok(n))) = (w.next(), w.next().map(str::parse::<u64>)) {
+                out.insert(k.to_owned(), n);
+            }
+        }
+    }
+    json!(out)
+}
+
+/// Runs every stream for `duration` under `load`, from one wrk process, and summarizes
+/// the merged records: all requests, and reads and writes apart when the run has both,
+/// with the generator's own CPU.
 pub(crate) fn phase(
     t: &Target<'_>,
     name: &str,
@@ -105,132 +261,113 @@ pub(crate) fn phase(
     if streams.is_empty() {
         bail!("{name} has no streams");
     }
-    let (connections, rates) = match load {
-        Load::Concurrency(c) => (split(streams, f64::from(c), 1.0), None),
-        Load::Rate(r, c) => (
-            split(streams, f64::from(c), 2.0),
-            Some(split(streams, r, 0.0)),
-        ),
+    let (connections, rate) = match load {
+        Load::Concurrency(c) => (c.max(1), 0.0),
+        Load::Rate(r, c) => (c.max(1), r.max(0.001)),
     };
-    let stamp = std::process::id();
-    let mut children: Vec<(Child, PathBuf)> = Vec::new();
-    for (i, s) in streams.iter().enumerate() {
-        let out = t.dir.join(format!("oha-{stamp}-{i}.csv"));
-        let mut cmd = Command::new(t.oha);
-        // Compression off: on loopback it only spends CPU, and the static-body limit
-        // is then the same bytes on the wire as the page it is compared with.
-        cmd.args([
-            "--no-tui",
-            "--disable-compression",
-            "--output-format",
-            "csv",
-        ])
-        .args(["--worker-threads", "1", "-w", "-z"])
-        .arg(format!("{}ms", duration.as_millis()))
-        .args(["-m", s.method, "-c"])
-        .arg(format!("{:.0}", connections[i].round()))
-        .arg("-o")
-        .arg(&out);
-        if let Some(rates) = &rates {
-            cmd.args(["-q", &format!("{:.3}", rates[i].max(0.001))])
-                .arg("--latency-correction");
-        }
-        if let Some(user) = s.user {
-            let token = t.tokens.get(&user).context("a token for every user")?;
-            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-        }
-        if let Some(body) = &s.body {
-            cmd.args(["-H", "Content-Type: application/json", "-d", body]);
-        }
-        let urls: Vec<String> = s
-            .paths
-            .iter()
-            .map(|p| format!("http://{}{p}", t.api))
-            .collect();
-        match urls.as_slice() {
-            [] => bail!("a stream of {name} has no paths"),
-            [one] => {
-                cmd.arg(one);
-            }
-            many => {
-                let file = t.dir.join(format!("urls-{stamp}-{i}.txt"));
-                std::fs::write(&file, many.join("\n"))?;
-                cmd.arg("--urls-from-file").arg(&file);
-            }
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot run oha")?;
-        children.push((child, out));
+    // One thread per core: more only adds context switches to the generator's CPU.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let threads = cores.min(connections);
+    let work = tempfile::Builder::new()
+        .prefix("quiver-load-")
+        .tempdir_in(t.dir)
+        .context("cannot create a folder for the load's records")?;
+    let script = work.path().join("load.lua");
+    std::fs::write(&script, SCRIPT).context("cannot write the load script")?;
+    let config = work.path().join("streams.lua");
+    std::fs::write(&config, lua_config(streams, t.tokens)?).context("cannot write the streams")?;
+    let out = work.path().join("records");
+    let secs = duration.as_secs().max(1);
+    let cpu0 = children_cpu();
+    let started = Instant::now();
+    // No Accept-Encoding: on loopback compression only spends CPU, and the static-body
+    // limit is then the same bytes on the wire as the page it is compared with.
+    let output = Command::new(t.wrk)
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
+        .arg(&script)
+        .arg(format!("http://{}/", t.api))
+        .env("QUIVER_LOAD_STREAMS", &config)
+        .env("QUIVER_LOAD_THREADS", threads.to_string())
+        .env("QUIVER_LOAD_RATE", format!("{rate:.3}"))
+        .env("QUIVER_LOAD_OUT", &out)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run wrk")?;
+    let wall = started.elapsed().as_secs_f64();
+    let generator_cpu = children_cpu() - cpu0;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || !stderr.trim().is_empty() {
+        bail!(
+            "wrk failed for {name} ({}): {}",
+            output.status,
+            stderr.trim()
+        );
     }
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
-    let mut unexpected = 0u64;
-    let mut failed = None;
-    for ((mut child, out), s) in children.into_iter().zip(streams) {
-        let status = child.wait().context("cannot wait for oha")?;
-        if !status.success() {
-            failed = Some(format!("oha failed for {name} ({status})"));
-            continue;
-        }
-        let text = std::fs::read_to_string(&out)
-            .with_context(|| format!("oha wrote no csv at {}", out.display()))?;
-        let _ = std::fs::remove_file(&out);
-        let records = parse_csv(&text)?;
-        unexpected += records
-            .iter()
-            .filter(|r| !s.expect.contains(&r.status))
-            .count() as u64;
-        match s.kind {
-            Kind::Read => reads.extend(records),
-            Kind::Write => writes.extend(records),
-        }
+    let mut records = Vec::new();
+    for id in 0..threads {
+        let file = work.path().join(format!("records-{id}.csv"));
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("wrk wrote no records at {}", file.display()))?;
+        records.extend(parse_records(&text, streams.len())?);
     }
-    if let Some(f) = failed {
-        bail!(f);
-    }
-    let secs = duration.as_secs_f64();
-    let all: Vec<Record> = reads.iter().chain(&writes).copied().collect();
-    let mut v = summarize(&all, secs)?;
+    let unpaired = records.iter().filter(|r| r.stream.is_none()).count();
+    let unexpected = records
+        .iter()
+        .filter(|r| {
+            r.stream
+                .is_none_or(|s| !streams[s].expect.contains(&r.status))
+        })
+        .count();
+    let (reads, writes): (Vec<Record>, Vec<Record>) = records
+        .iter()
+        .partition(|r| r.stream.is_none_or(|s| streams[s].kind == Kind::Read));
+    let secs = secs as f64;
+    let mut v = summarize(&records, secs)?;
     v["unexpected"] = json!(unexpected);
+    v["unpaired"] = json!(unpaired);
     v["streams"] = json!(streams.len());
+    v["connections"] = json!(connections);
+    v["socket_errors"] = socket_errors(&stdout);
+    v["generator"] = json!({
+        "tool": "wrk",
+        "cpu_seconds": generator_cpu,
+        "cores": generator_cpu / wall.max(f64::MIN_POSITIVE),
+        "cpu_us_per_request": generator_cpu * 1e6 / (records.len().max(1) as f64),
+    });
     if let Load::Rate(r, _) = load {
         v["target_rps"] = json!(r);
     }
     if !reads.is_empty() && !writes.is_empty() {
         v["reads"] = summarize(&reads, secs)?;
         v["writes"] = summarize(&writes, secs)?;
-        v["write_share"] = json!(writes.len() as f64 / all.len() as f64);
+        v["write_share"] = json!(writes.len() as f64 / records.len() as f64);
     }
     Ok(v)
 }
 
-/// oha's CSV: `request-start,DNS,DNS+dialup,Response-delay,request-duration,bytes,status`,
-/// durations in seconds (latency corrected when the run was).
-fn parse_csv(text: &str) -> Result<Vec<Record>> {
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or("");
-    if !header.starts_with("request-start,") {
-        bail!("oha's csv has an unexpected header: {header:?}");
-    }
-    lines
+/// The script's records: `stream,micros,status,bytes` per line, the stream counted from 1
+/// (0: an answer the script could not match to a request).
+fn parse_records(text: &str, streams: usize) -> Result<Vec<Record>> {
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let field = |i: usize| f.get(i).copied().unwrap_or("");
-            let secs: f64 = field(4)
-                .parse()
-                .with_context(|| format!("no duration in {l:?}"))?;
+            let mut f = l.split(',');
+            let mut field = |what: &str| -> Result<u64> {
+                f.next()
+                    .and_then(|x| x.trim().parse().ok())
+                    .with_context(|| format!("no {what} in record {l:?}"))
+            };
+            let stream = field("stream")? as usize;
+            if stream > streams {
+                bail!("record {l:?} names stream {stream} of {streams}");
+            }
             Ok(Record {
-                micros: ((secs * 1e6).round() as u64).max(1),
-                bytes: field(5)
-                    .parse()
-                    .with_context(|| format!("no size in {l:?}"))?,
-                status: field(6)
-                    .parse()
-                    .with_context(|| format!("no status in {l:?}"))?,
+                stream: stream.checked_sub(1),
+                micros: field("latency")?.max(1),
+                status: u16::try_from(field("status")?).context("a status fits u16")?,
+                bytes: field("size")?,
             })
         })
         .collect()
@@ -263,33 +400,33 @@ fn summarize(records: &[Record], secs: f64) -> Result<Value> {
 mod tests {
     use super::*;
 
-    const CSV: &str = "request-start,DNS,DNS+dialup,Response-delay,request-duration,bytes,status
-0.001,0,0.0001,0.0009,0.001,100,200
-0.002,0,0,0.002,0.002,100,200
-0.003,0,0,0.003,0.010,50,409
-";
-
     #[test]
-    fn reads_oha_csv_records() {
-        let r = parse_csv(CSV).unwrap();
+    fn reads_the_scripts_records() {
+        let r = parse_records("1,1000,200,100\n2,10000,409,50\n\n0,0,400,9\n", 2).unwrap();
         assert_eq!(r.len(), 3);
+        assert_eq!(r[2].stream, None);
         assert_eq!(
-            r[2],
+            r[1],
             Record {
+                stream: Some(1),
                 micros: 10_000,
                 status: 409,
                 bytes: 50
             }
         );
-        assert!(parse_csv("duration,status\n1,200").is_err());
-        assert!(parse_csv("request-start,a,b,c,d,e,f\n0,0,0,0,x,1,200").is_err());
+        // A zero latency still counts as a request.
+        assert_eq!(parse_records("1,0,200,1", 1).unwrap()[0].micros, 1);
+        assert!(parse_records("3,1000,200,100", 2).is_err());
+        assert!(parse_records("1,x,200,100", 2).is_err());
+        assert!(parse_records("1,1000,200", 2).is_err());
     }
 
     #[test]
     fn merged_percentiles_come_from_every_record() {
-        // Two processes' records: the slow ones of the second must move the tail.
+        // Two streams' records: the slow ones of the second must move the tail.
         let fast: Vec<Record> = (0..990)
             .map(|_| Record {
+                stream: Some(0),
                 micros: 1_000,
                 status: 200,
                 bytes: 10,
@@ -297,6 +434,7 @@ mod tests {
             .collect();
         let slow: Vec<Record> = (0..10)
             .map(|_| Record {
+                stream: Some(1),
                 micros: 50_000,
                 status: 503,
                 bytes: 10,
@@ -312,17 +450,91 @@ mod tests {
         assert_eq!(v["status_codes"]["503"], 10);
     }
 
+    fn weighted(weights: &[f64]) -> Vec<Stream> {
+        weights
+            .iter()
+            .map(|w| {
+                let mut s = Stream::get(None, vec!["/".into()]);
+                s.weight = *w;
+                s
+            })
+            .collect()
+    }
+
     #[test]
-    fn load_is_split_by_weight_with_a_floor() {
-        let mut w = Stream::get(None, vec!["/".into()]);
-        w.weight = 0.05;
-        let mut r = Stream::get(None, vec!["/".into()]);
-        r.weight = 0.95;
-        let c = split(&[r.clone(), w.clone()], 32.0, 1.0);
-        assert!((c[0] - 30.4).abs() < 1e-9 && (c[1] - 1.6).abs() < 1e-9);
-        let q = split(&[r, w], 1000.0, 0.0);
-        assert!((q[0] - 950.0).abs() < 1e-9 && (q[1] - 50.0).abs() < 1e-9);
-        let floor = split(&vec![Stream::get(None, vec![]); 40], 32.0, 1.0);
-        assert!(floor.iter().all(|c| *c >= 1.0));
+    fn the_schedule_follows_the_weights_and_spreads_them() {
+        // The mixed scenario: 16 readers at 95 %, two posters and two followers at 2.5 %.
+        let mut w = vec![0.95 / 16.0; 16];
+        w.extend([0.0125; 4]);
+        let s = schedule(&weighted(&w), SCHEDULE_SLOTS);
+        let count = |i: usize| s.iter().filter(|x| **x == i).count();
+        assert!((count(0) as f64 - 57.0).abs() <= 1.0, "{}", count(0));
+        assert_eq!(count(16), 12);
+        let writes = (16..20).map(count).sum::<usize>() as f64 / s.len() as f64;
+        assert!((writes - 0.05).abs() < 0.002, "{writes}");
+        // Equal weights: a plain rotation, every stream once per round.
+        let s = schedule(&weighted(&[1.0; 16]), SCHEDULE_SLOTS);
+        assert_eq!(s.len(), SCHEDULE_SLOTS);
+        assert_eq!(&s[..16], (0..16).collect::<Vec<_>>().as_slice());
+        assert_eq!(&s[16..32], &s[..16]);
+        // Spread: no two slots of a 1-in-4 stream are adjacent.
+        let s = schedule(&weighted(&[3.0, 1.0]), 8);
+        assert!(s.windows(2).all(|p| p != [1, 1]), "{s:?}");
+        assert_eq!(s.iter().filter(|x| **x == 1).count(), 2);
+        // A tiny weight still gets a slot; a zero weight none.
+        let s = schedule(&weighted(&[1000.0, 0.001, 0.0]), 100);
+        assert!(s.contains(&1) && !s.contains(&2));
+    }
+
+    #[test]
+    fn streams_become_a_lua_chunk() {
+        assert_eq!(lua_string("a\"b\\c\n"), r#""a\"b\\c\010""#);
+        let mut post = Stream::get(Some(7), vec!["/api/v1/posts".into()]);
+        post.method = "POST";
+        post.body = Some(r#"{"kind": "post"}"#.into());
+        let tokens = BTreeMap::from([(7, "tok".to_owned())]);
+        let lua = lua_config(
+            &[post.clone(), Stream::get(None, vec!["/a".into()])],
+            &tokens,
+        )
+        .unwrap();
+        assert!(
+            lua.contains(r#"method = "POST", paths = { "/api/v1/posts" }"#),
+            "{lua}"
+        );
+        assert!(lua.contains(r#"["Authorization"] = "Bearer tok""#), "{lua}");
+        assert!(lua.contains(r#"body = "{\"kind\": \"post\"}""#), "{lua}");
+        assert!(lua.contains("schedule = { 1, 2, 1, 2,"), "{lua}");
+        post.user = Some(8);
+        assert!(lua_config(&[post], &tokens).is_err());
+        assert!(lua_config(&[Stream::get(None, vec![])], &tokens).is_err());
+    }
+
+    #[test]
+    fn cpu_times_come_from_proc_stat() {
+        let stat =
+            "4242 (a (b) c) S 1 2 3 0 -1 4194304 10 0 0 0 250 50 700 300 20 0 1 0 100 1000 100";
+        let t = CpuTimes::parse(stat).unwrap();
+        assert_eq!(
+            t,
+            CpuTimes {
+                user: 2.5,
+                system: 0.5,
+                children_user: 7.0,
+                children_system: 3.0
+            }
+        );
+        assert!((t.own() - 3.0).abs() < 1e-9 && (t.children() - 10.0).abs() < 1e-9);
+        assert!(CpuTimes::parse("4242 (x) S 1 2").is_none());
+        assert!(CpuTimes::of("self").is_some());
+    }
+
+    #[test]
+    fn reads_wrks_socket_errors() {
+        let out = "  10 requests in 1.00s\n  Socket errors: connect 3, read 1, write 0, timeout 2\nRequests/sec: 10\n";
+        let e = socket_errors(out);
+        assert_eq!(e["connect"], 3);
+        assert_eq!(e["timeout"], 2);
+        assert_eq!(socket_errors("Requests/sec: 10"), json!({}));
     }
 }

@@ -6,7 +6,8 @@
 //! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
 //! - `bench`: the release server end to end against the machine's own limits, with
-//!   ablations; `--micro` runs the criterion benches of every layer.
+//!   ablations; `--soak` watches CPU per request over uptime; `--micro` runs the
+//!   criterion benches of every layer.
 
 mod bench;
 mod load;
@@ -37,7 +38,7 @@ fn main() -> Result<()> {
                  lint         fmt --check, clippy -D warnings, offline-query check\n  \
                  ci           lint, test, bench --quick: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
-                 bench [--quick] [--scale small|medium|large] [--baseline FILE] [--micro]\n               \
+                 bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--micro]\n               \
                  end-to-end load against the machine's limits, with ablations (report in target/bench/)"
             );
             bail!("unknown or missing task")

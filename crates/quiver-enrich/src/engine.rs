@@ -476,7 +476,18 @@ impl Engine {
             return;
         };
         let s = &self.inner.sources;
-        if ids.is_empty() || s.items.fresh(&ids) {
+        // A page's items are loaded together (by the page, or by a warming), so its first
+        // and last stand for the rest: two peeks instead of one per item on every request.
+        // A page warm but for a few items is not warmed; it loads those in line.
+        let probe = match ids.as_slice() {
+            [] => {
+                pool.skipped_warm();
+                return;
+            }
+            [one] => [*one, *one],
+            [first, .., last] => [*first, *last],
+        };
+        if s.items.fresh(&probe) {
             pool.skipped_warm();
             return;
         }

@@ -351,17 +351,21 @@ pub struct Page<T> {
     pub next: Option<Cursor>,
 }
 
+/// A set of user ids with a fast hasher: the viewer graph is probed a few times per item
+/// of every page (the ids are our own, and the hasher is seeded per process).
+pub type IdSet = HashSet<UserId, foldhash::fast::RandomState>;
+
 /// Who a viewer follows, blocks, and is blocked by: everything feeds need to filter and
 /// personalize, loaded in one round trip.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewerGraph {
     pub viewer: Option<UserId>,
-    pub followees: HashSet<UserId>,
+    pub followees: IdSet,
     /// The followees who follow the viewer back: "followed by author" for every author
     /// the viewer follows, without a lookup per author.
-    pub mutuals: HashSet<UserId>,
-    pub blocked: HashSet<UserId>,
-    pub blocked_by: HashSet<UserId>,
+    pub mutuals: IdSet,
+    pub blocked: IdSet,
+    pub blocked_by: IdSet,
 }
 
 impl ViewerGraph {
@@ -423,10 +427,10 @@ mod tests {
     fn viewer_graph_hides_blocks_in_both_directions() {
         let g = ViewerGraph {
             viewer: Some(UserId(1)),
-            followees: [UserId(2), UserId(5)].into(),
-            mutuals: [UserId(5)].into(),
-            blocked: [UserId(3)].into(),
-            blocked_by: [UserId(4)].into(),
+            followees: [UserId(2), UserId(5)].into_iter().collect(),
+            mutuals: [UserId(5)].into_iter().collect(),
+            blocked: [UserId(3)].into_iter().collect(),
+            blocked_by: [UserId(4)].into_iter().collect(),
         };
         assert!(!g.hides(UserId(2)));
         assert!(g.hides(UserId(3)));

@@ -22,7 +22,7 @@ mod skeleton;
 
 pub use cursor::{Cursor, CursorCodec, CursorError, DiscoverCursor};
 pub use entities::{
-    Block, Currency, CurrencyError, EventKind, Follow, FollowEdge, Media, MediaKind, Money,
+    Block, Currency, CurrencyError, EventKind, Follow, FollowEdge, IdSet, Media, MediaKind, Money,
     NewMedia, NewPost, Notification, NotificationKind, Order, OrderItem, OrderRef, OrderStatus,
     OutboxEvent, Page, ParseEnumError, ParseFollowEdgeError, Post, PostKind, PostRef, User,
     UserFlags, ViewerGraph, Wish,

@@ -7,7 +7,7 @@ use quiver_cache::{RedisConfig, RedisRemote, Remote};
 use quiver_enrich::{Engine, EngineConfig, FeedItem};
 use quiver_model::{CursorCodec, DynLoader, LoadError, Loader, PostId, UserId};
 use quiver_server::auth::Auth;
-use quiver_server::compose::{EventsSetup, StackConfig, read_stack};
+use quiver_server::compose::{Caches, EventsSetup, StackConfig, read_stack};
 use quiver_server::{App, Parts, ServerConfig};
 use quiver_store::PgStore;
 use quiver_store::seed::{SeedConfig, generate};
@@ -109,6 +109,8 @@ pub(crate) struct Server {
     pub(crate) store: PgStore,
     pub(crate) pool: PgPool,
     pub(crate) http: reqwest::Client,
+    /// The read stack's caches, for tests that change rows under them.
+    pub(crate) caches: Caches,
     auth: Auth,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -267,7 +269,7 @@ pub(crate) async fn start_on(
             store: Arc::new(store.clone()),
             writes: Arc::new(store.clone()),
             remote: Some(remote),
-            caches,
+            caches: caches.clone(),
             events,
             auth: auth.clone(),
             config,
@@ -294,6 +296,7 @@ pub(crate) async fn start_on(
         store,
         pool,
         http: reqwest::Client::new(),
+        caches,
         auth,
         stop: Some(stop),
         task: Some(task),

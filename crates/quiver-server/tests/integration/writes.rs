@@ -704,3 +704,115 @@ async fn cached_home_heads_follow_every_change_to_the_timeline(pool: PgPool) {
     assert_eq!(feed_over_http(&s, a).await, feed_from_store(&s, a).await);
     s.shutdown().await.unwrap();
 }
+
+/// Feed items and authors are cached ready (post with media and tags, author with flags,
+/// each with its encoded fragment). A row changed under them is served from the cache
+/// until it is invalidated, and never after: the post's invalidation drops its item,
+/// media and tags included, on every page that shows it, and the user's drops their
+/// author item.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn ready_items_and_authors_never_outlive_their_invalidation(pool: PgPool) {
+    let s = crate::support::start(pool, quiver_server::ServerConfig::default(), None).await;
+    // A viewer, and the newest post of their feed by someone else.
+    let viewer: i64 = scalar(
+        &s.pool,
+        "SELECT follower_id FROM follows GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )
+    .await;
+    let page = |path: String| {
+        let req = s.http.get(s.url(&path)).bearer_auth(s.token(viewer));
+        async move { json(req.send().await.unwrap()).await.1 }
+    };
+    let home = "/api/v1/feed?limit=20".to_owned();
+    let first = page(home.clone()).await;
+    let item = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["author"]["id"].as_i64() != Some(viewer))
+        .expect("an item by someone else")
+        .clone();
+    let (post, author) = (
+        item["id"].as_i64().unwrap(),
+        item["author"]["id"].as_i64().unwrap(),
+    );
+    let shown = |page: &serde_json::Value| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"].as_i64() == Some(post))
+            .cloned()
+            .expect("the post is still on the page")
+    };
+    let exec = |sql: String| {
+        let pool = s.pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    exec(format!(
+        "UPDATE posts SET body = 'edited body' WHERE id = {post}"
+    ))
+    .await;
+    exec(format!("DELETE FROM post_tags WHERE post_id = {post}")).await;
+    exec(format!(
+        "INSERT INTO post_tags (post_id, tag) VALUES ({post}, 'edited_tag')"
+    ))
+    .await;
+    exec(format!("DELETE FROM media WHERE post_id = {post}")).await;
+    exec(format!(
+        "INSERT INTO media (post_id, kind, url, width, height, size_bytes, position)
+         VALUES ({post}, 'image', 'https://m.example/edited.jpg', 2, 2, 4, 0)"
+    ))
+    .await;
+    exec(format!(
+        "UPDATE users SET display_name = 'Renamed', verified = NOT verified WHERE id = {author}"
+    ))
+    .await;
+    // Still the cached item and author: the test would prove nothing otherwise.
+    let cached = shown(&page(home.clone()).await);
+    assert_eq!(cached["body"], item["body"]);
+    assert_eq!(cached["author"], item["author"]);
+
+    s.caches
+        .invalidate_post(quiver_model::PostId(post), UserId(author))
+        .await
+        .unwrap();
+    let user_posts = format!("/api/v1/users/{author}/posts?limit=100");
+    for (path, where_) in [(home.clone(), "home"), (user_posts.clone(), "user posts")] {
+        let fresh = shown(&page(path).await);
+        assert_eq!(fresh["body"], "edited body", "{where_}");
+        assert_eq!(fresh["tags"], serde_json::json!(["edited_tag"]), "{where_}");
+        assert_eq!(
+            fresh["media"][0]["url"], "https://m.example/edited.jpg",
+            "{where_}"
+        );
+        assert_eq!(
+            fresh["author"], item["author"],
+            "the author is cached apart"
+        );
+    }
+    let single = page(format!("/api/v1/posts/{post}")).await;
+    assert_eq!(single["body"], "edited body");
+
+    s.caches.invalidate_user(UserId(author)).await.unwrap();
+    for path in [home, user_posts, format!("/api/v1/posts/{post}")] {
+        let got = page(path.clone()).await;
+        let author_json = if path.contains("/posts/") && !path.contains("users") {
+            got["author"].clone()
+        } else {
+            shown(&got)["author"].clone()
+        };
+        assert_eq!(author_json["display_name"], "Renamed", "{path}");
+        assert_ne!(
+            author_json["verified"], item["author"]["verified"],
+            "the flag changed too: {path}"
+        );
+    }
+    let profile = page(format!("/api/v1/users/{author}")).await;
+    assert_eq!(profile["display_name"], "Renamed");
+}

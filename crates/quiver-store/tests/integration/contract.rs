@@ -4,7 +4,7 @@
 use crate::support::{fixture, t0};
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, FollowEdge, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId,
+    Cursor, FollowEdge, IdSet, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, UserId,
 };
 use quiver_store::events::{Effects, NewNotification, Outbox};
 use quiver_store::loaders::{
@@ -371,14 +371,21 @@ async fn home_pages_match_the_merged_feed_at_every_timeline_depth(backend: Backe
 
 async fn viewer_graph_sees_follows_and_blocks_both_ways(backend: Backend) {
     let store = backend.load(&fixture(100)).await;
+    let ids = |v: &[i64]| -> IdSet { v.iter().map(|&i| UserId(i)).collect() };
     let g = store.viewer_graph(UserId(1)).await.unwrap();
-    assert_eq!(g.followees, HashSet::from([UserId(2), UserId(3)]));
-    assert_eq!(g.blocked, HashSet::from([UserId(5)]));
-    assert_eq!(g.blocked_by, HashSet::from([UserId(4)]));
+    assert_eq!(g.followees, ids(&[2, 3]));
+    // 1 follows 2 and 3; of them only 2 follows 1 back.
+    assert_eq!(g.mutuals, ids(&[2]));
+    assert_eq!(g.followed_by(UserId(2)), Some(true));
+    assert_eq!(g.followed_by(UserId(3)), Some(false));
+    assert_eq!(g.blocked, ids(&[5]));
+    assert_eq!(g.blocked_by, ids(&[4]));
     assert!(g.hides(UserId(4)) && g.hides(UserId(5)) && !g.hides(UserId(2)));
+    let g = store.viewer_graph(UserId(2)).await.unwrap();
+    assert_eq!((g.followees, g.mutuals), (ids(&[1]), ids(&[1])));
     let g = store.viewer_graph(UserId(4)).await.unwrap();
-    assert_eq!(g.blocked, HashSet::from([UserId(1)]));
-    assert!(g.followees.is_empty() && g.blocked_by.is_empty());
+    assert_eq!(g.blocked, ids(&[1]));
+    assert!(g.followees.is_empty() && g.blocked_by.is_empty() && g.mutuals.is_empty());
     let g = store.viewer_graph(UserId(999)).await.unwrap();
     assert!(g.followees.is_empty() && g.blocked.is_empty() && g.blocked_by.is_empty());
 }

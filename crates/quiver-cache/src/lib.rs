@@ -14,6 +14,8 @@
 //! - Redis failures never fail a lookup: calls time out, and a breaker skips Redis after
 //!   repeated failures, probing until it is back.
 //! - Without Redis (`remote: None`) the same API runs on the L1 alone.
+//! - [`Batcher`] coalesces concurrent callers' keys into shared batches of the loader
+//!   below a cache (DataLoader semantics), so concurrent misses share one statement.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -40,6 +42,7 @@
 //! # }
 //! ```
 
+mod batcher;
 mod breaker;
 mod codec;
 mod config;
@@ -48,6 +51,7 @@ mod outcome;
 mod remote;
 mod tiered;
 
+pub use batcher::{BatchConfig, Batcher};
 pub use codec::{JsonCodec, ValueCodec};
 pub use config::CacheConfig;
 pub use outcome::{Outcome, StatsSnapshot};

@@ -9,15 +9,12 @@
 //! - [`Sources`] is what it reads: skeletons (ordered id lists), the cached heads of
 //!   home feeds that pages are cut from, and loaders of ready [`FeedItem`]s and
 //!   [`AuthorItem`]s (built by [`ItemLoader`] and [`AuthorLoader`] from entity loaders);
-//!   the composition root decides whether a store, a tiered cache or a [`Batcher`]
-//!   serves each.
-//! - [`Batcher`] coalesces concurrent requests' keys into shared batches (DataLoader
-//!   semantics); [`PrefetchPool`] warms what the next page lacks in the background and
-//!   raises a pressure signal when it has to drop work.
+//!   the composition root decides whether a store or a tiered cache serves each.
+//! - [`PrefetchPool`] warms what the next page lacks in the background and raises a
+//!   pressure signal when it has to drop work.
 //! - Presentation splices the items' encoded fragments with the per-viewer part
 //!   through `quiver-codec`.
 
-mod batcher;
 mod discover;
 mod engine;
 mod error;
@@ -25,7 +22,6 @@ mod items;
 mod prefetch;
 mod source;
 
-pub use batcher::{BatchConfig, Batcher};
 pub use engine::{Engine, EngineConfig, Rendered, Timings};
 pub use error::{EnrichError, Part};
 pub use items::{AuthorItem, AuthorLoader, FeedItem, ItemLoader};

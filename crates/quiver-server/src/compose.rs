@@ -5,10 +5,9 @@
 //! service from a store, an optional Redis and [`Settings`].
 
 use async_trait::async_trait;
-use quiver_cache::{CacheConfig, Remote, StatsSnapshot, Tiered, ValueCodec};
+use quiver_cache::{BatchConfig, Batcher, CacheConfig, Remote, StatsSnapshot, Tiered, ValueCodec};
 use quiver_enrich::{
-    AuthorLoader, BatchConfig, Batcher, Engine, EngineConfig, FeedItem, ItemLoader, PrefetchConfig,
-    PrefetchPool, Sources,
+    AuthorLoader, Engine, EngineConfig, FeedItem, ItemLoader, PrefetchConfig, PrefetchPool, Sources,
 };
 use quiver_model::{CursorCodec, DynLoader, FollowEdge, Loader, UserId};
 use quiver_store::Store;

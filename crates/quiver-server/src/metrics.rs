@@ -107,7 +107,7 @@ impl Default for Metrics {
         let prefetch = IntCounterVec::new(
             Opts::new(
                 "quiver_prefetch_jobs_total",
-                "Prefetch jobs by what became of them",
+                "Next pages by what prefetch did: skipped_warm (already warm or being warmed), submitted, dropped (queue full), succeeded, failed",
             ),
             &["result"],
         )
@@ -302,6 +302,7 @@ impl Metrics {
         }
         if let Some(p) = sample.prefetch {
             for (result, n) in [
+                ("skipped_warm", p.skipped),
                 ("submitted", p.submitted),
                 ("dropped", p.dropped),
                 ("succeeded", p.succeeded),

@@ -1,6 +1,8 @@
 //! Integration tests of quiver-cache against a real Redis (`REDIS_URL`, as `cargo xtask
-//! test` provides) and, for the outage test, a throwaway `redis-server` it starts itself.
+//! test` provides) and, for the outage test, a throwaway `redis-server` it starts itself;
+//! the batcher's tests need neither.
 
+mod batcher;
 mod redis;
 mod support;
 mod ttl;

@@ -3,7 +3,8 @@
 //! own viewer part and its own blocked-content filtering, every time.
 
 use crate::support::{Calls, Failures, World, json, sources};
-use quiver_enrich::{BatchConfig, Batcher, Engine, EngineConfig, EnrichError, Sources};
+use quiver_cache::{BatchConfig, Batcher};
+use quiver_enrich::{Engine, EngineConfig, EnrichError, Sources};
 use quiver_model::{CursorCodec, PostId, UserId};
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! Tests of quiver-enrich with in-memory loaders.
 
-mod batcher;
 mod batches;
 mod contamination;
 mod feeds;

@@ -1,7 +1,7 @@
 //! Cross-request coalescing: fewer batch calls, and each caller gets exactly its own keys.
 
 use async_trait::async_trait;
-use quiver_enrich::{BatchConfig, Batcher};
+use quiver_cache::{BatchConfig, Batcher};
 use quiver_model::{ErrorCode, LoadError, Loader};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

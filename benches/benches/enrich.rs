@@ -20,7 +20,6 @@ use quiver_store::Store;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use std::sync::Arc;
-use tokio::runtime::Runtime;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -30,7 +29,8 @@ fn engine(sources: Sources, config: EngineConfig) -> Engine {
 }
 
 fn home_page(c: &mut Criterion) {
-    // One worker thread: the allocation count below is of this page alone.
+    // One thread (the allocation count below is of this page alone), and one runtime for
+    // everything: the pool's connections belong to the runtime that opened them.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +94,6 @@ fn home_page(c: &mut Criterion) {
         });
     }
 
-    let rt = Runtime::new().unwrap();
     for concurrent in [true, false] {
         let (sources, _caches) = rt.block_on(read_stack(
             store.clone(),

@@ -196,10 +196,10 @@ impl App {
         let request_id = request_id(req.headers());
         let method = req.method().clone();
         let matched = self.router.matched(&method, req.uri().path());
-        let label = match &matched {
-            Matched::Route(r, _) => r.template(),
-            Matched::NotFound => "unmatched",
-            Matched::MethodNotAllowed(_) => "method_not_allowed",
+        let (route, label) = match &matched {
+            Matched::Route(r, _) => (Some(*r as usize), r.template()),
+            Matched::NotFound => (None, "unmatched"),
+            Matched::MethodNotAllowed(_) => (None, "method_not_allowed"),
         };
         // At the highest level, so the span (and its request id) is on every line that
         // any filter lets through. It carries the id alone: the subscriber formats a
@@ -224,8 +224,7 @@ impl App {
         );
         let elapsed = started.elapsed();
         let status = resp.status().as_u16();
-        self.metrics
-            .request(label, method.as_str(), status, elapsed);
+        self.metrics.request(route, label, &method, status, elapsed);
         let _enter = span.enter();
         match resp.extensions().get::<Timed>() {
             Some(Timed(t)) if elapsed >= self.config.slow_request => tracing::warn!(

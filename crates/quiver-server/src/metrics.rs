@@ -3,6 +3,7 @@
 //! when `/metrics` is scraped; so are the event layer's, except each event's
 //! commit-to-effect lag, which its consumers observe directly.
 
+use hyper::Method;
 use prometheus::core::Collector as _;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -11,8 +12,22 @@ use prometheus::{
 use quiver_cache::{Outcome, StatsSnapshot};
 use quiver_enrich::PrefetchStats;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+/// Methods and statuses whose request metrics are resolved once per route and kept: the
+/// request path then touches no label map and takes no lock. Anything else (and
+/// unmatched requests) goes through the label values.
+const FAST_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+];
+const FAST_STATUSES: [u16; 16] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 413, 414, 422, 429, 500, 503, 504,
+];
 
 /// What the sampled counters read at scrape time.
 #[derive(Debug, Default)]
@@ -47,6 +62,9 @@ pub(crate) struct Metrics {
     relay_lag: Gauge,
     consumer: IntGaugeVec,
     event_lag: HistogramVec,
+    /// The request counter and latency histogram of each (route, method, status) of
+    /// `FAST_METHODS` × `FAST_STATUSES`, resolved on first use.
+    handles: Box<[OnceLock<(IntCounter, prometheus::Histogram)>]>,
     /// Last sampled values of counters kept elsewhere, to add only the difference.
     seen: Mutex<HashMap<(String, String), u64>>,
 }
@@ -217,6 +235,9 @@ impl Default for Metrics {
             relay_lag,
             consumer,
             event_lag,
+            handles: (0..crate::router::ROUTE_COUNT * FAST_METHODS.len() * FAST_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             seen: Mutex::default(),
         }
     }
@@ -239,13 +260,45 @@ impl Metrics {
     }
 
     /// Records a finished request.
-    pub(crate) fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .with_label_values(&[route, method, status_label(status)])
-            .inc();
-        self.latency
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    /// Counts a finished request of `route` (its index, when it matched one; `label` is
+    /// its template or what became of it).
+    pub(crate) fn request(
+        &self,
+        route: Option<usize>,
+        label: &str,
+        method: &Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let fast = route.and_then(|r| {
+            let m = FAST_METHODS.iter().position(|x| x == method)?;
+            let s = FAST_STATUSES.iter().position(|x| *x == status)?;
+            Some((r * FAST_METHODS.len() + m) * FAST_STATUSES.len() + s)
+        });
+        match fast.and_then(|i| self.handles.get(i)) {
+            Some(slot) => {
+                let (count, latency) = slot.get_or_init(|| {
+                    (
+                        self.requests.with_label_values(&[
+                            label,
+                            method.as_str(),
+                            status_label(status),
+                        ]),
+                        self.latency.with_label_values(&[label]),
+                    )
+                });
+                count.inc();
+                latency.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                self.requests
+                    .with_label_values(&[label, method.as_str(), status_label(status)])
+                    .inc();
+                self.latency
+                    .with_label_values(&[label])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
     }
 
     pub(crate) fn shed(&self) {

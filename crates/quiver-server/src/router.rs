@@ -26,6 +26,10 @@ pub enum Route {
     OpenApi,
 }
 
+/// How many routes there are (`Route as usize` is below it): the metrics keep a handle
+/// per route, method and status.
+pub(crate) const ROUTE_COUNT: usize = Route::OpenApi as usize + 1;
+
 /// `(method, path template, route)`: the table, also used to build the OpenAPI paths.
 pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/v1/feed", Route::Feed),
@@ -168,6 +172,16 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_has_its_own_metrics_slot() {
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, route) in ROUTES {
+            assert!((*route as usize) < ROUTE_COUNT, "{route:?}");
+            seen.insert(*route as usize);
+        }
+        assert_eq!(seen.len(), ROUTE_COUNT, "every slot is some route's");
+    }
 
     #[test]
     fn paths_match_their_routes_and_parameters() {

@@ -60,6 +60,7 @@ fn home_page(c: &mut Criterion) {
                 coalesce: None,
                 ..StackConfig::default()
             },
+            &EngineConfig::default(),
         ));
         let e = engine(
             sources,
@@ -95,23 +96,21 @@ fn home_page(c: &mut Criterion) {
     }
 
     for concurrent in [true, false] {
+        let config = EngineConfig {
+            concurrent_lookups: concurrent,
+            ..EngineConfig::default()
+        };
         let (sources, _caches) = rt.block_on(read_stack(
             store.clone(),
             None,
             &StackConfig {
                 cache: false,
                 coalesce: None,
-                concurrent,
                 ..StackConfig::default()
             },
+            &config,
         ));
-        let e = engine(
-            sources,
-            EngineConfig {
-                concurrent_lookups: concurrent,
-                ..EngineConfig::default()
-            },
-        );
+        let e = engine(sources, config);
         let name = if concurrent {
             "pg/concurrent_lookups"
         } else {

@@ -311,7 +311,6 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             }),
             namespace: args.redis_namespace.clone(),
             home_head: args.home_head,
-            ..StackConfig::default()
         },
         engine: EngineConfig {
             reuse_fragments: !args.no_fragments,

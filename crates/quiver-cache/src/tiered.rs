@@ -729,12 +729,7 @@ where
     type Value = L::Value;
 
     async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
-        let found = self.resolve(keys, &mut |_, _| ()).await?;
-        Ok(keys
-            .iter()
-            .zip(found)
-            .filter_map(|(k, v)| v.map(|v| (k.clone(), L::Value::clone(&v))))
-            .collect())
+        Ok(self.lookup(keys).await?.values)
     }
 
     async fn load_one(&self, key: &L::Key) -> Result<Option<L::Value>, LoadError> {

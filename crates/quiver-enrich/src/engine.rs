@@ -609,23 +609,37 @@ impl Engine {
         );
         let (graph, (first, head)) = (graph?, first?);
         t.skeleton += start.elapsed();
-        let more: MoreFn<'_> = Box::new(move |last| {
+        let more = self.keyset_more(Feed::Home, viewer, limit);
+        Ok((self.assemble(graph, first, limit, more, t).await?, head))
+    }
+
+    /// The next chunks of `feed` after a ref, for refills.
+    fn keyset_more(&self, feed: Feed, key: UserId, limit: usize) -> MoreFn<'_> {
+        Box::new(move |last| {
             Box::pin(async move {
-                self.chunk(Feed::Home, viewer, Some(Cursor::after(&last)), limit)
+                self.chunk(feed, key, Some(Cursor::after(&last)), limit)
                     .await
                     .map(|(chunk, _)| chunk)
             })
-        });
+        })
+    }
+
+    /// Hydrates a page from its first chunk (refilling through `more`) and its authors.
+    async fn assemble(
+        &self,
+        graph: Arc<ViewerGraph>,
+        first: Chunk,
+        limit: usize,
+        more: MoreFn<'_>,
+        t: &mut Timings,
+    ) -> Result<Assembled, EnrichError> {
         let filled = self.fill(&graph, first, limit, more, t).await?;
         let authors = self.authors_of(&graph, &filled, t).await?;
-        Ok((
-            Assembled {
-                graph,
-                filled,
-                authors,
-            },
-            head,
-        ))
+        Ok(Assembled {
+            graph,
+            filled,
+            authors,
+        })
     }
 
     async fn assemble_user_posts(
@@ -654,23 +668,8 @@ impl Engine {
         if exists.iter().all(Option::is_none) || graph.hides(user) {
             return Err(EnrichError::NotFound("user"));
         }
-        let more: MoreFn<'_> = Box::new(move |last| {
-            Box::pin(async move {
-                self.chunk(Feed::Author, user, Some(Cursor::after(&last)), limit)
-                    .await
-                    .map(|(chunk, _)| chunk)
-            })
-        });
-        let filled = self.fill(&graph, first, limit, more, t).await?;
-        let authors = self.authors_of(&graph, &filled, t).await?;
-        Ok((
-            Assembled {
-                graph,
-                filled,
-                authors,
-            },
-            head,
-        ))
+        let more = self.keyset_more(Feed::Author, user, limit);
+        Ok((self.assemble(graph, first, limit, more, t).await?, head))
     }
 
     async fn assemble_discover(
@@ -750,16 +749,15 @@ impl Engine {
             let chunk = chunk_at(offset);
             Box::pin(std::future::ready(Ok(chunk)))
         });
-        let filled = self.fill(&graph, first, limit, more, t).await?;
-        let authors = self.authors_of(&graph, &filled, t).await?;
-        let next = filled.next.map(|r| DiscoverCursor {
+        let page = self.assemble(graph, first, limit, more, t).await?;
+        let next = page.filled.next.map(|r| DiscoverCursor {
             anchor,
             seed,
             rank: rank(seed, r.id),
             id: r.id.0,
         });
         // The refs the next page starts from: everything ranked after the last one read.
-        let upcoming = match filled.next {
+        let upcoming = match page.filled.next {
             Some(last) => {
                 let from = refs
                     .iter()
@@ -773,11 +771,7 @@ impl Engine {
             None => Vec::new(),
         };
         Ok(Discovered {
-            page: Assembled {
-                graph,
-                filled,
-                authors,
-            },
+            page,
             next,
             upcoming,
         })

@@ -35,10 +35,6 @@ pub struct StackConfig {
     /// value (the heads pages are cut from); 0 reads every such page, and every
     /// discovery window, from the store.
     pub home_head: u32,
-    /// Whether an item's (or author's) entity batches run concurrently.
-    pub concurrent: bool,
-    /// Recent posts in a discovery window (the engine's `discovery_window`).
-    pub discovery_window: u32,
 }
 
 impl Default for StackConfig {
@@ -49,8 +45,6 @@ impl Default for StackConfig {
             cache: true,
             coalesce: Some(BatchConfig::default()),
             home_head: 100,
-            concurrent: true,
-            discovery_window: EngineConfig::default().discovery_window,
         }
     }
 }
@@ -335,11 +329,14 @@ impl ValueCodec<FeedItem> for ItemCodec {
     }
 }
 
-/// The engine's sources over `store`, cached in L1 and in `remote` when given.
+/// The engine's sources over `store`, cached in L1 and in `remote` when given, for an
+/// engine configured by `engine` (its discovery window and whether its lookups run
+/// concurrently shape the loaders).
 pub async fn read_stack(
     store: Arc<dyn Store>,
     remote: Option<Arc<dyn Remote>>,
     config: &StackConfig,
+    engine: &EngineConfig,
 ) -> (Sources, Caches) {
     let mut b = Builder {
         config,
@@ -351,23 +348,18 @@ pub async fn read_stack(
     // page): each viewer's home feed, each author's posts, and the discovery windows.
     let head_len = config.home_head;
     let (heads, author_heads, windows) = if head_len > 0 && config.cache {
-        let home = HeadLoader {
+        let head = |of| HeadLoader {
             store: s.clone(),
             len: head_len,
-            of: HeadOf::Home,
+            of,
         };
-        let (heads, cache) = b.tiered("home", home).await;
+        let (heads, cache) = b.tiered("home", head(HeadOf::Home)).await;
         b.caches.heads = cache;
-        let posts = HeadLoader {
-            store: s.clone(),
-            len: head_len,
-            of: HeadOf::Author,
-        };
-        let (author_heads, cache) = b.tiered("author_posts", posts).await;
+        let (author_heads, cache) = b.tiered("author_posts", head(HeadOf::Author)).await;
         b.caches.author_heads = cache;
         let window = WindowLoader {
             store: s.clone(),
-            len: config.discovery_window,
+            len: engine.discovery_window,
         };
         let (windows, cache) = b.tiered("window", window).await;
         b.caches.windows = cache;
@@ -379,12 +371,12 @@ pub async fn read_stack(
         posts: Arc::new(PostsLoader(s.clone())),
         media: Arc::new(MediaLoader(s.clone())),
         tags: Arc::new(TagsLoader(s.clone())),
-        concurrent: config.concurrent,
+        concurrent: engine.concurrent_lookups,
     };
     let authors = AuthorLoader {
         users: Arc::new(UsersLoader(s.clone())),
         flags: Arc::new(UserFlagsLoader(s.clone())),
-        concurrent: config.concurrent,
+        concurrent: engine.concurrent_lookups,
     };
     let sources = Sources {
         skeletons: Arc::new(StoreSkeletons(s.clone())),
@@ -465,12 +457,13 @@ pub async fn app(
     events: Option<EventsSetup>,
     settings: Settings,
 ) -> Result<crate::App, quiver_events::EventsError> {
-    let stack = StackConfig {
-        concurrent: settings.engine.concurrent_lookups,
-        discovery_window: settings.engine.discovery_window,
-        ..settings.stack.clone()
-    };
-    let (sources, caches) = read_stack(store.clone(), remote.clone(), &stack).await;
+    let (sources, caches) = read_stack(
+        store.clone(),
+        remote.clone(),
+        &settings.stack,
+        &settings.engine,
+    )
+    .await;
     let prefetch = settings.prefetch.map(|config| {
         let caches = caches.clone();
         PrefetchPool::new(

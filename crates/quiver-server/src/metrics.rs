@@ -275,30 +275,23 @@ impl Metrics {
             let s = FAST_STATUSES.iter().position(|x| *x == status)?;
             Some((r * FAST_METHODS.len() + m) * FAST_STATUSES.len() + s)
         });
-        match fast.and_then(|i| self.handles.get(i)) {
-            Some(slot) => {
-                let (count, latency) = slot.get_or_init(|| {
-                    (
-                        self.requests.with_label_values(&[
-                            label,
-                            method.as_str(),
-                            status_label(status),
-                        ]),
-                        self.latency.with_label_values(&[label]),
-                    )
-                });
-                count.inc();
-                latency.observe(elapsed.as_secs_f64());
-            }
-            None => {
+        let resolve = || {
+            (
                 self.requests
-                    .with_label_values(&[label, method.as_str(), status_label(status)])
-                    .inc();
-                self.latency
-                    .with_label_values(&[label])
-                    .observe(elapsed.as_secs_f64());
+                    .with_label_values(&[label, method.as_str(), status_label(status)]),
+                self.latency.with_label_values(&[label]),
+            )
+        };
+        let resolved;
+        let (count, latency) = match fast.and_then(|i| self.handles.get(i)) {
+            Some(slot) => slot.get_or_init(resolve),
+            None => {
+                resolved = resolve();
+                &resolved
             }
-        }
+        };
+        count.inc();
+        latency.observe(elapsed.as_secs_f64());
     }
 
     pub(crate) fn shed(&self) {

@@ -75,12 +75,27 @@ impl Loader for ViewerGraphLoader {
     type Value = ViewerGraph;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, ViewerGraph>, LoadError> {
-        let keys = quiver_model::dedup_keys(keys);
-        let graphs = futures::future::try_join_all(keys.iter().map(|k| self.0.viewer_graph(*k)))
-            .await
-            .map_err(LoadError::wrap)?;
-        Ok(keys.into_iter().zip(graphs).collect())
+        per_key(keys, |k| self.0.viewer_graph(*k)).await
     }
+}
+
+/// One store read per distinct key, run concurrently: for the values the store reads
+/// one at a time (a viewer graph, a feed's first page).
+async fn per_key<K, V, T, F, Fut>(keys: &[K], read: F) -> Result<HashMap<K, V>, LoadError>
+where
+    K: Clone + Eq + std::hash::Hash,
+    T: Into<V>,
+    F: Fn(&K) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::StoreError>>,
+{
+    let keys = quiver_model::dedup_keys(keys);
+    let values = futures::future::try_join_all(keys.iter().map(read))
+        .await
+        .map_err(LoadError::wrap)?;
+    Ok(keys
+        .into_iter()
+        .zip(values.into_iter().map(Into::into))
+        .collect())
 }
 
 /// The skeleton lists read straight from a [`Store`].
@@ -168,17 +183,11 @@ impl Loader for HeadLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, FeedHead>, LoadError> {
-        let keys = quiver_model::dedup_keys(keys);
-        let heads = futures::future::try_join_all(keys.iter().map(|k| match self.of {
+        per_key(keys, |k| match self.of {
             HeadOf::Home => self.store.home_page(*k, None, self.len),
             HeadOf::Author => self.store.user_posts(*k, None, self.len),
-        }))
+        })
         .await
-        .map_err(LoadError::wrap)?;
-        Ok(keys
-            .into_iter()
-            .zip(heads.into_iter().map(FeedHead::from))
-            .collect())
     }
 }
 
@@ -204,15 +213,6 @@ impl Loader for WindowLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[Window]) -> Result<HashMap<Window, FeedHead>, LoadError> {
-        let keys = quiver_model::dedup_keys(keys);
-        let windows = futures::future::try_join_all(
-            keys.iter().map(|w| self.store.recent_posts(w.0, self.len)),
-        )
-        .await
-        .map_err(LoadError::wrap)?;
-        Ok(keys
-            .into_iter()
-            .zip(windows.into_iter().map(FeedHead::from))
-            .collect())
+        per_key(keys, |w| self.store.recent_posts(w.0, self.len)).await
     }
 }

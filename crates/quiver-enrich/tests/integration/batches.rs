@@ -65,6 +65,20 @@ async fn batch_calls_per_page_do_not_depend_on_the_page_size() {
     );
 }
 
+/// `err` is the failure of `part`, with the source `loader` gave.
+fn failed_by_name(err: EnrichError, loader: &str, part: Part) {
+    match err {
+        EnrichError::Load {
+            part: p,
+            ref source,
+        } => {
+            assert_eq!(p, part, "{loader}");
+            assert_eq!(source.to_string(), format!("{loader} is down"));
+        }
+        other => panic!("{loader}: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn optional_parts_degrade_to_a_partial_page_and_essential_ones_fail_by_name() {
     let rig = Rig::new(big());
@@ -116,16 +130,7 @@ async fn optional_parts_degrade_to_a_partial_page_and_essential_ones_fail_by_nam
             .discover(UserId(1), Some(3), None, 20)
             .await
             .unwrap_err();
-        match err {
-            EnrichError::Load {
-                part: p,
-                ref source,
-            } => {
-                assert_eq!(p, part, "{loader}");
-                assert_eq!(source.to_string(), format!("{loader} is down"));
-            }
-            other => panic!("{loader}: {other:?}"),
-        }
+        failed_by_name(err, loader, part);
         if loader == "follows" {
             assert!(
                 rig.engine.home(UserId(1), None, 20).await.is_ok(),
@@ -135,16 +140,7 @@ async fn optional_parts_degrade_to_a_partial_page_and_essential_ones_fail_by_nam
             continue;
         }
         let err = rig.engine.home(UserId(1), None, 20).await.unwrap_err();
-        match err {
-            EnrichError::Load {
-                part: p,
-                ref source,
-            } => {
-                assert_eq!(p, part, "{loader}");
-                assert_eq!(source.to_string(), format!("{loader} is down"));
-            }
-            other => panic!("{loader}: {other:?}"),
-        }
+        failed_by_name(err, loader, part);
         rig.failures.set(loader, false);
     }
     for (loader, part) in [("orders", Part::Orders), ("order_items", Part::OrderItems)] {

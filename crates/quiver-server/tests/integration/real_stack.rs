@@ -34,8 +34,13 @@ async fn replica(store: &PgStore, namespace: &str) -> Engine {
         namespace: namespace.to_owned(),
         ..StackConfig::default()
     };
-    let (sources, _caches) =
-        read_stack(Arc::new(store.clone()), Some(remote().await), &config).await;
+    let (sources, _caches) = read_stack(
+        Arc::new(store.clone()),
+        Some(remote().await),
+        &config,
+        &EngineConfig::default(),
+    )
+    .await;
     Engine::new(
         sources,
         CursorCodec::new(b"real stack"),

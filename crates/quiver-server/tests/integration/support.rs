@@ -236,6 +236,7 @@ pub(crate) async fn start_on(
             namespace: namespace.clone(),
             ..StackConfig::default()
         },
+        &EngineConfig::default(),
     )
     .await;
     let events = events.then(|| EventsSetup {

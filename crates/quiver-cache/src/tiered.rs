@@ -21,8 +21,12 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
+
+mod flight;
+
+use flight::Inflight;
 
 /// Keys a tiered cache can hold: hashable, and written as text in Redis keys and
 /// invalidation messages (`Display`), read back from those messages (`FromStr`).
@@ -73,12 +77,8 @@ impl<K, V> Weighter<K, Entry<V>> for EntryWeighter {
 
 type L1<K, V> =
     Cache<K, Entry<V>, EntryWeighter, DefaultHashBuilder, DefaultLifecycle<K, Entry<V>>>;
-/// A per-key result fanned out from the loading lookup to the coalesced ones.
-type Shared<V> = Option<Result<Option<Arc<V>>, LoadError>>;
 /// One key's answer and where it came from.
 type Answer<V> = (Option<Arc<V>>, Outcome);
-/// Keys being loaded, each with the channel its result will be published on.
-type Inflight<K, V> = Mutex<HashMap<K, watch::Receiver<Shared<V>>, Fast>>;
 
 /// Bytes an entry costs beyond its encoded value (key, timestamps, bookkeeping).
 const ENTRY_OVERHEAD: u64 = 64;
@@ -294,82 +294,12 @@ where
         let result = if missing.is_empty() {
             Ok(())
         } else {
-            self.resolve_missing(keys, &missing, &mut out, &mut tally, seen)
+            inner
+                .resolve_missing(keys, &missing, &mut out, &mut tally, seen)
                 .await
         };
         inner.stats.add(&tally.0);
         result.map(|()| out)
-    }
-
-    /// Fills `out` at the `missing` positions: each distinct key once, claimed for this
-    /// lookup or waited for when another lookup is already loading it.
-    async fn resolve_missing(
-        &self,
-        keys: &[L::Key],
-        missing: &[usize],
-        out: &mut [Option<Arc<L::Value>>],
-        tally: &mut Tally,
-        seen: &mut (dyn FnMut(usize, Outcome) + Send),
-    ) -> Result<(), LoadError> {
-        let inner = &*self.inner;
-        // The distinct missing keys, and for each missing position its distinct index.
-        let mut index: HashMap<&L::Key, usize, Fast> =
-            HashMap::with_capacity_and_hasher(missing.len(), Fast::default());
-        let mut distinct: Vec<L::Key> = Vec::with_capacity(missing.len());
-        let at: Vec<usize> = missing
-            .iter()
-            .map(|&i| {
-                *index.entry(&keys[i]).or_insert_with(|| {
-                    distinct.push(keys[i].clone());
-                    distinct.len() - 1
-                })
-            })
-            .collect();
-        let mut answers: Vec<Option<Answer<L::Value>>> = vec![None; distinct.len()];
-        let mut todo: Vec<usize> = (0..distinct.len()).collect();
-        while !todo.is_empty() {
-            let (lead, follow) = inner.claim(&distinct, &todo);
-            if !lead.keys.is_empty() {
-                let ask: Vec<L::Key> = lead.keys.iter().map(|(_, k, _)| k.clone()).collect();
-                match inner.load(&ask, true).await {
-                    Ok(found) => {
-                        lead.publish(|j| Ok(found[j].0.clone()));
-                        for ((d, _, _), answer) in lead.keys.iter().zip(found) {
-                            answers[*d] = Some(answer);
-                        }
-                    }
-                    Err(e) => {
-                        lead.publish(|_| Err(e.clone()));
-                        return Err(e);
-                    }
-                }
-            }
-            drop(lead);
-            todo = Vec::new();
-            for (d, mut rx) in follow {
-                let shared = match rx.wait_for(Option::is_some).await {
-                    Ok(v) => v.clone(),
-                    // The loading lookup was cancelled before it finished: load again.
-                    Err(_) => None,
-                };
-                match shared {
-                    Some(Ok(v)) => answers[d] = Some((v, Outcome::Coalesced)),
-                    Some(Err(e)) => return Err(e),
-                    None => todo.push(d),
-                }
-            }
-        }
-        let mut counted = vec![false; distinct.len()];
-        for (&i, &d) in missing.iter().zip(&at) {
-            let (value, outcome) = answers[d].clone().expect("every distinct key answered");
-            // One outcome per distinct key, as the loader saw it.
-            if !std::mem::replace(&mut counted[d], true) {
-                tally.add(outcome);
-            }
-            seen(i, outcome);
-            out[i] = value;
-        }
-        Ok(())
     }
 
     /// Removes `keys` from this L1 at once, then from the L2 and every replica's L1
@@ -456,36 +386,6 @@ where
     }
 }
 
-/// The keys one lookup loads (with their index among the lookup's distinct keys), with
-/// the senders that publish their results. Dropping it ends the claim, published or not.
-struct Lead<'a, K: Eq + Hash, V> {
-    keys: Vec<(usize, K, watch::Sender<Shared<V>>)>,
-    inflight: &'a Inflight<K, V>,
-}
-
-impl<K: Eq + Hash, V> Lead<'_, K, V> {
-    /// Sends each claimed key its result; `result(j)` answers `keys[j]`.
-    fn publish(&self, result: impl Fn(usize) -> Result<Option<Arc<V>>, LoadError>) {
-        for (j, (_, _, tx)) in self.keys.iter().enumerate() {
-            let _ = tx.send(Some(result(j)));
-        }
-    }
-}
-
-impl<K: Eq + Hash, V> Drop for Lead<'_, K, V> {
-    fn drop(&mut self) {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
-        for (_, k, _) in &self.keys {
-            inflight.remove(k);
-        }
-    }
-}
-
-/// Keys (by distinct index) that another lookup is loading, with where its result comes.
-type Follow<V> = Vec<(usize, watch::Receiver<Shared<V>>)>;
-/// What [`Inner::claim`] hands back: keys to load, and keys to wait for.
-type Claim<'a, K, V> = (Lead<'a, K, V>, Follow<V>);
-
 impl<L> Inner<L>
 where
     L: Loader + 'static,
@@ -497,29 +397,6 @@ where
 
     fn parse_key(&self, text: &str) -> Option<L::Key> {
         text.strip_prefix(&self.key_prefix)?.parse().ok()
-    }
-
-    /// Splits `distinct[todo]` into the keys this lookup will load and those someone
-    /// else is loading.
-    fn claim(&self, distinct: &[L::Key], todo: &[usize]) -> Claim<'_, L::Key, L::Value> {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
-        let mut lead = Lead {
-            keys: Vec::with_capacity(todo.len()),
-            inflight: &self.inflight,
-        };
-        let mut follow = Vec::new();
-        for &d in todo {
-            let key = &distinct[d];
-            match inflight.get(key) {
-                Some(rx) => follow.push((d, rx.clone())),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    inflight.insert(key.clone(), rx);
-                    lead.keys.push((d, key.clone(), tx));
-                }
-            }
-        }
-        (lead, follow)
     }
 
     fn remote_allowed(&self) -> Option<&Arc<dyn Remote>> {

@@ -15,11 +15,25 @@
 //! - Presentation splices the items' encoded fragments with the per-viewer part
 //!   through `quiver-codec`.
 
+/// Awaits independent lookups concurrently, or one after another when the engine is
+/// configured to (the ablation the benches measure). Yields every result, like `join!`.
+macro_rules! lookups {
+    ($concurrent:expr, $($f:expr),+ $(,)?) => {
+        if $concurrent {
+            tokio::join!($($f),+)
+        } else {
+            ($($f.await),+ ,)
+        }
+    };
+}
+
 mod discover;
 mod engine;
 mod error;
+mod hydrate;
 mod items;
 mod prefetch;
+mod present;
 mod source;
 
 pub use engine::{Engine, EngineConfig, Rendered, Timings};

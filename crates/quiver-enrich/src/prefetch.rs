@@ -1,15 +1,21 @@
-//! A bounded pool that warms what the next page lacks in the background after a page is
-//! served (the engine submits a job only when the next page is not warm already). When
+//! Prefetch: the engine's decision to warm a next page (`Engine::warm`: only pages a
+//! cached head or window holds, only when they are not fresh already, once per viewer
+//! and cursor; the job loads, never renders), and the bounded pool that runs the jobs. When
 //! its queue is full the job is dropped, a counter rises and the pressure signal is raised
 //! (the server wires it to the caches' adaptive TTLs, as the Go service stretched TTLs
 //! when its pool was full); the first job that succeeds afterwards clears it.
 
+use crate::engine::Engine;
+use crate::error::{EnrichError, Part};
+use crate::hydrate::Assembled;
 use futures::future::BoxFuture;
 use quiver_model::LoadError;
+use quiver_model::{Cursor, FeedHead, HasErrorCode, PostId, UserId};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 /// Where the pool reports pressure.
 pub trait PressureSignal: Send + Sync {
@@ -85,7 +91,7 @@ impl PrefetchPool {
     /// Starts `config.workers` workers on the current runtime.
     pub fn new(config: PrefetchConfig, signal: Arc<dyn PressureSignal>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(config.queue.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let counters = Arc::new(Counters::default());
         let raised = Arc::new(AtomicBool::new(false));
         for _ in 0..config.workers.max(1) {
@@ -158,5 +164,96 @@ impl PrefetchPool {
             succeeded: self.counters.succeeded.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Engine {
+    /// Warms the page after `a` when `head` holds it: past the head its skeleton is a
+    /// query, and warming it would cost what it saves.
+    pub(crate) fn warm_next(
+        &self,
+        viewer: i64,
+        a: &Assembled,
+        head: Option<&FeedHead>,
+        limit: usize,
+    ) {
+        if let (Some(next), Some(head)) = (a.filled.next, head)
+            && let Some(refs) = head.refs(Some(Cursor::after(&next)), limit as u32)
+        {
+            let ids = refs.iter().map(|r| r.id).collect();
+            self.warm((viewer, next.id.0), ids);
+        }
+    }
+
+    /// Warms the items and authors of a next page in the background, unless they are
+    /// all fresh already or the same page is being warmed. The job only loads (what the
+    /// caches lack); it never renders.
+    pub(crate) fn warm(&self, key: (i64, i64), ids: Vec<PostId>) {
+        let Some(pool) = &self.inner.prefetch else {
+            return;
+        };
+        let s = &self.inner.sources;
+        // A page's items are loaded together (by the page, or by a warming), so its first
+        // and last stand for the rest: two peeks instead of one per item on every request.
+        // A page warm but for a few items is not warmed; it loads those in line.
+        let probe = match ids.as_slice() {
+            [] => {
+                pool.skipped_warm();
+                return;
+            }
+            [one] => [*one, *one],
+            [first, .., last] => [*first, *last],
+        };
+        if s.items.fresh(&probe) {
+            pool.skipped_warm();
+            return;
+        }
+        if !self.inner.warming.lock().expect("warming lock").insert(key) {
+            pool.skipped_warm();
+            return;
+        }
+        let engine = self.clone();
+        let job: BoxFuture<'static, Result<(), EnrichError>> = Box::pin(async move {
+            let _done = Warming(&engine.inner.warming, key);
+            let s = &engine.inner.sources;
+            let items = s
+                .items
+                .load_shared(&ids)
+                .await
+                .map_err(EnrichError::load(Part::Posts))?;
+            let mut authors: Vec<UserId> = Vec::with_capacity(items.len());
+            for item in items.iter().flatten() {
+                if !authors.contains(&item.post.author_id) {
+                    authors.push(item.post.author_id);
+                }
+            }
+            if !s.authors.fresh(&authors) {
+                s.authors
+                    .load_shared(&authors)
+                    .await
+                    .map_err(EnrichError::load(Part::Authors))?;
+            }
+            Ok(())
+        });
+        let submitted = pool.submit(Box::pin(async move {
+            job.await
+                .map_err(|e| LoadError::new(e.code(), e.to_string()))
+        }));
+        if !submitted {
+            self.inner
+                .warming
+                .lock()
+                .expect("warming lock")
+                .remove(&key);
+        }
+    }
+}
+
+/// Ends a warming entry when its job finishes or is dropped.
+struct Warming<'a>(&'a std::sync::Mutex<HashSet<(i64, i64)>>, (i64, i64));
+
+impl Drop for Warming<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("warming lock").remove(&self.1);
     }
 }

@@ -1,0 +1,350 @@
+//! Skeleton and hydration: a page's ids (cut from a cached head when it holds them, else
+//! read by keyset), its ready items in one batch and its distinct authors in one, by
+//! position; blocked content dropped and short pages refilled.
+
+use crate::engine::{Engine, Timings};
+use crate::error::{EnrichError, Part};
+use crate::items::{AuthorItem, FeedItem};
+use futures::future::BoxFuture;
+use quiver_model::{
+    Cursor, DynLoader, FeedHead, FollowEdge, Page, PostId, PostRef, UserId, ViewerGraph,
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A slice of a skeleton: refs in order, and whether more follow.
+pub(crate) struct Chunk {
+    pub(crate) refs: Vec<PostRef>,
+    pub(crate) more: bool,
+}
+
+impl From<Page<PostRef>> for Chunk {
+    fn from(p: Page<PostRef>) -> Self {
+        Self {
+            more: p.next.is_some(),
+            refs: p.items,
+        }
+    }
+}
+
+/// A filled page: the items to show and where the next page starts (after this ref).
+pub(crate) struct Filled {
+    pub(crate) items: Vec<Arc<FeedItem>>,
+    pub(crate) next: Option<PostRef>,
+}
+
+/// The distinct authors of a page, each with whether they follow the viewer, and for
+/// each shown item the index of its author.
+pub(crate) struct Authors {
+    pub(crate) items: Vec<Option<Arc<AuthorItem>>>,
+    pub(crate) followed_by: Vec<bool>,
+    pub(crate) of_item: Vec<usize>,
+}
+
+/// What a feed page needs before it is presented.
+pub(crate) struct Assembled {
+    pub(crate) graph: Arc<ViewerGraph>,
+    pub(crate) filled: Filled,
+    pub(crate) authors: Authors,
+}
+
+/// The feeds whose pages are cut from cached heads.
+#[derive(Clone, Copy)]
+pub(crate) enum Feed {
+    /// A viewer's home feed.
+    Home,
+    /// An author's posts.
+    Author,
+}
+
+pub(crate) type MoreFn<'a> =
+    Box<dyn FnMut(PostRef) -> BoxFuture<'a, Result<Chunk, EnrichError>> + Send + 'a>;
+
+impl Engine {
+    /// The viewer's graph, shared; anonymous viewers have an empty one.
+    pub(crate) async fn graph(
+        &self,
+        viewer: Option<UserId>,
+    ) -> Result<Arc<ViewerGraph>, EnrichError> {
+        let Some(v) = viewer else {
+            return Ok(Arc::new(ViewerGraph::default()));
+        };
+        let graph = self
+            .inner
+            .sources
+            .graphs
+            .load_shared(&[v])
+            .await
+            .map_err(EnrichError::load(Part::Graph))?
+            .pop()
+            .flatten();
+        Ok(match graph {
+            Some(g) if g.viewer == Some(v) => g,
+            Some(g) => Arc::new(ViewerGraph {
+                viewer: Some(v),
+                ..ViewerGraph::clone(&g)
+            }),
+            None => Arc::new(ViewerGraph {
+                viewer: Some(v),
+                ..ViewerGraph::default()
+            }),
+        })
+    }
+
+    /// A page's skeleton: cut from the cached head of `feed` when it holds the page,
+    /// else read from the skeleton source. Returns the head too, when there is one.
+    pub(crate) async fn chunk(
+        &self,
+        feed: Feed,
+        key: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<(Chunk, Option<Arc<FeedHead>>), EnrichError> {
+        let s = &self.inner.sources;
+        let heads: Option<&DynLoader<UserId, FeedHead>> = match feed {
+            Feed::Home => s.heads.as_ref(),
+            Feed::Author => s.author_heads.as_ref(),
+        };
+        let head = match heads {
+            Some(heads) => heads
+                .load_shared(&[key])
+                .await
+                .map_err(EnrichError::load(Part::Skeleton))?
+                .pop()
+                .flatten(),
+            None => None,
+        };
+        if let Some(head) = &head
+            && let Some(page) = head.page(after, limit as u32)
+        {
+            return Ok((page.into(), Some(head.clone())));
+        }
+        let page = match feed {
+            Feed::Home => s.skeletons.home(key, after, limit as u32).await,
+            Feed::Author => s.skeletons.user_posts(key, after, limit as u32).await,
+        }
+        .map_err(EnrichError::load(Part::Skeleton))?;
+        Ok((page.into(), head))
+    }
+
+    pub(crate) async fn assemble_home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+        t: &mut Timings,
+    ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
+        let start = Instant::now();
+        let (graph, first) = lookups!(
+            self.concurrent(),
+            self.graph(Some(viewer)),
+            self.chunk(Feed::Home, viewer, after, limit)
+        );
+        let (graph, (first, head)) = (graph?, first?);
+        t.skeleton += start.elapsed();
+        let more = self.keyset_more(Feed::Home, viewer, limit);
+        Ok((self.assemble(graph, first, limit, more, t).await?, head))
+    }
+
+    /// The next chunks of `feed` after a ref, for refills.
+    pub(crate) fn keyset_more(&self, feed: Feed, key: UserId, limit: usize) -> MoreFn<'_> {
+        Box::new(move |last| {
+            Box::pin(async move {
+                self.chunk(feed, key, Some(Cursor::after(&last)), limit)
+                    .await
+                    .map(|(chunk, _)| chunk)
+            })
+        })
+    }
+
+    /// Hydrates a page from its first chunk (refilling through `more`) and its authors.
+    pub(crate) async fn assemble(
+        &self,
+        graph: Arc<ViewerGraph>,
+        first: Chunk,
+        limit: usize,
+        more: MoreFn<'_>,
+        t: &mut Timings,
+    ) -> Result<Assembled, EnrichError> {
+        let filled = self.fill(&graph, first, limit, more, t).await?;
+        let authors = self.authors_of(&graph, &filled, t).await?;
+        Ok(Assembled {
+            graph,
+            filled,
+            authors,
+        })
+    }
+
+    pub(crate) async fn assemble_user_posts(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+        t: &mut Timings,
+    ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
+        let s = &self.inner.sources;
+        let start = Instant::now();
+        let (graph, exists, first) = lookups!(
+            self.concurrent(),
+            self.graph(viewer),
+            async {
+                s.authors
+                    .load_shared(&[user])
+                    .await
+                    .map_err(EnrichError::load(Part::Authors))
+            },
+            self.chunk(Feed::Author, user, after, limit),
+        );
+        let (graph, exists, (first, head)) = (graph?, exists?, first?);
+        t.skeleton += start.elapsed();
+        if exists.iter().all(Option::is_none) || graph.hides(user) {
+            return Err(EnrichError::NotFound("user"));
+        }
+        let more = self.keyset_more(Feed::Author, user, limit);
+        Ok((self.assemble(graph, first, limit, more, t).await?, head))
+    }
+
+    /// Hydrates `first` and keeps the items the viewer may see; while the page is short
+    /// and the skeleton has more, reads up to `refills` more chunks. The next page starts
+    /// after the last item shown when the page overflowed, else after the last ref read.
+    pub(crate) async fn fill(
+        &self,
+        graph: &ViewerGraph,
+        first: Chunk,
+        limit: usize,
+        mut more: MoreFn<'_>,
+        t: &mut Timings,
+    ) -> Result<Filled, EnrichError> {
+        let mut items: Vec<Arc<FeedItem>> = Vec::with_capacity(limit);
+        let mut shown: Vec<PostRef> = Vec::with_capacity(limit);
+        let mut chunk = first;
+        let mut refills = 0;
+        loop {
+            let start = Instant::now();
+            let ids: Vec<PostId> = chunk.refs.iter().map(|r| r.id).collect();
+            let found = self
+                .inner
+                .sources
+                .items
+                .load_shared(&ids)
+                .await
+                .map_err(EnrichError::load(Part::Posts))?;
+            t.hydrate += start.elapsed();
+            for (r, item) in chunk.refs.iter().zip(found) {
+                if let Some(item) = item
+                    && !graph.hides(item.post.author_id)
+                {
+                    items.push(item);
+                    shown.push(*r);
+                }
+            }
+            let last = chunk.refs.last().copied();
+            if shown.len() > limit {
+                items.truncate(limit);
+                shown.truncate(limit);
+                let next = shown.last().copied();
+                return Ok(Filled { items, next });
+            }
+            let next = last.filter(|_| chunk.more);
+            if shown.len() == limit || refills == self.inner.config.refills {
+                return Ok(Filled { items, next });
+            }
+            let Some(last) = next else {
+                return Ok(Filled { items, next });
+            };
+            refills += 1;
+            let start = Instant::now();
+            chunk = more(last).await?;
+            t.skeleton += start.elapsed();
+        }
+    }
+
+    /// The authors of the shown items, in one batch, and whether each follows the viewer:
+    /// from the viewer graph for the viewer's followees (every author of a home page), by
+    /// one batch of follow edges for the others.
+    pub(crate) async fn authors_of(
+        &self,
+        graph: &ViewerGraph,
+        filled: &Filled,
+        t: &mut Timings,
+    ) -> Result<Authors, EnrichError> {
+        let start = Instant::now();
+        let mut distinct: Vec<UserId> = Vec::with_capacity(filled.items.len());
+        let of_item: Vec<usize> = filled
+            .items
+            .iter()
+            .map(|i| {
+                let a = i.post.author_id;
+                distinct.iter().position(|d| *d == a).unwrap_or_else(|| {
+                    distinct.push(a);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let s = &self.inner.sources;
+        let (items, followed_by) = lookups!(
+            self.concurrent(),
+            async {
+                s.authors
+                    .load_shared(&distinct)
+                    .await
+                    .map_err(EnrichError::load(Part::Authors))
+            },
+            async {
+                match graph.viewer {
+                    Some(v) => self.followed_by(graph, v, &distinct).await,
+                    None => Ok(vec![false; distinct.len()]),
+                }
+            },
+        );
+        t.hydrate += start.elapsed();
+        Ok(Authors {
+            items: items?,
+            followed_by: followed_by?,
+            of_item,
+        })
+    }
+
+    /// Whether each of `authors` follows `viewer`: from the graph's mutuals for the
+    /// viewer's followees, from one batch of follow edges for the rest (never for the
+    /// viewer themself).
+    pub(crate) async fn followed_by(
+        &self,
+        graph: &ViewerGraph,
+        viewer: UserId,
+        authors: &[UserId],
+    ) -> Result<Vec<bool>, EnrichError> {
+        let mut answers: Vec<bool> = Vec::with_capacity(authors.len());
+        let mut ask: Vec<FollowEdge> = Vec::new();
+        let mut asked: Vec<usize> = Vec::new();
+        for (i, &a) in authors.iter().enumerate() {
+            match graph.followed_by(a) {
+                Some(known) => answers.push(known),
+                None => {
+                    answers.push(false);
+                    if a != viewer {
+                        ask.push(FollowEdge {
+                            follower: a,
+                            followee: viewer,
+                        });
+                        asked.push(i);
+                    }
+                }
+            }
+        }
+        if !ask.is_empty() {
+            let found = self
+                .inner
+                .sources
+                .follows
+                .load_shared(&ask)
+                .await
+                .map_err(EnrichError::load(Part::Relationships))?;
+            for (i, edge) in asked.into_iter().zip(found) {
+                answers[i] = edge.is_some();
+            }
+        }
+        Ok(answers)
+    }
+}

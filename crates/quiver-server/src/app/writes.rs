@@ -1,0 +1,325 @@
+//! The write handlers: graph writes, creating and deleting posts, and idempotent orders.
+//! Each runs its transaction in a spawned task (a hang-up cannot interrupt it), then
+//! forgets what the write made stale for its writer before answering.
+
+use super::*;
+
+impl App {
+    /// A social-graph write. It runs in its own task, so a client that hangs up (or the
+    /// deadline) cannot interrupt its transaction; then the writer's cached graph is
+    /// invalidated before answering, so their next read sees the write. Following or
+    /// blocking someone already followed or blocked changes nothing and is 409; removing
+    /// an edge that is not there is 204 (it is gone either way).
+    pub(super) async fn write(&self, route: Route, viewer: UserId, n: i64) -> Response<Body> {
+        use quiver_store::write::Written;
+        let writes = self.writes.clone();
+        let other = UserId(n);
+        let task = tokio::spawn(async move {
+            match route {
+                Route::Follow => writes.follow(viewer, other).await,
+                Route::Unfollow => writes.unfollow(viewer, other).await,
+                Route::Block => writes.block(viewer, other).await,
+                Route::Unblock => writes.unblock(viewer, other).await,
+                _ => writes
+                    .delete_post(viewer, PostId(n))
+                    .await
+                    .map(|()| Written::Changed),
+            }
+        });
+        let written = match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "write task failed");
+                return respond::problem(ProblemType::Internal, "the write could not be done");
+            }
+        };
+        match written {
+            Ok(Written::Unchanged) if matches!(route, Route::Follow | Route::Block) => {
+                respond::problem(
+                    ProblemType::Conflict,
+                    if route == Route::Follow {
+                        format!("you already follow user {n}")
+                    } else {
+                        format!("you already block user {n}")
+                    },
+                )
+            }
+            Ok(_) => {
+                self.committed();
+                let invalidated = if route == Route::DeletePost {
+                    // Followers' cached heads may still name the post until they change;
+                    // hydration skips it (the post is forgotten everywhere).
+                    self.caches.invalidate_authored(viewer, PostId(n)).await
+                } else {
+                    self.caches.invalidate_edge(viewer, other).await
+                };
+                if let Err(e) = invalidated {
+                    // Committed: the events will invalidate the other replicas; this one
+                    // is clean already.
+                    tracing::warn!(error = %e, "invalidation after a write failed");
+                }
+                let mut resp = Response::new(Body::default());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
+            }
+            Err(quiver_store::StoreError::NotFound) => respond::problem(
+                ProblemType::NotFound,
+                if route == Route::DeletePost {
+                    format!("post {n} not found")
+                } else {
+                    format!("user {n} not found")
+                },
+            ),
+            Err(quiver_store::StoreError::NotYours(why)) => {
+                respond::problem(ProblemType::Forbidden, why)
+            }
+            Err(quiver_store::StoreError::Refused(why)) => {
+                respond::problem(ProblemType::Validation, why)
+            }
+            Err(e) => {
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                tracing::warn!(error = %e, "write failed");
+                respond::problem(kind, "the write could not be done; retry later")
+            }
+        }
+    }
+
+    /// `POST /posts`: the body is read up to the size limit, parsed strictly and
+    /// validated; the post is written in its own task; the answer is the new post as
+    /// `GET /posts/{id}` shows it.
+    pub(super) async fn create_post<B>(
+        &self,
+        viewer: UserId,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.config.max_body_bytes as usize;
+        let bytes = match self.json_body(headers, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let new = match quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(
+            &bytes, limit,
+        )
+        .and_then(|b| b.validate())
+        {
+            Ok(new) => new,
+            Err(e) => {
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
+            }
+        };
+        let writes = self.writes.clone();
+        let created = tokio::spawn(async move { writes.create_post(viewer, &new).await }).await;
+        let post = match created {
+            Ok(Ok(post)) => post,
+            Ok(Err(quiver_store::StoreError::NotFound)) => {
+                return respond::problem(ProblemType::NotFound, "the author does not exist");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "create post failed");
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                return respond::problem(kind, "the post could not be created; retry later");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "create post task failed");
+                return respond::problem(ProblemType::Internal, "the post could not be created");
+            }
+        };
+        self.committed();
+        if let Err(e) = self.caches.invalidate_authored(viewer, post.id).await {
+            tracing::warn!(error = %e, "invalidation after a write failed");
+        }
+        match self.engine.post(Some(viewer), post.id).await {
+            Ok(r) => {
+                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                resp.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&format!("/api/v1/posts/{}", post.id)).expect("ascii"),
+                );
+                resp
+            }
+            Err(err) => enrich_problem(&err),
+        }
+    }
+
+    /// A JSON request body, read up to the size limit: 415 unless it is
+    /// `application/json`, 413 past the limit (with or without `Content-Length`).
+    pub(super) async fn json_body<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Bytes, Response<Body>>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt as _;
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return Err(respond::problem(
+                ProblemType::UnsupportedMediaType,
+                "the body must be application/json",
+            ));
+        }
+        let limit = self.config.max_body_bytes as usize;
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) => Err(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    respond::problem(
+                        ProblemType::PayloadTooLarge,
+                        format!("the body is over {limit} bytes"),
+                    )
+                } else {
+                    respond::problem(ProblemType::MalformedBody, "the body could not be read")
+                },
+            ),
+        }
+    }
+
+    /// `POST /orders`: an `Idempotency-Key` is required; the body is parsed strictly and
+    /// validated; the order is priced and written in its own task, under the key, so a
+    /// retry with the same key and body gets the first order (and `Idempotent-Replayed`)
+    /// and a different body under the key is refused.
+    pub(super) async fn create_order<B>(
+        &self,
+        viewer: UserId,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let key = match idempotency_key(headers) {
+            Ok(k) => k,
+            Err(r) => return r.response(),
+        };
+        let limit = self.config.max_body_bytes as usize;
+        let bytes = match self.json_body(headers, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let lines = match quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(
+            &bytes, limit,
+        )
+        .and_then(|b| b.validate())
+        {
+            Ok(lines) => lines,
+            Err(e) => {
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
+            }
+        };
+        let fingerprint = order_fingerprint(&lines);
+        let writes = self.writes.clone();
+        let task_lines = lines.clone();
+        let placed = tokio::spawn(async move {
+            writes
+                .create_order(viewer, &key, &fingerprint, &task_lines)
+                .await
+        })
+        .await;
+        let placed = match placed {
+            Ok(Ok(placed)) => placed,
+            Ok(Err(quiver_store::StoreError::KeyReused)) => {
+                return respond::problem(
+                    ProblemType::Validation,
+                    "the Idempotency-Key was already used with a different request body",
+                );
+            }
+            Ok(Err(quiver_store::StoreError::Unorderable(refused))) => {
+                let errors = refused
+                    .iter()
+                    .map(|(i, why)| quiver_codec::request::FieldError {
+                        field: format!("items[{i}].post_id"),
+                        message: format!("post {} {}", lines[*i].0, why.message()),
+                    })
+                    .collect();
+                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(
+                    &quiver_codec::request::BodyError::Invalid(errors),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "create order failed");
+                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
+                return respond::problem(kind, "the order could not be placed; retry later");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "create order task failed");
+                return respond::problem(ProblemType::Internal, "the order could not be placed");
+            }
+        };
+        if !placed.replayed {
+            self.committed();
+            // A lookup of this id before it existed may have cached "absent".
+            if let Err(e) = self.caches.invalidate_order(placed.order).await {
+                tracing::warn!(error = %e, "invalidation after a write failed");
+            }
+        }
+        match self.engine.order(viewer, placed.order).await {
+            Ok(r) => {
+                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                let h = resp.headers_mut();
+                h.insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&format!("/api/v1/orders/{}", placed.order))
+                        .expect("ascii"),
+                );
+                if placed.replayed {
+                    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                }
+                resp
+            }
+            Err(err) => enrich_problem(&err),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header: required, 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Reject> {
+    let bad = |detail: &str| Reject(ProblemType::InvalidParameter, detail.to_owned());
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Err(bad(
+            "the Idempotency-Key header is required: a unique value per order you place",
+        ));
+    };
+    if values.next().is_some() {
+        return Err(bad("the Idempotency-Key header is given more than once"));
+    }
+    match value.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(k.to_owned())
+        }
+        _ => Err(bad(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// What makes two order requests "the same body": their validated lines, in order.
+fn order_fingerprint(lines: &[(PostId, i32)]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (post, quantity) in lines {
+        h.update(post.0.to_be_bytes());
+        h.update(quantity.to_be_bytes());
+    }
+    hex::encode(h.finalize())
+}

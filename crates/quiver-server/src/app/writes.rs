@@ -98,20 +98,15 @@ impl App {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limit = self.config.max_body_bytes as usize;
-        let bytes = match self.json_body(headers, body).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        let new = match quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(
-            &bytes, limit,
-        )
-        .and_then(|b| b.validate())
+        let new = match self
+            .valid_body(headers, body, |bytes, limit| {
+                quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(bytes, limit)
+                    .and_then(|b| b.validate())
+            })
+            .await
         {
             Ok(new) => new,
-            Err(e) => {
-                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
-            }
+            Err(resp) => return resp,
         };
         let writes = self.writes.clone();
         let created = tokio::spawn(async move { writes.create_post(viewer, &new).await }).await;
@@ -145,6 +140,25 @@ impl App {
             }
             Err(err) => enrich_problem(&err),
         }
+    }
+
+    /// A JSON body read through [`App::json_body`] and parsed and validated by `parse`
+    /// (given the bytes and the body limit); any failure is the response to send.
+    async fn valid_body<B, V>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+        parse: impl FnOnce(&[u8], usize) -> Result<V, quiver_codec::request::BodyError>,
+    ) -> Result<V, Response<Body>>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let bytes = self.json_body(headers, body).await?;
+        parse(&bytes, self.config.max_body_bytes as usize).map_err(|e| {
+            respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e))
+        })
     }
 
     /// A JSON request body, read up to the size limit: 415 unless it is
@@ -211,20 +225,15 @@ impl App {
             Ok(k) => k,
             Err(r) => return r.response(),
         };
-        let limit = self.config.max_body_bytes as usize;
-        let bytes = match self.json_body(headers, body).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        let lines = match quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(
-            &bytes, limit,
-        )
-        .and_then(|b| b.validate())
+        let lines = match self
+            .valid_body(headers, body, |bytes, limit| {
+                quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(bytes, limit)
+                    .and_then(|b| b.validate())
+            })
+            .await
         {
             Ok(lines) => lines,
-            Err(e) => {
-                return respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e));
-            }
+            Err(resp) => return resp,
         };
         let fingerprint = order_fingerprint(&lines);
         let writes = self.writes.clone();

@@ -826,7 +826,13 @@ async fn readiness_turns_503_while_the_database_refuses_connections_and_200_when
         }
     };
     run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#)).await;
-    run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'quiver-under-test'".into()).await;
+    // Only this test's connections: other tests' servers share the application name
+    // and run at the same time.
+    run(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'quiver-under-test' AND datname = '{db}'"
+    ))
+    .await;
     let resp = s.get("/readyz", None).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();

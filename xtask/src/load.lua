@@ -3,14 +3,17 @@
 -- over its connections: each request is the next slot of a weighted schedule of streams
 -- (each stream its own headers, paths and body) and carries an `x-request-id`, which the
 -- server echoes, so that each answer is logged with the stream it answered, to
--- `QUIVER_LOAD_OUT-<thread>.csv` as `stream,microseconds,status,body bytes` (stream 0:
--- an answer without a known id).
+-- `QUIVER_LOAD_OUT-<thread>.csv` as `stream,microseconds,status,body bytes,path,lap`
+-- (stream 0: an answer without a known id; path: the stream's path, from 1; lap: how many
+-- times this thread had gone through all of the stream's paths before, from 0).
 --
 -- Open loop (QUIVER_LOAD_RATE > 0): the thread's requests are due at a fixed interval (the
 -- rate divided among the threads). A connection that is free claims the next due time and
 -- waits for it; one that is busy claims none, so a late answer leaves later requests
 -- waiting, and each latency is measured from when the request was due, not from when it
--- was sent (no coordinated omission). Closed loop: from when it was sent.
+-- was sent (no coordinated omission). Closed loop: from when it was sent, and with
+-- QUIVER_LOAD_PAUSE_MS > 0 each connection waits that long before each request (a client
+-- reading a page before asking for the next).
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -33,8 +36,10 @@ end
 local lines, rests, cursor
 local schedule, slot, out
 local threads, seq = 1, 0
--- In flight, by request id: stream, sent, due.
-local in_stream, in_sent, in_due = {}, {}, {}
+-- In flight, by request id: stream, sent, due, path, lap.
+local in_stream, in_sent, in_due, in_path, in_lap = {}, {}, {}, {}, {}
+-- Per stream: laps this thread has completed, and whether it has sent any request yet.
+local laps, started = {}, {}
 -- Open loop: the next due time nobody claimed, the interval, and the claimed ones not
 -- sent yet (in order).
 local next_due, interval
@@ -79,6 +84,13 @@ function init(_)
     -- Threads start spread over one interval, not all at once.
     next_due = now_us() + interval * id / threads
     delay = paced_delay
+  else
+    local pause = tonumber(os.getenv("QUIVER_LOAD_PAUSE_MS") or "0")
+    if pause > 0 then
+      delay = function()
+        return pause
+      end
+    end
   end
   out = io.open(os.getenv("QUIVER_LOAD_OUT") .. "-" .. id .. ".csv", "w")
   out:setvbuf("full", 65536)
@@ -89,10 +101,14 @@ function request()
   local s = schedule[slot]
   local c = cursor[s] % #lines[s] + 1
   cursor[s] = c
+  if c == 1 and started[s] then
+    laps[s] = (laps[s] or 0) + 1
+  end
+  started[s] = true
   seq = seq + 1
   local rid = seq * threads + id
   local now = now_us()
-  in_stream[rid], in_sent[rid] = s, now
+  in_stream[rid], in_sent[rid], in_path[rid], in_lap[rid] = s, now, c, laps[s] or 0
   if interval then
     -- The earliest claimed due time: timers fire in due order, to the millisecond. A
     -- connection that reconnected mid-request sends again without a delay(): it takes
@@ -115,7 +131,7 @@ function response(status, headers, body)
   local rid = tonumber(headers["x-request-id"])
   local s = rid and in_stream[rid]
   if not s then
-    out:write(0, ",", 0, ",", status, ",", #body, "\n")
+    out:write(0, ",", 0, ",", status, ",", #body, ",0,0\n")
     return
   end
   local from = in_sent[rid]
@@ -123,6 +139,7 @@ function response(status, headers, body)
   if due and due < from then
     from = due
   end
-  in_stream[rid], in_sent[rid], in_due[rid] = nil, nil, nil
-  out:write(s, ",", math.floor(now - from + 0.5), ",", status, ",", #body, "\n")
+  local path, lap = in_path[rid], in_lap[rid]
+  in_stream[rid], in_sent[rid], in_due[rid], in_path[rid], in_lap[rid] = nil, nil, nil, nil, nil
+  out:write(s, ",", math.floor(now - from + 0.5), ",", status, ",", #body, ",", path, ",", lap, "\n")
 end

@@ -72,6 +72,12 @@ pub(crate) enum Load {
     /// Open loop: this many requests per second in all, latency measured from when each
     /// request was due, on this many connections.
     Rate(f64, u32),
+    /// Clients that read each answer before asking again: this many connections, each
+    /// waiting this long before every request, from one generator thread (so each
+    /// stream's paths go out in order). The summary adds `first_lap`: the answers to the
+    /// first pass over each stream's paths, the first path (`first_page`) and the others
+    /// (`later_pages`) apart.
+    Paused(u32, Duration),
 }
 
 /// One answered request, from the script's records.
@@ -82,6 +88,10 @@ struct Record {
     micros: u64,
     status: u16,
     bytes: u64,
+    /// Which of the stream's paths, from 1 (0: unknown).
+    path: u32,
+    /// How many passes over the stream's paths its thread had made before, from 0.
+    lap: u32,
 }
 
 /// Where the streams go and with which tokens.
@@ -261,13 +271,18 @@ pub(crate) fn phase(
     if streams.is_empty() {
         bail!("{name} has no streams");
     }
-    let (connections, rate) = match load {
-        Load::Concurrency(c) => (c.max(1), 0.0),
-        Load::Rate(r, c) => (c.max(1), r.max(0.001)),
+    let (connections, rate, pause) = match load {
+        Load::Concurrency(c) => (c.max(1), 0.0, Duration::ZERO),
+        Load::Rate(r, c) => (c.max(1), r.max(0.001), Duration::ZERO),
+        Load::Paused(c, p) => (c.max(1), 0.0, p),
     };
     // One thread per core: more only adds context switches to the generator's CPU.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let threads = cores.min(connections);
+    let threads = if pause.is_zero() {
+        cores.min(connections)
+    } else {
+        1
+    };
     let work = tempfile::Builder::new()
         .prefix("quiver-load-")
         .tempdir_in(t.dir)
@@ -290,6 +305,7 @@ pub(crate) fn phase(
         .env("QUIVER_LOAD_STREAMS", &config)
         .env("QUIVER_LOAD_THREADS", threads.to_string())
         .env("QUIVER_LOAD_RATE", format!("{rate:.3}"))
+        .env("QUIVER_LOAD_PAUSE_MS", pause.as_millis().to_string())
         .env("QUIVER_LOAD_OUT", &out)
         .stdin(Stdio::null())
         .output()
@@ -339,6 +355,20 @@ pub(crate) fn phase(
     if let Load::Rate(r, _) = load {
         v["target_rps"] = json!(r);
     }
+    if !pause.is_zero() {
+        let lap = |later: bool| -> Vec<Record> {
+            records
+                .iter()
+                .filter(|r| r.stream.is_some() && r.lap == 0 && (r.path > 1) == later)
+                .copied()
+                .collect()
+        };
+        v["pause_ms"] = json!(pause.as_millis() as u64);
+        v["first_lap"] = json!({
+            "first_page": summarize(&lap(false), secs)?,
+            "later_pages": summarize(&lap(true), secs)?,
+        });
+    }
     if !reads.is_empty() && !writes.is_empty() {
         v["reads"] = summarize(&reads, secs)?;
         v["writes"] = summarize(&writes, secs)?;
@@ -368,6 +398,8 @@ fn parse_records(text: &str, streams: usize) -> Result<Vec<Record>> {
                 micros: field("latency")?.max(1),
                 status: u16::try_from(field("status")?).context("a status fits u16")?,
                 bytes: field("size")?,
+                path: u32::try_from(field("path")?).context("a path index fits u32")?,
+                lap: u32::try_from(field("lap")?).context("a lap fits u32")?,
             })
         })
         .collect()
@@ -402,7 +434,11 @@ mod tests {
 
     #[test]
     fn reads_the_scripts_records() {
-        let r = parse_records("1,1000,200,100\n2,10000,409,50\n\n0,0,400,9\n", 2).unwrap();
+        let r = parse_records(
+            "1,1000,200,100,1,0\n2,10000,409,50,3,2\n\n0,0,400,9,0,0\n",
+            2,
+        )
+        .unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(r[2].stream, None);
         assert_eq!(
@@ -411,13 +447,16 @@ mod tests {
                 stream: Some(1),
                 micros: 10_000,
                 status: 409,
-                bytes: 50
+                bytes: 50,
+                path: 3,
+                lap: 2,
             }
         );
         // A zero latency still counts as a request.
-        assert_eq!(parse_records("1,0,200,1", 1).unwrap()[0].micros, 1);
-        assert!(parse_records("3,1000,200,100", 2).is_err());
-        assert!(parse_records("1,x,200,100", 2).is_err());
+        assert_eq!(parse_records("1,0,200,1,1,0", 1).unwrap()[0].micros, 1);
+        assert!(parse_records("3,1000,200,100,1,0", 2).is_err());
+        assert!(parse_records("1,x,200,100,1,0", 2).is_err());
+        assert!(parse_records("1,1000,200,100", 1).is_err());
         assert!(parse_records("1,1000,200", 2).is_err());
     }
 
@@ -430,6 +469,8 @@ mod tests {
                 micros: 1_000,
                 status: 200,
                 bytes: 10,
+                path: 1,
+                lap: 0,
             })
             .collect();
         let slow: Vec<Record> = (0..10)
@@ -438,6 +479,8 @@ mod tests {
                 micros: 50_000,
                 status: 503,
                 bytes: 10,
+                path: 1,
+                lap: 0,
             })
             .collect();
         let all: Vec<Record> = fast.into_iter().chain(slow).collect();

@@ -8,9 +8,12 @@
 //! - `bench`: the release server end to end against the machine's own limits, with
 //!   ablations; `--soak` watches CPU per request over uptime; `--micro` runs the
 //!   criterion benches of every layer.
+//! - `pgo`: a release server built with a profile of the bench's own mix
+//!   (`target/pgo/quiver`); the full bench measures it as an ablation.
 
 mod bench;
 mod load;
+mod pgo;
 mod plots;
 mod services;
 
@@ -30,6 +33,7 @@ fn main() -> Result<()> {
         Some("lint") => lint(&root),
         Some("prepare") => sqlx_data(&root, Mode::Write),
         Some("bench") => bench::bench(&args[1..]),
+        Some("pgo") => pgo::pgo(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -38,8 +42,10 @@ fn main() -> Result<()> {
                  lint         fmt --check, clippy -D warnings, offline-query check\n  \
                  ci           lint, test, bench --quick: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
-                 bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--micro]\n               \
-                 end-to-end load against the machine's limits, with ablations (report in target/bench/)"
+                 bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--no-pgo] [--micro]\n               \
+                 end-to-end load against the machine's limits, with ablations (report in target/bench/)\n  \
+                 pgo [--scale small|medium|large]\n               \
+                 a release server trained on the bench's mix (target/pgo/quiver)"
             );
             bail!("unknown or missing task")
         }

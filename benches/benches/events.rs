@@ -161,10 +161,7 @@ fn consume(c: &mut Criterion) {
                                 })
                                 .collect();
                             for chunk in batch.chunks(500) {
-                                streams
-                                    .append(&config.stream(), 1_000_000, chunk)
-                                    .await
-                                    .unwrap();
+                                streams.append(&config.stream(), chunk).await.unwrap();
                             }
                             let handler =
                                 Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 1000));

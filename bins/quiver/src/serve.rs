@@ -161,6 +161,12 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
             check_secret(s);
             s.clone()
         }
+        // The demo secret is in this repository: anyone could mint tokens with it, so it
+        // signs only for a server that nobody else can reach.
+        (None, true) if !args.listen.ip().is_loopback() => usage(format!(
+            "--demo without QUIVER_JWT_SECRET listens on loopback only (its secret is public), not {}",
+            args.listen
+        )),
         (None, true) => DEMO_SECRET.to_owned(),
         (None, false) => usage("QUIVER_JWT_SECRET (or --jwt-secret) is required unless --demo"),
     };

@@ -28,6 +28,8 @@ pub enum ProblemType {
     RateLimited,
     Unavailable,
     Timeout,
+    /// The client did not send its request body in time.
+    BodyTimeout,
     Internal,
 }
 
@@ -49,6 +51,7 @@ impl ProblemType {
             Self::RateLimited => "https://quiver.dev/problems/rate-limited",
             Self::Unavailable => "https://quiver.dev/problems/unavailable",
             Self::Timeout => "https://quiver.dev/problems/timeout",
+            Self::BodyTimeout => "https://quiver.dev/problems/body-timeout",
             Self::Internal => "https://quiver.dev/problems/internal",
         }
     }
@@ -70,6 +73,7 @@ impl ProblemType {
             Self::RateLimited => "Too many requests",
             Self::Unavailable => "Service unavailable",
             Self::Timeout => "Request timed out",
+            Self::BodyTimeout => "Request body too slow",
             Self::Internal => "Internal error",
         }
     }
@@ -91,6 +95,7 @@ impl ProblemType {
             Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Timeout => 504,
+            Self::BodyTimeout => 408,
             Self::Internal => 500,
         }
     }

@@ -144,6 +144,25 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_PRICE_CENTS: i64 = 100_000_000_000;
 pub const MAX_ORDER_ITEMS: usize = 20;
 pub const MAX_QUANTITY: i32 = 100;
+/// At most this many field errors are listed in one answer; the rest are counted in a
+/// last entry, so a body full of bad elements cannot make a response many times its size.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
+/// The field errors to answer with: the first [`MAX_FIELD_ERRORS`], then how many more.
+fn invalid(mut errors: Vec<FieldError>) -> BodyError {
+    if errors.len() > MAX_FIELD_ERRORS {
+        let more = errors.len() - MAX_FIELD_ERRORS;
+        errors.truncate(MAX_FIELD_ERRORS);
+        errors.push(field("*", format!("and {more} more errors")));
+    }
+    BodyError::Invalid(errors)
+}
+
+/// A control character that a text field may not hold: every one but newline, carriage
+/// return and tab (PostgreSQL refuses NUL in text; the others have no place in a post).
+fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
 
 fn check_url(errors: &mut Vec<FieldError>, path: &str, url: &str) {
     let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
@@ -183,15 +202,23 @@ impl CreatePostBody {
                 "body",
                 format!("must be at most {MAX_BODY_CHARS} characters"),
             ));
+        } else if self.body.chars().any(is_forbidden_control) {
+            errors.push(field(
+                "body",
+                "must not contain control characters (other than newline, carriage return and tab)",
+            ));
         }
-        if self.media.len() > MAX_MEDIA {
+        // Past a list's limit its elements are not checked one by one: the one error
+        // says what is wrong, and a long list cannot make a long answer.
+        let media_ok = self.media.len() <= MAX_MEDIA;
+        if !media_ok {
             errors.push(field(
                 "media",
                 format!("must have at most {MAX_MEDIA} items"),
             ));
         }
         let mut media = Vec::new();
-        for (i, m) in self.media.iter().enumerate() {
+        for (i, m) in self.media.iter().enumerate().filter(|_| media_ok) {
             let p = |f: &str| format!("media[{i}].{f}");
             check_url(&mut errors, &p("url"), &m.url);
             let kind = m.kind.parse::<MediaKind>().ok();
@@ -216,11 +243,12 @@ impl CreatePostBody {
                 });
             }
         }
-        if self.tags.len() > MAX_TAGS {
+        let tags_ok = self.tags.len() <= MAX_TAGS;
+        if !tags_ok {
             errors.push(field("tags", format!("must have at most {MAX_TAGS} items")));
         }
         let mut seen = HashSet::new();
-        for (i, t) in self.tags.iter().enumerate() {
+        for (i, t) in self.tags.iter().enumerate().filter(|_| tags_ok) {
             if !is_tag(t) {
                 errors.push(field(
                     format!("tags[{i}]"),
@@ -272,7 +300,7 @@ impl CreatePostBody {
                 tags: self.tags,
                 wish,
             }),
-            _ => Err(BodyError::Invalid(errors)),
+            _ => Err(invalid(errors)),
         }
     }
 }
@@ -296,14 +324,15 @@ impl CreateOrderBody {
     /// Checks every line: 1 to 20 distinct wishes, quantities 1 to 100.
     pub fn validate(self) -> Result<Vec<(PostId, i32)>, BodyError> {
         let mut errors = Vec::new();
-        if self.items.is_empty() || self.items.len() > MAX_ORDER_ITEMS {
+        let items_ok = (1..=MAX_ORDER_ITEMS).contains(&self.items.len());
+        if !items_ok {
             errors.push(field(
                 "items",
                 format!("must have 1 to {MAX_ORDER_ITEMS} items"),
             ));
         }
         let mut seen = HashSet::new();
-        for (i, line) in self.items.iter().enumerate() {
+        for (i, line) in self.items.iter().enumerate().filter(|_| items_ok) {
             if line.post_id <= 0 {
                 errors.push(field(
                     format!("items[{i}].post_id"),
@@ -326,7 +355,7 @@ impl CreateOrderBody {
                 .map(|l| (PostId(l.post_id), l.quantity as i32))
                 .collect())
         } else {
-            Err(BodyError::Invalid(errors))
+            Err(invalid(errors))
         }
     }
 }

@@ -363,17 +363,29 @@ impl Engine {
     pub async fn order(&self, viewer: UserId, id: OrderId) -> Result<Rendered, EnrichError> {
         let mut t = Timings::default();
         let start = Instant::now();
-        let (mut orders, mut items) = self.load_orders(&[id]).await?;
+        let s = &self.inner.sources;
+        // The order first: someone else's is "not found" like a missing one (ids are
+        // sequential; a different answer would tell how many orders there are), and its
+        // items are loaded only for its customer, so nobody can cache the absence of the
+        // items of an order that does not exist yet.
+        let order = s
+            .orders
+            .load_many(&[id])
+            .await
+            .map_err(EnrichError::load(Part::Orders))?
+            .remove(&id)
+            .filter(|o| o.customer_id == viewer)
+            .ok_or(EnrichError::NotFound("order"))?;
+        let items = s
+            .order_items
+            .load_many(&[id])
+            .await
+            .map_err(EnrichError::load(Part::OrderItems))?
+            .remove(&id)
+            .unwrap_or_default();
         t.hydrate = start.elapsed();
-        let order = orders.remove(&id).ok_or(EnrichError::NotFound("order"))?;
-        if order.customer_id != viewer {
-            return Err(EnrichError::Forbidden("order"));
-        }
         let start = Instant::now();
-        let body = encode(&OrderWire::new(
-            &order,
-            &items.remove(&id).unwrap_or_default(),
-        ));
+        let body = encode(&OrderWire::new(&order, &items));
         t.present = start.elapsed();
         Ok(Rendered {
             body,

@@ -16,8 +16,9 @@ pub struct EventsConfig {
     pub relay_poll: Duration,
     /// How often the relay measures the outbox backlog for metrics.
     pub backlog_interval: Duration,
-    /// The stream keeps about this many entries (`XADD MAXLEN ~`).
-    pub stream_max_len: u64,
+    /// How often the relay trims the stream of what every consumer group has
+    /// acknowledged (entries are never trimmed by length: one not yet handled stays).
+    pub trim_interval: Duration,
     /// The consumer group every replica's consumers join.
     pub group: String,
     /// Consumers in this process, each on its own Redis connection; 0 runs none.
@@ -50,7 +51,7 @@ impl Default for EventsConfig {
             relay_batch: 256,
             relay_poll: Duration::from_millis(100),
             backlog_interval: Duration::from_secs(1),
-            stream_max_len: 1_000_000,
+            trim_interval: Duration::from_secs(10),
             group: "effects".to_owned(),
             consumers: 2,
             consumer_prefix: format!("c-{}", uuid::Uuid::new_v4().simple()),

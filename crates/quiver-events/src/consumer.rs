@@ -72,7 +72,7 @@ impl Consumer {
                 Ok(()) => {}
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(consumer = %self.name, error = %e, "event consumer failed; retrying");
+                        tracing::warn!(consumer = %self.name, error = %quiver_store::describe(&e), "event consumer failed; retrying");
                         failing = true;
                     }
                     ready = false;
@@ -97,9 +97,22 @@ impl Consumer {
                 self.config.read_count,
             )
             .await?;
-        if claimed.is_empty() {
+        // Pending entries whose data was deleted (trimmed or XDEL'd by hand) left the
+        // group with this claim and will never be delivered: each is dead-lettered by
+        // id, so its loss is counted and visible instead of silent.
+        const DELETED: &str = "the entry was deleted from the stream before it was handled";
+        for entry in &claimed.deleted {
+            let gone = Delivery {
+                entry: entry.clone(),
+                event: Err(DELETED.into()),
+                fields: Default::default(),
+            };
+            self.dead_letter(&gone, 0, DELETED).await?;
+        }
+        if claimed.deliveries.is_empty() {
             return Ok(());
         }
+        let claimed = claimed.deliveries;
         self.stats.reclaimed(claimed.len());
         tracing::info!(consumer = %self.name, entries = claimed.len(), "reclaimed pending events");
         self.process_all(stream, group, &claimed).await
@@ -165,12 +178,12 @@ impl Consumer {
                         event.id = event.id.0,
                         event.kind = event.kind.as_str(),
                         deliveries,
-                        error = %e,
+                        error = %quiver_store::describe(&e),
                         "event failed; it will be redelivered"
                     );
                     return Ok(false);
                 }
-                Err(e) => e.to_string(),
+                Err(e) => quiver_store::describe(&e),
             },
         };
         self.dead_letter(d, deliveries, &error).await?;
@@ -193,11 +206,7 @@ impl Consumer {
         fields.push(("deliveries".into(), deliveries.to_string()));
         fields.push(("error".into(), error.to_owned()));
         self.streams
-            .append_raw(
-                &self.config.dead_stream(),
-                self.config.stream_max_len,
-                fields,
-            )
+            .append_raw(&self.config.dead_stream(), fields)
             .await?;
         self.stats.dead_lettered();
         tracing::error!(

@@ -50,7 +50,7 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
 /// | `post.created` | fan-out to followers' timelines (in batches); the post, the lists that show it and the timelines written invalidated |
 /// | `post.deleted` | the post and the lists that show it invalidated (its timeline rows went with it) |
 /// | `user.followed` | a `followed` notification; the edge (and both timelines) invalidated |
-/// | `user.unfollowed`, `user.blocked` | the edge (and both timelines) invalidated |
+/// | `user.unfollowed`, `user.blocked`, `user.unblocked` | the edge (and both timelines) invalidated |
 /// | `order.created` | `order_confirmed` for the buyer, `wish_bought` per wish for its owner |
 #[derive(Debug, Clone)]
 pub struct EffectsHandler {
@@ -163,7 +163,7 @@ impl Handler for EffectsHandler {
                 )
                 .await
             }
-            EventKind::UserBlocked => {
+            EventKind::UserBlocked | EventKind::UserUnblocked => {
                 self.edge(UserId(id(event, "blocker")?), UserId(id(event, "blocked")?))
                     .await
             }

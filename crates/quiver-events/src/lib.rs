@@ -43,6 +43,17 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+/// Wakes the relay of an [`Events`] (see [`Events::waker`]).
+#[derive(Clone, Debug)]
+pub struct RelayWaker(Arc<Notify>);
+
+impl RelayWaker {
+    /// As [`Events::wake`].
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// The running relay and consumers of one process.
 pub struct Events {
     stats: Arc<EventStats>,
@@ -126,6 +137,12 @@ impl Events {
     /// poll.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// A handle that wakes the relay, for work that outlives a borrow of `self` (a
+    /// write's task, which finishes even when its request is gone).
+    pub fn waker(&self) -> RelayWaker {
+        RelayWaker(self.wake.clone())
     }
 
     /// The counters now.

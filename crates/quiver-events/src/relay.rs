@@ -2,9 +2,11 @@
 //!
 //! - To a Redis Stream: a claimed batch (rows locked with `FOR UPDATE SKIP LOCKED`, so
 //!   relays of several replicas never take the same rows) is appended in one pipeline of
-//!   `XADD … MAXLEN ~`, then marked published in the same transaction. A crash between
-//!   the append and the commit publishes the batch again: delivery is at least once, and
-//!   consumers are idempotent.
+//!   `XADD`, then marked published in the same transaction. A crash between the append
+//!   and the commit publishes the batch again: delivery is at least once, and consumers
+//!   are idempotent. Every `trim_interval` the relay trims the stream of the entries
+//!   every consumer group has acknowledged, and nothing else: a committed event leaves
+//!   the stream only after its effects are done (or it is dead-lettered).
 //! - In process (no Redis, the embedded default): each claimed event is handled here and
 //!   marked published only once its effects are done, so a crash mid-way handles it
 //!   again after restart.
@@ -44,6 +46,7 @@ impl Relay {
         let mut failing = false;
         let mut backoff = self.config.relay_poll;
         let mut measured = tokio::time::Instant::now() - self.config.backlog_interval;
+        let mut trimmed = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -51,6 +54,10 @@ impl Relay {
             if measured.elapsed() >= self.config.backlog_interval {
                 measured = tokio::time::Instant::now();
                 self.measure().await;
+            }
+            if trimmed.elapsed() >= self.config.trim_interval {
+                trimmed = tokio::time::Instant::now();
+                self.trim().await;
             }
             let wait = match self.batch().await {
                 Ok(n) => {
@@ -69,7 +76,7 @@ impl Relay {
                 Err(e) => {
                     self.stats.relay_error();
                     if !failing {
-                        tracing::warn!(error = %e, "event relay failed; retrying with back-off");
+                        tracing::warn!(error = %quiver_store::describe(&e), "event relay failed; retrying with back-off");
                         failing = true;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -83,6 +90,20 @@ impl Relay {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Trims the stream of what every group has acknowledged (a failure is retried at
+    /// the next interval: an untrimmed stream is only longer).
+    async fn trim(&self) {
+        if let Sink::Stream(streams) = &self.sink {
+            match streams.trim_acknowledged(&self.config.stream()).await {
+                Ok(n) if n > 0 => tracing::debug!(entries = n, "trimmed acknowledged events"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %quiver_store::describe(&e), "trimming the event stream failed")
+                }
             }
         }
     }
@@ -107,13 +128,7 @@ impl Relay {
         let full = n as u32 >= self.config.relay_batch;
         match self.sink.clone() {
             Sink::Stream(streams) => {
-                let appended = streams
-                    .append(
-                        &self.config.stream(),
-                        self.config.stream_max_len,
-                        claim.events(),
-                    )
-                    .await;
+                let appended = streams.append(&self.config.stream(), claim.events()).await;
                 if let Err(e) = appended {
                     // Unlock the rows now, for this or another relay's next attempt.
                     let _ = claim.release().await;
@@ -141,7 +156,7 @@ impl Relay {
                                     event.id = event.id.0,
                                     event.kind = event.kind.as_str(),
                                     attempts = *tries,
-                                    error = %e,
+                                    error = %quiver_store::describe(&e),
                                     "event given up on (dead letter)"
                                 );
                                 self.attempts.remove(&event.id);
@@ -151,7 +166,7 @@ impl Relay {
                                 tracing::warn!(
                                     event.id = event.id.0,
                                     event.kind = event.kind.as_str(),
-                                    error = %e,
+                                    error = %quiver_store::describe(&e),
                                     "event failed; it will be retried"
                                 );
                                 self.stats.retry();

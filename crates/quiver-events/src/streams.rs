@@ -7,7 +7,6 @@ use crate::EventsError;
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
 use fred::types::RespVersion;
-use fred::types::streams::{XCapKind, XCapTrim};
 use quiver_model::{EventId, EventKind, OutboxEvent};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +24,16 @@ pub struct Delivery {
 
 /// A raw stream entry: its id and fields.
 type Entry = (String, HashMap<String, String>);
+
+/// What one `XAUTOCLAIM` took over.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    /// Entries now this consumer's, each with its delivery count.
+    pub deliveries: Vec<(Delivery, u64)>,
+    /// Ids of pending entries whose data was deleted from the stream: they are out of
+    /// the group now and will never be delivered.
+    pub deleted: Vec<String>,
+}
 
 /// The state of a consumer group, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,13 +91,10 @@ impl RedisStreams {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Appends `events` to `stream` in one round trip (a pipeline of `XADD … MAXLEN ~`).
-    pub async fn append(
-        &self,
-        stream: &str,
-        max_len: u64,
-        events: &[OutboxEvent],
-    ) -> Result<(), EventsError> {
+    /// Appends `events` to `stream` in one round trip (a pipeline of `XADD`). No length
+    /// cap: an entry leaves the stream only when every group has acknowledged it (see
+    /// [`RedisStreams::trim_acknowledged`]).
+    pub async fn append(&self, stream: &str, events: &[OutboxEvent]) -> Result<(), EventsError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -101,37 +107,77 @@ impl RedisStreams {
                 ("at", e.created_at.timestamp_micros().to_string()),
             ];
             let () = pipeline
-                .xadd(
-                    stream,
-                    false,
-                    (XCapKind::MaxLen, XCapTrim::AlmostExact, max_len as i64),
-                    "*",
-                    fields,
-                )
+                .xadd(stream, false, None::<()>, "*", fields)
                 .await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
         Ok(())
     }
 
-    /// Appends raw `fields` to `stream` (the dead-letter stream), capped like the main one.
+    /// Appends raw `fields` to `stream` (the dead-letter stream, uncapped: a dead letter
+    /// is kept until an operator has looked at it).
     pub async fn append_raw(
         &self,
         stream: &str,
-        max_len: u64,
         fields: Vec<(String, String)>,
     ) -> Result<(), EventsError> {
         let _: String = self
             .client
-            .xadd(
-                stream,
-                false,
-                (XCapKind::MaxLen, XCapTrim::AlmostExact, max_len as i64),
-                "*",
-                fields,
-            )
+            .xadd(stream, false, None::<()>, "*", fields)
             .await?;
         Ok(())
+    }
+
+    /// Removes from `stream` the entries every consumer group is done with: those before
+    /// the oldest entry any group still has pending, or (with nothing pending) after
+    /// the last one it was delivered (`XTRIM MINID`, exact: it runs every few seconds,
+    /// and `~` would leave a small stream untrimmed). With no group yet nothing is
+    /// trimmed: the entries wait for their first consumer. Returns how many went.
+    pub async fn trim_acknowledged(&self, stream: &str) -> Result<u64, EventsError> {
+        let groups: Vec<HashMap<String, Value>> = match self.client.xinfo_groups(stream).await {
+            Ok(g) => g,
+            // No stream yet: nothing to trim.
+            Err(e) if e.details().contains("no such key") => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut keep_from: Option<(u64, u64)> = None;
+        for g in &groups {
+            let Some(name) = g.get("name").and_then(Value::as_string) else {
+                continue;
+            };
+            let pending = g.get("pending").and_then(Value::as_u64).unwrap_or(0);
+            let from = if pending > 0 {
+                // XPENDING's summary: [count, smallest id, greatest id, consumers].
+                let summary: Vec<Value> = self.client.xpending(stream, name.as_str(), ()).await?;
+                summary
+                    .get(1)
+                    .and_then(Value::as_string)
+                    .and_then(|id| parse_id(&id))
+            } else {
+                g.get("last-delivered-id")
+                    .and_then(Value::as_string)
+                    .and_then(|id| parse_id(&id))
+                    .map(|(ms, seq)| (ms, seq + 1))
+            };
+            // A group whose position cannot be read keeps everything.
+            let Some(from) = from else { return Ok(0) };
+            keep_from = Some(keep_from.map_or(from, |k| k.min(from)));
+        }
+        let Some((ms, seq)) = keep_from else {
+            return Ok(0);
+        };
+        let trimmed: u64 = self
+            .client
+            .xtrim(
+                stream,
+                (
+                    fred::types::streams::XCapKind::MinID,
+                    fred::types::streams::XCapTrim::Exact,
+                    format!("{ms}-{seq}"),
+                ),
+            )
+            .await?;
+        Ok(trimmed)
     }
 
     /// Creates `group` on `stream` (and the stream) unless it exists.
@@ -153,9 +199,11 @@ impl RedisStreams {
         count: u64,
         block: Duration,
     ) -> Result<Vec<Delivery>, EventsError> {
-        let response: fred::types::streams::XReadResponse<String, String, String, String> = self
+        // Read as a raw value: an idle read's reply is nil, which fred's map conversion
+        // refuses ("Cannot convert to map").
+        let reply: Value = self
             .client
-            .xreadgroup_map(
+            .xreadgroup(
                 group,
                 consumer,
                 Some(count),
@@ -165,6 +213,11 @@ impl RedisStreams {
                 ">",
             )
             .await?;
+        if reply.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: fred::types::streams::XReadResponse<String, String, String, String> =
+            reply.into_xread_response()?;
         Ok(response
             .into_values()
             .flatten()
@@ -187,7 +240,9 @@ impl RedisStreams {
     }
 
     /// Takes over up to `count` entries pending for at least `min_idle` in the group
-    /// (`XAUTOCLAIM`), with how many times each has now been delivered.
+    /// (`XAUTOCLAIM`), with how many times each has now been delivered, and the ids of
+    /// pending entries whose data is gone from the stream (Redis 7 drops them from the
+    /// group and reports them once; fred's own conversion would discard them).
     pub async fn reclaim(
         &self,
         stream: &str,
@@ -195,10 +250,10 @@ impl RedisStreams {
         consumer: &str,
         min_idle: Duration,
         count: u64,
-    ) -> Result<Vec<(Delivery, u64)>, EventsError> {
-        let (_next, entries): (String, Vec<Entry>) = self
+    ) -> Result<Reclaimed, EventsError> {
+        let reply: Value = self
             .client
-            .xautoclaim_values(
+            .xautoclaim(
                 stream,
                 group,
                 consumer,
@@ -208,8 +263,37 @@ impl RedisStreams {
                 false,
             )
             .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(EventsError::Redis(
+                "XAUTOCLAIM answered no array".to_owned(),
+            ));
+        };
+        let deleted: Vec<String> = if parts.len() == 3 {
+            parts
+                .pop()
+                .map(Value::convert)
+                .transpose()?
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let entries: Vec<Entry> = match parts.pop() {
+            // Before Redis 7 a deleted entry is a nil in the list.
+            Some(v) => {
+                let live: Vec<Value> = v
+                    .into_array()
+                    .into_iter()
+                    .filter(|e| !e.is_null())
+                    .collect();
+                Value::Array(live).flatten_array_values(1).convert()?
+            }
+            None => Vec::new(),
+        };
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Reclaimed {
+                deliveries: Vec::new(),
+                deleted,
+            });
         }
         // Delivery counts of what this consumer now holds, in one XPENDING over the range.
         let first = entries.first().map(|e| e.0.clone()).unwrap_or_default();
@@ -231,13 +315,24 @@ impl RedisStreams {
             .into_iter()
             .map(|(id, _, _, deliveries)| (id, deliveries))
             .collect();
-        Ok(entries
-            .into_iter()
-            .map(|(entry, fields)| {
-                let n = counts.get(&entry).copied().unwrap_or(1);
-                (delivery(entry, fields), n)
-            })
-            .collect())
+        Ok(Reclaimed {
+            deliveries: entries
+                .into_iter()
+                .map(|(entry, fields)| {
+                    let n = counts.get(&entry).copied().unwrap_or(1);
+                    (delivery(entry, fields), n)
+                })
+                .collect(),
+            deleted,
+        })
+    }
+
+    /// Deletes entries from `stream` (`XDEL`), as an operator (or a test) may.
+    pub async fn delete_entries(&self, stream: &str, ids: &[String]) -> Result<u64, EventsError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.client.xdel(stream, ids.to_vec()).await?)
     }
 
     /// Pending count and lag of `group`.
@@ -266,6 +361,12 @@ impl RedisStreams {
         let all: Vec<Entry> = self.client.xrange_values(stream, "-", "+", None).await?;
         Ok(all.into_iter().map(|(_, f)| f).collect())
     }
+}
+
+/// A stream entry id (`1700000000000-3`) as its two numbers, which order like the ids.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Decodes an entry's fields into the event they carry.
@@ -312,6 +413,16 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn entry_ids_parse_into_their_order() {
+        assert_eq!(parse_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(parse_id("0-0"), Some((0, 0)));
+        assert!(parse_id("1-2") < parse_id("1-10"));
+        assert!(parse_id("9-0") < parse_id("10-0"));
+        assert_eq!(parse_id("abc"), None);
+        assert_eq!(parse_id("1-"), None);
     }
 
     #[test]

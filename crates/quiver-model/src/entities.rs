@@ -92,6 +92,7 @@ text_enum!(
         UserFollowed = "user.followed",
         UserUnfollowed = "user.unfollowed",
         UserBlocked = "user.blocked",
+        UserUnblocked = "user.unblocked",
         OrderCreated = "order.created",
     }
 );

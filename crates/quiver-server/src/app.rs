@@ -43,6 +43,42 @@ enum Client {
 type Limiter =
     RateLimiter<Client, DefaultKeyedStateStore<Client>, DefaultClock, StateInformationMiddleware>;
 
+/// The work that follows a commit: wake the relay (the write's event should leave now,
+/// not at its next poll) and forget what the write made stale here and, through Redis,
+/// on every replica, so the writer's next read reflects it.
+pub(crate) struct AfterCommit {
+    caches: Caches,
+    relay: Option<quiver_events::RelayWaker>,
+}
+
+/// What a committed write made stale.
+pub(crate) enum Stale {
+    /// The edge between two users changed.
+    Edge(UserId, UserId),
+    /// A post of this author appeared or went.
+    Authored(UserId, PostId),
+    /// A new order (a lookup of its id before it existed may have cached "absent").
+    Order(OrderId),
+}
+
+impl AfterCommit {
+    pub(crate) async fn settle(self, stale: Stale) {
+        if let Some(r) = &self.relay {
+            r.wake();
+        }
+        let invalidated = match stale {
+            Stale::Edge(a, b) => self.caches.invalidate_edge(a, b).await,
+            Stale::Authored(author, post) => self.caches.invalidate_authored(author, post).await,
+            Stale::Order(id) => self.caches.invalidate_order(id).await,
+        };
+        if let Err(e) = invalidated {
+            // This process's L1 is clean already; other replicas hear of it from the
+            // write's event (every write commits one).
+            tracing::warn!(error = ?e, "invalidation after a write failed");
+        }
+    }
+}
+
 /// Everything a request needs: the engine, the store (for readiness), the caches (for
 /// metrics), and the service's limits.
 pub struct App {
@@ -61,6 +97,8 @@ pub struct App {
     permits: Semaphore,
     router: Router,
     openapi: Bytes,
+    /// The last readiness answer and when its check started.
+    readiness: tokio::sync::Mutex<Option<(Instant, StatusCode, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for App {
@@ -138,6 +176,7 @@ impl App {
             limiter,
             router: Router::default(),
             openapi,
+            readiness: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -154,15 +193,21 @@ impl App {
         self.events.as_ref().map(quiver_events::Events::stats)
     }
 
-    /// After a write commits: its event should leave now, not at the relay's next poll.
-    fn committed(&self) {
-        if let Some(e) = &self.events {
-            e.wake();
+    /// What runs after a write commits, inside the write's own task: a client that hangs
+    /// up (or the deadline) cannot skip it once the write has committed.
+    fn after_commit(&self) -> AfterCommit {
+        AfterCommit {
+            caches: self.caches.clone(),
+            relay: self.events.as_ref().map(quiver_events::Events::waker),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn engine(&self) -> &Engine {
@@ -294,6 +339,13 @@ impl App {
                 ),
             );
         }
+        if !matches!(matched, Matched::Route(..)) {
+            // Misses cost little, but they are logged and counted: a client probing
+            // paths or methods is rate limited like anything else.
+            if let Err(refused) = self.limiter.check_key(&Client::Peer(peer)) {
+                return self.rate_limited(&refused);
+            }
+        }
         let (route, id) = match matched {
             Matched::Route(r, id) => (r, id),
             Matched::NotFound => {
@@ -315,6 +367,14 @@ impl App {
             }
         };
         if route.is_probe() {
+            // The document is the largest answer and compressed per request: charged to
+            // the address like any read. Health probes are not (a load balancer sends
+            // them all from one address), and readiness checks one at a time.
+            if route == Route::OpenApi
+                && let Err(refused) = self.limiter.check_key(&Client::Peer(peer))
+            {
+                return self.rate_limited(&refused);
+            }
             return self.probe(route).await;
         }
 
@@ -341,6 +401,28 @@ impl App {
             Err(refused) => return self.rate_limited(&refused),
         };
 
+        // The body is read before a permit is taken, with a deadline of its own: a client
+        // that trickles its body holds a connection, never a share of the work.
+        let (parts, body) = req.into_parts();
+        let body = if route.takes_body() {
+            let read = self.json_body(&parts.headers, body);
+            match tokio::time::timeout(self.config.body_read_timeout, read).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(resp)) => return resp,
+                Err(_) => {
+                    return respond::problem(
+                        ProblemType::BodyTimeout,
+                        format!(
+                            "the request body did not arrive within {} ms",
+                            self.config.body_read_timeout.as_millis()
+                        ),
+                    );
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+
         let permit = tokio::time::timeout(self.config.queue_timeout, self.permits.acquire()).await;
         let Ok(Ok(_permit)) = permit else {
             self.metrics.shed();
@@ -354,7 +436,7 @@ impl App {
         };
         let _in_flight = self.metrics.in_flight();
 
-        let work = self.route(route, id.as_deref(), req, viewer);
+        let work = self.route(route, id.as_deref(), parts, body, viewer);
         let mut resp = match tokio::time::timeout(self.config.request_timeout, work).await {
             Ok(resp) => resp,
             Err(_) => {
@@ -392,49 +474,62 @@ impl App {
         match route {
             Route::Healthz => respond::json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
             Route::Readyz => {
-                let db = tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await;
-                let db_ok = matches!(db, Ok(Ok(())));
-                let redis = match &self.remote {
-                    None => "disabled",
-                    Some(r) => {
-                        let key = ["quiver:readyz".to_owned()];
-                        match tokio::time::timeout(Duration::from_millis(500), r.fetch(&key)).await
-                        {
-                            Ok(Ok(_)) => "ok",
-                            _ => "down",
-                        }
-                    }
-                };
-                let body = format!(
-                    r#"{{"status":"{}","database":"{}","redis":"{redis}"}}"#,
-                    if db_ok { "ready" } else { "unavailable" },
-                    if db_ok { "ok" } else { "down" },
-                );
-                let status = if db_ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                respond::json(status, body.into_bytes())
+                // One check at a time: a request that waited for another's check takes
+                // its answer if that check started after this request arrived (so it is
+                // as fresh as one of its own), and a flood of probes costs one database
+                // round trip at a time.
+                let arrived = Instant::now();
+                let mut last = self.readiness.lock().await;
+                if let Some((started, status, body)) = &*last
+                    && *started >= arrived
+                {
+                    return respond::json(*status, body.clone());
+                }
+                let started = Instant::now();
+                let (status, body) = self.readiness().await;
+                *last = Some((started, status, body.clone()));
+                respond::json(status, body)
             }
             Route::OpenApi => respond::json_bytes(StatusCode::OK, self.openapi.clone()),
             _ => unreachable!("only probes are routed here"),
         }
     }
 
-    async fn route<B>(
+    /// Whether the database answers (and how Redis does): the readiness status and body.
+    async fn readiness(&self) -> (StatusCode, Vec<u8>) {
+        let db = tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await;
+        let db_ok = matches!(db, Ok(Ok(())));
+        let redis = match &self.remote {
+            None => "disabled",
+            Some(r) => {
+                let key = ["quiver:readyz".to_owned()];
+                match tokio::time::timeout(Duration::from_millis(500), r.fetch(&key)).await {
+                    Ok(Ok(_)) => "ok",
+                    _ => "down",
+                }
+            }
+        };
+        let body = format!(
+            r#"{{"status":"{}","database":"{}","redis":"{redis}"}}"#,
+            if db_ok { "ready" } else { "unavailable" },
+            if db_ok { "ok" } else { "down" },
+        );
+        let status = if db_ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, body.into_bytes())
+    }
+
+    async fn route(
         &self,
         route: Route,
         id: Option<&str>,
-        req: Request<B>,
+        req: hyper::http::request::Parts,
+        body: Bytes,
         viewer: Option<UserId>,
-    ) -> Response<Body>
-    where
-        B: hyper::body::Body + Send,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let (req, body) = req.into_parts();
+    ) -> Response<Body> {
         let allowed: &[&str] = match route {
             Route::Feed | Route::UserPosts | Route::Notifications => &["limit", "cursor"],
             Route::Discover => &["limit", "cursor", "seed"],
@@ -455,7 +550,7 @@ impl App {
         }
         if route == Route::CreatePost {
             let viewer = viewer.expect("writes need a viewer, checked before");
-            return self.create_post(viewer, &req.headers, body).await;
+            return self.create_post(viewer, body).await;
         }
         if route == Route::CreateOrder {
             let viewer = viewer.expect("writes need a viewer, checked before");
@@ -514,7 +609,7 @@ impl App {
         let page = match self.store.notifications(viewer, after, q.limit).await {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error = %e, "notifications failed");
+                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "notifications failed");
                 let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
                 return respond::problem(kind, "notifications could not be loaded; retry later");
             }

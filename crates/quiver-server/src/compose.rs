@@ -85,6 +85,7 @@ pub struct Caches {
     items: Option<Cached<ItemLoader>>,
     authors: Option<Cached<AuthorLoader>>,
     orders: Option<Cached<OrdersLoader>>,
+    order_items: Option<Cached<OrderItemsLoader>>,
     heads: Option<Cached<HeadLoader>>,
     author_heads: Option<Cached<HeadLoader>>,
     windows: Option<Cached<WindowLoader>>,
@@ -207,10 +208,17 @@ impl Caches {
         &self,
         id: quiver_model::OrderId,
     ) -> Result<(), quiver_cache::CacheError> {
-        if let Some(c) = &self.orders {
-            c.invalidate(&[id]).await?;
-        }
-        Ok(())
+        // Both, even when one fails (as in `invalidate_edge`): a lookup of this id
+        // before the order existed may have cached "absent" in each.
+        let order = match &self.orders {
+            Some(c) => c.invalidate(&[id]).await,
+            None => Ok(()),
+        };
+        let items = match &self.order_items {
+            Some(c) => c.invalidate(&[id]).await,
+            None => Ok(()),
+        };
+        order.and(items)
     }
 
     /// Stretches (or restores) every cache's TTLs.
@@ -256,16 +264,6 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    async fn layer<L>(&mut self, name: &str, loader: L) -> DynLoader<L::Key, L::Value>
-    where
-        L: Loader + 'static,
-        L::Key: quiver_cache::CacheKey,
-        L::Value: Serialize + DeserializeOwned,
-    {
-        let (loader, _) = self.tiered(name, loader).await;
-        loader
-    }
-
     /// The layered loader, and its cache when caching is on (for invalidation).
     async fn tiered<L>(
         &mut self,
@@ -408,7 +406,11 @@ pub async fn read_stack(
             b.caches.orders = cache;
             loader
         },
-        order_items: b.layer("order_items", OrderItemsLoader(s)).await,
+        order_items: {
+            let (loader, cache) = b.tiered("order_items", OrderItemsLoader(s)).await;
+            b.caches.order_items = cache;
+            loader
+        },
     };
     (sources, b.caches)
 }

@@ -22,8 +22,19 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     /// Largest request head (HTTP/1 read buffer; HTTP/2 header list).
     pub max_header_bytes: usize,
-    /// How long a client may take to send its request head.
+    /// How long a client may take to send its request head, and how long a new
+    /// connection may stay open before its first request arrives.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight between requests;
+    /// then it is closed (HTTP/2 with a GOAWAY first).
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request body (read before a concurrency
+    /// permit is taken, so a slow body holds none); past it, 408.
+    pub body_read_timeout: Duration,
+    /// Connections open at once; past it a new one gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Concurrent streams an HTTP/2 client may open on one connection.
+    pub max_streams_per_connection: u32,
     /// Bodies at least this large are compressed when the client accepts it.
     pub compression_min_bytes: usize,
     /// Whether responses are compressed at all.
@@ -50,6 +61,10 @@ impl Default for ServerConfig {
             max_uri_bytes: 4096,
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_streams_per_connection: 100,
             compression_min_bytes: 1024,
             compression: true,
             slow_request: Duration::from_millis(250),

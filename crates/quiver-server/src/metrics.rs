@@ -62,6 +62,8 @@ pub(crate) struct Metrics {
     relay_lag: Gauge,
     consumer: IntGaugeVec,
     event_lag: HistogramVec,
+    connections_open: IntGauge,
+    connections_closed: IntCounterVec,
     /// The request counter and latency histogram of each (route, method, status) of
     /// `FAST_METHODS` × `FAST_STATUSES`, resolved on first use.
     handles: Box<[OnceLock<(IntCounter, prometheus::Histogram)>]>,
@@ -191,8 +193,25 @@ impl Default for Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let connections_open = IntGauge::new(
+            "quiver_http_connections_open",
+            "Client connections open on the public listener",
+        )
+        .expect("valid");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "quiver_http_connections_closed_total",
+                "Connections the server closed on its own: refused (over the connection \
+                 cap) or idle (no request in flight for the idle timeout, or none at all \
+                 before the header timeout)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(connections_closed.clone()),
             Box::new(events.clone()),
             Box::new(outbox_backlog.clone()),
             Box::new(relay_lag.clone()),
@@ -235,6 +254,8 @@ impl Default for Metrics {
             relay_lag,
             consumer,
             event_lag,
+            connections_open,
+            connections_closed,
             handles: (0..crate::router::ROUTE_COUNT * FAST_METHODS.len() * FAST_STATUSES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -247,6 +268,15 @@ impl Default for Metrics {
 pub(crate) struct InFlight<'a>(&'a IntGauge);
 
 impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Decrements the open-connections gauge when a connection ends.
+pub(crate) struct Connection<'a>(&'a IntGauge);
+
+impl Drop for Connection<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -277,8 +307,11 @@ impl Metrics {
         });
         let resolve = || {
             (
-                self.requests
-                    .with_label_values(&[label, method.as_str(), status_label(status)]),
+                self.requests.with_label_values(&[
+                    label,
+                    method_label(method),
+                    status_label(status),
+                ]),
                 self.latency.with_label_values(&[label]),
             )
         };
@@ -292,6 +325,17 @@ impl Metrics {
         };
         count.inc();
         latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub(crate) fn connection(&self) -> Connection<'_> {
+        self.connections_open.inc();
+        Connection(&self.connections_open)
+    }
+
+    /// Counts a connection the server closed on its own, by why.
+    pub(crate) fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed.with_label_values(&[reason]).inc();
     }
 
     pub(crate) fn shed(&self) {
@@ -387,6 +431,23 @@ impl Metrics {
             counter.inc_by(value - *last);
             *last = value;
         }
+    }
+}
+
+/// The method as a label: the standard ones by name, any extension method as `other`
+/// (a client can send any token as a method; each would otherwise be a new series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 

@@ -238,10 +238,7 @@ pub(crate) fn document() -> OpenApi {
             if matches!(route, Route::Follow | Route::Block) {
                 op = op.response("409", problem("Already following (or blocking) this user"));
             }
-            if matches!(
-                route,
-                Route::Order | Route::CustomerOrders | Route::DeletePost
-            ) {
+            if matches!(route, Route::CustomerOrders | Route::DeletePost) {
                 op = op.response("403", problem("It belongs to someone else"));
             }
         } else if *route == Route::Readyz {

@@ -110,6 +110,11 @@ impl Route {
     pub fn is_probe(self) -> bool {
         matches!(self, Route::Healthz | Route::Readyz | Route::OpenApi)
     }
+
+    /// Whether the route reads a JSON request body.
+    pub fn takes_body(self) -> bool {
+        matches!(self, Route::CreatePost | Route::CreateOrder)
+    }
 }
 
 /// What a request's method and path matched.

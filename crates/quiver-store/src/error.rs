@@ -101,6 +101,28 @@ impl HasErrorCode for StoreError {
     }
 }
 
+/// An error with every cause under it, for logs and dead letters (never for clients):
+/// each level's message joined by `: `, and a database error's code (PostgreSQL's
+/// SQLSTATE, SQLite's extended result code) where the driver gave one. `Display` of a
+/// [`StoreError`] stays driver-free; this is where the driver's words go.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&e.to_string());
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>()
+            && let Some(code) = db.code()
+        {
+            out.push_str(&format!(" (code {code})"));
+        }
+        next = e.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +142,24 @@ mod tests {
         let e = StoreError::from(sqlx::Error::PoolTimedOut);
         assert_eq!(e.to_string(), "database unavailable");
         assert_eq!(e.code(), ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn describe_names_every_cause_and_the_database_code() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the post failed")]
+        struct Outer(#[source] StoreError);
+        let io = sqlx::Error::Io(std::io::Error::other("connection reset"));
+        let e = Outer(StoreError::from(io));
+        let text = describe(&e);
+        assert!(
+            text.starts_with("writing the post failed: database unavailable: "),
+            "{text}"
+        );
+        assert!(text.contains("connection reset"), "{text}");
+        assert_eq!(
+            StoreError::NotFound.to_string(),
+            describe(&StoreError::NotFound)
+        );
     }
 }

@@ -31,7 +31,7 @@ mod store;
 pub mod write;
 
 pub use config::{PgConfig, SqliteConfig};
-pub use error::StoreError;
+pub use error::{StoreError, describe};
 pub use pg::{PG_MIGRATOR, PgStore};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 pub use store::{MAX_PAGE_SIZE, PoolStats, Store};

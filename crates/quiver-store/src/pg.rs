@@ -765,12 +765,17 @@ impl GraphWrites for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 0 {
+            return Ok(Written::Unchanged);
+        }
+        Self::event(
+            &mut tx,
+            EventKind::UserUnblocked,
+            edge_payload(EventKind::UserUnblocked, blocker, blocked),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(if n == 0 {
-            Written::Unchanged
-        } else {
-            Written::Changed
-        })
+        Ok(Written::Changed)
     }
 }
 

@@ -770,7 +770,7 @@ impl GraphWrites for SqliteStore {
             blocked,
             false,
             &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2"],
-            None,
+            Some(EventKind::UserUnblocked),
         )
         .await
     }

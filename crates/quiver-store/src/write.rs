@@ -26,7 +26,7 @@ pub trait GraphWrites: Send + Sync + std::fmt::Debug {
     /// `blocker` blocks `blocked` and the follows between them go, both ways
     /// (`user.blocked`). Refused for yourself.
     async fn block(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError>;
-    /// Removes the block (no event: nothing downstream reacts to it).
+    /// Removes the block (`user.unblocked`: other replicas forget the cached block).
     async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<Written, StoreError>;
 }
 
@@ -187,7 +187,7 @@ pub(crate) fn post_payload(id: PostId, author: UserId) -> serde_json::Value {
 /// The outbox payload of an edge event.
 pub(crate) fn edge_payload(kind: EventKind, from: UserId, to: UserId) -> serde_json::Value {
     let (a, b) = match kind {
-        EventKind::UserBlocked => ("blocker", "blocked"),
+        EventKind::UserBlocked | EventKind::UserUnblocked => ("blocker", "blocked"),
         _ => ("follower", "followee"),
     };
     serde_json::json!({ a: from.0, b: to.0 })

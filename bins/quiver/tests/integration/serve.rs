@@ -161,6 +161,17 @@ fn invalid_configuration_is_a_usage_error_before_anything_is_opened() {
             vec![secret],
             "must differ",
         ),
+        // The demo's signing secret is public: not on an address others can reach.
+        (
+            vec!["--demo", "--listen", "0.0.0.0:0"],
+            vec![],
+            "loopback only",
+        ),
+        (
+            vec!["--demo", "--listen", "[::]:0"],
+            vec![],
+            "loopback only",
+        ),
     ] {
         let out = serve_with(&args, &envs, &db);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -138,6 +138,51 @@ fn orders_are_checked_line_by_line() {
     assert_eq!(fields(empty), ["items"]);
 }
 
+#[test]
+fn control_characters_in_a_body_are_refused_by_name() {
+    // PostgreSQL refuses NUL in text: this was a 500 before it was a field error.
+    for bad in ["a\\u0000b", "a\\u0001b", "\\u001b[31mred", "a\\u007fb"] {
+        let body = format!(r#"{{"kind":"post","body":"{bad}"}}"#);
+        assert_eq!(fields(post(&body).unwrap_err()), ["body"], "{bad}");
+    }
+    let ok = post(r#"{"kind":"post","body":"lines\nand\ttabs\r\n"}"#).unwrap();
+    assert_eq!(ok.body, "lines\nand\ttabs\r\n");
+}
+
+#[test]
+fn a_body_full_of_bad_elements_gets_a_short_answer() {
+    // 64 KiB of invalid tags: one error for the list, not one per element.
+    let tags = vec!["\"A\""; 10_000].join(",");
+    let body = format!(r#"{{"kind":"post","body":"x","tags":[{tags}]}}"#);
+    assert!(body.len() < LIMIT);
+    assert_eq!(fields(post(&body).unwrap_err()), ["tags"]);
+    let items = vec![r#"{"post_id":-1,"quantity":0}"#; 1000].join(",");
+    let order = format!(r#"{{"items":[{items}]}}"#);
+    let err = parse::<CreateOrderBody>(order.as_bytes(), LIMIT)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(fields(err), ["items"]);
+    // Within the limits every element is checked, and the list is capped with a count
+    // of what was left out.
+    let media = [r#"{"url":"x","kind":"gif","width":0,"height":0,"size_bytes":-1}"#; 10];
+    let body = format!(
+        r#"{{"kind":"story","body":"","media":[{}]}}"#,
+        media.join(",")
+    );
+    let err = post(&body).unwrap_err();
+    let BodyError::Invalid(errors) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(errors.len(), quiver_codec::request::MAX_FIELD_ERRORS + 1);
+    let last = errors.last().unwrap();
+    assert_eq!(last.field, "*");
+    // 2 + 10 × 5 errors, 20 listed.
+    assert_eq!(last.message, "and 32 more errors");
+    let problem = Problem::from_body_error(&err);
+    assert!(serde_json::to_vec(&problem).unwrap().len() < 8 << 10);
+}
+
 proptest! {
     #[test]
     fn no_input_makes_parsing_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

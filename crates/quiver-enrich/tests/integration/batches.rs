@@ -81,7 +81,9 @@ fn failed_by_name(err: EnrichError, loader: &str, part: Part) {
 
 #[tokio::test]
 async fn optional_parts_degrade_to_a_partial_page_and_essential_ones_fail_by_name() {
-    let rig = Rig::new(big());
+    let mut world = big();
+    world.add_order(1, 1, quiver_model::OrderStatus::Pending, 5);
+    let rig = Rig::new(world);
     rig.failures.set("tags", true);
     let page = rig.engine.home(UserId(1), None, 20).await.unwrap();
     assert_eq!(page.partial, [Part::Tags]);

@@ -381,8 +381,9 @@ async fn orders_are_listed_and_read_by_their_customer_only() {
         (own["id"].as_i64(), own["customer_id"].as_i64()),
         (Some(4), Some(5))
     );
+    // Another's order is "not found", like one that does not exist.
     let err = e.order(UserId(2), OrderId(4)).await.unwrap_err();
-    assert!(matches!(err, EnrichError::Forbidden(_)), "{err:?}");
+    assert!(matches!(err, EnrichError::NotFound("order")), "{err:?}");
     let err = e.order(UserId(2), OrderId(99)).await.unwrap_err();
     assert!(matches!(err, EnrichError::NotFound("order")), "{err:?}");
 }

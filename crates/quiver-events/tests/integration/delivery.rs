@@ -125,12 +125,8 @@ async fn an_event_delivered_twice_creates_one_notification(pool: PgPool) {
     let claim = store.claim(10).await.unwrap();
     let config = config();
     let s = streams();
-    s.append(&config.stream(), 1000, claim.events())
-        .await
-        .unwrap();
-    s.append(&config.stream(), 1000, claim.events())
-        .await
-        .unwrap();
+    s.append(&config.stream(), claim.events()).await.unwrap();
+    s.append(&config.stream(), claim.events()).await.unwrap();
     claim.release().await.unwrap();
     let events = Events::start(
         Arc::new(store.clone()),
@@ -225,7 +221,6 @@ async fn failing_and_malformed_events_end_in_the_dead_letter_stream(pool: PgPool
     // An entry no consumer can decode.
     s.append_raw(
         &config.stream(),
-        1000,
         vec![("kind".into(), "user.followed".into())],
     )
     .await
@@ -443,4 +438,170 @@ async fn without_redis_events_are_handled_in_process_from_the_outbox() {
     assert_eq!(n, 1, "one notification for the second follow");
     events.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An idle `XREADGROUP … BLOCK` answers nil; it used to fail to decode, so consumers
+/// logged an error, slept and rebuilt their group on every quiet read.
+#[tokio::test]
+async fn an_idle_read_is_an_empty_batch_not_an_error() {
+    let config = config();
+    let s = streams();
+    s.ensure_group(&config.stream(), &config.group)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let got = s
+            .read_group(
+                &config.stream(),
+                &config.group,
+                "idle",
+                10,
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap();
+        assert!(got.is_empty());
+    }
+}
+
+/// `count` follows of user `to` by users 1..=count, committed to the outbox.
+async fn follows(store: &PgStore, count: i64, to: i64) {
+    for i in 1..=count {
+        store.follow(UserId(i), UserId(to)).await.unwrap();
+    }
+}
+
+/// The stream is trimmed of what the group acknowledged, never of what it has not:
+/// entries not yet delivered and entries pending stay until they are done.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn only_acknowledged_entries_are_trimmed(pool: PgPool) {
+    users(&pool, 51).await;
+    let store = PgStore::from_pool(pool.clone());
+    follows(&store, 50, 51).await;
+    let config = config();
+    let (stream, group) = (config.stream(), config.group.clone());
+    let s = streams();
+    // Nothing to trim before there is a stream, or a group to have acknowledged anything.
+    assert_eq!(s.trim_acknowledged(&stream).await.unwrap(), 0);
+    let relay = Events::start(
+        Arc::new(store.clone()),
+        handler(&store),
+        Some(&redis_url()),
+        quiver_events::EventsConfig {
+            consumers: 0,
+            trim_interval: Duration::from_millis(20),
+            ..config.clone()
+        },
+        None,
+    )
+    .unwrap();
+    eventually("all 50 are relayed", || async {
+        relay.stats().relayed >= 50
+    })
+    .await;
+    assert_eq!(
+        s.trim_acknowledged(&stream).await.unwrap(),
+        0,
+        "no group yet"
+    );
+    s.ensure_group(&stream, &group).await.unwrap();
+    assert_eq!(
+        s.trim_acknowledged(&stream).await.unwrap(),
+        0,
+        "none delivered"
+    );
+    // Ten delivered and pending: still kept.
+    let taken = s
+        .read_group(&stream, &group, "probe", 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 10);
+    assert_eq!(
+        s.trim_acknowledged(&stream).await.unwrap(),
+        0,
+        "all pending"
+    );
+    let first: Vec<String> = taken.iter().take(5).map(|d| d.entry.clone()).collect();
+    s.ack(&stream, &group, &first[1..]).await.unwrap();
+    assert_eq!(
+        s.trim_acknowledged(&stream).await.unwrap(),
+        0,
+        "the oldest is still pending"
+    );
+    s.ack(&stream, &group, &first[..1]).await.unwrap();
+    assert_eq!(s.trim_acknowledged(&stream).await.unwrap(), 5);
+    assert_eq!(s.len(&stream).await.unwrap(), 45);
+    relay.shutdown().await;
+    // The rest (five pending with the probe, forty never delivered) reach their effects
+    // through a consumer, and the relay's own trimming then empties the stream.
+    let events = Events::start(
+        Arc::new(store.clone()),
+        handler(&store),
+        Some(&redis_url()),
+        quiver_events::EventsConfig {
+            trim_interval: Duration::from_millis(20),
+            ..config.clone()
+        },
+        None,
+    )
+    .unwrap();
+    eventually("the other 45 are handled", || async {
+        events.stats().handled >= 45
+    })
+    .await;
+    assert_eq!(followed_notifications(&pool, 51).await, 45);
+    eventually("the relay trims what is done", || async {
+        s.len(&stream).await.unwrap() == 0
+    })
+    .await;
+    events.shutdown().await;
+}
+
+/// A pending entry whose data was deleted from the stream is reported by XAUTOCLAIM
+/// once; it is dead-lettered by id, not dropped in silence.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_pending_entry_deleted_from_the_stream_is_dead_lettered(pool: PgPool) {
+    users(&pool, 4).await;
+    let store = PgStore::from_pool(pool.clone());
+    follows(&store, 3, 4).await;
+    let config = config();
+    let (stream, group) = (config.stream(), config.group.clone());
+    let s = streams();
+    let claim = store.claim(10).await.unwrap();
+    s.append(&stream, claim.events()).await.unwrap();
+    let ids: Vec<_> = claim.events().iter().map(|e| e.id).collect();
+    claim.published(&ids).await.unwrap();
+    s.ensure_group(&stream, &group).await.unwrap();
+    // A consumer that took all three and died; one entry is then deleted.
+    let taken = s
+        .read_group(&stream, &group, "died", 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 3);
+    assert_eq!(
+        s.delete_entries(&stream, &[taken[1].entry.clone()])
+            .await
+            .unwrap(),
+        1
+    );
+    let events = Events::start(
+        Arc::new(store.clone()),
+        handler(&store),
+        Some(&redis_url()),
+        config.clone(),
+        None,
+    )
+    .unwrap();
+    eventually("two are handled and one dead-lettered", || async {
+        let st = events.stats();
+        st.handled >= 2 && st.dead_lettered >= 1
+    })
+    .await;
+    assert_eq!(followed_notifications(&pool, 4).await, 2);
+    let dead = s.entries(&config.dead_stream()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["entry"], taken[1].entry);
+    assert!(dead[0]["error"].contains("deleted"), "{:?}", dead[0]);
+    nothing_pending(&s, &config).await;
+    events.shutdown().await;
 }

@@ -60,9 +60,9 @@ pub(super) fn enrich_problem(err: &EnrichError) -> Response<Body> {
         EnrichError::Load { part, source } => {
             let kind = ProblemType::for_code(source.code());
             if kind == ProblemType::Internal {
-                tracing::error!(%part, error = ?source, "load failed");
+                tracing::error!(%part, error = %quiver_store::describe(source), "load failed");
             } else {
-                tracing::warn!(%part, error = %source, "load failed");
+                tracing::warn!(%part, error = %quiver_store::describe(source), "load failed");
             }
             let mut resp = respond::problem(kind, err.to_string());
             if kind == ProblemType::Unavailable {

@@ -1,6 +1,6 @@
 //! The write handlers: graph writes, creating and deleting posts, and idempotent orders.
-//! Each runs its transaction in a spawned task (a hang-up cannot interrupt it), then
-//! forgets what the write made stale for its writer before answering.
+//! Each runs its transaction and then forgets what the write made stale in a spawned
+//! task, so a client that hangs up interrupts neither; the answer follows.
 
 use super::*;
 
@@ -13,9 +13,10 @@ impl App {
     pub(super) async fn write(&self, route: Route, viewer: UserId, n: i64) -> Response<Body> {
         use quiver_store::write::Written;
         let writes = self.writes.clone();
+        let after = self.after_commit();
         let other = UserId(n);
         let task = tokio::spawn(async move {
-            match route {
+            let written = match route {
                 Route::Follow => writes.follow(viewer, other).await,
                 Route::Unfollow => writes.unfollow(viewer, other).await,
                 Route::Block => writes.block(viewer, other).await,
@@ -24,7 +25,19 @@ impl App {
                     .delete_post(viewer, PostId(n))
                     .await
                     .map(|()| Written::Changed),
+            };
+            if matches!(written, Ok(Written::Changed)) {
+                after
+                    .settle(if route == Route::DeletePost {
+                        // Followers' cached heads may still name the post until they
+                        // change; hydration skips it (the post is forgotten everywhere).
+                        Stale::Authored(viewer, PostId(n))
+                    } else {
+                        Stale::Edge(viewer, other)
+                    })
+                    .await;
             }
+            written
         });
         let written = match task.await {
             Ok(result) => result,
@@ -45,19 +58,6 @@ impl App {
                 )
             }
             Ok(_) => {
-                self.committed();
-                let invalidated = if route == Route::DeletePost {
-                    // Followers' cached heads may still name the post until they change;
-                    // hydration skips it (the post is forgotten everywhere).
-                    self.caches.invalidate_authored(viewer, PostId(n)).await
-                } else {
-                    self.caches.invalidate_edge(viewer, other).await
-                };
-                if let Err(e) = invalidated {
-                    // Committed: the events will invalidate the other replicas; this one
-                    // is clean already.
-                    tracing::warn!(error = %e, "invalidation after a write failed");
-                }
                 let mut resp = Response::new(Body::default());
                 *resp.status_mut() = StatusCode::NO_CONTENT;
                 resp
@@ -78,7 +78,7 @@ impl App {
             }
             Err(e) => {
                 let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
-                tracing::warn!(error = %e, "write failed");
+                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "write failed");
                 respond::problem(kind, "the write could not be done; retry later")
             }
         }
@@ -87,36 +87,31 @@ impl App {
     /// `POST /posts`: the body is read up to the size limit, parsed strictly and
     /// validated; the post is written in its own task; the answer is the new post as
     /// `GET /posts/{id}` shows it.
-    pub(super) async fn create_post<B>(
-        &self,
-        viewer: UserId,
-        headers: &HeaderMap,
-        body: B,
-    ) -> Response<Body>
-    where
-        B: hyper::body::Body + Send,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let new = match self
-            .valid_body(headers, body, |bytes, limit| {
-                quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(bytes, limit)
-                    .and_then(|b| b.validate())
-            })
-            .await
-        {
+    pub(super) async fn create_post(&self, viewer: UserId, body: Bytes) -> Response<Body> {
+        let new = match self.valid_body(&body, |bytes, limit| {
+            quiver_codec::request::parse::<quiver_codec::request::CreatePostBody>(bytes, limit)
+                .and_then(|b| b.validate())
+        }) {
             Ok(new) => new,
-            Err(resp) => return resp,
+            Err(problem) => return respond::from_problem(&problem),
         };
         let writes = self.writes.clone();
-        let created = tokio::spawn(async move { writes.create_post(viewer, &new).await }).await;
+        let after = self.after_commit();
+        let created = tokio::spawn(async move {
+            let created = writes.create_post(viewer, &new).await;
+            if let Ok(post) = &created {
+                after.settle(Stale::Authored(viewer, post.id)).await;
+            }
+            created
+        })
+        .await;
         let post = match created {
             Ok(Ok(post)) => post,
             Ok(Err(quiver_store::StoreError::NotFound)) => {
                 return respond::problem(ProblemType::NotFound, "the author does not exist");
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "create post failed");
+                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "create post failed");
                 let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
                 return respond::problem(kind, "the post could not be created; retry later");
             }
@@ -125,10 +120,6 @@ impl App {
                 return respond::problem(ProblemType::Internal, "the post could not be created");
             }
         };
-        self.committed();
-        if let Err(e) = self.caches.invalidate_authored(viewer, post.id).await {
-            tracing::warn!(error = %e, "invalidation after a write failed");
-        }
         match self.engine.post(Some(viewer), post.id).await {
             Ok(r) => {
                 let mut resp = respond::json(StatusCode::CREATED, r.body);
@@ -142,23 +133,15 @@ impl App {
         }
     }
 
-    /// A JSON body read through [`App::json_body`] and parsed and validated by `parse`
-    /// (given the bytes and the body limit); any failure is the response to send.
-    async fn valid_body<B, V>(
+    /// A JSON body (read by [`App::json_body`]) parsed and validated by `parse` (given
+    /// the bytes and the body limit); any failure is the problem to answer with.
+    fn valid_body<V>(
         &self,
-        headers: &HeaderMap,
-        body: B,
+        bytes: &[u8],
         parse: impl FnOnce(&[u8], usize) -> Result<V, quiver_codec::request::BodyError>,
-    ) -> Result<V, Response<Body>>
-    where
-        B: hyper::body::Body + Send,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let bytes = self.json_body(headers, body).await?;
-        parse(&bytes, self.config.max_body_bytes as usize).map_err(|e| {
-            respond::from_problem(&quiver_codec::problem::Problem::from_body_error(&e))
-        })
+    ) -> Result<V, quiver_codec::problem::Problem> {
+        parse(bytes, self.config.max_body_bytes as usize)
+            .map_err(|e| quiver_codec::problem::Problem::from_body_error(&e))
     }
 
     /// A JSON request body, read up to the size limit: 415 unless it is
@@ -210,38 +193,37 @@ impl App {
     /// validated; the order is priced and written in its own task, under the key, so a
     /// retry with the same key and body gets the first order (and `Idempotent-Replayed`)
     /// and a different body under the key is refused.
-    pub(super) async fn create_order<B>(
+    pub(super) async fn create_order(
         &self,
         viewer: UserId,
         headers: &HeaderMap,
-        body: B,
-    ) -> Response<Body>
-    where
-        B: hyper::body::Body + Send,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        body: Bytes,
+    ) -> Response<Body> {
         let key = match idempotency_key(headers) {
             Ok(k) => k,
             Err(r) => return r.response(),
         };
-        let lines = match self
-            .valid_body(headers, body, |bytes, limit| {
-                quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(bytes, limit)
-                    .and_then(|b| b.validate())
-            })
-            .await
-        {
+        let lines = match self.valid_body(&body, |bytes, limit| {
+            quiver_codec::request::parse::<quiver_codec::request::CreateOrderBody>(bytes, limit)
+                .and_then(|b| b.validate())
+        }) {
             Ok(lines) => lines,
-            Err(resp) => return resp,
+            Err(problem) => return respond::from_problem(&problem),
         };
         let fingerprint = order_fingerprint(&lines);
         let writes = self.writes.clone();
         let task_lines = lines.clone();
+        let after = self.after_commit();
         let placed = tokio::spawn(async move {
-            writes
+            let placed = writes
                 .create_order(viewer, &key, &fingerprint, &task_lines)
-                .await
+                .await;
+            if let Ok(p) = &placed
+                && !p.replayed
+            {
+                after.settle(Stale::Order(p.order)).await;
+            }
+            placed
         })
         .await;
         let placed = match placed {
@@ -265,7 +247,7 @@ impl App {
                 ));
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "create order failed");
+                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "create order failed");
                 let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
                 return respond::problem(kind, "the order could not be placed; retry later");
             }
@@ -274,13 +256,6 @@ impl App {
                 return respond::problem(ProblemType::Internal, "the order could not be placed");
             }
         };
-        if !placed.replayed {
-            self.committed();
-            // A lookup of this id before it existed may have cached "absent".
-            if let Err(e) = self.caches.invalidate_order(placed.order).await {
-                tracing::warn!(error = %e, "invalidation after a write failed");
-            }
-        }
         match self.engine.order(viewer, placed.order).await {
             Ok(r) => {
                 let mut resp = respond::json(StatusCode::CREATED, r.body);

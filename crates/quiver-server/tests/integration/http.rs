@@ -142,7 +142,8 @@ async fn routes_answer_json_with_their_headers_and_problems_for_bad_requests(poo
     .await;
     assert_eq!(body["seed"], 9);
 
-    // Orders: the customer reads them, anyone else is refused.
+    // Orders: the customer reads them; to anyone else another's order is as absent as
+    // one that does not exist (ids are sequential: a 403 would count the orders).
     let (order, customer): (i64, i64) =
         sqlx::query_as("SELECT id, customer_id FROM orders ORDER BY id LIMIT 1")
             .fetch_one(&s.pool)
@@ -157,14 +158,23 @@ async fn routes_answer_json_with_their_headers_and_problems_for_bad_requests(poo
     .await;
     assert_eq!(body["customer_id"], customer);
     let other = if customer == 1 { 2 } else { 1 };
-    problem(
+    let theirs = problem(
         s.get(&format!("/api/v1/orders/{order}"), Some(other))
             .send()
             .await
             .unwrap(),
-        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
     )
     .await;
+    let missing = problem(
+        s.get("/api/v1/orders/999999999", Some(other))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(theirs["detail"], missing["detail"]);
     let (_, body) = json(
         s.get(
             &format!("/api/v1/customers/{customer}/orders?status=active&limit=2"),

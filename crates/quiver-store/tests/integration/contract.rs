@@ -546,7 +546,16 @@ async fn graph_writes_change_rows_and_record_one_event_per_change(backend: Backe
 
     let events = backend.outbox().await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["user.followed", "user.unfollowed", "user.blocked"]);
+    assert_eq!(
+        kinds,
+        [
+            "user.followed",
+            "user.unfollowed",
+            "user.blocked",
+            "user.unblocked"
+        ]
+    );
+    assert_eq!(events[3].1, serde_json::json!({"blocker": 2, "blocked": 1}));
     assert_eq!(
         events[0].1,
         serde_json::json!({"follower": 6, "followee": 2})

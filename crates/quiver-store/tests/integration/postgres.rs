@@ -196,3 +196,23 @@ async fn relays_claiming_at_once_never_take_the_same_rows(pool: PgPool) {
     a.published(&ids_a).await.unwrap();
     assert_eq!(store.backlog().await.unwrap().unpublished, 0);
 }
+
+/// A write PostgreSQL refuses is described for logs with its SQLSTATE (here 22021, NUL in
+/// text), while the error's own message stays free of driver text.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_refused_write_is_described_with_its_sqlstate(pool: PgPool) {
+    use quiver_store::write::PostWrites as _;
+    let store = PgStore::from_pool(pool);
+    Backend::Pg(store.clone()).load(&fixture(5)).await;
+    let new = quiver_model::NewPost {
+        kind: quiver_model::PostKind::Post,
+        body: "a\0b".into(),
+        media: vec![],
+        tags: vec![],
+        wish: None,
+    };
+    let err = store.create_post(UserId(1), &new).await.unwrap_err();
+    assert_eq!(err.to_string(), "database error");
+    let text = quiver_store::describe(&err);
+    assert!(text.contains("code 22021"), "{text}");
+}

@@ -15,8 +15,12 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is out; everyone else skips Redis until it reports.
-    Probing,
+    /// One probe is out; everyone else skips Redis until it reports, or until `until`
+    /// (a probe dropped before reporting, by a hang-up or a deadline, must not leave
+    /// Redis skipped for good): then another caller probes.
+    Probing {
+        until: Instant,
+    },
 }
 
 /// Whether to call Redis now, and what happened when we did.
@@ -42,11 +46,13 @@ impl Breaker {
         let mut state = self.state.lock().expect("breaker lock");
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } if Instant::now() >= until => {
-                *state = State::Probing;
+            State::Open { until } | State::Probing { until } if Instant::now() >= until => {
+                *state = State::Probing {
+                    until: Instant::now() + self.cooldown,
+                };
                 true
             }
-            State::Open { .. } | State::Probing => false,
+            State::Open { .. } | State::Probing { .. } => false,
         }
     }
 
@@ -58,7 +64,7 @@ impl Breaker {
         let mut state = self.state.lock().expect("breaker lock");
         let failures = match *state {
             State::Closed { failures } => failures + 1,
-            State::Open { .. } | State::Probing => self.threshold,
+            State::Open { .. } | State::Probing { .. } => self.threshold,
         };
         *state = if failures >= self.threshold {
             State::Open {
@@ -101,5 +107,21 @@ mod tests {
             b.allow() && b.allow() && !b.is_open(),
             "a good probe closes it"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_does_not_keep_redis_skipped() {
+        let b = Breaker::new(1, Duration::from_secs(1));
+        b.failure();
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(
+            b.allow(),
+            "the probe, which is then dropped without reporting"
+        );
+        assert!(!b.allow(), "its cooldown: still one probe at a time");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(b.allow(), "another probe after the cooldown");
+        b.success();
+        assert!(!b.is_open());
     }
 }

@@ -308,10 +308,7 @@ where
     pub async fn invalidate(&self, keys: &[L::Key]) -> Result<(), CacheError> {
         let inner = &self.inner;
         for k in keys {
-            inner.fence.invalidate(k);
-            if let Some(l1) = &inner.l1 {
-                l1.remove(k);
-            }
+            inner.forget(k);
         }
         let Some(remote) = &inner.remote else {
             return Ok(());
@@ -457,6 +454,12 @@ where
                 weight: encoded_len as u64 + ENTRY_OVERHEAD,
             },
         );
+        // An invalidation between the check and the insert bumped the fence before it
+        // removed the key, so it either removed this entry or is seen here: no stale
+        // value outlives an invalidation (at worst a fresh one is dropped, a miss).
+        if !self.fence.still_valid(ticket) {
+            l1.remove(key);
+        }
     }
 
     /// L2 time to live with jitter, so entries filled together do not expire together.
@@ -558,8 +561,20 @@ where
         Ok(found)
     }
 
+    /// Forgets `key` here: loads that started before cannot fill the L1 (the fence),
+    /// lookups that start after do not wait for them (their claim ends), and the L1
+    /// entry goes.
+    fn forget(&self, key: &L::Key) {
+        self.fence.invalidate(key);
+        self.inflight.lock().expect("inflight lock").remove(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+    }
+
     fn flush_l1(&self) {
         self.fence.invalidate_all();
+        self.inflight.lock().expect("inflight lock").clear();
         if let Some(l1) = &self.l1 {
             l1.clear();
         }
@@ -579,12 +594,7 @@ where
                 RemoteEvent::Invalidated(texts) => {
                     for text in texts {
                         match inner.parse_key(&text) {
-                            Some(key) => {
-                                inner.fence.invalidate(&key);
-                                if let Some(l1) = &inner.l1 {
-                                    l1.remove(&key);
-                                }
-                            }
+                            Some(key) => inner.forget(&key),
                             // A key we cannot read might be one we hold.
                             None => inner.flush_l1(),
                         }

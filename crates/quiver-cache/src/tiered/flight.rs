@@ -1,7 +1,8 @@
 //! Single flight on the miss path: the keys a lookup could not answer from the L1 are
 //! deduplicated and split into those it loads itself (published to anyone who asks
 //! meanwhile) and those another lookup is already loading (awaited, or loaded again if
-//! that lookup was cancelled).
+//! that lookup was cancelled). An invalidation ends the claims on its keys, so a lookup
+//! that starts after it never waits for a load that started before it.
 
 use super::{Answer, CacheKey, Fast, Inner, Tally};
 use crate::outcome::Outcome;
@@ -35,8 +36,14 @@ impl<K: Eq + Hash, V> Lead<'_, K, V> {
 impl<K: Eq + Hash, V> Drop for Lead<'_, K, V> {
     fn drop(&mut self) {
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        for (_, k, _) in &self.keys {
-            inflight.remove(k);
+        for (_, k, tx) in &self.keys {
+            // Only its own claim: an invalidation may have let a newer load claim the key.
+            if inflight
+                .get(k)
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
+                inflight.remove(k);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the batcher's tests need neither.
 
 mod batcher;
+mod flight;
 mod redis;
 mod support;
 mod ttl;

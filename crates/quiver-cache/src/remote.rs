@@ -50,8 +50,9 @@ pub enum RemoteEvent {
 pub trait Remote: Send + Sync + fmt::Debug {
     /// Values and versions of `keys`, in order, in one round trip.
     async fn fetch(&self, keys: &[String]) -> Result<Vec<(Option<Bytes>, i64)>, RemoteError>;
-    /// Writes each fill whose version is unchanged, in one round trip.
-    async fn fill(&self, fills: &[Fill]) -> Result<(), RemoteError>;
+    /// Writes each fill whose version is unchanged, in one round trip; says for each
+    /// whether it was written (`false`: an invalidation came first).
+    async fn fill(&self, fills: &[Fill]) -> Result<Vec<bool>, RemoteError>;
     /// Bumps versions, deletes values and publishes `keys` on `channel`, atomically.
     async fn invalidate(&self, keys: &[String], channel: &str) -> Result<(), RemoteError>;
     /// Starts listening on `channel`.
@@ -66,12 +67,14 @@ pub trait Remote: Send + Sync + fmt::Debug {
 const VERSION_TTL_SECS: u64 = 86_400;
 
 const FILL_SCRIPT: &str = r#"
-local written = 0
+local written = {}
 for i = 1, #KEYS / 2 do
   local current = redis.call('GET', KEYS[2 * i]) or '0'
   if current == ARGV[3 * i - 2] then
     redis.call('SET', KEYS[2 * i - 1], ARGV[3 * i - 1], 'EX', ARGV[3 * i])
-    written = written + 1
+    written[i] = 1
+  else
+    written[i] = 0
   end
 end
 return written
@@ -193,9 +196,9 @@ impl Remote for RedisRemote {
             .collect())
     }
 
-    async fn fill(&self, fills: &[Fill]) -> Result<(), RemoteError> {
+    async fn fill(&self, fills: &[Fill]) -> Result<Vec<bool>, RemoteError> {
         if fills.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut keys = Vec::with_capacity(fills.len() * 2);
         let mut args: Vec<Value> = Vec::with_capacity(fills.len() * 3);
@@ -206,8 +209,8 @@ impl Remote for RedisRemote {
             args.push(Bytes::from(f.value.clone()).into());
             args.push((f.ttl_secs.max(1) as i64).into());
         }
-        let _: i64 = self.pool.eval(FILL_SCRIPT, keys, args).await?;
-        Ok(())
+        let written: Vec<i64> = self.pool.eval(FILL_SCRIPT, keys, args).await?;
+        Ok(written.into_iter().map(|w| w == 1).collect())
     }
 
     async fn invalidate(&self, keys: &[String], channel: &str) -> Result<(), RemoteError> {

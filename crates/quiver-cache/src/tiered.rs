@@ -528,6 +528,8 @@ where
         self.stats.loader_call();
         let mut loaded = self.loader.load_many(&ask).await?;
         let mut fills = Vec::new();
+        // (position, encoded length) of what goes into the L1 once the L2 has answered.
+        let mut local = Vec::new();
         for &i in &todo {
             let value = loaded.remove(&keys[i]).map(Arc::new);
             if value.as_deref().is_some_and(|v| !self.codec.admit(v)) {
@@ -536,7 +538,7 @@ where
             }
             let sealed = codec::seal(&*self.codec, schema, value.as_deref());
             if self.fence.still_valid(tickets[i]) {
-                self.put_l1(&keys[i], value.clone(), sealed.len(), tickets[i]);
+                local.push((i, sealed.len()));
                 // Without the version read before the load there is nothing to fence
                 // with (Redis was skipped or failed): leave the L2 alone.
                 if let Some(vs) = &versions {
@@ -550,12 +552,26 @@ where
             }
             found[i] = (value, Outcome::Miss);
         }
+        // The L2's fence first: a fill it refuses lost to an invalidation, maybe one made
+        // on another replica whose message has not reached this one yet; such a value
+        // stays out of this L1 too.
+        let mut refused = Vec::new();
         if !fills.is_empty()
             && let Some(remote) = self.remote_allowed()
         {
             match timeout(self.config.redis_timeout, remote.fill(&fills)).await {
-                Ok(Ok(())) => self.breaker.success(),
+                Ok(Ok(written)) => {
+                    self.breaker.success();
+                    refused = written.iter().map(|w| !w).collect();
+                }
                 _ => self.redis_failed(),
+            }
+        }
+        // `fills` and `local` list the same positions in the same order when Redis was
+        // asked; otherwise `refused` is empty.
+        for (n, &(i, len)) in local.iter().enumerate() {
+            if !refused.get(n).copied().unwrap_or(false) {
+                self.put_l1(&keys[i], found[i].0.clone(), len, tickets[i]);
             }
         }
         Ok(found)

@@ -14,14 +14,14 @@ use std::time::Instant;
 /// The embedded default database, used by `--demo`.
 pub(crate) const DEMO_DB: &str = "quiver-demo.db";
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct MigrateArgs {
     /// Database to migrate: postgres://… or sqlite:PATH
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct SeedArgs {
     /// Database to fill: postgres://… or sqlite:PATH (migrated first)
     #[arg(long, env = "DATABASE_URL", required_unless_present = "demo")]

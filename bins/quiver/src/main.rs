@@ -19,7 +19,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 /// A personalized-feed API over PostgreSQL, Redis and an embedded SQLite default.
-#[derive(Debug, Parser)]
+///
+/// The arguments carry secrets and database URLs: none of these types implements
+/// `Debug`, so no log line can print them whole.
+#[derive(Parser)]
 #[command(name = "quiver", version, about)]
 struct Cli {
     /// Log lines as text or as JSON objects
@@ -41,7 +44,7 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Apply the schema migrations to DATABASE_URL (postgres://… or sqlite:…)
     Migrate(db::MigrateArgs),

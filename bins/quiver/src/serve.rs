@@ -20,10 +20,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest a minted token may live: tokens cannot be revoked, only expire.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The secret `--demo` signs with when none is given: fine on a laptop, refused otherwise.
 const DEMO_SECRET: &str = "quiver-demo-secret-do-not-use-in-production";
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Run on the embedded default: SQLite ./quiver-demo.db (seeded on first run), L1
     /// cache only, a demo signing secret
@@ -130,7 +133,7 @@ pub(crate) struct ServeArgs {
     event_max_deliveries: u64,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct TokenArgs {
     /// The user the token speaks for
     #[arg(long)]
@@ -149,8 +152,11 @@ fn usage(message: impl std::fmt::Display) -> ! {
 }
 
 fn check_secret(secret: &str) {
-    if secret.len() < 32 {
-        usage("QUIVER_JWT_SECRET must be at least 32 bytes");
+    if secret.len() < quiver_server::auth::MIN_SECRET_BYTES {
+        usage(format!(
+            "QUIVER_JWT_SECRET must be at least {} bytes",
+            quiver_server::auth::MIN_SECRET_BYTES
+        ));
     }
 }
 
@@ -307,6 +313,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         .cursor_secret
         .clone()
         .unwrap_or_else(|| format!("cursor:{secret}"));
+    let auth = Auth::new(secret.as_bytes()).context("invalid QUIVER_JWT_SECRET")?;
     let settings = Settings {
         stack: StackConfig {
             l1_capacity_bytes: args.l1_mib << 20,
@@ -328,12 +335,12 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             queue: args.prefetch_queue,
         }),
         server: config,
-        jwt_secret: secret.clone().into_bytes(),
+        auth: auth.clone(),
         cursor_secret: cursor_secret.into_bytes(),
     };
     let demo_token = args
         .demo
-        .then(|| Auth::new(secret.as_bytes()).mint(UserId(1), Duration::from_secs(24 * 3600)));
+        .then(|| auth.mint(UserId(1), Duration::from_secs(24 * 3600)));
     let events = compose::EventsSetup {
         outbox,
         effects,
@@ -432,9 +439,16 @@ pub(crate) fn token(args: TokenArgs) -> Result<()> {
     if args.user <= 0 {
         usage("--user must be a positive user id");
     }
+    if args.ttl > MAX_TOKEN_TTL || args.ttl.is_zero() {
+        usage("--ttl must be between 1s and 30d");
+    }
     println!(
         "{}",
-        Auth::new(args.jwt_secret.as_bytes()).mint(UserId(args.user), args.ttl)
+        match Auth::new(args.jwt_secret.as_bytes()) {
+            Ok(auth) => auth,
+            Err(e) => usage(e),
+        }
+        .mint(UserId(args.user), args.ttl)
     );
     Ok(())
 }

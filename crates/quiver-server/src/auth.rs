@@ -19,6 +19,14 @@ struct Claims {
     exp: u64,
 }
 
+/// The shortest HS256 secret accepted: as long as the hash (RFC 7518, section 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A signing secret shorter than [`MIN_SECRET_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token signing secret must be at least {MIN_SECRET_BYTES} bytes, not {0}")]
+pub struct WeakSecret(pub usize);
+
 /// Why a request's credentials were refused. Messages are shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -51,17 +59,20 @@ impl fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Tokens signed with `secret`.
-    pub fn new(secret: &[u8]) -> Self {
+    /// Tokens signed with `secret`, which must be at least [`MIN_SECRET_BYTES`] long.
+    pub fn new(secret: &[u8]) -> Result<Self, WeakSecret> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(WeakSecret(secret.len()));
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = LEEWAY_SECS;
-        Self {
+        Ok(Self {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
             validation,
             verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
-        }
+        })
     }
 
     /// A token for `user` valid for `ttl`.
@@ -112,8 +123,11 @@ impl Auth {
             .claims
             .sub
             .parse::<i64>()
+            .ok()
+            // Ids are positive; 0 stands for "anonymous" inside the engine.
+            .filter(|id| *id > 0)
             .map(UserId)
-            .map_err(|_| AuthError::Invalid)?;
+            .ok_or(AuthError::Invalid)?;
         self.verified
             .insert(token.into(), (viewer, data.claims.exp));
         Ok(viewer)
@@ -124,9 +138,33 @@ impl Auth {
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"a unit test secret of 32 bytes!!";
+
+    #[test]
+    fn short_secrets_and_non_positive_subjects_are_refused() {
+        assert_eq!(Auth::new(b"short").unwrap_err(), WeakSecret(5));
+        let auth = Auth::new(SECRET).unwrap();
+        for sub in ["0", "-7", "x"] {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &Claims {
+                    sub: sub.into(),
+                    exp: u64::MAX / 2,
+                },
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            assert_eq!(
+                auth.viewer(format!("Bearer {token}").as_bytes()),
+                Err(AuthError::Invalid),
+                "sub {sub}"
+            );
+        }
+    }
+
     #[test]
     fn a_remembered_token_still_expires_and_nothing_else_rides_on_it() {
-        let auth = Auth::new(b"secret");
+        let auth = Auth::new(SECRET).unwrap();
         let token = auth.mint(UserId(7), Duration::from_secs(60));
         let header = format!("Bearer {token}");
         let now = SystemTime::now()
@@ -150,7 +188,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_and_everything_else_is_refused() {
-        let auth = Auth::new(b"secret");
+        let auth = Auth::new(SECRET).unwrap();
         let token = auth.mint(UserId(42), Duration::from_secs(60));
         assert_eq!(
             auth.viewer(format!("Bearer {token}").as_bytes()),
@@ -166,7 +204,9 @@ mod tests {
             Err(AuthError::Scheme)
         );
         assert_eq!(auth.viewer(b"Bearer abc.def.ghi"), Err(AuthError::Invalid));
-        let foreign = Auth::new(b"other").mint(UserId(42), Duration::from_secs(60));
+        let foreign = Auth::new(b"another secret, also 32 bytes long")
+            .unwrap()
+            .mint(UserId(42), Duration::from_secs(60));
         assert_eq!(
             auth.viewer(format!("Bearer {foreign}").as_bytes()),
             Err(AuthError::Invalid)
@@ -177,7 +217,7 @@ mod tests {
                 sub: "42".into(),
                 exp: 1_000_000,
             },
-            &EncodingKey::from_secret(b"secret"),
+            &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
         assert_eq!(
@@ -192,7 +232,7 @@ mod tests {
         let no_exp = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &NoExp { sub: "42".into() },
-            &EncodingKey::from_secret(b"secret"),
+            &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
         assert_eq!(
@@ -205,7 +245,7 @@ mod tests {
                 sub: "alice".into(),
                 exp: u64::MAX / 2,
             },
-            &EncodingKey::from_secret(b"secret"),
+            &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
         assert_eq!(

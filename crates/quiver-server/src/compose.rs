@@ -423,8 +423,8 @@ pub struct Settings {
     /// Warming next pages in the background; `None` disables it.
     pub prefetch: Option<PrefetchConfig>,
     pub server: crate::ServerConfig,
-    /// The bearer tokens' HS256 secret.
-    pub jwt_secret: Vec<u8>,
+    /// Verifies the bearer tokens.
+    pub auth: crate::auth::Auth,
     /// The key that signs pagination cursors.
     pub cursor_secret: Vec<u8>,
 }
@@ -489,7 +489,7 @@ pub async fn app(
         remote,
         caches,
         events,
-        auth: crate::auth::Auth::new(&settings.jwt_secret),
+        auth: settings.auth,
         config: settings.server,
     })
 }

@@ -62,22 +62,42 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
+/// The user part ends at the last `@` (a raw `@` inside a password stays hidden), and
+/// password parameters of the query are hidden too.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
-            }
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let (location, query) = match after.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (after, None),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(userinfo) = userinfo {
+        out.push_str(userinfo.split(':').next().unwrap_or(""));
+        if userinfo.contains(':') {
+            out.push_str(":***");
         }
-        None => url.to_owned(),
+        out.push('@');
     }
+    out.push_str(location);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 /// Where the embedded SQLite database lives.
@@ -117,5 +137,16 @@ mod tests {
             shown.contains("postgres://app:***@db:5432/quiver"),
             "{shown}"
         );
+        for (url, shown) in [
+            ("postgres://app:p@ss@word@db/q", "postgres://app:***@db/q"),
+            (
+                "postgres://db/q?user=app&password=hunter2&sslmode=require",
+                "postgres://db/q?user=app&password=***&sslmode=require",
+            ),
+            ("postgres://app@db/q", "postgres://app@db/q"),
+            ("not a url", "***"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 }

@@ -201,7 +201,9 @@ mod blocking {
 }
 
 fn token(user: i64) -> String {
-    Auth::new(SECRET.as_bytes()).mint(UserId(user), Duration::from_secs(600))
+    Auth::new(SECRET.as_bytes())
+        .unwrap()
+        .mint(UserId(user), Duration::from_secs(600))
 }
 
 /// Waits until `check` holds, failing the test after `within`.

@@ -202,17 +202,23 @@ fn token_mints_a_bearer_token_the_server_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap();
-    let auth = Auth::new(SECRET.as_bytes());
+    let auth = Auth::new(SECRET.as_bytes()).unwrap();
     assert_eq!(
         auth.viewer(format!("Bearer {}", token.trim()).as_bytes()),
         Ok(UserId(5))
     );
     assert!(
         Auth::new(b"another secret of at least 32 bytes")
+            .unwrap()
             .viewer(format!("Bearer {}", token.trim()).as_bytes())
             .is_err()
     );
-    for bad in [vec!["--user", "5", "--ttl", "soon"], vec!["--user", "0"]] {
+    for bad in [
+        vec!["--user", "5", "--ttl", "soon"],
+        vec!["--user", "0"],
+        // Tokens cannot be revoked: a long-lived one is refused.
+        vec!["--user", "5", "--ttl", "400days"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .arg("token")
             .args(&bad)

@@ -263,7 +263,7 @@ pub(crate) async fn start_on(
         EngineConfig::default(),
         None,
     );
-    let auth = Auth::new(SECRET);
+    let auth = Auth::new(SECRET).unwrap();
     let app = Arc::new(
         App::new(Parts {
             engine,

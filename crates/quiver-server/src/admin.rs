@@ -27,12 +27,29 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
     tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => {
+                        backoff = Duration::from_millis(5);
+                        stream
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "admin accept failed; backing off");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                };
                 let app = app.clone();
                 let service = service_fn(move |req| {
                     let app = app.clone();
@@ -81,10 +98,21 @@ async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
     }
 }
 
+/// Clears [`PROFILING`] however the profile ends, even when its request is dropped (a
+/// client that hangs up mid-profile must not leave every later profile refused).
+struct Profiling;
+
+impl Drop for Profiling {
+    fn drop(&mut self) {
+        PROFILING.store(false, Ordering::Release);
+    }
+}
+
 async fn profile(duration: Duration) -> Response<Body> {
     if PROFILING.swap(true, Ordering::AcqRel) {
         return respond::problem(ProblemType::Conflict, "a profile is already being taken");
     }
+    let running = Profiling;
     let result = async {
         let guard = pprof::ProfilerGuardBuilder::default()
             .frequency(99)
@@ -98,7 +126,7 @@ async fn profile(duration: Duration) -> Response<Body> {
         Ok::<_, String>(profile.encode_to_vec())
     }
     .await;
-    PROFILING.store(false, Ordering::Release);
+    drop(running);
     match result {
         Ok(bytes) => {
             let mut resp = Response::new(Full::new(Bytes::from(bytes)));

@@ -338,3 +338,28 @@ fn ids(page: &serde_json::Value) -> Vec<i64> {
         .map(|i| i["id"].as_i64().unwrap())
         .collect()
 }
+
+/// A client that hangs up mid-profile used to leave every later profile refused (409)
+/// until restart.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_dropped_profile_does_not_block_the_next(pool: PgPool) {
+    let mut s = start(pool, ServerConfig::default(), None).await;
+    let hung_up = s
+        .http
+        .get(s.admin_url("/debug/pprof/profile?seconds=120"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up");
+    crate::support::eventually("a new profile can be taken", || async {
+        let resp = s
+            .http
+            .get(s.admin_url("/debug/pprof/profile?seconds=1"))
+            .send()
+            .await
+            .unwrap();
+        resp.status() == StatusCode::OK
+    })
+    .await;
+    s.shutdown().await.unwrap();
+}

@@ -124,6 +124,15 @@ fn key(event: &OutboxEvent, kind: NotificationKind, user: i64, post: Option<i64>
     )
 }
 
+/// One `followed` notification per follower, followee and UTC day: following, unfollowing
+/// and following again (by hand or by a script) cannot fill someone's notifications.
+fn followed_key(follower: i64, followee: i64, event: &OutboxEvent) -> String {
+    format!(
+        "followed:{follower}:{followee}:{}",
+        event.created_at.date_naive()
+    )
+}
+
 #[async_trait]
 impl Handler for EffectsHandler {
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
@@ -146,7 +155,7 @@ impl Handler for EffectsHandler {
                 let kind = NotificationKind::Followed;
                 self.effects
                     .notify(&[NewNotification {
-                        key: key(event, kind, followee, None),
+                        key: followed_key(follower, followee, event),
                         user_id: UserId(followee),
                         kind,
                         actor_id: Some(UserId(follower)),

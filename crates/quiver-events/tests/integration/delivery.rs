@@ -605,3 +605,28 @@ async fn a_pending_entry_deleted_from_the_stream_is_dead_lettered(pool: PgPool) 
     nothing_pending(&s, &config).await;
     events.shutdown().await;
 }
+
+/// Following, unfollowing and following again ten times notifies the followee once.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn follow_toggling_notifies_once(pool: PgPool) {
+    users(&pool, 2).await;
+    let store = PgStore::from_pool(pool.clone());
+    for _ in 0..10 {
+        store.follow(UserId(1), UserId(2)).await.unwrap();
+        store.unfollow(UserId(1), UserId(2)).await.unwrap();
+    }
+    let events = Events::start(
+        Arc::new(store.clone()),
+        handler(&store),
+        Some(&redis_url()),
+        config(),
+        None,
+    )
+    .unwrap();
+    eventually("all twenty events are handled", || async {
+        events.stats().handled >= 20
+    })
+    .await;
+    assert_eq!(followed_notifications(&pool, 2).await, 1);
+    events.shutdown().await;
+}

@@ -16,6 +16,14 @@ pub struct EventsConfig {
     pub relay_poll: Duration,
     /// How often the relay measures the outbox backlog for metrics.
     pub backlog_interval: Duration,
+    /// In process: how long after its first failure an event is tried again (doubling
+    /// with each failure).
+    pub retry_backoff: Duration,
+    /// How often the relay takes one housekeeping step (`None`: never; see
+    /// `quiver_store::events::Outbox::prune`).
+    pub prune_interval: Option<Duration>,
+    /// What the housekeeping keeps.
+    pub retention: quiver_store::events::Retention,
     /// How often the relay trims the stream of what every consumer group has
     /// acknowledged (entries are never trimmed by length: one not yet handled stays).
     pub trim_interval: Duration,
@@ -52,6 +60,9 @@ impl Default for EventsConfig {
             relay_poll: Duration::from_millis(100),
             backlog_interval: Duration::from_secs(1),
             trim_interval: Duration::from_secs(10),
+            retry_backoff: Duration::from_millis(250),
+            prune_interval: Some(Duration::from_secs(10)),
+            retention: quiver_store::events::Retention::default(),
             group: "effects".to_owned(),
             consumers: 2,
             consumer_prefix: format!("c-{}", uuid::Uuid::new_v4().simple()),

@@ -122,6 +122,7 @@ impl Events {
                 stats: stats.clone(),
                 wake: wake.clone(),
                 attempts: Default::default(),
+                prune_after: quiver_model::UserId(0),
             };
             tasks.push(tokio::spawn(relay.run(stopped)));
         }

@@ -36,8 +36,12 @@ pub(crate) struct Relay {
     pub(crate) stats: Arc<EventStats>,
     /// Woken by local writes after they commit, so events leave without waiting a poll.
     pub(crate) wake: Arc<Notify>,
-    /// In process only: failed attempts per event, to give up after `max_deliveries`.
-    pub(crate) attempts: HashMap<EventId, u64>,
+    /// In process only: failed attempts per event and when it may be tried again (a
+    /// write waking the relay does not hurry a retry), to give up after
+    /// `max_deliveries`.
+    pub(crate) attempts: HashMap<EventId, (u64, tokio::time::Instant)>,
+    /// Where the next housekeeping step trims timelines.
+    pub(crate) prune_after: quiver_model::UserId,
 }
 
 impl Relay {
@@ -47,6 +51,7 @@ impl Relay {
         let mut backoff = self.config.relay_poll;
         let mut measured = tokio::time::Instant::now() - self.config.backlog_interval;
         let mut trimmed = tokio::time::Instant::now();
+        let mut pruned = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -58,6 +63,12 @@ impl Relay {
             if trimmed.elapsed() >= self.config.trim_interval {
                 trimmed = tokio::time::Instant::now();
                 self.trim().await;
+            }
+            if let Some(every) = self.config.prune_interval
+                && pruned.elapsed() >= every
+            {
+                pruned = tokio::time::Instant::now();
+                self.prune().await;
             }
             let wait = match self.batch().await {
                 Ok(n) => {
@@ -108,6 +119,21 @@ impl Relay {
         }
     }
 
+    /// One housekeeping step (see [`Outbox::prune`]); a failure waits for the next.
+    async fn prune(&mut self) {
+        match self
+            .outbox
+            .prune(&self.config.retention, self.prune_after)
+            .await
+        {
+            Ok(p) => {
+                self.prune_after = p.next_user.unwrap_or(quiver_model::UserId(0));
+                tracing::debug!(?p, "pruned");
+            }
+            Err(e) => tracing::warn!(error = %quiver_store::describe(&e), "pruning failed"),
+        }
+    }
+
     async fn measure(&self) {
         if let Ok(b) = self.outbox.backlog().await {
             let lag = b
@@ -140,8 +166,19 @@ impl Relay {
             }
             Sink::InProcess(handler) => {
                 let mut done = Vec::with_capacity(n);
+                let mut dead = Vec::new();
                 let mut failed = false;
+                let now = tokio::time::Instant::now();
                 for event in claim.events() {
+                    if self
+                        .attempts
+                        .get(&event.id)
+                        .is_some_and(|(_, at)| *at > now)
+                    {
+                        // Not yet: it stays unpublished until its retry is due.
+                        failed = true;
+                        continue;
+                    }
                     match handler.handle(event).await {
                         Ok(()) => {
                             self.attempts.remove(&event.id);
@@ -149,19 +186,25 @@ impl Relay {
                             done.push(event.id);
                         }
                         Err(e) => {
-                            let tries = self.attempts.entry(event.id).or_default();
+                            let (tries, at) = self.attempts.entry(event.id).or_insert((0, now));
                             *tries += 1;
-                            if !e.is_retryable() || *tries >= self.config.max_deliveries {
+                            // Spaced exponentially: a transient fault (a deadlock, a busy
+                            // database) gets time to pass before the budget is spent.
+                            *at = now
+                                + self.config.retry_backoff * 2u32.pow((*tries - 1).min(10) as u32);
+                            let tries = *tries;
+                            if !e.is_retryable() || tries >= self.config.max_deliveries {
+                                let error = quiver_store::describe(&e);
                                 tracing::error!(
                                     event.id = event.id.0,
                                     event.kind = event.kind.as_str(),
-                                    attempts = *tries,
-                                    error = %quiver_store::describe(&e),
-                                    "event given up on (dead letter)"
+                                    attempts = tries,
+                                    error = %error,
+                                    "event given up on (dead letter, kept in the outbox)"
                                 );
                                 self.attempts.remove(&event.id);
                                 self.stats.dead_lettered();
-                                done.push(event.id);
+                                dead.push((event.id, error));
                             } else {
                                 tracing::warn!(
                                     event.id = event.id.0,
@@ -175,8 +218,8 @@ impl Relay {
                         }
                     }
                 }
-                let published = done.len();
-                claim.published(&done).await?;
+                let published = done.len() + dead.len();
+                claim.finish(&done, &dead).await?;
                 self.stats.relayed(published);
                 if failed {
                     // Failed events stay at the head of the outbox: pause before retrying.

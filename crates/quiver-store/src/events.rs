@@ -19,7 +19,13 @@ pub struct Backlog {
 /// What finishes a claim: marks rows published and releases the claim.
 #[async_trait]
 pub(crate) trait ClaimTx: Send {
-    async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError>;
+    /// Marks `published` published, and `failed` published as dead letters with their
+    /// errors.
+    async fn finish(
+        self: Box<Self>,
+        published: &[i64],
+        failed: &[(i64, String)],
+    ) -> Result<(), StoreError>;
     async fn release(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -58,9 +64,20 @@ impl Claim {
     /// Marks `ids` (a subset of the claim) published and releases the claim; the rest
     /// stay unpublished for a later claim.
     pub async fn published(self, ids: &[EventId]) -> Result<(), StoreError> {
-        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        self.finish(ids, &[]).await
+    }
+
+    /// Marks `published` published and `failed` as dead letters (out of the queue, kept
+    /// with `failed_at` and their error for an operator), and releases the claim.
+    pub async fn finish(
+        self,
+        published: &[EventId],
+        failed: &[(EventId, String)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = published.iter().map(|i| i.0).collect();
+        let failed: Vec<(i64, String)> = failed.iter().map(|(i, e)| (i.0, e.clone())).collect();
         match self.tx {
-            Some(tx) => tx.finish(&ids).await,
+            Some(tx) => tx.finish(&ids, &failed).await,
             None => Ok(()),
         }
     }
@@ -74,6 +91,55 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     async fn claim(&self, limit: u32) -> Result<Claim, StoreError>;
     /// How many events wait, and since when.
     async fn backlog(&self) -> Result<Backlog, StoreError>;
+    /// Housekeeping, in bounded steps (one call is one step; a replica calls it on a
+    /// schedule): deletes published outbox rows (never dead letters), idempotency keys
+    /// and notifications older than their retention, and trims the home timelines of
+    /// the next `retention.users_per_step` users after `after` to `timeline_depth`
+    /// entries. Safe to run on several replicas at once.
+    async fn prune(&self, retention: &Retention, after: UserId) -> Result<Pruned, StoreError>;
+}
+
+/// How long what grows with use is kept (see [`Outbox::prune`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Published outbox rows (dead letters are kept).
+    pub outbox: std::time::Duration,
+    /// Idempotency keys of orders: a retry after this is a new order.
+    pub idempotency_keys: std::time::Duration,
+    /// Notifications.
+    pub notifications: std::time::Duration,
+    /// Entries kept in each home timeline (older pages are read by merge).
+    pub timeline_depth: u32,
+    /// Users whose timelines one step trims.
+    pub users_per_step: u32,
+    /// Rows of each table one step deletes at most.
+    pub rows_per_step: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let day = std::time::Duration::from_secs(24 * 3600);
+        Self {
+            outbox: day,
+            idempotency_keys: day,
+            notifications: 90 * day,
+            timeline_depth: 800,
+            users_per_step: 500,
+            rows_per_step: 10_000,
+        }
+    }
+}
+
+/// What one [`Outbox::prune`] step removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub outbox: u64,
+    pub idempotency_keys: u64,
+    pub notifications: u64,
+    pub timeline_entries: u64,
+    /// Where the next step's timeline trimming starts (`None`: past the last user, so
+    /// start over).
+    pub next_user: Option<UserId>,
 }
 
 /// A notification an event causes. `key` names the effect (event, recipient, what): a
@@ -99,6 +165,8 @@ pub trait Effects: Send + Sync + std::fmt::Debug {
     /// whose timeline holds the post now (written by this call or an earlier one), so
     /// their cached timelines can be forgotten, again on a redelivery. A post deleted
     /// meanwhile is written nowhere, and a follower who unfollows (or blocks) meanwhile
-    /// keeps no entry: each batch locks the post and the follow rows it reads.
+    /// keeps no entry: each batch locks the post and the follow rows it reads. A post
+    /// older than a follower's oldest timeline entry (a late delivery) is not written
+    /// there: the timeline stays the newest contiguous part of the feed.
     async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError>;
 }

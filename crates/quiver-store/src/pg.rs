@@ -1,7 +1,7 @@
 //! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 
-use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
+use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox, Pruned, Retention};
 use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
 use crate::write::{
     GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
@@ -987,12 +987,28 @@ struct PgClaim(sqlx::Transaction<'static, sqlx::Postgres>);
 
 #[async_trait]
 impl ClaimTx for PgClaim {
-    async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError> {
+    async fn finish(
+        self: Box<Self>,
+        published: &[i64],
+        failed: &[(i64, String)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.0;
         if !published.is_empty() {
             sqlx::query!(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
                 published
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !failed.is_empty() {
+            let (ids, errors): (Vec<i64>, Vec<String>) = failed.iter().cloned().unzip();
+            sqlx::query!(
+                "UPDATE outbox SET published_at = now(), failed_at = now(), error = f.error
+                 FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+                 WHERE outbox.id = f.id",
+                &ids,
+                &errors
             )
             .execute(&mut *tx)
             .await?;
@@ -1058,6 +1074,70 @@ impl Outbox for PgStore {
             oldest: row.oldest,
         })
     }
+
+    async fn prune(&self, r: &Retention, after: UserId) -> Result<Pruned, StoreError> {
+        let age = |d: std::time::Duration| {
+            chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        };
+        let rows = i64::from(r.rows_per_step.max(1));
+        let mut conn = self.waits.acquire(&self.pool).await?;
+        let outbox = sqlx::query!(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE published_at < $1 AND failed_at IS NULL
+                 ORDER BY id LIMIT $2)",
+            age(r.outbox),
+            rows
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let idempotency_keys = sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+                 SELECT user_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+            age(r.idempotency_keys),
+            rows
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let notifications = sqlx::query!(
+            "DELETE FROM notifications WHERE id IN (
+                 SELECT id FROM notifications WHERE created_at < $1 LIMIT $2)",
+            age(r.notifications),
+            rows
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        // Each user's entries past the `depth`-th newest, found by an index scan of at
+        // most `depth + 1` entries per user.
+        let trimmed = sqlx::query!(
+            r#"WITH u AS (SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2),
+                    d AS (DELETE FROM home_timeline h
+                          USING u CROSS JOIN LATERAL (
+                              SELECT created_at, post_id FROM home_timeline
+                              WHERE user_id = u.id
+                              ORDER BY created_at DESC, post_id DESC
+                              OFFSET $3 LIMIT 1) cut
+                          WHERE h.user_id = u.id
+                            AND (h.created_at, h.post_id) <= (cut.created_at, cut.post_id)
+                          RETURNING 1)
+               SELECT (SELECT count(*) FROM d) AS "entries!", (SELECT max(id) FROM u) AS last"#,
+            after.0,
+            i64::from(r.users_per_step.max(1)),
+            i64::from(r.timeline_depth)
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Pruned {
+            outbox,
+            idempotency_keys,
+            notifications,
+            timeline_entries: trimmed.entries as u64,
+            next_user: trimmed.last.map(UserId),
+        })
+    }
 }
 
 #[async_trait]
@@ -1111,7 +1191,10 @@ impl Effects for PgStore {
         loop {
             // One statement, one transaction per batch: the post and the follow rows read
             // are locked, so a delete or an unfollow either waits for this batch (and then
-            // removes what it wrote) or has happened (and this batch skips it).
+            // removes what it wrote) or has happened (and this batch skips it). A post
+            // older than a follower's oldest entry (a late or repeated delivery) is not
+            // written there: the timeline stays the newest contiguous part of the feed,
+            // and merge-at-read serves what is older.
             let row = sqlx::query!(
                 r#"WITH p AS (SELECT id, author_id, created_at FROM posts WHERE id = $1 FOR SHARE),
                    f AS (SELECT follower_id FROM follows
@@ -1120,7 +1203,13 @@ impl Effects for PgStore {
                          LIMIT $3
                          FOR SHARE),
                    ins AS (INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
-                           SELECT f.follower_id, p.created_at, p.id, p.author_id FROM f CROSS JOIN p
+                           SELECT f.follower_id, p.created_at, p.id, p.author_id
+                           FROM f CROSS JOIN p
+                           LEFT JOIN LATERAL (SELECT o.created_at, o.post_id FROM home_timeline o
+                                              WHERE o.user_id = f.follower_id
+                                              ORDER BY o.created_at, o.post_id LIMIT 1) oldest ON true
+                           WHERE oldest.post_id IS NULL
+                              OR (oldest.created_at, oldest.post_id) < (p.created_at, p.id)
                            ON CONFLICT DO NOTHING)
                    SELECT ARRAY(SELECT follower_id FROM f ORDER BY follower_id) AS "holders!""#,
                 post.0,

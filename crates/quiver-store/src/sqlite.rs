@@ -5,7 +5,7 @@
 //! per crate (launchbadge/sqlx#121, #916), and that database is PostgreSQL. The contract
 //! suite runs every one of these statements against a real SQLite file.
 
-use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox};
+use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox, Pruned, Retention};
 use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
@@ -987,17 +987,31 @@ struct SqliteClaim(SqlitePool);
 
 #[async_trait]
 impl ClaimTx for SqliteClaim {
-    async fn finish(self: Box<Self>, published: &[i64]) -> Result<(), StoreError> {
-        if published.is_empty() {
-            return Ok(());
+    async fn finish(
+        self: Box<Self>,
+        published: &[i64],
+        failed: &[(i64, String)],
+    ) -> Result<(), StoreError> {
+        let now = to_micros(Utc::now());
+        if !published.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET published_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(now)
+            .bind(serde_json::to_string(published).expect("ids serialize"))
+            .execute(&self.0)
+            .await?;
         }
-        sqlx::query(
-            "UPDATE outbox SET published_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(to_micros(Utc::now()))
-        .bind(serde_json::to_string(published).expect("ids serialize"))
-        .execute(&self.0)
-        .await?;
+        for (id, error) in failed {
+            sqlx::query(
+                "UPDATE outbox SET published_at = ?1, failed_at = ?1, error = ?2 WHERE id = ?3",
+            )
+            .bind(now)
+            .bind(error)
+            .bind(id)
+            .execute(&self.0)
+            .await?;
+        }
         Ok(())
     }
 
@@ -1044,6 +1058,75 @@ impl Outbox for SqliteStore {
         Ok(Backlog {
             unpublished: n as u64,
             oldest: oldest.map(from_micros).transpose()?,
+        })
+    }
+
+    async fn prune(&self, r: &Retention, after: UserId) -> Result<Pruned, StoreError> {
+        let age = |d: std::time::Duration| {
+            to_micros(Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+        };
+        let rows = i64::from(r.rows_per_step.max(1));
+        let mut tx = self.write_tx().await?;
+        let outbox = sqlx::query(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE published_at < ?1 AND failed_at IS NULL
+                 ORDER BY id LIMIT ?2)",
+        )
+        .bind(age(r.outbox))
+        .bind(rows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let idempotency_keys = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+                 SELECT user_id, key FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2)",
+        )
+        .bind(age(r.idempotency_keys))
+        .bind(rows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let notifications = sqlx::query(
+            "DELETE FROM notifications WHERE id IN (
+                 SELECT id FROM notifications WHERE created_at < ?1 LIMIT ?2)",
+        )
+        .bind(age(r.notifications))
+        .bind(rows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT max(id) FROM (SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(after.0)
+        .bind(i64::from(r.users_per_step.max(1)))
+        .fetch_one(&mut *tx)
+        .await?;
+        let timeline_entries = match last {
+            None => 0,
+            Some(last) => sqlx::query(
+                "DELETE FROM home_timeline WHERE (user_id, created_at, post_id) IN (
+                     SELECT user_id, created_at, post_id FROM (
+                         SELECT user_id, created_at, post_id,
+                                row_number() OVER (PARTITION BY user_id
+                                                   ORDER BY created_at DESC, post_id DESC) AS n
+                         FROM home_timeline WHERE user_id > ?1 AND user_id <= ?2)
+                     WHERE n > ?3)",
+            )
+            .bind(after.0)
+            .bind(last)
+            .bind(i64::from(r.timeline_depth))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        tx.commit().await?;
+        Ok(Pruned {
+            outbox,
+            idempotency_keys,
+            notifications,
+            timeline_entries,
+            next_user: last.map(UserId),
         })
     }
 }
@@ -1105,7 +1188,14 @@ impl Effects for SqliteStore {
             sqlx::query(
                 "INSERT INTO home_timeline (user_id, created_at, post_id, author_id)
                  SELECT f.value, p.created_at, p.id, p.author_id
-                 FROM json_each(?2) f, posts p WHERE p.id = ?1
+                 FROM json_each(?2) f, posts p
+                 WHERE p.id = ?1
+                   -- Only where the timeline stays the newest contiguous part of the
+                   -- feed: an empty one, or one holding something older than the post.
+                   AND (NOT EXISTS (SELECT 1 FROM home_timeline o WHERE o.user_id = f.value)
+                        OR EXISTS (SELECT 1 FROM home_timeline o
+                                   WHERE o.user_id = f.value
+                                     AND (o.created_at, o.post_id) < (p.created_at, p.id)))
                  ON CONFLICT DO NOTHING",
             )
             .bind(post.0)

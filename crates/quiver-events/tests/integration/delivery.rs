@@ -414,6 +414,14 @@ async fn without_redis_events_are_handled_in_process_from_the_outbox() {
     assert_eq!(fails.calls.load(Ordering::SeqCst), 3);
     assert_eq!(events.stats().retries, 2);
     events.shutdown().await;
+    // The dead letter is kept in the outbox with its cause, out of the queue.
+    let (failed, error): (Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT failed_at, error FROM outbox ORDER BY id LIMIT 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(failed.is_some());
+    assert!(error.unwrap().contains("injected failure"));
 
     store.unfollow(UserId(1), UserId(2)).await.unwrap();
     store.follow(UserId(1), UserId(2)).await.unwrap();
@@ -628,5 +636,78 @@ async fn follow_toggling_notifies_once(pool: PgPool) {
     })
     .await;
     assert_eq!(followed_notifications(&pool, 2).await, 1);
+    events.shutdown().await;
+}
+
+/// Fails every call until `until`, then succeeds.
+struct FailsUntil {
+    until: tokio::time::Instant,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Handler for FailsUntil {
+    async fn handle(
+        &self,
+        _: &quiver_model::OutboxEvent,
+    ) -> Result<(), quiver_events::EventsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if tokio::time::Instant::now() < self.until {
+            Err(quiver_events::EventsError::Redis("injected failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// In process, retries are spaced: writes waking the relay every few milliseconds used
+/// to spend an event's whole budget within a transient fault of a quarter second.
+#[tokio::test]
+async fn in_process_retries_are_spaced_and_outlast_a_short_fault() {
+    let store = SqliteStore::connect(&quiver_store::SqliteConfig {
+        path: None,
+        max_connections: 1,
+        ..quiver_store::SqliteConfig::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, handle, display_name, created_at)
+         VALUES (1, 'a', 'A', 0), (2, 'b', 'B', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.follow(UserId(1), UserId(2)).await.unwrap();
+    let handler = Arc::new(FailsUntil {
+        until: tokio::time::Instant::now() + Duration::from_millis(250),
+        calls: AtomicUsize::new(0),
+    });
+    let events = Events::start(
+        Arc::new(store.clone()),
+        handler.clone(),
+        None,
+        quiver_events::EventsConfig {
+            relay_poll: Duration::from_millis(10),
+            retry_backoff: Duration::from_millis(100),
+            max_deliveries: 4,
+            ..quiver_events::EventsConfig::default()
+        },
+        None,
+    )
+    .unwrap();
+    // Writes elsewhere wake the relay all the time.
+    for _ in 0..80 {
+        events.wake();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("the event is handled", || async {
+        events.stats().handled == 1
+    })
+    .await;
+    assert_eq!(events.stats().dead_lettered, 0);
+    let calls = handler.calls.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&calls), "{calls} attempts");
     events.shutdown().await;
 }

@@ -70,6 +70,24 @@ impl Backend {
         }
     }
 
+    /// Runs `pg` or `sqlite`, whichever is this backend's dialect.
+    pub(crate) async fn exec(&self, pg: &str, sqlite: &str) {
+        match self {
+            Backend::Pg(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(pg))
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+            Backend::Sqlite(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(sqlite))
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// The graph writes of this backend.
     pub(crate) fn writes(&self) -> Arc<dyn GraphWrites> {
         match self {
@@ -153,6 +171,8 @@ contract!(
     notifications_walk_newest_first_with_values_intact,
     user_posts_and_customer_orders_page_by_status,
     page_limits_out_of_range_are_rejected,
+    housekeeping_prunes_what_outlived_its_retention_and_trims_timelines,
+    a_late_fan_out_keeps_timelines_contiguous,
 );
 
 fn keys<K: Clone + Eq + std::hash::Hash, V>(m: &std::collections::HashMap<K, V>) -> HashSet<K> {
@@ -1036,4 +1056,133 @@ async fn notifications_from_events_are_inserted_once_per_key(backend: Backend) {
     assert!(mine.contains(&(Some(PostId(3)), Some(UserId(1)), Some(OrderId(1)))));
     assert!(mine.contains(&(None, Some(UserId(1)), Some(OrderId(1)))));
     assert_eq!(effects.notify(&[]).await.unwrap(), 0);
+}
+
+async fn housekeeping_prunes_what_outlived_its_retention_and_trims_timelines(backend: Backend) {
+    use quiver_model::EventId;
+    use quiver_store::events::Retention;
+    backend.load(&fixture(100)).await;
+    let w = backend.writes();
+    w.follow(UserId(6), UserId(2)).await.unwrap();
+    w.unfollow(UserId(6), UserId(2)).await.unwrap();
+    w.follow(UserId(6), UserId(2)).await.unwrap();
+    let outbox = backend.outbox_relay();
+    let claim = outbox.claim(10).await.unwrap();
+    let ids: Vec<EventId> = claim.events().iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3);
+    claim
+        .finish(&ids[..2], &[(ids[2], "it failed".to_owned())])
+        .await
+        .unwrap();
+    w.unfollow(UserId(6), UserId(2)).await.unwrap();
+    let busiest = "SELECT count(*) FROM home_timeline
+                   GROUP BY user_id ORDER BY count(*) DESC LIMIT 1";
+    assert!(
+        backend.count(busiest).await > 3,
+        "the fixture has deep timelines"
+    );
+    let newest = |user: i64| {
+        format!(
+            "SELECT count(*) FROM home_timeline h WHERE user_id = {user} AND
+             (SELECT count(*) FROM home_timeline n WHERE n.user_id = h.user_id
+              AND (n.created_at > h.created_at
+                   OR (n.created_at = h.created_at AND n.post_id > h.post_id))) < 3"
+        )
+    };
+    let before: Vec<i64> = {
+        let mut v = Vec::new();
+        for u in 1..=5 {
+            v.push(backend.count(&newest(u)).await);
+        }
+        v
+    };
+    let retention = Retention {
+        outbox: std::time::Duration::ZERO,
+        idempotency_keys: std::time::Duration::ZERO,
+        notifications: std::time::Duration::ZERO,
+        timeline_depth: 3,
+        users_per_step: 1000,
+        rows_per_step: 10_000,
+    };
+    let pruned = outbox.prune(&retention, UserId(0)).await.unwrap();
+    assert_eq!(pruned.outbox, 2, "the published rows, not the dead letter");
+    assert!(pruned.timeline_entries > 0);
+    assert!(pruned.next_user.is_some());
+    assert_eq!(
+        backend
+            .count("SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL")
+            .await,
+        1,
+        "dead letters are kept"
+    );
+    assert_eq!(
+        backend
+            .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        1,
+        "unpublished rows are kept"
+    );
+    assert_eq!(backend.count("SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(backend.count(busiest).await, 3);
+    for (u, kept) in (1..=5).zip(before) {
+        // What is left of each timeline is its newest entries.
+        assert_eq!(backend.count(&newest(u)).await, kept, "user {u}");
+    }
+    // Past the last user the next step starts over.
+    let again = outbox
+        .prune(&retention, pruned.next_user.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((again.timeline_entries, again.next_user), (0, None));
+}
+
+/// A post older than a follower's oldest timeline entry, fanned out late (a redelivery,
+/// a reclaimed entry), is not written into that timeline: merge-at-read would otherwise
+/// resume from it and skip what lies between.
+async fn a_late_fan_out_keeps_timelines_contiguous(backend: Backend) {
+    backend.load(&fixture(3)).await;
+    let new = quiver_model::NewPost {
+        kind: PostKind::Post,
+        body: "late".into(),
+        media: vec![],
+        tags: vec![],
+        wish: None,
+    };
+    let posts = backend.post_writes();
+    let old = posts.create_post(UserId(1), &new).await.unwrap();
+    backend
+        .exec(
+            &format!(
+                "UPDATE posts SET created_at = '2000-01-01T00:00:00Z' WHERE id = {}",
+                old.id
+            ),
+            &format!(
+                "UPDATE posts SET created_at = 946684800000000 WHERE id = {}",
+                old.id
+            ),
+        )
+        .await;
+    let in_timeline = |post: PostId| {
+        format!("SELECT count(*) FROM home_timeline WHERE user_id = 2 AND post_id = {post}")
+    };
+    assert!(
+        backend
+            .count("SELECT count(*) FROM home_timeline WHERE user_id = 2")
+            .await
+            > 0
+    );
+    let holders = backend.effects().fan_out(old.id, 10).await.unwrap();
+    assert!(holders.contains(&UserId(2)), "user 2 follows user 1");
+    assert_eq!(
+        backend.count(&in_timeline(old.id)).await,
+        0,
+        "older than the timeline"
+    );
+    let fresh = posts.create_post(UserId(1), &new).await.unwrap();
+    backend.effects().fan_out(fresh.id, 10).await.unwrap();
+    assert_eq!(
+        backend.count(&in_timeline(fresh.id)).await,
+        1,
+        "a new post is written"
+    );
 }

@@ -103,6 +103,10 @@ pub(crate) struct ServeArgs {
     /// Burst above the rate per client
     #[arg(long, env = "QUIVER_RATE_BURST", default_value_t = ServerConfig::default().rate_burst)]
     rate_burst: u32,
+    /// Load balancers whose Forwarded / X-Forwarded-For names the client of an anonymous
+    /// request (comma-separated addresses or CIDR blocks); none: the peer is the client
+    #[arg(long, env = "QUIVER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = address_or_block)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Request deadline, milliseconds
     #[arg(long, env = "QUIVER_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     request_timeout_ms: u64,
@@ -144,6 +148,14 @@ pub(crate) struct TokenArgs {
     /// HS256 secret, the same the server uses
     #[arg(long, env = "QUIVER_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
+}
+
+/// `10.0.0.0/8` or a single address (`10.0.0.1`, as `/32`).
+fn address_or_block(s: &str) -> Result<ipnet::IpNet, String> {
+    s.trim()
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a CIDR block"))
 }
 
 /// Exits with a usage error (status 2), like clap does for malformed flags.
@@ -230,6 +242,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         rate_per_second: args.rate_per_second,
         rate_burst: args.rate_burst,
+        trusted_proxies: args.trusted_proxies.clone(),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_body_bytes: args.max_body_bytes,
         slow_request: Duration::from_millis(args.slow_request_ms),

@@ -237,7 +237,8 @@ impl App {
         self.limiter.shrink_to_fit();
     }
 
-    /// Answers one request from `peer`.
+    /// Answers one request from `peer` (the socket's address; behind a trusted proxy
+    /// the client it names is charged instead).
     pub async fn handle<B>(&self, req: Request<B>, peer: IpAddr) -> Response<Body>
     where
         B: hyper::body::Body + Send,
@@ -246,6 +247,11 @@ impl App {
     {
         let started = Instant::now();
         let request_id = request_id(req.headers());
+        let peer = crate::client::bucket(crate::client::address(
+            peer,
+            req.headers(),
+            &self.config.trusted_proxies,
+        ));
         let method = req.method().clone();
         let matched = self.router.matched(&method, req.uri().path());
         let (route, label) = match &matched {

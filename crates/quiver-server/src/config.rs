@@ -14,6 +14,9 @@ pub struct ServerConfig {
     pub rate_per_second: u32,
     /// Requests a client may make at once above its rate.
     pub rate_burst: u32,
+    /// Proxies (load balancers) whose `Forwarded` or `X-Forwarded-For` names the client
+    /// an anonymous request is rate limited as; empty: every peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Deadline of a request's work; past it the work is cancelled and 504 sent.
     pub request_timeout: Duration,
     /// Largest request body, checked before it is read.
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             queue_timeout: Duration::from_millis(100),
             rate_per_second: 100,
             rate_burst: 200,
+            trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
             max_uri_bytes: 4096,

@@ -6,6 +6,7 @@
 pub mod admin;
 mod app;
 pub mod auth;
+mod client;
 pub mod compose;
 pub mod compression;
 mod config;

@@ -363,3 +363,41 @@ async fn a_dropped_profile_does_not_block_the_next(pool: PgPool) {
     .await;
     s.shutdown().await.unwrap();
 }
+
+/// Behind a trusted load balancer anonymous clients are charged by the address it names,
+/// each its own bucket; a peer that is not trusted cannot choose its bucket by header.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(pool: PgPool) {
+    let config = ServerConfig {
+        rate_per_second: 1,
+        rate_burst: 2,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ServerConfig::default()
+    };
+    let mut s = start(pool, config, None).await;
+    let from = |client: &str| {
+        s.http
+            .get(s.url("/api/v1/users/2"))
+            .header("x-forwarded-for", format!("{client}, 127.0.0.1"))
+            .send()
+    };
+    for i in 0..10 {
+        let resp = from(&format!("203.0.113.{i}")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "client {i}");
+    }
+    for _ in 0..2 {
+        assert_eq!(from("198.51.100.9").await.unwrap().status(), StatusCode::OK);
+    }
+    let third = from("198.51.100.9").await.unwrap();
+    problem(third, StatusCode::TOO_MANY_REQUESTS).await;
+    // IPv6 clients share their /64.
+    for (i, client) in ["2001:db8:1:2::1", "2001:db8:1:2::2"].iter().enumerate() {
+        assert_eq!(from(client).await.unwrap().status(), StatusCode::OK, "{i}");
+    }
+    problem(
+        from("2001:db8:1:2:ffff::3").await.unwrap(),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    s.shutdown().await.unwrap();
+}

@@ -876,9 +876,9 @@ fn scenarios(f: &Fixture, quick: bool, allocator: bool, pgo: bool) -> Vec<Run> {
 }
 
 /// A `quiver serve` process for one run.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    api: SocketAddr,
+    pub(crate) api: SocketAddr,
     admin: SocketAddr,
     started: Instant,
 }
@@ -913,7 +913,7 @@ impl Server {
     }
 
     /// `start` with the Redis key namespace `ns`.
-    fn start_in(
+    pub(crate) fn start_in(
         bin: &Path,
         db: &str,
         redis: &str,
@@ -1002,7 +1002,7 @@ impl Server {
 }
 
 /// A bearer token for `user`, minted by the binary under test (`quiver token`).
-fn mint(bin: &Path, user: i64) -> Result<String> {
+pub(crate) fn mint(bin: &Path, user: i64) -> Result<String> {
     let out = Command::new(bin)
         .args(["token", "--user", &user.to_string(), "--ttl", "6h"])
         .env("QUIVER_JWT_SECRET", SECRET)

@@ -1,7 +1,9 @@
 //! quiver's developer tasks, run as `cargo xtask <task>`:
 //!
 //! - `test`: every test, against real PostgreSQL and Redis; throwaway servers are started
-//!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`.
+//!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`;
+//!   then schemathesis against the served OpenAPI document (`fuzz.rs`).
+//! - `fuzz`: that schemathesis step alone.
 //! - `lint`: formatting, clippy with `-D warnings`, and the offline-query check.
 //! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
@@ -12,6 +14,7 @@
 //!   (`target/pgo/quiver`); the full bench measures it as an ablation.
 
 mod bench;
+mod fuzz;
 mod load;
 mod pgo;
 mod plots;
@@ -34,11 +37,13 @@ fn main() -> Result<()> {
         Some("prepare") => sqlx_data(&root, Mode::Write),
         Some("bench") => bench::bench(&args[1..]),
         Some("pgo") => pgo::pgo(&args[1..]),
+        Some("fuzz") => fuzz::run(&root, &Services::start()?),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
+                 fuzz         only schemathesis against the server on PostgreSQL+Redis and on SQLite (part of test)\n  \
                  lint         fmt --check, clippy -D warnings, offline-query check\n  \
                  ci           lint, test, bench --quick: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
@@ -114,6 +119,7 @@ fn test(extra: &[String]) -> Result<()> {
     cmd.args(["test", "--workspace", "--doc"])
         .envs(env.iter().cloned());
     run(&mut cmd)?;
+    fuzz::run(&project_root(), &services)?;
     drop(services);
     Ok(())
 }

@@ -101,6 +101,35 @@ fn shape_message(raw: &str) -> String {
     }
 }
 
+/// A whole number, written as JSON writes it: `7` or `7.0` (JSON Schema's `integer`
+/// includes both); `7.5` and numbers past `i64` are refused.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("a whole number out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // Every f64 in this range with no fraction is exactly an i64.
+            if v.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v)
+            {
+                Ok(v as i64)
+            } else {
+                Err(E::custom(format!("a whole number, not {v}")))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
 /// `POST /api/v1/posts`.
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,8 +150,11 @@ pub struct CreatePostBody {
 pub struct MediaInput {
     pub url: String,
     pub kind: String,
+    #[serde(deserialize_with = "whole")]
     pub width: i64,
+    #[serde(deserialize_with = "whole")]
     pub height: i64,
+    #[serde(deserialize_with = "whole")]
     pub size_bytes: i64,
 }
 
@@ -130,6 +162,7 @@ pub struct MediaInput {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WishInput {
+    #[serde(deserialize_with = "whole")]
     pub price_cents: i64,
     pub currency: String,
     pub product_url: String,
@@ -171,9 +204,16 @@ fn check_url(errors: &mut Vec<FieldError>, path: &str, url: &str) {
         !host.is_empty() && !host.contains(char::is_whitespace)
     });
     if url.len() > MAX_URL_LEN {
-        errors.push(field(path, format!("must be at most {MAX_URL_LEN} bytes")));
-    } else if !scheme_ok || !host_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        errors.push(field(path, "must be an http or https url"));
+        errors.push(field(
+            path,
+            format!("must be at most {MAX_URL_LEN} characters"),
+        ));
+    } else if !scheme_ok || !host_ok || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        // URLs are ASCII (RFC 3986): anything else is percent-encoded by the client.
+        errors.push(field(
+            path,
+            "must be an http or https url of visible ASCII characters",
+        ));
     }
 }
 
@@ -316,7 +356,9 @@ pub struct CreateOrderBody {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineInput {
+    #[serde(deserialize_with = "whole")]
     pub post_id: i64,
+    #[serde(deserialize_with = "whole")]
     pub quantity: i64,
 }
 

@@ -67,33 +67,62 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
 }
 
 fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
-    let (place, ty, doc) = match name {
-        "id" => (ParameterIn::Path, Type::Integer, "A positive id"),
+    use utoipa::openapi::schema::SchemaFormat;
+    use utoipa::openapi::{KnownFormat, schema::Object};
+    let int = |min: f64, max: f64| -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .build()
+    };
+    let (place, schema, doc) = match name {
+        "id" => (
+            ParameterIn::Path,
+            int(1.0, i64::MAX as f64),
+            "A positive id",
+        ),
         "limit" => (
             ParameterIn::Query,
-            Type::Integer,
+            int(1.0, crate::ServerConfig::default().max_limit as f64),
             "Page size, 1 to 100 (default 20)",
         ),
         "cursor" => (
             ParameterIn::Query,
-            Type::String,
-            "`next_page` of the previous page",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_-]{1,96}$"))
+                .build(),
+            "`next_page` of the previous page, as this server issued it (any other is a 400)",
         ),
         "seed" => (
             ParameterIn::Query,
-            Type::Integer,
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0.0))
+                .maximum(Some(u64::MAX as f64))
+                .build(),
             "Shuffle seed; a new one when absent",
         ),
         "Idempotency-Key" => (
             ParameterIn::Header,
-            Type::String,
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!-~]{1,255}$"))
+                .build(),
             "Required: 1 to 255 visible ASCII characters naming this request; a retry \
              with the same key and body returns the first answer",
         ),
         _ => (
             ParameterIn::Query,
-            Type::String,
-            "Only orders in this status: pending, active, shipped, cancelled",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    quiver_model::OrderStatus::ALL.iter().map(|s| s.as_str()),
+                ))
+                .build(),
+            "Only orders in this status",
         ),
     };
     ParameterBuilder::new()
@@ -107,7 +136,7 @@ fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
             },
         )
         .description(Some(doc))
-        .schema(Some(ObjectBuilder::new().schema_type(ty)))
+        .schema(Some(schema))
         .build()
 }
 
@@ -198,6 +227,7 @@ pub(crate) fn document() -> OpenApi {
                         .required(Some(Required::True))
                         .build(),
                 ))
+                .response("408", problem("The body did not arrive in time"))
                 .response("413", problem("The body is over the size limit"))
                 .response("415", problem("The body is not application/json"))
                 .response(
@@ -215,6 +245,7 @@ pub(crate) fn document() -> OpenApi {
             op = op
                 .response("400", problem("A parameter is invalid"))
                 .response("401", problem("Missing or invalid bearer token"))
+                .response("414", problem("The request target is too long"))
                 .response("429", problem("Rate limited; see Retry-After"))
                 .response("503", problem("Overloaded or a dependency is down"))
                 .response("504", problem("The request ran out of time"));
@@ -229,14 +260,17 @@ pub(crate) fn document() -> OpenApi {
             if params.contains(&"id") {
                 op = op.response("404", problem("No such resource, or hidden by a block"));
             }
-            if route.is_write() && !route.creates() {
-                op = op.response(
-                    "422",
-                    problem("Refused: yourself, or a block stands between you"),
-                );
+            if matches!(
+                route,
+                Route::Follow | Route::Unfollow | Route::Block | Route::Unblock
+            ) {
+                op = op.response("403", problem("The user is yourself"));
             }
             if matches!(route, Route::Follow | Route::Block) {
                 op = op.response("409", problem("Already following (or blocking) this user"));
+            }
+            if *route == Route::DeletePost {
+                op = op.response("409", problem("The wish has been ordered"));
             }
             if matches!(route, Route::CustomerOrders | Route::DeletePost) {
                 op = op.response("403", problem("It belongs to someone else"));
@@ -244,8 +278,18 @@ pub(crate) fn document() -> OpenApi {
         } else if *route == Route::Readyz {
             op = op.response(
                 "503",
-                ResponseBuilder::new().description("Database down").build(),
+                ResponseBuilder::new()
+                    .description("Database down")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                            .build(),
+                    )
+                    .build(),
             );
+        } else if *route == Route::OpenApi {
+            op = op.response("429", problem("Rate limited; see Retry-After"));
         }
         let verb = match *method {
             "PUT" => HttpMethod::Put,
@@ -258,9 +302,29 @@ pub(crate) fn document() -> OpenApi {
     doc
 }
 
-/// The document as JSON bytes.
+/// The document as JSON bytes: [`document`] with the request bodies' exact schemas and
+/// the links from what a creation answers to the operations on it (so generated tests
+/// reach real ids).
 pub(crate) fn document_json() -> Vec<u8> {
-    serde_json::to_vec(&document()).expect("the document serializes")
+    let mut doc = serde_json::to_value(document()).expect("the document serializes");
+    let schemas = &mut doc["components"]["schemas"];
+    for (name, schema) in quiver_codec::openapi::exact_request_schemas() {
+        schemas[name] = schema;
+    }
+    let link = |operation: &str| {
+        serde_json::json!({
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/id"},
+        })
+    };
+    doc["paths"]["/api/v1/posts"]["post"]["responses"]["201"]["links"] = serde_json::json!({
+        "GetPost": link("post"),
+        "DeletePost": link("deletepost"),
+    });
+    doc["paths"]["/api/v1/orders"]["post"]["responses"]["201"]["links"] = serde_json::json!({
+        "GetOrder": link("order"),
+    });
+    serde_json::to_vec(&doc).expect("the document serializes")
 }
 
 #[cfg(test)]

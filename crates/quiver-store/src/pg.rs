@@ -607,7 +607,9 @@ impl PgStore {
             return Err(StoreError::NotFound);
         }
         if block_refuses && row.blocked {
-            return Err(StoreError::Refused("a block stands between these users"));
+            // As a profile hidden by a block is: not found (a different answer would
+            // tell the blocked user of the block).
+            return Err(StoreError::NotFound);
         }
         Ok(())
     }
@@ -664,6 +666,8 @@ impl GraphWrites for PgStore {
                   (SELECT created_at, post_id FROM home_timeline WHERE user_id = $1
                    ORDER BY created_at, post_id LIMIT 1) oldest
              WHERE p.author_id = $2 AND (p.created_at, p.id) > (oldest.created_at, oldest.post_id)
+             -- A post deleted meanwhile is skipped, not a foreign-key failure.
+             FOR SHARE OF p
              ON CONFLICT DO NOTHING",
             follower.0,
             followee.0

@@ -619,7 +619,9 @@ impl SqliteStore {
             return Err(StoreError::NotFound);
         }
         if block_refuses && blocked {
-            return Err(StoreError::Refused("a block stands between these users"));
+            // As a profile hidden by a block is: not found (a different answer would
+            // tell the blocked user of the block).
+            return Err(StoreError::NotFound);
         }
         Ok(())
     }

@@ -18,8 +18,8 @@ pub enum Written {
 /// The social-graph writes.
 #[async_trait]
 pub trait GraphWrites: Send + Sync + std::fmt::Debug {
-    /// `follower` follows `followee` (`user.followed`). Refused for yourself and across a
-    /// block either way; `NotFound` when either user does not exist.
+    /// `follower` follows `followee` (`user.followed`). Refused for yourself; `NotFound`
+    /// when either user does not exist or a block stands between them (either way).
     async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError>;
     /// Removes the follow (`user.unfollowed`).
     async fn unfollow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError>;

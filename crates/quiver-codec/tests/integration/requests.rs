@@ -131,6 +131,15 @@ fn orders_are_checked_line_by_line() {
             "items[2].quantity"
         ]
     );
+    // JSON Schema's integers include 7.0; fractions are refused by name.
+    let whole = parse::<CreateOrderBody>(br#"{"items":[{"post_id":7.0,"quantity":2.0}]}"#, LIMIT)
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(whole, vec![(quiver_model::PostId(7), 2)]);
+    let half = parse::<CreateOrderBody>(br#"{"items":[{"post_id":7.5,"quantity":2}]}"#, LIMIT)
+        .unwrap_err();
+    assert_eq!(fields(half), ["items[0].post_id"]);
     let empty = parse::<CreateOrderBody>(br#"{"items":[]}"#, LIMIT)
         .unwrap()
         .validate()

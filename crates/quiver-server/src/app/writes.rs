@@ -12,6 +12,18 @@ impl App {
     /// an edge that is not there is 204 (it is gone either way).
     pub(super) async fn write(&self, route: Route, viewer: UserId, n: i64) -> Response<Body> {
         use quiver_store::write::Written;
+        if route != Route::DeletePost && n == viewer.0 {
+            let what = match route {
+                Route::Follow => "follow",
+                Route::Unfollow => "unfollow",
+                Route::Block => "block",
+                _ => "unblock",
+            };
+            return respond::problem(
+                ProblemType::Forbidden,
+                format!("you cannot {what} yourself"),
+            );
+        }
         let writes = self.writes.clone();
         let after = self.after_commit();
         let other = UserId(n);
@@ -72,6 +84,10 @@ impl App {
             ),
             Err(quiver_store::StoreError::NotYours(why)) => {
                 respond::problem(ProblemType::Forbidden, why)
+            }
+            // An ordered wish stays: the order refers to it.
+            Err(quiver_store::StoreError::Refused(why)) if route == Route::DeletePost => {
+                respond::problem(ProblemType::Conflict, why)
             }
             Err(quiver_store::StoreError::Refused(why)) => {
                 respond::problem(ProblemType::Validation, why)

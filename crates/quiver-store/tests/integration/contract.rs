@@ -539,14 +539,19 @@ async fn graph_writes_change_rows_and_record_one_event_per_change(backend: Backe
     assert_eq!(w.unfollow(u6, u2).await.unwrap(), Written::Unchanged);
     assert!(!graph(u6).await.followees.contains(&u2));
 
-    // Refusals: yourself, unknown users, across a block (4 blocks 1 in the fixture).
+    // Refusals: yourself; across a block (4 blocks 1 in the fixture) as if the other
+    // did not exist, as their profile does not.
     for err in [
         w.follow(u2, u2).await.unwrap_err(),
         w.block(u3, u3).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    }
+    for err in [
         w.follow(UserId(1), u4).await.unwrap_err(),
         w.follow(u4, UserId(1)).await.unwrap_err(),
     ] {
-        assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
     }
     assert!(matches!(
         w.follow(u2, UserId(999)).await.unwrap_err(),

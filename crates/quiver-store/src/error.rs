@@ -71,8 +71,12 @@ impl From<sqlx::Error> for StoreError {
                 Some(code) if code.starts_with("23") => Self::Constraint(err),
                 // SQLITE_CONSTRAINT_CHECK / _FOREIGNKEY / _NOTNULL.
                 Some("275" | "787" | "1299") => Self::Constraint(err),
-                // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
-                Some("57P01" | "57P02" | "57P03" | "53300") => Self::Unavailable(err),
+                // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
+                // and "database is not currently accepting connections" (55000, which
+                // connecting is the only thing of ours that can meet).
+                Some("57P01" | "57P02" | "57P03" | "53300" | "55000") => Self::Unavailable(err),
+                // Class 08: connection exceptions.
+                Some(code) if code.starts_with("08") => Self::Unavailable(err),
                 _ => Self::Database(err),
             },
             _ => Self::Database(err),

@@ -228,3 +228,86 @@ fn token_mints_a_bearer_token_the_server_accepts() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }
+
+/// SIGTERM under steady load: every request the server took is answered in full, and
+/// new connections are refused once it stops accepting; nothing fails half-way.
+#[tokio::test]
+async fn sigterm_under_load_fails_no_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--rate-per-second", "100000", "--rate-burst", "100000"])
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("QUIVER_JWT_SECRET")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    // Read stderr to its end on a thread, so the server never blocks on a full pipe.
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("curl -H") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let curl = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo prints its curl line");
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = curl.split_whitespace().last().unwrap().to_owned();
+    // A new connection per request: after the listener closes, a request either was
+    // taken (and must be answered) or cannot connect.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut broken) = (0u32, Vec::new());
+                loop {
+                    match http.get(&url).bearer_auth(&token).send().await {
+                        Ok(resp) if resp.status() == 200 => match resp.bytes().await {
+                            Ok(_) => ok += 1,
+                            Err(e) => broken.push(format!("body: {e}")),
+                        },
+                        Ok(resp) => broken.push(format!("status {}", resp.status())),
+                        Err(e) if e.is_connect() => return (ok, broken),
+                        Err(e) => broken.push(format!("{e:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut answered = 0;
+    for r in readers {
+        let (ok, broken) = r.await.unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+        answered += ok;
+    }
+    assert!(answered > 20, "steady load: {answered} answered");
+    let exit = child.0.wait().unwrap();
+    assert!(exit.success(), "serve exits 0 after draining: {exit:?}");
+}

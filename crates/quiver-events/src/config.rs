@@ -24,6 +24,9 @@ pub struct EventsConfig {
     pub prune_interval: Option<Duration>,
     /// What the housekeeping keeps.
     pub retention: quiver_store::events::Retention,
+    /// Consumers of the group with nothing pending that have not read for this long are
+    /// removed (the names of processes that stopped).
+    pub consumer_idle: Duration,
     /// How often the relay trims the stream of what every consumer group has
     /// acknowledged (entries are never trimmed by length: one not yet handled stays).
     pub trim_interval: Duration,
@@ -60,6 +63,7 @@ impl Default for EventsConfig {
             relay_poll: Duration::from_millis(100),
             backlog_interval: Duration::from_secs(1),
             trim_interval: Duration::from_secs(10),
+            consumer_idle: Duration::from_secs(3600),
             retry_backoff: Duration::from_millis(250),
             prune_interval: Some(Duration::from_secs(10)),
             retention: quiver_store::events::Retention::default(),

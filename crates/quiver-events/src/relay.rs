@@ -116,6 +116,11 @@ impl Relay {
                     tracing::warn!(error = %quiver_store::describe(&e), "trimming the event stream failed")
                 }
             }
+            let (stream, group) = (self.config.stream(), &self.config.group);
+            let idle = self.config.consumer_idle;
+            if let Err(e) = streams.remove_idle_consumers(&stream, group, idle).await {
+                tracing::warn!(error = %quiver_store::describe(&e), "removing idle consumers failed");
+            }
         }
     }
 

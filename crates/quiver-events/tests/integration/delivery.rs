@@ -711,3 +711,48 @@ async fn in_process_retries_are_spaced_and_outlast_a_short_fault() {
     assert!((2..=4).contains(&calls), "{calls} attempts");
     events.shutdown().await;
 }
+
+/// Consumers of stopped processes (nothing pending, idle) leave the group.
+#[tokio::test]
+async fn idle_consumers_with_nothing_pending_are_removed() {
+    let config = config();
+    let (stream, group) = (config.stream(), config.group.clone());
+    let s = streams();
+    s.ensure_group(&stream, &group).await.unwrap();
+    for _ in 0..3 {
+        s.append_raw(&stream, vec![("id".to_owned(), "1".to_owned())])
+            .await
+            .unwrap();
+    }
+    // Two that read an entry each and acknowledged it, then stopped …
+    for name in ["gone-1", "gone-2"] {
+        let got = s
+            .read_group(&stream, &group, name, 1, Duration::from_millis(10))
+            .await
+            .unwrap();
+        s.ack(&stream, &group, &[got[0].entry.clone()])
+            .await
+            .unwrap();
+    }
+    // … and one that holds an entry: it stays, however idle.
+    let held = s
+        .read_group(&stream, &group, "holding", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        s.remove_idle_consumers(&stream, &group, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0,
+        "none idle that long"
+    );
+    assert_eq!(
+        s.remove_idle_consumers(&stream, &group, Duration::from_millis(20))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.group_state(&stream, &group).await.unwrap().pending, 1);
+}

@@ -267,7 +267,13 @@ pub(crate) fn document() -> OpenApi {
                 op = op.response("403", problem("The user is yourself"));
             }
             if matches!(route, Route::Follow | Route::Block) {
-                op = op.response("409", problem("Already following (or blocking) this user"));
+                op = op.response(
+                    "409",
+                    problem(
+                        "Already following (or blocking) this user, or following the most \
+                         accounts allowed (5000)",
+                    ),
+                );
             }
             if *route == Route::DeletePost {
                 op = op.response("409", problem("The wish has been ordered"));

@@ -648,6 +648,15 @@ impl GraphWrites for PgStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
+        let follows = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM follows WHERE follower_id = $1"#,
+            follower.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if follows > crate::write::MAX_FOLLOWS {
+            return Err(StoreError::Refused(crate::write::TOO_MANY_FOLLOWS));
+        }
         // A post of the followee being created waits for this follow (or this waits for
         // it), so the post either is seen by the backfill below or its fan-out sees this
         // follow.

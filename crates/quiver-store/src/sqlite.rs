@@ -696,6 +696,14 @@ impl GraphWrites for SqliteStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
+        let (follows,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM follows WHERE follower_id = ?1")
+                .bind(follower.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        if follows > crate::write::MAX_FOLLOWS {
+            return Err(StoreError::Refused(crate::write::TOO_MANY_FOLLOWS));
+        }
         // The timeline stays the newest contiguous part of the feed: the new author's
         // posts newer than its oldest entry join it; older ones are read by merge.
         let oldest: Option<(i64, i64)> = sqlx::query_as(

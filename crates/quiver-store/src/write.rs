@@ -6,6 +6,14 @@ use crate::StoreError;
 use async_trait::async_trait;
 use quiver_model::{EventKind, NewPost, OrderId, Post, PostId, UserId};
 
+/// The most accounts one user may follow: a reader's cost past the materialized timeline
+/// (merge-at-read) and the size of their cached graph grow with it.
+pub const MAX_FOLLOWS: i64 = 5000;
+
+/// Why a follow past [`MAX_FOLLOWS`] is refused.
+pub const TOO_MANY_FOLLOWS: &str =
+    "you follow the most accounts allowed (5000): unfollow one first";
+
 /// Whether a write changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
@@ -18,7 +26,8 @@ pub enum Written {
 /// The social-graph writes.
 #[async_trait]
 pub trait GraphWrites: Send + Sync + std::fmt::Debug {
-    /// `follower` follows `followee` (`user.followed`). Refused for yourself; `NotFound`
+    /// `follower` follows `followee` (`user.followed`). Refused for yourself and past
+    /// [`MAX_FOLLOWS`]; `NotFound`
     /// when either user does not exist or a block stands between them (either way).
     async fn follow(&self, follower: UserId, followee: UserId) -> Result<Written, StoreError>;
     /// Removes the follow (`user.unfollowed`).

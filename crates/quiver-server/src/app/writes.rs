@@ -85,8 +85,11 @@ impl App {
             Err(quiver_store::StoreError::NotYours(why)) => {
                 respond::problem(ProblemType::Forbidden, why)
             }
-            // An ordered wish stays: the order refers to it.
-            Err(quiver_store::StoreError::Refused(why)) if route == Route::DeletePost => {
+            // An ordered wish stays (the order refers to it); a follow past the limit waits
+            // for an unfollow: both conflict with the current state.
+            Err(quiver_store::StoreError::Refused(why))
+                if matches!(route, Route::DeletePost | Route::Follow) =>
+            {
                 respond::problem(ProblemType::Conflict, why)
             }
             Err(quiver_store::StoreError::Refused(why)) => {

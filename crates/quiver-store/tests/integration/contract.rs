@@ -70,17 +70,18 @@ impl Backend {
         }
     }
 
-    /// Runs `pg` or `sqlite`, whichever is this backend's dialect.
+    /// Runs `pg` or `sqlite` (statements separated by `;`), whichever is this backend's
+    /// dialect.
     pub(crate) async fn exec(&self, pg: &str, sqlite: &str) {
         match self {
             Backend::Pg(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(pg))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(pg))
                     .execute(s.pool())
                     .await
                     .unwrap();
             }
             Backend::Sqlite(s) => {
-                sqlx::query(sqlx::AssertSqlSafe(sqlite))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite))
                     .execute(s.pool())
                     .await
                     .unwrap();
@@ -173,6 +174,7 @@ contract!(
     page_limits_out_of_range_are_rejected,
     housekeeping_prunes_what_outlived_its_retention_and_trims_timelines,
     a_late_fan_out_keeps_timelines_contiguous,
+    follows_stop_at_the_limit,
 );
 
 fn keys<K: Clone + Eq + std::hash::Hash, V>(m: &std::collections::HashMap<K, V>) -> HashSet<K> {
@@ -1189,5 +1191,54 @@ async fn a_late_fan_out_keeps_timelines_contiguous(backend: Backend) {
         backend.count(&in_timeline(fresh.id)).await,
         1,
         "a new post is written"
+    );
+}
+
+async fn follows_stop_at_the_limit(backend: Backend) {
+    use quiver_store::write::MAX_FOLLOWS;
+    backend.load(&fixture(3)).await;
+    let have = backend
+        .count("SELECT count(*) FROM follows WHERE follower_id = 6")
+        .await;
+    // Users 1000.. exist for this test, and user 6 follows all but one short of the
+    // limit through the backend's own SQL.
+    let first = 1000;
+    let last = first + (MAX_FOLLOWS - have - 1);
+    backend
+        .exec(
+            &format!(
+                "INSERT INTO users (id, handle, display_name)
+                 SELECT g, 'u' || g, 'U' FROM generate_series({first}, {last}) g;
+                 INSERT INTO follows (follower_id, followee_id)
+                 SELECT 6, g FROM generate_series({first}, {}) g",
+                last - 1
+            ),
+            &format!(
+                "WITH RECURSIVE g(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM g WHERE n < {last})
+                 INSERT INTO users (id, handle, display_name, created_at)
+                 SELECT n, 'u' || n, 'U', 0 FROM g;
+                 WITH RECURSIVE g(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM g WHERE n < {})
+                 INSERT INTO follows (follower_id, followee_id, created_at)
+                 SELECT 6, n, 0 FROM g",
+                last - 1
+            ),
+        )
+        .await;
+    let w = backend.writes();
+    assert_eq!(
+        w.follow(UserId(6), UserId(last)).await.unwrap(),
+        quiver_store::write::Written::Changed,
+        "the last one allowed"
+    );
+    let past = w.follow(UserId(6), UserId(1)).await;
+    assert!(
+        matches!(past, Err(StoreError::Refused(why)) if why.contains("most accounts")),
+        "{past:?}"
+    );
+    assert_eq!(
+        backend
+            .count("SELECT count(*) FROM follows WHERE follower_id = 6")
+            .await,
+        MAX_FOLLOWS
     );
 }

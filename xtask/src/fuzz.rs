@@ -84,14 +84,25 @@ fn install(root: &Path) -> Result<PathBuf> {
         "installing schemathesis {SCHEMATHESIS} into {}",
         venv.display()
     );
-    let made = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status();
-    if !made.is_ok_and(|s| s.success()) {
-        bail!(
-            "cannot create a Python virtual environment: install python3 and python3-venv (Debian packages)"
-        );
+    let venv_made = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !venv_made() {
+        eprintln!("no python3 with venv: installing Debian's python3-venv with apt-get (once)");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !venv_made() {
+            bail!(
+                "cannot create a Python virtual environment for schemathesis: install the Debian packages python3 and python3-venv"
+            );
+        }
     }
     crate::run(
         Command::new(venv.join("bin/pip"))

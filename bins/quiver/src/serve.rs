@@ -110,6 +110,22 @@ pub(crate) struct ServeArgs {
     /// Request deadline, milliseconds
     #[arg(long, env = "QUIVER_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     request_timeout_ms: u64,
+    /// Connections open at once; past it a new one gets a 503 and is closed
+    #[arg(long, env = "QUIVER_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// A connection with no request in flight this long is closed, milliseconds
+    #[arg(long, env = "QUIVER_IDLE_TIMEOUT_MS", default_value_t = ServerConfig::default().idle_timeout.as_millis() as u64)]
+    idle_timeout_ms: u64,
+    /// How long a client may take to send a request head (and a new connection its
+    /// first request), milliseconds
+    #[arg(long, env = "QUIVER_HEADER_READ_TIMEOUT_MS", default_value_t = ServerConfig::default().header_read_timeout.as_millis() as u64)]
+    header_read_timeout_ms: u64,
+    /// How long a client may take to send a request body, milliseconds (408 past it)
+    #[arg(long, env = "QUIVER_BODY_READ_TIMEOUT_MS", default_value_t = ServerConfig::default().body_read_timeout.as_millis() as u64)]
+    body_read_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection
+    #[arg(long, env = "QUIVER_MAX_STREAMS_PER_CONNECTION", default_value_t = ServerConfig::default().max_streams_per_connection)]
+    max_streams_per_connection: u32,
     /// Largest request body, bytes
     #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = ServerConfig::default().max_body_bytes)]
     max_body_bytes: u64,
@@ -196,6 +212,14 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         ("--rate-per-second", u64::from(args.rate_per_second)),
         ("--rate-burst", u64::from(args.rate_burst)),
         ("--request-timeout-ms", args.request_timeout_ms),
+        ("--max-connections", args.max_connections as u64),
+        ("--idle-timeout-ms", args.idle_timeout_ms),
+        ("--header-read-timeout-ms", args.header_read_timeout_ms),
+        ("--body-read-timeout-ms", args.body_read_timeout_ms),
+        (
+            "--max-streams-per-connection",
+            u64::from(args.max_streams_per_connection),
+        ),
         ("--max-body-bytes", args.max_body_bytes),
         ("--coalesce-window-us", args.coalesce_window_us),
         ("--event-claim-idle-ms", args.event_claim_idle_ms),
@@ -248,6 +272,11 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         slow_request: Duration::from_millis(args.slow_request_ms),
         compression_min_bytes: args.compression_min_bytes,
         compression: !args.no_compression,
+        max_connections: args.max_connections,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        max_streams_per_connection: args.max_streams_per_connection,
         ..ServerConfig::default()
     };
     (secret, config)

@@ -253,6 +253,8 @@ pub struct ProfileWire {
     pub avatar_url: Option<String>,
     pub verified: bool,
     pub creator: bool,
+    /// A badge the user chose ("prefers a small audience"). It restricts nothing: posts
+    /// are public, and follows need no approval (quiver has no follow requests).
     pub private: bool,
     pub created_at: String,
     #[schema(required = true)]

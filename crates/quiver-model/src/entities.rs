@@ -176,6 +176,8 @@ pub struct User {
 pub struct UserFlags {
     pub verified: bool,
     pub creator: bool,
+    /// A badge only: no read, follow or feed path consults it (there are no follow
+    /// requests to gate posts on).
     pub private: bool,
 }
 

@@ -50,6 +50,7 @@ pub(crate) struct Stats {
     loader_calls: AtomicU64,
     redis_errors: AtomicU64,
     l1_flushes: AtomicU64,
+    l1_oversize: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -63,6 +64,8 @@ pub struct StatsSnapshot {
     pub redis_errors: u64,
     /// Times the L1 was flushed because invalidations may have been missed.
     pub l1_flushes: u64,
+    /// Values too heavy for one L1 shard, so kept in Redis only.
+    pub l1_oversize: u64,
 }
 
 impl StatsSnapshot {
@@ -91,6 +94,10 @@ impl Stats {
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn l1_oversize(&self) {
+        self.l1_oversize.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn l1_flush(&self) {
         self.l1_flushes.fetch_add(1, Ordering::Relaxed);
     }
@@ -102,6 +109,7 @@ impl Stats {
             loader_calls: self.loader_calls.load(Ordering::Relaxed),
             redis_errors: self.redis_errors.load(Ordering::Relaxed),
             l1_flushes: self.l1_flushes.load(Ordering::Relaxed),
+            l1_oversize: self.l1_oversize.load(Ordering::Relaxed),
         }
     }
 }

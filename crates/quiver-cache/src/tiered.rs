@@ -80,8 +80,12 @@ type L1<K, V> =
 /// One key's answer and where it came from.
 type Answer<V> = (Option<Arc<V>>, Outcome);
 
-/// Bytes an entry costs beyond its encoded value (key, timestamps, bookkeeping).
+/// Bytes an entry costs beyond its value (key, timestamps, bookkeeping).
 const ENTRY_OVERHEAD: u64 = 64;
+/// A decoded value's heap over its encoded length: strings, sets and vectors carry
+/// headers and spare capacity, so a value resides in 2 to 4 times its JSON. Weighing
+/// entries at 3 times keeps an L1's byte budget near the memory it really holds.
+const RESIDENT_FACTOR: u64 = 3;
 
 /// The values found by a lookup, and where each key's answer came from.
 #[derive(Debug)]
@@ -133,6 +137,8 @@ struct Inner<L: Loader> {
     loader: L,
     codec: Box<dyn ValueCodec<L::Value>>,
     l1: Option<L1<L::Key, L::Value>>,
+    /// The heaviest entry one L1 shard admits (its share of the capacity).
+    l1_max_weight: u64,
     remote: Option<Arc<dyn Remote>>,
     /// `{namespace}:{name}:`, the prefix of every Redis key of this cache.
     key_prefix: String,
@@ -179,11 +185,13 @@ where
         remote: Option<Arc<dyn Remote>>,
         codec: Box<dyn ValueCodec<L::Value>>,
     ) -> Self {
+        let mut l1_max_weight = 0;
         let l1 = (config.l1_capacity_bytes > 0).then(|| {
             let cap = config.l1_capacity_bytes;
             // Few shards for small caches: an item heavier than one shard's share is
             // silently not admitted.
             let shards = ((cap >> 20) as usize).clamp(1, 64).next_power_of_two();
+            l1_max_weight = cap / shards as u64;
             let options = OptionsBuilder::new()
                 .estimated_items_capacity(((cap / 512) as usize).max(16))
                 .weight_capacity(cap)
@@ -205,6 +213,7 @@ where
             loader,
             codec,
             l1,
+            l1_max_weight,
             remote,
             fence: Fence::new(),
             inflight: Mutex::new(HashMap::default()),
@@ -442,6 +451,13 @@ where
             Some(_) => (self.config.soft_ttl, self.config.hard_ttl),
             None => (self.config.negative_ttl, self.config.negative_hard_ttl),
         };
+        let weight = encoded_len as u64 * RESIDENT_FACTOR + ENTRY_OVERHEAD;
+        if weight > self.l1_max_weight {
+            // quick_cache would drop it without a word: count it instead (it stays
+            // cached in Redis).
+            self.stats.l1_oversize();
+            return;
+        }
         let j = self.jitter();
         let soft = self.stretch(soft.mul_f64(j));
         let hard = self.stretch(hard.mul_f64(j)).max(soft);
@@ -451,7 +467,7 @@ where
                 value,
                 soft: now + soft,
                 hard: now + hard,
-                weight: encoded_len as u64 + ENTRY_OVERHEAD,
+                weight,
             },
         );
         // An invalidation between the check and the insert bumped the fence before it

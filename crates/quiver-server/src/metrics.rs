@@ -53,6 +53,7 @@ pub(crate) struct Metrics {
     rate_limited: IntCounter,
     timeouts: IntCounter,
     cache_outcomes: IntCounterVec,
+    cache_events: IntCounterVec,
     prefetch: IntCounterVec,
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
@@ -122,6 +123,16 @@ impl Default for Metrics {
                 "Cache lookups by cache and outcome",
             ),
             &["cache", "outcome"],
+        )
+        .expect("valid metric");
+        let cache_events = IntCounterVec::new(
+            Opts::new(
+                "quiver_cache_events_total",
+                "Cache events by cache: l1_flush (invalidations may have been missed), \
+                 l1_oversize (a value too heavy for the L1, kept in Redis only), \
+                 redis_error",
+            ),
+            &["cache", "event"],
         )
         .expect("valid metric");
         let prefetch = IntCounterVec::new(
@@ -223,6 +234,7 @@ impl Default for Metrics {
             Box::new(rate_limited.clone()),
             Box::new(timeouts.clone()),
             Box::new(cache_outcomes.clone()),
+            Box::new(cache_events.clone()),
             Box::new(prefetch.clone()),
             Box::new(prefetch_queue.clone()),
             Box::new(pool.clone()),
@@ -245,6 +257,7 @@ impl Default for Metrics {
             rate_limited,
             timeouts,
             cache_outcomes,
+            cache_events,
             prefetch,
             prefetch_queue,
             pool,
@@ -388,6 +401,13 @@ impl Metrics {
                     &[cache, outcome.as_str()],
                     stats.get(outcome),
                 );
+            }
+            for (event, n) in [
+                ("l1_flush", stats.l1_flushes),
+                ("l1_oversize", stats.l1_oversize),
+                ("redis_error", stats.redis_errors),
+            ] {
+                self.add_counter(&self.cache_events, &[cache, event], n);
             }
         }
         if let Some(p) = sample.prefetch {

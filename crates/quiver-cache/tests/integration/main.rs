@@ -5,5 +5,6 @@
 mod batcher;
 mod flight;
 mod redis;
+mod sizing;
 mod support;
 mod ttl;

@@ -130,11 +130,19 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     eprintln!("building the {profile} server (with the bench-only static route)");
     let mut build = crate::cargo();
     build.args(["build", "-p", "quiver", "--features", "bench-routes"]);
-    if !o.quick {
+    // The release build has a target directory of its own: in `target/release` it would
+    // replace the server a user built there with one that serves the unauthenticated
+    // bench route. (The debug one shares `target/debug` with the tests, whose build it
+    // reuses: debug builds are not what anyone deploys.)
+    let dir = if o.quick {
+        target_dir(&root)
+    } else {
         build.arg("--release");
-    }
+        target_dir(&root).join("bench-build")
+    };
+    build.arg("--target-dir").arg(&dir);
     crate::run(&mut build)?;
-    let bin = target_dir(&root).join(profile).join("quiver");
+    let bin = dir.join(profile).join("quiver");
     let bin = copy_aside(&bin, &out_dir.join("quiver-mimalloc"))?;
     let full = !o.quick && o.soak.is_none();
     let system_bin = if full {

@@ -19,23 +19,20 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test]
-async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
+/// `quiver serve --demo` in a fresh directory with `extra` flags: the process, and its
+/// stderr lines (read to the end on a thread, so the server never blocks on the pipe).
+fn demo(
+    extra: &[&str],
+) -> (
+    Running,
+    std::sync::mpsc::Receiver<String>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            // Every request is "slow": its log line shows the stage breakdown.
-            "--slow-request-ms",
-            "0",
-        ])
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .env_remove("QUIVER_JWT_SECRET")
@@ -46,26 +43,33 @@ async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let mut child = Running(child);
-    // The demo prints a ready-to-run curl line with a token and the bound address.
-    // Read stderr on a thread, so a missing line fails the test instead of hanging it.
-    let stderr = child.0.stderr.take().unwrap();
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in stderr.lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 return;
             }
         }
     });
-    let next_line_with = |needle: &str| loop {
-        let line = rx
+    (child, rx, dir)
+}
+
+/// The next line of `lines` that contains `needle` (failing after a minute).
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = lines
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("no line with {needle:?} on the server's stderr"));
         if line.contains(needle) {
             return line;
         }
-    };
-    let curl = next_line_with("curl -H");
+    }
+}
+
+/// The token and feed URL of the demo's curl line.
+fn curl_line(lines: &std::sync::mpsc::Receiver<String>) -> (String, String) {
+    let curl = line_with(lines, "curl -H");
     let token = curl
         .split("Bearer ")
         .nth(1)
@@ -74,6 +78,16 @@ async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
         .next()
         .unwrap();
     let url = curl.split_whitespace().last().unwrap();
+    (token.to_owned(), url.to_owned())
+}
+
+#[tokio::test]
+async fn serve_demo_answers_the_readme_curl_and_stops_cleanly_on_sigterm() {
+    // Every request is "slow": its log line shows the stage breakdown.
+    let (mut child, lines, dir) = demo(&["--slow-request-ms", "0"]);
+    // The demo prints a ready-to-run curl line with a token and the bound address.
+    let (token, url) = curl_line(&lines);
+    let next_line_with = |needle: &str| line_with(&lines, needle);
     let resp = reqwest::Client::new()
         .get(url)
         .bearer_auth(token)
@@ -233,43 +247,8 @@ fn token_mints_a_bearer_token_the_server_accepts() {
 /// new connections are refused once it stops accepting; nothing fails half-way.
 #[tokio::test]
 async fn sigterm_under_load_fails_no_request_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--rate-per-second", "100000", "--rate-burst", "100000"])
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("QUIVER_JWT_SECRET")
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    // Read stderr to its end on a thread, so the server never blocks on a full pipe.
-    let stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if line.contains("curl -H") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let curl = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its curl line");
-    let token = curl
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap()
-        .to_owned();
-    let url = curl.split_whitespace().last().unwrap().to_owned();
+    let (mut child, lines, _dir) = demo(&["--rate-per-second", "100000", "--rate-burst", "100000"]);
+    let (token, url) = curl_line(&lines);
     // A new connection per request: after the listener closes, a request either was
     // taken (and must be answered) or cannot connect.
     let http = reqwest::Client::builder()
@@ -310,4 +289,79 @@ async fn sigterm_under_load_fails_no_request_in_flight() {
     assert!(answered > 20, "steady load: {answered} answered");
     let exit = child.0.wait().unwrap();
     assert!(exit.success(), "serve exits 0 after draining: {exit:?}");
+}
+
+/// Ten times the connection cap at once, every one silent: the cap holds, the process's
+/// memory stays bounded, and a client on an admitted connection is still served.
+#[tokio::test]
+async fn ten_times_the_connection_cap_is_refused_with_bounded_memory() {
+    let (child, lines, _dir) = demo(&["--max-connections", "50"]);
+    // The serving line (with the admin address) comes before the curl line.
+    let admin = line_with(&lines, "metrics at")
+        .split("metrics at ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (token, url) = curl_line(&lines);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    // One admitted client, kept alive, served before and during the flood.
+    let http = reqwest::Client::new();
+    let served = |http: reqwest::Client, url: String, token: String| async move {
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(served(http.clone(), url.clone(), token.clone()).await, 200);
+    let before = rss();
+    let addr = url.split('/').nth(2).unwrap().to_owned();
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..500 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut first = [0u8; 12];
+        // Past the cap the answer is immediate; an admitted one says nothing yet.
+        match tokio::time::timeout(
+            Duration::from_millis(20),
+            tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut first),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                assert_eq!(&first, b"HTTP/1.1 503");
+                refused += 1;
+            }
+            _ => flood.push(tcp),
+        }
+    }
+    assert!(refused >= 450, "{refused} refused");
+    assert!(flood.len() <= 50, "{} admitted", flood.len());
+    let during = rss();
+    let metrics = http.get(&admin).send().await.unwrap().text().await.unwrap();
+    let open: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quiver_http_connections_open "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(open <= 50, "{open} open");
+    eprintln!("RSS {before} bytes before, {during} with {refused} refused and {open} open");
+    assert!(
+        during < before + (16 << 20),
+        "RSS grew from {before} to {during} bytes"
+    );
+    assert_eq!(served(http, url, token).await, 200);
+    drop(flood);
 }

@@ -74,6 +74,28 @@ impl quiver_events::Invalidate for Forgotten {
     }
 }
 
+/// An embedded store at `path` (`None`: in memory, one connection) with users 1 and 2,
+/// and 1's follow of 2 committed to the outbox.
+async fn sqlite_follow(path: Option<std::path::PathBuf>) -> SqliteStore {
+    let store = SqliteStore::connect(&quiver_store::SqliteConfig {
+        max_connections: if path.is_some() { 4 } else { 1 },
+        path,
+        ..quiver_store::SqliteConfig::default()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, handle, display_name, created_at)
+         VALUES (1, 'a', 'A', 0), (2, 'b', 'B', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.follow(UserId(1), UserId(2)).await.unwrap();
+    store
+}
+
 fn handler(store: &PgStore) -> Arc<dyn Handler> {
     Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 2))
 }
@@ -377,21 +399,7 @@ async fn a_new_post_fans_out_to_current_followers_in_batches(pool: PgPool) {
 async fn without_redis_events_are_handled_in_process_from_the_outbox() {
     let dir = std::env::temp_dir().join(format!("quiver-events-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = SqliteStore::connect(&quiver_store::SqliteConfig {
-        path: Some(dir.join("db.sqlite")),
-        ..quiver_store::SqliteConfig::default()
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (id, handle, display_name, created_at)
-         VALUES (1, 'a', 'A', 0), (2, 'b', 'B', 0)",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    store.follow(UserId(1), UserId(2)).await.unwrap();
+    let store = sqlite_follow(Some(dir.join("db.sqlite"))).await;
     // A handler that fails: retried, then given up on, and the outbox moves on.
     let fails = Arc::new(AlwaysFails::default());
     let config = quiver_events::EventsConfig {
@@ -664,22 +672,7 @@ impl Handler for FailsUntil {
 /// to spend an event's whole budget within a transient fault of a quarter second.
 #[tokio::test]
 async fn in_process_retries_are_spaced_and_outlast_a_short_fault() {
-    let store = SqliteStore::connect(&quiver_store::SqliteConfig {
-        path: None,
-        max_connections: 1,
-        ..quiver_store::SqliteConfig::default()
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (id, handle, display_name, created_at)
-         VALUES (1, 'a', 'A', 0), (2, 'b', 'B', 0)",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    store.follow(UserId(1), UserId(2)).await.unwrap();
+    let store = sqlite_follow(None).await;
     let handler = Arc::new(FailsUntil {
         until: tokio::time::Instant::now() + Duration::from_millis(250),
         calls: AtomicUsize::new(0),

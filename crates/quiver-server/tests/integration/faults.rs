@@ -3,7 +3,7 @@
 //! pages keep serving, cold ones get 503 with `Retry-After`, and reads recover).
 
 use crate::http::{json, problem};
-use crate::support::{Server, eventually, start, start_on};
+use crate::support::{OwnPool, Server, eventually, start};
 use quiver_server::ServerConfig;
 use reqwest::StatusCode;
 use sqlx::PgPool;
@@ -187,56 +187,19 @@ async fn redis_killed_and_restarted_under_load_fails_no_request(pool: PgPool) {
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn postgres_refusing_connections_under_load_keeps_warm_pages_and_recovers(pool: PgPool) {
-    // The server gets its own pool, named, so the test can cut exactly its connections.
-    let options = (*pool.connect_options())
-        .clone()
-        .application_name("quiver-under-fault");
-    let own = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_with(options)
-        .await
-        .unwrap();
-    let mut s = start_on(
-        quiver_store::PgStore::from_pool(own),
-        pool.clone(),
-        config(),
-        None,
-        false,
-    )
-    .await;
+    let mut own = OwnPool::start(pool, "quiver-under-fault", config()).await;
+    let s = &own.server;
     let paths = warm_paths();
-    warm(&s, &paths).await;
-    let db: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let admin = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let run = |sql: String| {
-        let admin = admin.clone();
-        async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-    };
-    let load = Load::start(&s, &paths, 4);
-    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#)).await;
-    run(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'quiver-under-fault' AND datname = '{db}'"
-    ))
-    .await;
+    warm(s, &paths).await;
+    let load = Load::start(s, &paths, 4);
+    own.cut().await;
     // A cold page needs the database: 503 problem+json with Retry-After.
     let cold = s.get("/api/v1/posts/41", Some(3)).send().await.unwrap();
     assert_eq!(cold.headers()["retry-after"], "1");
     problem(cold, StatusCode::SERVICE_UNAVAILABLE).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let during = load.finish().await;
-    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS true"#)).await;
+    own.restore().await;
     eventually("cold pages are served again", || async {
         s.get("/api/v1/posts/41", Some(3))
             .send()
@@ -254,7 +217,7 @@ async fn postgres_refusing_connections_under_load_keeps_warm_pages_and_recovers(
         "warm pages failed {failed} of {} times",
         during.len()
     );
-    s.shutdown().await.unwrap();
+    own.server.shutdown().await.unwrap();
 }
 
 /// `resp.json()` without reqwest's `json` feature.

@@ -795,62 +795,22 @@ async fn a_burst_past_the_limit_gets_fast_503s_and_the_server_keeps_serving(pool
 async fn readiness_turns_503_while_the_database_refuses_connections_and_200_when_it_returns(
     pool: PgPool,
 ) {
-    // The server gets its own pool, named, so the test can cut exactly its connections.
-    let options = (*pool.connect_options())
-        .clone()
-        .application_name("quiver-under-test");
-    let own = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_with(options)
-        .await
-        .unwrap();
-    let mut s = crate::support::start_on(
-        quiver_store::PgStore::from_pool(own),
-        pool.clone(),
-        ServerConfig::default(),
-        None,
-        false,
-    )
-    .await;
+    let mut own =
+        crate::support::OwnPool::start(pool, "quiver-under-test", ServerConfig::default()).await;
+    let s = &own.server;
     assert_eq!(
         s.get("/readyz", None).send().await.unwrap().status(),
         StatusCode::OK
     );
-    let db: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    // A database cannot refuse connections to itself: switch it from the server's
-    // maintenance database.
-    let admin = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let run = |sql: String| {
-        let admin = admin.clone();
-        async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .unwrap()
-        }
-    };
-    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#)).await;
-    // Only this test's connections: other tests' servers share the application name
-    // and run at the same time.
-    run(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'quiver-under-test' AND datname = '{db}'"
-    ))
-    .await;
+    own.cut().await;
     let resp = s.get("/readyz", None).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert_eq!(body["database"], "down");
-    run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS true"#)).await;
+    own.restore().await;
     let (_, body) = json(s.get("/readyz", None).send().await.unwrap()).await;
     assert_eq!(body["database"], "ok");
-    s.shutdown().await.unwrap();
+    own.server.shutdown().await.unwrap();
 }
 
 /// The JSON shape of `v`, where `null` matches anything (optional fields).

@@ -322,3 +322,67 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A server over a pool of its own, named `app`, and what cuts that pool's database off
+/// and back: a database cannot refuse connections to itself, so it is switched from the
+/// server's maintenance database, and only the connections named `app` are ended (other
+/// tests' servers run at the same time).
+pub(crate) struct OwnPool {
+    pub(crate) server: Server,
+    admin: PgPool,
+    db: String,
+    app: &'static str,
+}
+
+impl OwnPool {
+    pub(crate) async fn start(pool: PgPool, app: &'static str, config: ServerConfig) -> Self {
+        let options = (*pool.connect_options()).clone().application_name(app);
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_with(options)
+            .await
+            .unwrap();
+        let db: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let server = start_on(PgStore::from_pool(own), pool, config, None, false).await;
+        let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+            .await
+            .unwrap();
+        Self {
+            server,
+            admin,
+            db,
+            app,
+        }
+    }
+
+    async fn run(&self, sql: String) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+
+    /// The database refuses new connections and the server's open ones end.
+    pub(crate) async fn cut(&self) {
+        let db = &self.db;
+        self.run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#))
+            .await;
+        self.run(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{}' AND datname = '{db}'",
+            self.app
+        ))
+        .await;
+    }
+
+    /// The database takes connections again.
+    pub(crate) async fn restore(&self) {
+        let db = &self.db;
+        self.run(format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS true"#))
+            .await;
+    }
+}

@@ -492,6 +492,7 @@ impl App {
                     return respond::json(*status, body.clone());
                 }
                 let started = Instant::now();
+                self.metrics.readiness_check();
                 let (status, body) = self.readiness().await;
                 *last = Some((started, status, body.clone()));
                 respond::json(status, body)

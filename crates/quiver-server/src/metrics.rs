@@ -54,6 +54,7 @@ pub(crate) struct Metrics {
     timeouts: IntCounter,
     cache_outcomes: IntCounterVec,
     cache_events: IntCounterVec,
+    readiness_checks: IntCounter,
     prefetch: IntCounterVec,
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
@@ -125,6 +126,12 @@ impl Default for Metrics {
             &["cache", "outcome"],
         )
         .expect("valid metric");
+        let readiness_checks = IntCounter::new(
+            "quiver_readiness_checks_total",
+            "Readiness checks run (database ping, Redis fetch): concurrent /readyz \
+             requests share one",
+        )
+        .expect("valid");
         let cache_events = IntCounterVec::new(
             Opts::new(
                 "quiver_cache_events_total",
@@ -235,6 +242,7 @@ impl Default for Metrics {
             Box::new(timeouts.clone()),
             Box::new(cache_outcomes.clone()),
             Box::new(cache_events.clone()),
+            Box::new(readiness_checks.clone()),
             Box::new(prefetch.clone()),
             Box::new(prefetch_queue.clone()),
             Box::new(pool.clone()),
@@ -258,6 +266,7 @@ impl Default for Metrics {
             timeouts,
             cache_outcomes,
             cache_events,
+            readiness_checks,
             prefetch,
             prefetch_queue,
             pool,
@@ -349,6 +358,10 @@ impl Metrics {
     /// Counts a connection the server closed on its own, by why.
     pub(crate) fn connection_closed(&self, reason: &'static str) {
         self.connections_closed.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn readiness_check(&self) {
+        self.readiness_checks.inc();
     }
 
     pub(crate) fn shed(&self) {

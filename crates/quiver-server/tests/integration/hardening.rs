@@ -431,3 +431,32 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(pool: P
     .await;
     s.shutdown().await.unwrap();
 }
+
+/// A flood of readiness probes costs a couple of checks, not one database round trip
+/// each: probes that arrive while a check runs share the next one.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn concurrent_readiness_probes_share_their_checks(pool: PgPool) {
+    // With Redis unreachable each check waits out its Redis timeout (500 ms), so every
+    // probe arrives while the first check runs.
+    let dead = Some("redis://127.0.0.1:1".to_owned());
+    let mut s = start(pool, ServerConfig::default(), dead).await;
+    let probes: Vec<_> = (0..40)
+        .map(|_| {
+            let req = s.http.get(s.url("/readyz"));
+            tokio::spawn(async move { req.send().await.unwrap().status() })
+        })
+        .collect();
+    for p in probes {
+        assert_eq!(p.await.unwrap(), StatusCode::OK);
+    }
+    let text = metrics(&s).await;
+    let checks: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("quiver_readiness_checks_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // The first check, and one for those that arrived during it (one per probe without
+    // the sharing).
+    assert!((1..=3).contains(&checks), "{checks} checks for 40 probes");
+    s.shutdown().await.unwrap();
+}

@@ -210,7 +210,12 @@ impl Handler for EffectsHandler {
                     };
                     let (post, owner) = (field("post_id")?, field("owner_id")?);
                     notes.push(NewNotification {
-                        key: key(event, bought, owner, Some(post)),
+                        // Once per buyer, wish and day: orders are free to place (pending
+                        // until paid), so repeats must not fill the owner's notifications.
+                        key: format!(
+                            "wish_bought:{customer}:{post}:{}",
+                            event.created_at.date_naive()
+                        ),
                         user_id: UserId(owner),
                         kind: bought,
                         actor_id: Some(UserId(customer)),

@@ -246,6 +246,15 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         results.push(r);
         bar.inc(1);
     }
+    bar.set_message("connection flood");
+    let flood = {
+        let warm_rps = results
+            .iter()
+            .find(|r| r["name"] == "warm")
+            .and_then(|r| r["peak"]["rps"].as_f64())
+            .unwrap_or(1000.0);
+        connection_flood(wrk, &bin, &db, redis, &fixture, &phases, warm_rps / 2.0)?
+    };
     bar.set_message("limit: static body");
     let static_limit = {
         // The warm scenario's streams (the same processes, connections and headers),
@@ -270,7 +279,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     bar.inc(1);
     bar.finish_with_message(format!("done in {:.0?}", started.elapsed()));
 
-    let report = report(
+    let mut report = report(
         &o,
         fixture.viewers.len(),
         &results,
@@ -282,6 +291,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         },
         started.elapsed(),
     );
+    report["connection_flood"] = flood;
     std::fs::write(
         out_dir.join("report.json"),
         serde_json::to_vec_pretty(&report)?,
@@ -299,6 +309,95 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         compare(&report, base)?;
     }
     Ok(())
+}
+
+/// The warm feed at `rate` (open loop) on a server whose connection cap is just above
+/// the generator's connections, first alone, then while connections arrive at ten times
+/// the cap, held silent (refused past the cap, closed by the server when idle): what
+/// admitted clients' latency does under a connection flood, measured in one run.
+fn connection_flood(
+    wrk: &Path,
+    bin: &Path,
+    db: &str,
+    redis: &str,
+    f: &Fixture,
+    ph: &Phases,
+    rate: f64,
+) -> Result<Value> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let cap = ph.concurrency + 16;
+    let server = Server::start(
+        bin,
+        db,
+        redis,
+        &["--max-connections".into(), cap.to_string()],
+        true,
+    )?;
+    let dir = std::env::temp_dir();
+    let t = Target {
+        wrk,
+        api: server.api,
+        tokens: &f.tokens,
+        dir: &dir,
+    };
+    let streams = f.feeds();
+    load::phase(
+        &t,
+        "flood",
+        &streams,
+        ph.warmup,
+        Load::Concurrency(ph.concurrency),
+    )?;
+    let at_rate = Load::Rate(rate, ph.concurrency);
+    let quiet = load::phase(&t, "flood", &streams, ph.rate, at_rate)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (refused, opened) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flooder = {
+        let (stop, refused, opened, api) =
+            (stop.clone(), refused.clone(), opened.clone(), server.api);
+        std::thread::spawn(move || {
+            // After the generator's connections are made (they are admitted).
+            std::thread::sleep(Duration::from_millis(500));
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // Ten times the cap at once, then again each time they are gone.
+                for _ in 0..cap * 10 {
+                    let Ok(s) =
+                        std::net::TcpStream::connect_timeout(&api, Duration::from_millis(200))
+                    else {
+                        continue;
+                    };
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
+                    let mut head = [0u8; 12];
+                    match std::io::Read::read(&mut &s, &mut head) {
+                        Ok(12) if &head == b"HTTP/1.1 503" => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => held.push(s),
+                    }
+                }
+                held.clear();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let flooded = load::phase(&t, "flood", &streams, ph.rate, at_rate)?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = flooder.join();
+    let side = |v: &Value| {
+        json!({"p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"], "rps": v["rps"],
+               "unexpected": v["unexpected"]})
+    };
+    Ok(json!({
+        "cap": cap,
+        "rate": rate,
+        "quiet": side(&quiet),
+        "flooded": side(&flooded),
+        "connections_opened": opened.load(Ordering::Relaxed),
+        "connections_refused": refused.load(Ordering::Relaxed),
+    }))
 }
 
 /// What the bench and the PGO training share: the services (throwaway ones when the
@@ -1837,6 +1936,26 @@ fn markdown(r: &Value) -> String {
                 jobs("submitted"),
                 jobs("skipped_warm"),
                 jobs("dropped"),
+            ));
+        }
+    }
+    let fl = &r["connection_flood"];
+    if fl.is_object() {
+        md.push_str(&format!(
+            "\n## Connection flood: what admitted clients see\n\nThe warm feed at {} requests/s (open loop) on a server capped at {} connections, alone and then while connections arrive at ten times the cap and stay silent ({} opened, {} refused with 503).\n\n| | P50 ms | P99 ms | requests/s | unexpected |\n| --- | --- | --- | --- | --- |\n",
+            fmt(&fl["rate"], 0),
+            fmt(&fl["cap"], 0),
+            fmt(&fl["connections_opened"], 0),
+            fmt(&fl["connections_refused"], 0),
+        ));
+        for side in ["quiet", "flooded"] {
+            let v = &fl[side];
+            md.push_str(&format!(
+                "| {side} | {} | {} | {} | {} |\n",
+                fmt(&v["p50_ms"], 2),
+                fmt(&v["p99_ms"], 2),
+                fmt(&v["rps"], 0),
+                fmt(&v["unexpected"], 0),
             ));
         }
     }

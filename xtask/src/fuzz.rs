@@ -56,6 +56,8 @@ fn check(st: &Path, config: &Path, server: &Server, bin: &Path, what: &str) -> R
     eprintln!("schemathesis against the server on {what}");
     let token = mint(bin, 1)?;
     let status = Command::new(st)
+        // Whatever it writes stays out of the source tree.
+        .current_dir(st.parent().expect("the venv's bin directory"))
         .arg("--config-file")
         .arg(config)
         .args(["run", &format!("http://{}/openapi.json", server.api)])

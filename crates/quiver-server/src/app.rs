@@ -43,42 +43,6 @@ enum Client {
 type Limiter =
     RateLimiter<Client, DefaultKeyedStateStore<Client>, DefaultClock, StateInformationMiddleware>;
 
-/// The work that follows a commit: wake the relay (the write's event should leave now,
-/// not at its next poll) and forget what the write made stale here and, through Redis,
-/// on every replica, so the writer's next read reflects it.
-pub(crate) struct AfterCommit {
-    caches: Caches,
-    relay: Option<quiver_events::RelayWaker>,
-}
-
-/// What a committed write made stale.
-pub(crate) enum Stale {
-    /// The edge between two users changed.
-    Edge(UserId, UserId),
-    /// A post of this author appeared or went.
-    Authored(UserId, PostId),
-    /// A new order (a lookup of its id before it existed may have cached "absent").
-    Order(OrderId),
-}
-
-impl AfterCommit {
-    pub(crate) async fn settle(self, stale: Stale) {
-        if let Some(r) = &self.relay {
-            r.wake();
-        }
-        let invalidated = match stale {
-            Stale::Edge(a, b) => self.caches.invalidate_edge(a, b).await,
-            Stale::Authored(author, post) => self.caches.invalidate_authored(author, post).await,
-            Stale::Order(id) => self.caches.invalidate_order(id).await,
-        };
-        if let Err(e) = invalidated {
-            // This process's L1 is clean already; other replicas hear of it from the
-            // write's event (every write commits one).
-            tracing::warn!(error = ?e, "invalidation after a write failed");
-        }
-    }
-}
-
 /// Everything a request needs: the engine, the store (for readiness), the caches (for
 /// metrics), and the service's limits.
 pub struct App {
@@ -191,15 +155,6 @@ impl App {
     /// The event layer's counters, when it runs here.
     pub fn event_stats(&self) -> Option<quiver_events::EventsSnapshot> {
         self.events.as_ref().map(quiver_events::Events::stats)
-    }
-
-    /// What runs after a write commits, inside the write's own task: a client that hangs
-    /// up (or the deadline) cannot skip it once the write has committed.
-    fn after_commit(&self) -> AfterCommit {
-        AfterCommit {
-            caches: self.caches.clone(),
-            relay: self.events.as_ref().map(quiver_events::Events::waker),
-        }
     }
 
     pub fn config(&self) -> &ServerConfig {

@@ -4,7 +4,52 @@
 
 use super::*;
 
+/// The work that follows a commit: wake the relay (the write's event should leave now,
+/// not at its next poll) and forget what the write made stale here and, through Redis,
+/// on every replica, so the writer's next read reflects it.
+pub(crate) struct AfterCommit {
+    caches: Caches,
+    relay: Option<quiver_events::RelayWaker>,
+}
+
+/// What a committed write made stale.
+pub(crate) enum Stale {
+    /// The edge between two users changed.
+    Edge(UserId, UserId),
+    /// A post of this author appeared or went.
+    Authored(UserId, PostId),
+    /// A new order (a lookup of its id before it existed may have cached "absent").
+    Order(OrderId),
+}
+
+impl AfterCommit {
+    pub(crate) async fn settle(self, stale: Stale) {
+        if let Some(r) = &self.relay {
+            r.wake();
+        }
+        let invalidated = match stale {
+            Stale::Edge(a, b) => self.caches.invalidate_edge(a, b).await,
+            Stale::Authored(author, post) => self.caches.invalidate_authored(author, post).await,
+            Stale::Order(id) => self.caches.invalidate_order(id).await,
+        };
+        if let Err(e) = invalidated {
+            // This process's L1 is clean already; other replicas hear of it from the
+            // write's event (every write commits one).
+            tracing::warn!(error = ?e, "invalidation after a write failed");
+        }
+    }
+}
+
 impl App {
+    /// What runs after a write commits, inside the write's own task: a client that hangs
+    /// up (or the deadline) cannot skip it once the write has committed.
+    fn after_commit(&self) -> AfterCommit {
+        AfterCommit {
+            caches: self.caches.clone(),
+            relay: self.events.as_ref().map(quiver_events::Events::waker),
+        }
+    }
+
     /// A social-graph write. It runs in its own task, so a client that hangs up (or the
     /// deadline) cannot interrupt its transaction; then the writer's cached graph is
     /// invalidated before answering, so their next read sees the write. Following or

@@ -97,11 +97,18 @@ fn redis_server(port: u16) -> Child {
         .expect("redis-server must be installed (Debian's redis-server package) for this test")
 }
 
-fn redis_answers(port: u16) -> bool {
+/// What `redis-cli -p port <args>` prints (empty when it cannot run).
+fn redis_cli(port: u16, args: &[&str]) -> String {
     Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
+        .args(["-p", &port.to_string()])
+        .args(args)
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn redis_answers(port: u16) -> bool {
+    redis_cli(port, &["ping"]) == "PONG"
 }
 
 fn free_port() -> u16 {
@@ -161,15 +168,7 @@ async fn redis_killed_and_restarted_under_load_fails_no_request(pool: PgPool) {
         for p in 30..40 {
             let _ = s.get(&format!("/api/v1/posts/{p}"), Some(3)).send().await;
         }
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "dbsize"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-            > 0
+        redis_cli(port, &["dbsize"]).parse::<u64>().unwrap_or(0) > 0
     })
     .await;
     let statuses = load.finish().await;

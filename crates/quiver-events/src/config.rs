@@ -17,7 +17,8 @@ pub struct EventsConfig {
     /// How often the relay measures the outbox backlog for metrics.
     pub backlog_interval: Duration,
     /// In process: how long after its first failure an event is tried again (doubling
-    /// with each failure).
+    /// with each failure). With Redis: a consumer's first pause after a failure (doubling,
+    /// up to 5 s, while an outage lasts).
     pub retry_backoff: Duration,
     /// How often the relay takes one housekeeping step (`None`: never; see
     /// `quiver_store::events::Outbox::prune`).

@@ -1,13 +1,18 @@
 //! A consumer in the group: reads new entries on its own connection, handles each and
 //! acknowledges it once its effects are done. An entry whose handling failed, or whose
 //! consumer died before acknowledging it, stays pending; after `claim_idle` any consumer
-//! takes it over (`XAUTOCLAIM`) and handles it again. An entry delivered
-//! `max_deliveries` times, or one that does not decode, goes to the dead-letter stream.
+//! takes it over (`XAUTOCLAIM`) and handles it again. An entry that failed
+//! `max_deliveries` times, whose handler panicked, or that does not decode goes to the
+//! dead-letter stream. An outage (the database or Redis unreachable) is no entry's
+//! fault: the entry stays pending without spending its budget, and the consumer stops
+//! reading and claiming until the handler's dependencies answer again, so however long
+//! the outage lasts nothing is dead-lettered because of it.
 
 use crate::handler::Handler;
 use crate::stats::EventStats;
 use crate::streams::{Delivery, RedisStreams};
 use crate::{EventsConfig, EventsError};
+use quiver_model::{ErrorCode, HasErrorCode as _};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -26,6 +31,9 @@ pub(crate) struct Consumer {
     /// per process does).
     pub(crate) samples_group: bool,
 }
+
+/// The longest pause between checks whether an outage has ended.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 impl Consumer {
     /// Consumes until `stop` turns true.
@@ -76,9 +84,19 @@ impl Consumer {
                         failing = true;
                     }
                     ready = false;
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.changed() => return,
+                    // During an outage every read or claim would deliver entries only to
+                    // fail them again: wait until the handler's dependencies answer.
+                    let outage = e.code() == ErrorCode::Unavailable;
+                    let mut pause = self.config.retry_backoff.max(Duration::from_millis(10));
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            _ = stop.changed() => return,
+                        }
+                        if !outage || self.handler.ready().await.is_ok() {
+                            break;
+                        }
+                        pause = (pause * 2).min(MAX_PAUSE);
                     }
                 }
             }
@@ -155,36 +173,51 @@ impl Consumer {
     }
 
     /// Handles one entry, delivered `deliveries` times so far. `Ok(true)`: acknowledge it
-    /// (done, or dead-lettered); `Ok(false)`: leave it pending for a later attempt.
+    /// (done, or dead-lettered); `Ok(false)`: leave it pending for a later attempt; an
+    /// outage error: leave it pending and pause the consumer.
     async fn process(&self, d: &Delivery, deliveries: u64) -> Result<bool, EventsError> {
-        let error = match &d.event {
-            Err(why) => why.clone(),
-            Ok(_) if deliveries > self.config.max_deliveries => {
-                format!("delivered {deliveries} times without success")
+        let event = match &d.event {
+            Ok(event) => event,
+            Err(why) => {
+                self.dead_letter(d, deliveries, why).await?;
+                return Ok(true);
             }
-            Ok(event) => match self.handler.handle(event).await {
-                Ok(()) => {
-                    self.stats.handled();
-                    if let Some(observe) = &self.lag
-                        && let Ok(lag) = (chrono::Utc::now() - event.created_at).to_std()
-                    {
-                        observe(event.kind, lag);
-                    }
-                    return Ok(true);
+        };
+        // A panic is the handler's bug, not the entry's chance of success: caught, the
+        // entry is dead-lettered at once and the consumer lives on.
+        let error = match crate::handler::handle_caught(self.handler.as_ref(), event).await {
+            Ok(()) => {
+                self.stats.handled();
+                if let Some(observe) = &self.lag
+                    && let Ok(lag) = (chrono::Utc::now() - event.created_at).to_std()
+                {
+                    observe(event.kind, lag);
                 }
-                Err(e) if e.is_retryable() && deliveries < self.config.max_deliveries => {
-                    self.stats.retry();
-                    tracing::warn!(
-                        event.id = event.id.0,
-                        event.kind = event.kind.as_str(),
-                        deliveries,
-                        error = %quiver_store::describe(&e),
-                        "event failed; it will be redelivered"
-                    );
-                    return Ok(false);
-                }
-                Err(e) => quiver_store::describe(&e),
-            },
+                return Ok(true);
+            }
+            Err(e) if e.code() == ErrorCode::Unavailable => {
+                self.stats.retry();
+                tracing::warn!(
+                    event.id = event.id.0,
+                    event.kind = event.kind.as_str(),
+                    deliveries,
+                    error = %quiver_store::describe(&e),
+                    "event failed in an outage; it stays pending"
+                );
+                return Err(e);
+            }
+            Err(e) if e.is_retryable() && deliveries < self.config.max_deliveries => {
+                self.stats.retry();
+                tracing::warn!(
+                    event.id = event.id.0,
+                    event.kind = event.kind.as_str(),
+                    deliveries,
+                    error = %quiver_store::describe(&e),
+                    "event failed; it will be redelivered"
+                );
+                return Ok(false);
+            }
+            Err(e) => quiver_store::describe(&e),
         };
         self.dead_letter(d, deliveries, &error).await?;
         Ok(true)

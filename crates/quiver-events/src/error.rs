@@ -15,6 +15,9 @@ pub enum EventsError {
     /// An event whose payload is not what its kind promises: retrying cannot help.
     #[error("malformed event: {0}")]
     Malformed(String),
+    /// The handler panicked: a bug, which retrying would repeat.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
     /// The cache could not be invalidated (the database change is already done).
     #[error("cache invalidation failed")]
     Invalidation(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -29,7 +32,7 @@ impl From<fred::error::Error> for EventsError {
 impl EventsError {
     /// Whether handling the event again could succeed (a malformed event never will).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Malformed(_))
+        !matches!(self, Self::Malformed(_) | Self::Panicked(_))
     }
 }
 
@@ -38,7 +41,7 @@ impl HasErrorCode for EventsError {
         match self {
             Self::Store(e) => e.code(),
             Self::Redis(_) | Self::Invalidation(_) => ErrorCode::Unavailable,
-            Self::Malformed(_) => ErrorCode::Internal,
+            Self::Malformed(_) | Self::Panicked(_) => ErrorCode::Internal,
         }
     }
 }

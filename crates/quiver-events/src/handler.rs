@@ -14,6 +14,35 @@ use std::sync::Arc;
 #[async_trait]
 pub trait Handler: Send + Sync {
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError>;
+
+    /// Whether what the handler needs answers: consumers ask after an outage error and
+    /// read nothing until it does.
+    async fn ready(&self) -> Result<(), EventsError> {
+        Ok(())
+    }
+}
+
+/// `handler.handle(event)` with a panic caught and returned as
+/// [`EventsError::Panicked`], so one bad event cannot stop the task that handles events.
+pub(crate) async fn handle_caught(
+    handler: &dyn Handler,
+    event: &OutboxEvent,
+) -> Result<(), EventsError> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(handler.handle(event))
+        .catch_unwind()
+        .await
+    {
+        Ok(done) => done,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            Err(EventsError::Panicked(msg))
+        }
+    }
 }
 
 /// The cache invalidations events cause, implemented by whoever owns the caches (the
@@ -135,6 +164,10 @@ fn followed_key(follower: i64, followee: i64, event: &OutboxEvent) -> String {
 
 #[async_trait]
 impl Handler for EffectsHandler {
+    async fn ready(&self) -> Result<(), EventsError> {
+        self.effects.ready().await.map_err(EventsError::Store)
+    }
+
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
         match event.kind {
             EventKind::PostCreated => {

@@ -8,8 +8,9 @@
 //! - Delivery is at least once; [`EffectsHandler`]'s effects are idempotent, keyed by
 //!   the event's outbox id: notifications, timeline fan-out, cache invalidation.
 //! - Entries left pending by a consumer that died or failed are reclaimed with
-//!   `XAUTOCLAIM` after `claim_idle`; after `max_deliveries` they go to a dead-letter
-//!   stream and are counted.
+//!   `XAUTOCLAIM` after `claim_idle`; after `max_deliveries` failures of their own (or a
+//!   panic) they go to a dead-letter stream and are counted. An outage spends no
+//!   entry's budget: consumers wait until the database answers again.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<quiver_store::PgStore>) -> Result<(), quiver_events::EventsError> {

@@ -15,7 +15,7 @@ use crate::handler::Handler;
 use crate::stats::EventStats;
 use crate::streams::RedisStreams;
 use crate::{EventsConfig, EventsError};
-use quiver_model::EventId;
+use quiver_model::{EventId, HasErrorCode as _};
 use quiver_store::events::Outbox;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,10 +36,10 @@ pub(crate) struct Relay {
     pub(crate) stats: Arc<EventStats>,
     /// Woken by local writes after they commit, so events leave without waiting a poll.
     pub(crate) wake: Arc<Notify>,
-    /// In process only: failed attempts per event and when it may be tried again (a
-    /// write waking the relay does not hurry a retry), to give up after
-    /// `max_deliveries`.
-    pub(crate) attempts: HashMap<EventId, (u64, tokio::time::Instant)>,
+    /// In process only, per event: failed attempts, those of them that count against
+    /// `max_deliveries` (an outage's do not), and when it may be tried again (a write
+    /// waking the relay does not hurry a retry).
+    pub(crate) attempts: HashMap<EventId, (u64, u64, tokio::time::Instant)>,
     /// Where the next housekeeping step trims timelines.
     pub(crate) prune_after: quiver_model::UserId,
 }
@@ -178,27 +178,32 @@ impl Relay {
                     if self
                         .attempts
                         .get(&event.id)
-                        .is_some_and(|(_, at)| *at > now)
+                        .is_some_and(|(_, _, at)| *at > now)
                     {
                         // Not yet: it stays unpublished until its retry is due.
                         failed = true;
                         continue;
                     }
-                    match handler.handle(event).await {
+                    match crate::handler::handle_caught(handler.as_ref(), event).await {
                         Ok(()) => {
                             self.attempts.remove(&event.id);
                             self.stats.handled();
                             done.push(event.id);
                         }
                         Err(e) => {
-                            let (tries, at) = self.attempts.entry(event.id).or_insert((0, now));
+                            let (tries, counted, at) =
+                                self.attempts.entry(event.id).or_insert((0, 0, now));
                             *tries += 1;
+                            // An outage is no event's fault: it spends no budget.
+                            if e.code() != quiver_model::ErrorCode::Unavailable {
+                                *counted += 1;
+                            }
                             // Spaced exponentially: a transient fault (a deadlock, a busy
                             // database) gets time to pass before the budget is spent.
                             *at = now
                                 + self.config.retry_backoff * 2u32.pow((*tries - 1).min(10) as u32);
-                            let tries = *tries;
-                            if !e.is_retryable() || tries >= self.config.max_deliveries {
+                            let (tries, counted) = (*tries, *counted);
+                            if !e.is_retryable() || counted >= self.config.max_deliveries {
                                 let error = quiver_store::describe(&e);
                                 tracing::error!(
                                     event.id = event.id.0,

@@ -169,4 +169,6 @@ pub trait Effects: Send + Sync + std::fmt::Debug {
     /// older than a follower's oldest timeline entry (a late delivery) is not written
     /// there: the timeline stays the newest contiguous part of the feed.
     async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError>;
+    /// Whether the database answers (event consumers wait for it after an outage).
+    async fn ready(&self) -> Result<(), StoreError>;
 }

@@ -1155,6 +1155,10 @@ impl Outbox for PgStore {
 
 #[async_trait]
 impl Effects for PgStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        Store::ping(self).await
+    }
+
     async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError> {
         if notes.is_empty() {
             return Ok(0);

@@ -1143,6 +1143,10 @@ impl Outbox for SqliteStore {
 
 #[async_trait]
 impl Effects for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        Store::ping(self).await
+    }
+
     async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError> {
         if notes.is_empty() {
             return Ok(0);

@@ -10,7 +10,7 @@ use quiver_store::write::GraphWrites;
 use quiver_store::{PgStore, SqliteStore};
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 async fn followed_notifications(pool: &PgPool, user: i64) -> i64 {
@@ -748,4 +748,158 @@ async fn idle_consumers_with_nothing_pending_are_removed() {
         2
     );
     assert_eq!(s.group_state(&stream, &group).await.unwrap().pending, 1);
+}
+
+/// The database is down while `down` holds: handling and the readiness probe fail as an
+/// unreachable database does.
+struct Outage {
+    inner: Arc<dyn Handler>,
+    down: AtomicBool,
+    failed: AtomicUsize,
+    probes: AtomicUsize,
+}
+
+fn unreachable() -> quiver_events::EventsError {
+    quiver_events::EventsError::Store(quiver_store::StoreError::Unavailable(
+        sqlx::Error::PoolTimedOut,
+    ))
+}
+
+#[async_trait::async_trait]
+impl Handler for Outage {
+    async fn handle(
+        &self,
+        event: &quiver_model::OutboxEvent,
+    ) -> Result<(), quiver_events::EventsError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(unreachable());
+        }
+        self.inner.handle(event).await
+    }
+
+    async fn ready(&self) -> Result<(), quiver_events::EventsError> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            Err(unreachable())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An outage longer than `max_deliveries` claims dead-letters nothing: the consumer
+/// waits for the database instead of spending the entry's deliveries on it, and the
+/// event takes effect once it is back.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn an_outage_longer_than_the_delivery_budget_loses_nothing(pool: PgPool) {
+    users(&pool, 2).await;
+    let store = PgStore::from_pool(pool.clone());
+    store.follow(UserId(1), UserId(2)).await.unwrap();
+    let config = quiver_events::EventsConfig {
+        retry_backoff: Duration::from_millis(20),
+        ..config()
+    };
+    let outage = Arc::new(Outage {
+        inner: handler(&store),
+        down: AtomicBool::new(true),
+        failed: AtomicUsize::new(0),
+        probes: AtomicUsize::new(0),
+    });
+    let events = Events::start(
+        Arc::new(store.clone()),
+        outage.clone(),
+        Some(&redis_url()),
+        config.clone(),
+        None,
+    )
+    .unwrap();
+    eventually("the outage is met", || async {
+        outage.failed.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let met = tokio::time::Instant::now();
+    // Six probes, 20 + 40 + … + 640 ms apart: longer than the three deliveries that
+    // claims 300 ms apart would have spent.
+    eventually("the consumer waits for the database", || async {
+        outage.probes.load(Ordering::SeqCst) >= 6
+    })
+    .await;
+    let budget = config.claim_idle * config.max_deliveries as u32;
+    assert!(met.elapsed() >= budget, "the outage outlasted the budget");
+    assert_eq!(
+        outage.failed.load(Ordering::SeqCst),
+        1,
+        "no delivery during it"
+    );
+    assert_eq!(events.stats().dead_lettered, 0);
+    outage.down.store(false, Ordering::SeqCst);
+    eventually("the event takes effect after the outage", || async {
+        events.stats().handled >= 1
+    })
+    .await;
+    assert_eq!(followed_notifications(&pool, 2).await, 1);
+    let s = streams();
+    nothing_pending(&s, &config).await;
+    assert!(s.entries(&config.dead_stream()).await.unwrap().is_empty());
+    assert_eq!(events.stats().dead_lettered, 0);
+    events.shutdown().await;
+}
+
+/// Panics on its first call.
+struct PanicsOnce {
+    inner: Arc<dyn Handler>,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Handler for PanicsOnce {
+    async fn handle(
+        &self,
+        event: &quiver_model::OutboxEvent,
+    ) -> Result<(), quiver_events::EventsError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("injected panic");
+        }
+        self.inner.handle(event).await
+    }
+}
+
+/// A handler that panics dead-letters that entry and no other: the consumer lives on.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_panicking_handler_dead_letters_its_entry_and_the_consumer_lives_on(pool: PgPool) {
+    users(&pool, 3).await;
+    let store = PgStore::from_pool(pool.clone());
+    store.follow(UserId(1), UserId(2)).await.unwrap();
+    let config = config();
+    let panics = Arc::new(PanicsOnce {
+        inner: handler(&store),
+        calls: AtomicUsize::new(0),
+    });
+    let events = Events::start(
+        Arc::new(store.clone()),
+        panics.clone(),
+        Some(&redis_url()),
+        config.clone(),
+        None,
+    )
+    .unwrap();
+    eventually("the panicking entry is dead-lettered", || async {
+        events.stats().dead_lettered >= 1
+    })
+    .await;
+    // A later event reaches the same (only) consumer.
+    store.follow(UserId(3), UserId(2)).await.unwrap();
+    events.wake();
+    eventually("the next event is handled", || async {
+        events.stats().handled >= 1
+    })
+    .await;
+    let s = streams();
+    let dead = s.entries(&config.dead_stream()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]["error"].contains("injected panic"), "{dead:?}");
+    assert_eq!(followed_notifications(&pool, 2).await, 1);
+    nothing_pending(&s, &config).await;
+    events.shutdown().await;
 }

@@ -90,6 +90,9 @@ pub(crate) struct AlwaysFails {
 impl Handler for AlwaysFails {
     async fn handle(&self, _: &OutboxEvent) -> Result<(), EventsError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(EventsError::Redis("injected failure".into()))
+        // A failure of the event's own (an outage would not spend its budget).
+        Err(EventsError::Store(quiver_store::StoreError::Refused(
+            "injected failure",
+        )))
     }
 }

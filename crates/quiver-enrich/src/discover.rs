@@ -39,6 +39,41 @@ pub(crate) struct Discovered {
     pub(crate) upcoming: Vec<PostId>,
 }
 
+/// A window in the order of one seed: every ref with its rank, sorted by `(rank, id)`.
+/// Built once per window and seed and shared by every page of that walk (and by every
+/// client that asks for the same seed), so a page costs a binary search instead of
+/// ranking the whole window again.
+pub(crate) struct Shuffle {
+    /// The window it was built from: an entry is used only for the same window (the same
+    /// cached value, or equal refs), so a window that changed is shuffled again.
+    window: Arc<FeedHead>,
+    order: Vec<(u64, PostRef)>,
+}
+
+/// Shuffles kept: each holds one window's refs (about 32 KB at the default size).
+pub(crate) const SHUFFLES: usize = 256;
+
+/// The cache of [`Shuffle`]s, by anchor and seed.
+pub(crate) type Shuffles = quick_cache::sync::Cache<(Cursor, u64), Arc<Shuffle>>;
+
+/// `window` in the order of `seed`, from `shuffles` when it was built from this window.
+fn shuffle(shuffles: &Shuffles, window: &Arc<FeedHead>, anchor: Cursor, seed: u64) -> Arc<Shuffle> {
+    if let Some(s) = shuffles.get(&(anchor, seed))
+        && (Arc::ptr_eq(&s.window, window) || s.window.refs == window.refs)
+    {
+        return s;
+    }
+    let mut order: Vec<(u64, PostRef)> =
+        window.refs.iter().map(|r| (rank(seed, r.id), *r)).collect();
+    order.sort_unstable_by_key(|(k, r)| (*k, r.id.0));
+    let s = Arc::new(Shuffle {
+        window: window.clone(),
+        order,
+    });
+    shuffles.insert((anchor, seed), s.clone());
+    s
+}
+
 impl Engine {
     pub(crate) async fn assemble_discover(
         &self,
@@ -88,26 +123,22 @@ impl Engine {
                 },
             },
         };
-        let mut ranked: Vec<(u64, PostRef)> = window
-            .refs
-            .iter()
-            .map(|r| (rank(seed, r.id), *r))
-            .filter(|(k, r)| position.is_none_or(|p| (*k, r.id.0) > (p.rank, p.id)))
-            .collect();
-        let total = ranked.len();
-        // Only the front of the order is ever read by one request (the page, its
-        // refills and the next page's first refs): select it, then sort just that.
-        let need = limit * (self.inner.config.refills as usize + 2);
-        if ranked.len() > need {
-            ranked.select_nth_unstable_by_key(need, |(k, r)| (*k, r.id.0));
-            ranked.truncate(need);
-        }
-        ranked.sort_unstable_by_key(|(k, r)| (*k, r.id.0));
-        let refs: Vec<PostRef> = ranked.into_iter().map(|(_, r)| r).collect();
+        let shuffle = shuffle(&self.inner.shuffles, &window, anchor, seed);
+        // The rest of the order after the last `(rank, id)` served.
+        let from = position.map_or(0, |p| {
+            shuffle
+                .order
+                .partition_point(|(k, r)| (*k, r.id.0) <= (p.rank, p.id))
+        });
+        let refs: &[(u64, PostRef)] = &shuffle.order[from..];
+        let total = refs.len();
         t.skeleton += start.elapsed();
 
         let chunk_at = |from: usize| Chunk {
-            refs: refs[from.min(refs.len())..(from + limit).min(refs.len())].to_vec(),
+            refs: refs[from.min(total)..(from + limit).min(total)]
+                .iter()
+                .map(|(_, r)| *r)
+                .collect(),
             more: from + limit < total,
         };
         let first = chunk_at(0);
@@ -129,11 +160,11 @@ impl Engine {
             Some(last) => {
                 let from = refs
                     .iter()
-                    .position(|r| r.id == last.id)
-                    .map_or(refs.len(), |i| i + 1);
-                refs[from..(from + limit).min(refs.len())]
+                    .position(|(_, r)| r.id == last.id)
+                    .map_or(total, |i| i + 1);
+                refs[from..(from + limit).min(total)]
                     .iter()
-                    .map(|r| r.id)
+                    .map(|(_, r)| r.id)
                     .collect()
             }
             None => Vec::new(),
@@ -167,6 +198,50 @@ mod tests {
         assert_eq!(order(1), order(1));
         assert_ne!(order(1), order(2));
         assert_ne!(order(1), (1..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_shuffle_is_reused_only_for_the_window_it_was_built_from() {
+        let at = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).unwrap();
+        let window = |ids: &[i64]| {
+            Arc::new(FeedHead {
+                refs: ids
+                    .iter()
+                    .map(|&i| PostRef {
+                        id: PostId(i),
+                        created_at: at(i),
+                    })
+                    .collect(),
+                more: false,
+            })
+        };
+        let ids = |s: &Shuffle| {
+            let mut v: Vec<i64> = s.order.iter().map(|(_, r)| r.id.0).collect();
+            v.sort_unstable();
+            v
+        };
+        let shuffles = Shuffles::new(8);
+        let anchor = Cursor {
+            created_at: at(100),
+            id: i64::MIN,
+        };
+        let a = window(&[5, 4, 3, 2, 1]);
+        let first = shuffle(&shuffles, &a, anchor, 9);
+        assert!(first.order.is_sorted_by_key(|(k, r)| (*k, r.id.0)));
+        assert_eq!(ids(&first), [1, 2, 3, 4, 5]);
+        // The same window (or an equal one, loaded again): the same shuffle.
+        assert!(Arc::ptr_eq(&first, &shuffle(&shuffles, &a, anchor, 9)));
+        assert!(Arc::ptr_eq(
+            &first,
+            &shuffle(&shuffles, &window(&[5, 4, 3, 2, 1]), anchor, 9)
+        ));
+        // Post 3 deleted: the window under the same anchor now reaches post 0, and the
+        // walk must see it.
+        let b = window(&[5, 4, 2, 1, 0]);
+        assert_eq!(ids(&shuffle(&shuffles, &b, anchor, 9)), [0, 1, 2, 4, 5]);
+        // Another seed is another order of the same window.
+        let other = shuffle(&shuffles, &b, anchor, 10);
+        assert_eq!(ids(&other), [0, 1, 2, 4, 5]);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     /// from submission to the end of its job (or its drop), so the set is bounded by the
     /// pool's queue and workers.
     pub(crate) warming: Mutex<HashSet<(i64, i64)>>,
+    /// Discovery windows in the order of a seed, shared by the pages of a walk.
+    pub(crate) shuffles: crate::discover::Shuffles,
 }
 
 impl fmt::Debug for Engine {
@@ -117,6 +119,7 @@ impl Engine {
                 cursors,
                 prefetch,
                 warming: Mutex::new(HashSet::new()),
+                shuffles: crate::discover::Shuffles::new(crate::discover::SHUFFLES),
             }),
         }
     }

@@ -5,7 +5,7 @@ use crate::auth::AuthError;
 use crate::compression;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use quiver_codec::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 use quiver_enrich::Timings;
@@ -13,6 +13,17 @@ use std::time::Duration;
 
 /// Every response body: complete bytes.
 pub(crate) type Body = Full<Bytes>;
+
+/// Header names of our own, parsed once (a `&str` name is parsed and checked on every
+/// insert).
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Headers an API response carries, so the map is allocated once at its final size.
+const HEADERS: usize = 12;
 
 /// The stage timings of a response, kept for the slow-request log.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +36,7 @@ pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
+    *resp.headers_mut() = HeaderMap::with_capacity(HEADERS);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -75,14 +87,14 @@ pub(crate) fn rate_limited(burst: u32, wait: Duration) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     rate_limit_headers(h, burst, 0);
-    h.insert("ratelimit-reset", HeaderValue::from(secs.max(1)));
+    h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(secs.max(1)));
     resp
 }
 
 /// `RateLimit-Limit` and `RateLimit-Remaining` (draft-ietf-httpapi-ratelimit-headers).
 pub(crate) fn rate_limit_headers(h: &mut HeaderMap, burst: u32, remaining: u32) {
-    h.insert("ratelimit-limit", HeaderValue::from(burst));
-    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(burst));
+    h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
 }
 
 /// Compresses the body with zstd or gzip when `accept` allows one, the body is at least

@@ -24,7 +24,7 @@ impl App {
         if viewer_specific {
             h.insert(header::VARY, HeaderValue::from_static("authorization"));
         }
-        h.insert("server-timing", server_timing(&r.timings));
+        h.insert(respond::SERVER_TIMING.clone(), server_timing(&r.timings));
         if let Some(next) = &r.next {
             let mut link = String::with_capacity(path.len() + next.len() + 48);
             link.push('<');

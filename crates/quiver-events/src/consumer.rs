@@ -195,27 +195,23 @@ impl Consumer {
                 }
                 return Ok(true);
             }
-            Err(e) if e.code() == ErrorCode::Unavailable => {
+            // An outage leaves the entry pending without spending its budget and pauses
+            // the consumer (the error goes up); a failure of its own spends one delivery.
+            Err(e)
+                if e.code() == ErrorCode::Unavailable
+                    || (e.is_retryable() && deliveries < self.config.max_deliveries) =>
+            {
+                let outage = e.code() == ErrorCode::Unavailable;
                 self.stats.retry();
                 tracing::warn!(
                     event.id = event.id.0,
                     event.kind = event.kind.as_str(),
                     deliveries,
+                    outage,
                     error = %quiver_store::describe(&e),
-                    "event failed in an outage; it stays pending"
+                    "event failed; it stays pending"
                 );
-                return Err(e);
-            }
-            Err(e) if e.is_retryable() && deliveries < self.config.max_deliveries => {
-                self.stats.retry();
-                tracing::warn!(
-                    event.id = event.id.0,
-                    event.kind = event.kind.as_str(),
-                    deliveries,
-                    error = %quiver_store::describe(&e),
-                    "event failed; it will be redelivered"
-                );
-                return Ok(false);
+                return if outage { Err(e) } else { Ok(false) };
             }
             Err(e) => quiver_store::describe(&e),
         };

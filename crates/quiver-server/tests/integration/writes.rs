@@ -207,7 +207,12 @@ async fn orders_are_placed_once_per_idempotency_key_and_notify_buyer_and_owner(p
             )
         })
         .collect();
-    assert_eq!(bought, [(id, wish, customer)], "{bought:?}");
+    // One per buyer, wish and day: it names whichever of the two orders' events was
+    // handled first (consumers handle events concurrently).
+    assert_eq!(bought.len(), 1, "{bought:?}");
+    let (order, post, actor) = bought[0];
+    assert!(order == id || order == second, "{bought:?}");
+    assert_eq!((post, actor), (wish, customer), "{bought:?}");
     s.shutdown().await.unwrap();
 }
 

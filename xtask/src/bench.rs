@@ -352,12 +352,7 @@ fn connection_flood(
         true,
     )?;
     let dir = std::env::temp_dir();
-    let t = Target {
-        wrk,
-        api: server.api,
-        tokens: &f.tokens,
-        dir: &dir,
-    };
+    let t = Target::new(wrk, server.api, &f.tokens, &dir);
     let streams = f.feeds();
     load::phase(
         &t,
@@ -475,12 +470,7 @@ pub(crate) fn train(bench: &Bench, bin: &Path, scale: &str) -> Result<()> {
     {
         eprintln!("pgo training: {}", run.name);
         let server = Server::start_in(bin, &db, &bench.redis, &run.flags, run.redis, &ns)?;
-        let t = Target {
-            wrk: &bench.wrk,
-            api: server.api,
-            tokens: &fixture.tokens,
-            dir: &dir,
-        };
+        let t = Target::new(&bench.wrk, server.api, &fixture.tokens, &dir);
         let closed = Load::Concurrency(phases.concurrency);
         load::phase(&t, &run.name, &run.streams, phases.peak, closed)?;
     }
@@ -762,12 +752,7 @@ impl Walk {
         // Long enough for one pass: each connection sends one request per pause at most.
         let pass = self.pause.as_secs_f64() * requests as f64 / f64::from(self.connections);
         let dir = std::env::temp_dir();
-        let t = Target {
-            wrk,
-            api: server.api,
-            tokens: &self.tokens,
-            dir: &dir,
-        };
+        let t = Target::new(wrk, server.api, &self.tokens, &dir);
         let mut v = with_server_cpu(&server, || {
             load::phase(
                 &t,
@@ -1200,12 +1185,7 @@ fn with_server_cpu(server: &Server, phase: impl FnOnce() -> Result<Value>) -> Re
 /// RSS of the server from `/proc`, cache outcomes and event lag from its `/metrics`.
 fn measure(wrk: &Path, server: &Server, run: &Run, f: &Fixture, ph: &Phases) -> Result<Value> {
     let dir = std::env::temp_dir();
-    let t = Target {
-        wrk,
-        api: server.api,
-        tokens: &f.tokens,
-        dir: &dir,
-    };
+    let t = Target::new(wrk, server.api, &f.tokens, &dir);
     let closed = Load::Concurrency(ph.concurrency);
     load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
     let peak = with_server_cpu(server, || {
@@ -1280,12 +1260,7 @@ fn soak(
     let minutes = o.soak.unwrap_or(SOAK_MINUTES);
     let server = Server::start(bin, db, redis, &[], true)?;
     let dir = std::env::temp_dir();
-    let t = Target {
-        wrk,
-        api: server.api,
-        tokens: &f.tokens,
-        dir: &dir,
-    };
+    let t = Target::new(wrk, server.api, &f.tokens, &dir);
     let streams = f.feeds();
     let closed = Load::Concurrency(ph.concurrency);
     load::phase(&t, "soak", &streams, ph.warmup, closed)?;

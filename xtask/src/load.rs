@@ -102,6 +102,22 @@ pub(crate) struct Target<'a> {
     pub(crate) dir: &'a Path,
 }
 
+impl<'a> Target<'a> {
+    pub(crate) fn new(
+        wrk: &'a Path,
+        api: SocketAddr,
+        tokens: &'a BTreeMap<i64, String>,
+        dir: &'a Path,
+    ) -> Self {
+        Self {
+            wrk,
+            api,
+            tokens,
+            dir,
+        }
+    }
+}
+
 /// `slots` stream indices in which each stream appears in proportion to its weight, and
 /// spread out (smooth weighted round robin); every stream with a weight appears at least
 /// once.

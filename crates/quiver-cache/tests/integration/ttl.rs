@@ -58,6 +58,42 @@ async fn past_the_soft_ttl_an_entry_is_served_stale_and_refreshed_once_in_the_ba
     assert_eq!(outcome(&c, 1).await, (Some("v2".into()), Outcome::HitL1));
 }
 
+/// A wave of entries coming due at once is refreshed in a few batches, not one load per
+/// key: each stale key, however it was looked up, joins the refresher's queue.
+#[tokio::test(start_paused = true)]
+async fn stale_keys_looked_up_one_at_a_time_are_refreshed_in_batches() {
+    let source = Arc::new(Source::default());
+    let keys: Vec<u64> = (0..1000).collect();
+    for k in &keys {
+        source.set(*k, "old");
+    }
+    let c = cache(&source).await;
+    c.lookup(&keys).await.unwrap();
+    assert_eq!(source.calls(), 1);
+    for k in &keys {
+        source.set(*k, "new");
+    }
+    advance(Duration::from_secs(11)).await;
+    for k in &keys {
+        assert_eq!(outcome(&c, *k).await, (Some("old".into()), Outcome::Stale));
+    }
+    settle().await;
+    let refreshes = source.calls() - 1;
+    assert!(
+        (1..=4).contains(&refreshes),
+        "1000 stale keys took {refreshes} loads"
+    );
+    let after = c.lookup(&keys).await.unwrap();
+    assert!(after.outcomes.values().all(|o| *o == Outcome::HitL1));
+    assert!(after.values.values().all(|v| v == "new"));
+    // A key that comes due later starts the refresher again.
+    source.set(0, "newer");
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(outcome(&c, 0).await.1, Outcome::Stale);
+    settle().await;
+    assert_eq!(outcome(&c, 0).await, (Some("newer".into()), Outcome::HitL1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn past_the_hard_ttl_an_entry_is_loaded_in_line() {
     let source = Arc::new(Source::default());

@@ -1,0 +1,157 @@
+//! One run measured: the closed-loop peak and the open-loop phase at half of it, with
+//! the server's CPU, cache outcomes and event lag beside the generator's numbers.
+
+use super::*;
+
+/// Runs `phase` and adds the server's side of it: CPU seconds, cores and CPU per answered
+/// request (from `/proc`), RSS at the end, and whether the server or the generator was
+/// the busier (`server_share`: the server's part of the CPU both used).
+pub(crate) fn with_server_cpu(
+    server: &Server,
+    phase: impl FnOnce() -> Result<Value>,
+) -> Result<Value> {
+    let (cpu0, _) = server.usage();
+    let started = Instant::now();
+    let mut v = phase()?;
+    let wall = started.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+    let (cpu1, rss) = server.usage();
+    let cpu = (cpu1 - cpu0).max(0.0);
+    let requests = v["requests"].as_f64().unwrap_or(0.0).max(1.0);
+    let generator = v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+    let share = cpu / (cpu + generator).max(f64::MIN_POSITIVE);
+    v["server"] = json!({
+        "cpu_seconds": cpu,
+        "cores": cpu / wall,
+        "cpu_us_per_request": cpu * 1e6 / requests,
+        "rss_bytes": rss,
+    });
+    v["server_share"] = json!(share);
+    v["generator_bound"] = json!(generator > GENERATOR_CPU_MAX * cpu);
+    Ok(v)
+}
+
+/// Warm-up, then the peak phase (fixed concurrency) and, for scenarios, the open-loop
+/// phase at half the peak rate; CPU of the server and of the load generator per phase,
+/// RSS of the server from `/proc`, cache outcomes and event lag from its `/metrics`.
+pub(crate) fn measure(
+    wrk: &Path,
+    server: &Server,
+    run: &Run,
+    f: &Fixture,
+    ph: &Phases,
+) -> Result<Value> {
+    let dir = std::env::temp_dir();
+    let t = Target::new(wrk, server.api, &f.tokens, &dir);
+    let closed = Load::Concurrency(ph.concurrency);
+    load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
+    let peak = with_server_cpu(server, || {
+        load::phase(&t, &run.name, &run.streams, ph.peak, closed)
+    })?;
+    let mut result = json!({
+        "name": run.name,
+        "group": run.group,
+        "flags": run.flags,
+        "streams": run.streams.len(),
+        "bytes_per_request": peak["bytes_per_request"],
+        "cpu_us_per_request": peak["server"]["cpu_us_per_request"],
+        "server_cores": peak["server"]["cores"],
+        "rss_bytes": peak["server"]["rss_bytes"],
+        "generator_cpu_us_per_request": peak["generator"]["cpu_us_per_request"],
+        "generator_cores": peak["generator"]["cores"],
+        "generator_bound": peak["generator_bound"],
+        "peak": peak,
+    });
+    if run.at_rate {
+        let rate = (result["peak"]["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
+        let at_rate = with_server_cpu(server, || {
+            load::phase(
+                &t,
+                &run.name,
+                &run.streams,
+                ph.rate,
+                Load::Rate(rate, ph.concurrency),
+            )
+        })?;
+        result["rate"] = json!(rate);
+        result["at_rate"] = at_rate;
+    }
+    let metrics = server.metrics();
+    result["cache"] = cache_outcomes(&metrics);
+    if run.writes() {
+        result["events"] = event_lag(server)?;
+    }
+    Ok(result)
+}
+/// Cache outcome totals from `/metrics`.
+pub(crate) fn cache_outcomes(metrics: &str) -> Value {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("quiver_cache_lookups_total{"))
+    {
+        let outcome = line
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(outcome.to_owned()).or_default() += n;
+    }
+    json!(out)
+}
+
+/// Waits for the event pipeline to drain, then reads the commit-to-effect lag histogram
+/// (percentiles as the upper bound of the bucket they fall in) and the pipeline counters.
+pub(crate) fn event_lag(server: &Server) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut metrics;
+    loop {
+        metrics = server.metrics();
+        let backlog = metric(&metrics, "quiver_outbox_backlog").unwrap_or(0.0);
+        let relayed = metric(&metrics, "quiver_events_total{stage=\"relayed\"}").unwrap_or(0.0);
+        let handled = metric(&metrics, "quiver_events_total{stage=\"handled\"}").unwrap_or(0.0);
+        if (backlog == 0.0 && handled >= relayed) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("quiver_event_lag_seconds_bucket{"))
+    {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if let Some(le) = le.and_then(|l| l.parse::<f64>().ok()) {
+            *buckets.entry((le * 1e6) as u64).or_default() += n;
+        }
+    }
+    let total = buckets.values().copied().fold(0.0, f64::max);
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| **n >= q * total)
+            .map(|(le, _)| *le as f64 / 1000.0)
+    };
+    Ok(json!({
+        "handled": metric(&metrics, "quiver_events_total{stage=\"handled\"}"),
+        "dead_lettered": metric(&metrics, "quiver_events_total{stage=\"dead_lettered\"}"),
+        "lag_p50_ms_at_most": quantile(0.5),
+        "lag_p99_ms_at_most": quantile(0.99),
+    }))
+}
+
+pub(crate) fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

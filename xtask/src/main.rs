@@ -4,7 +4,8 @@
 //!   from the machine's binaries when none is reachable at `DATABASE_URL` / `REDIS_URL`;
 //!   then schemathesis against the served OpenAPI document (`fuzz.rs`).
 //! - `fuzz`: that schemathesis step alone.
-//! - `lint`: formatting, clippy with `-D warnings`, and the offline-query check.
+//! - `lint`: formatting, clippy with `-D warnings`, the offline-query check, and `tidy.rs`
+//!   (ARCHITECTURE.md against the tree, and the layering of our crates).
 //! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
 //! - `bench`: the release server end to end against the machine's own limits, with
@@ -19,6 +20,7 @@ mod load;
 mod pgo;
 mod plots;
 mod services;
+mod tidy;
 
 use anyhow::{Context, Result, bail};
 use services::Services;
@@ -44,7 +46,7 @@ fn main() -> Result<()> {
                  tasks:\n  \
                  test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
                  fuzz         only schemathesis against the server on PostgreSQL+Redis and on SQLite (part of test)\n  \
-                 lint         fmt --check, clippy -D warnings, offline-query check\n  \
+                 lint         fmt --check, clippy -D warnings, ARCHITECTURE.md and layering, offline-query check\n  \
                  ci           lint, test, bench --quick: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
                  bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--no-pgo] [--micro]\n               \
@@ -140,6 +142,7 @@ fn lint(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    tidy::check(root)?;
     sqlx_data(root, Mode::Check)
 }
 

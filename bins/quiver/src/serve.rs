@@ -7,6 +7,7 @@ use clap::Args;
 use clap::error::ErrorKind;
 use quiver_cache::{BatchConfig, RedisConfig, RedisRemote, Remote};
 use quiver_enrich::{EngineConfig, PrefetchConfig};
+use quiver_events::EventsConfig;
 use quiver_model::UserId;
 use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
@@ -26,6 +27,8 @@ const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The secret `--demo` signs with when none is given: fine on a laptop, refused otherwise.
 const DEMO_SECRET: &str = "quiver-demo-secret-do-not-use-in-production";
 
+/// Every default below is the library's own (`…Config::default()`): one source, shown
+/// by `--help`.
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Run on the embedded default: SQLite ./quiver-demo.db (seeded on first run), L1
@@ -40,7 +43,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
     /// Prefix of every Redis key, channel and stream; replicas of one deployment share it
-    #[arg(long, env = "QUIVER_REDIS_NAMESPACE", default_value = "quiver")]
+    #[arg(long, env = "QUIVER_REDIS_NAMESPACE", default_value_t = StackConfig::default().namespace)]
     redis_namespace: String,
     /// Address of the public API
     #[arg(long, env = "QUIVER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -55,13 +58,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_CURSOR_SECRET", hide_env_values = true)]
     cursor_secret: Option<String>,
     /// Most database connections
-    #[arg(long, env = "QUIVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "QUIVER_DB_MAX_CONNECTIONS", default_value_t = PgConfig::default().max_connections)]
     db_max_connections: u32,
     /// Server-side statement timeout, milliseconds
-    #[arg(long, env = "QUIVER_DB_STATEMENT_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "QUIVER_DB_STATEMENT_TIMEOUT_MS", default_value_t = millis(PgConfig::default().statement_timeout))]
     db_statement_timeout_ms: u64,
     /// L1 cache size per entity cache, MiB (0 disables L1)
-    #[arg(long, env = "QUIVER_L1_MIB", default_value_t = 64)]
+    #[arg(long, env = "QUIVER_L1_MIB", default_value_t = StackConfig::default().l1_capacity_bytes >> 20)]
     l1_mib: u64,
     /// Disable every cache tier (each lookup goes to the database)
     #[arg(long, env = "QUIVER_NO_CACHE")]
@@ -69,13 +72,13 @@ pub(crate) struct ServeArgs {
     /// Entries of each viewer's home feed and of each author's posts cached as one value,
     /// which pages are cut from without a database query (0 reads every such page, and
     /// every discovery window, from the database; at most 1000)
-    #[arg(long, env = "QUIVER_HOME_HEAD", default_value_t = 100)]
+    #[arg(long, env = "QUIVER_HOME_HEAD", default_value_t = StackConfig::default().home_head)]
     home_head: u32,
     /// Disable cross-request coalescing of database batches
     #[arg(long, env = "QUIVER_NO_COALESCE")]
     no_coalesce: bool,
     /// Coalescing window, microseconds
-    #[arg(long, env = "QUIVER_COALESCE_WINDOW_US", default_value_t = 1000)]
+    #[arg(long, env = "QUIVER_COALESCE_WINDOW_US", default_value_t = BatchConfig::default().window.as_micros() as u64)]
     coalesce_window_us: u64,
     /// Encode every feed item and author for every page instead of splicing the
     /// fragments stored with the cached items (to measure what storing them ready buys)
@@ -86,16 +89,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_SERIALIZER", default_value = "spliced", value_parser = ["spliced", "serde-json"])]
     serializer: String,
     /// Prefetch workers warming next pages (0 disables prefetch)
-    #[arg(long, env = "QUIVER_PREFETCH_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "QUIVER_PREFETCH_WORKERS", default_value_t = PrefetchConfig::default().workers)]
     prefetch_workers: usize,
     /// Prefetch jobs that may wait; more are dropped
-    #[arg(long, env = "QUIVER_PREFETCH_QUEUE", default_value_t = 64)]
+    #[arg(long, env = "QUIVER_PREFETCH_QUEUE", default_value_t = PrefetchConfig::default().queue)]
     prefetch_queue: usize,
     /// Requests handled at once
     #[arg(long, env = "QUIVER_MAX_CONCURRENCY", default_value_t = ServerConfig::default().max_concurrency)]
     max_concurrency: usize,
     /// How long a request may wait for a slot before 503, milliseconds
-    #[arg(long, env = "QUIVER_QUEUE_TIMEOUT_MS", default_value_t = 100)]
+    #[arg(long, env = "QUIVER_QUEUE_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().queue_timeout))]
     queue_timeout_ms: u64,
     /// Requests per second per client
     #[arg(long, env = "QUIVER_RATE_PER_SECOND", default_value_t = ServerConfig::default().rate_per_second)]
@@ -108,20 +111,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = address_or_block)]
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Request deadline, milliseconds
-    #[arg(long, env = "QUIVER_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "QUIVER_REQUEST_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().request_timeout))]
     request_timeout_ms: u64,
     /// Connections open at once; past it a new one gets a 503 and is closed
     #[arg(long, env = "QUIVER_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
     /// A connection with no request in flight this long is closed, milliseconds
-    #[arg(long, env = "QUIVER_IDLE_TIMEOUT_MS", default_value_t = ServerConfig::default().idle_timeout.as_millis() as u64)]
+    #[arg(long, env = "QUIVER_IDLE_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().idle_timeout))]
     idle_timeout_ms: u64,
     /// How long a client may take to send a request head (and a new connection its
     /// first request), milliseconds
-    #[arg(long, env = "QUIVER_HEADER_READ_TIMEOUT_MS", default_value_t = ServerConfig::default().header_read_timeout.as_millis() as u64)]
+    #[arg(long, env = "QUIVER_HEADER_READ_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().header_read_timeout))]
     header_read_timeout_ms: u64,
     /// How long a client may take to send a request body, milliseconds (408 past it)
-    #[arg(long, env = "QUIVER_BODY_READ_TIMEOUT_MS", default_value_t = ServerConfig::default().body_read_timeout.as_millis() as u64)]
+    #[arg(long, env = "QUIVER_BODY_READ_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().body_read_timeout))]
     body_read_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection
     #[arg(long, env = "QUIVER_MAX_STREAMS_PER_CONNECTION", default_value_t = ServerConfig::default().max_streams_per_connection)]
@@ -130,7 +133,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = ServerConfig::default().max_body_bytes)]
     max_body_bytes: u64,
     /// Requests slower than this are logged with stage timings, milliseconds
-    #[arg(long, env = "QUIVER_SLOW_REQUEST_MS", default_value_t = 250)]
+    #[arg(long, env = "QUIVER_SLOW_REQUEST_MS", default_value_t = millis(ServerConfig::default().slow_request))]
     slow_request_ms: u64,
     /// Compress bodies of at least this many bytes (gzip or zstd, as the client accepts)
     #[arg(long, env = "QUIVER_COMPRESSION_MIN_BYTES", default_value_t = ServerConfig::default().compression_min_bytes)]
@@ -143,13 +146,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_NO_RELAY")]
     no_relay: bool,
     /// Event consumers in this process, each on its own Redis connection (with REDIS_URL)
-    #[arg(long, env = "QUIVER_EVENT_CONSUMERS", default_value_t = 2)]
+    #[arg(long, env = "QUIVER_EVENT_CONSUMERS", default_value_t = EventsConfig::default().consumers)]
     event_consumers: usize,
     /// Pending events idle this long are reclaimed from their consumer, milliseconds
-    #[arg(long, env = "QUIVER_EVENT_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "QUIVER_EVENT_CLAIM_IDLE_MS", default_value_t = millis(EventsConfig::default().claim_idle))]
     event_claim_idle_ms: u64,
     /// An event failing this many deliveries goes to the dead-letter stream
-    #[arg(long, env = "QUIVER_EVENT_MAX_DELIVERIES", default_value_t = 5)]
+    #[arg(long, env = "QUIVER_EVENT_MAX_DELIVERIES", default_value_t = EventsConfig::default().max_deliveries)]
     event_max_deliveries: u64,
 }
 
@@ -164,6 +167,11 @@ pub(crate) struct TokenArgs {
     /// HS256 secret, the same the server uses
     #[arg(long, env = "QUIVER_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
+}
+
+/// A default duration as a flag's whole milliseconds.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `10.0.0.0/8` or a single address (`10.0.0.1`, as `/32`).
@@ -387,7 +395,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         outbox,
         effects,
         redis_url,
-        config: quiver_events::EventsConfig {
+        config: EventsConfig {
             namespace: args.redis_namespace.clone(),
             relay: !args.no_relay,
             consumers: args.event_consumers,
@@ -396,7 +404,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             claim_interval: Duration::from_millis(args.event_claim_idle_ms / 4)
                 .clamp(Duration::from_millis(50), Duration::from_secs(5)),
             max_deliveries: args.event_max_deliveries,
-            ..quiver_events::EventsConfig::default()
+            ..EventsConfig::default()
         },
     };
     let app = Arc::new(

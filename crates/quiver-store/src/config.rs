@@ -21,7 +21,8 @@ pub struct PgConfig {
     /// Connections are recycled after this long (server-side memory, failover).
     pub max_lifetime: Option<Duration>,
     /// Server-side `statement_timeout`: PostgreSQL itself cancels a statement running
-    /// longer, so a runaway query cannot hold a connection forever.
+    /// longer, so a runaway query cannot hold a connection forever. The default (2 s) is
+    /// well inside a request's deadline, so the request can still answer why.
     pub statement_timeout: Duration,
     /// Ping a connection before handing it out. Off by default: it costs a round trip per
     /// checkout, and a broken connection already surfaces as `Unavailable` on first use.
@@ -39,7 +40,7 @@ impl Default for PgConfig {
             acquire_timeout: Duration::from_secs(2),
             idle_timeout: Some(Duration::from_secs(300)),
             max_lifetime: Some(Duration::from_secs(1800)),
-            statement_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(2),
             test_before_acquire: false,
             application_name: "quiver".to_owned(),
         }

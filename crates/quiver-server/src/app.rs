@@ -571,9 +571,11 @@ impl App {
         let page = match self.store.notifications(viewer, after, q.limit).await {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "notifications failed");
-                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
-                return respond::problem(kind, "notifications could not be loaded; retry later");
+                return respond::store_failed(
+                    &e,
+                    "notifications",
+                    "notifications could not be loaded; retry later",
+                );
             }
         };
         let skeleton = started.elapsed();

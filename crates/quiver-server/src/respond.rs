@@ -60,6 +60,21 @@ pub(crate) fn from_problem(p: &Problem) -> Response<Body> {
     resp
 }
 
+/// The answer to a failed store call that the caller has no better word for: logged
+/// with its whole cause (`describe`), answered by its error code
+/// (`ProblemType::for_code`: an outage is a 503) with `detail`, never the driver's text.
+pub(crate) fn store_failed(
+    e: &quiver_store::StoreError,
+    call: &str,
+    detail: &str,
+) -> Response<Body> {
+    tracing::warn!(error = %e, cause = %quiver_store::describe(e), call, "store call failed");
+    problem(
+        ProblemType::for_code(quiver_model::HasErrorCode::code(e)),
+        detail,
+    )
+}
+
 /// 401 with the challenge RFC 6750 asks for.
 pub(crate) fn unauthorized(err: &AuthError) -> Response<Body> {
     let mut resp = problem(ProblemType::Unauthorized, err.to_string());

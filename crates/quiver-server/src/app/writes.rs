@@ -141,9 +141,7 @@ impl App {
                 respond::problem(ProblemType::Validation, why)
             }
             Err(e) => {
-                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
-                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "write failed");
-                respond::problem(kind, "the write could not be done; retry later")
+                respond::store_failed(&e, "write", "the write could not be done; retry later")
             }
         }
     }
@@ -175,9 +173,11 @@ impl App {
                 return respond::problem(ProblemType::NotFound, "the author does not exist");
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "create post failed");
-                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
-                return respond::problem(kind, "the post could not be created; retry later");
+                return respond::store_failed(
+                    &e,
+                    "create post",
+                    "the post could not be created; retry later",
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "create post task failed");
@@ -311,9 +311,11 @@ impl App {
                 ));
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, cause = %quiver_store::describe(&e), "create order failed");
-                let kind = ProblemType::for_code(quiver_model::HasErrorCode::code(&e));
-                return respond::problem(kind, "the order could not be placed; retry later");
+                return respond::store_failed(
+                    &e,
+                    "create order",
+                    "the order could not be placed; retry later",
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "create order task failed");

@@ -5,7 +5,7 @@
 
 use crate::EventsError;
 use async_trait::async_trait;
-use quiver_model::{EventKind, NotificationKind, OrderId, OutboxEvent, PostId, UserId};
+use quiver_model::{Event, NotificationKind, OutboxEvent, PostId, UserId};
 use quiver_store::events::{Effects, NewNotification};
 use std::sync::Arc;
 
@@ -127,22 +127,6 @@ impl EffectsHandler {
     }
 }
 
-/// A positive id field of the payload.
-fn id(event: &OutboxEvent, field: &str) -> Result<i64, EventsError> {
-    event
-        .payload
-        .get(field)
-        .and_then(serde_json::Value::as_i64)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            EventsError::Malformed(format!(
-                "event {} ({}) has no id `{field}`",
-                event.id,
-                event.kind.as_str()
-            ))
-        })
-}
-
 /// The key naming one effect of one event: a second delivery finds it taken.
 fn key(event: &OutboxEvent, kind: NotificationKind, user: i64, post: Option<i64>) -> String {
     format!(
@@ -155,7 +139,7 @@ fn key(event: &OutboxEvent, kind: NotificationKind, user: i64, post: Option<i64>
 
 /// One `followed` notification per follower, followee and UTC day: following, unfollowing
 /// and following again (by hand or by a script) cannot fill someone's notifications.
-fn followed_key(follower: i64, followee: i64, event: &OutboxEvent) -> String {
+fn followed_key(follower: UserId, followee: UserId, event: &OutboxEvent) -> String {
     format!(
         "followed:{follower}:{followee}:{}",
         event.created_at.date_naive()
@@ -169,91 +153,62 @@ impl Handler for EffectsHandler {
     }
 
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
-        match event.kind {
-            EventKind::PostCreated => {
-                let post = PostId(id(event, "post_id")?);
+        match Event::of(event).map_err(|e| EventsError::Malformed(e.to_string()))? {
+            Event::PostCreated { post, author } => {
                 let holders = self.effects.fan_out(post, self.fan_out_batch).await?;
                 // Everyone whose timeline holds the post now, written by this delivery or
                 // an earlier one: a redelivery after a failed invalidation forgets them
                 // again.
                 self.timelines(&holders).await?;
-                self.post(post, UserId(id(event, "author_id")?)).await
+                self.post(post, author).await
             }
-            EventKind::PostDeleted => {
-                let author = UserId(id(event, "author_id")?);
-                self.post(PostId(id(event, "post_id")?), author).await
-            }
-            EventKind::UserFollowed => {
-                let (follower, followee) = (id(event, "follower")?, id(event, "followee")?);
-                let kind = NotificationKind::Followed;
+            Event::PostDeleted { post, author } => self.post(post, author).await,
+            Event::UserFollowed { follower, followee } => {
                 self.effects
                     .notify(&[NewNotification {
                         key: followed_key(follower, followee, event),
-                        user_id: UserId(followee),
-                        kind,
-                        actor_id: Some(UserId(follower)),
+                        user_id: followee,
+                        kind: NotificationKind::Followed,
+                        actor_id: Some(follower),
                         post_id: None,
                         order_id: None,
                     }])
                     .await?;
-                self.edge(UserId(follower), UserId(followee)).await
+                self.edge(follower, followee).await
             }
-            EventKind::UserUnfollowed => {
-                self.edge(
-                    UserId(id(event, "follower")?),
-                    UserId(id(event, "followee")?),
-                )
-                .await
+            Event::UserUnfollowed { follower, followee } => self.edge(follower, followee).await,
+            Event::UserBlocked { blocker, blocked } | Event::UserUnblocked { blocker, blocked } => {
+                self.edge(blocker, blocked).await
             }
-            EventKind::UserBlocked | EventKind::UserUnblocked => {
-                self.edge(UserId(id(event, "blocker")?), UserId(id(event, "blocked")?))
-                    .await
-            }
-            EventKind::OrderCreated => {
-                let order = id(event, "order_id")?;
-                let customer = id(event, "customer_id")?;
-                let items = event
-                    .payload
-                    .get("items")
-                    .and_then(serde_json::Value::as_array)
-                    .ok_or_else(|| {
-                        EventsError::Malformed(format!("event {} has no `items`", event.id))
-                    })?;
+            Event::OrderCreated {
+                order,
+                customer,
+                items,
+            } => {
                 let confirmed = NotificationKind::OrderConfirmed;
                 let mut notes = vec![NewNotification {
-                    key: key(event, confirmed, customer, None),
-                    user_id: UserId(customer),
+                    key: key(event, confirmed, customer.0, None),
+                    user_id: customer,
                     kind: confirmed,
                     actor_id: None,
                     post_id: None,
-                    order_id: Some(OrderId(order)),
+                    order_id: Some(order),
                 }];
-                let bought = NotificationKind::WishBought;
                 for item in items {
-                    let field = |f: &str| {
-                        item.get(f)
-                            .and_then(serde_json::Value::as_i64)
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| {
-                                EventsError::Malformed(format!(
-                                    "event {} has an item without `{f}`",
-                                    event.id
-                                ))
-                            })
-                    };
-                    let (post, owner) = (field("post_id")?, field("owner_id")?);
                     notes.push(NewNotification {
                         // Once per buyer, wish and day: orders are free to place (pending
                         // until paid), so repeats must not fill the owner's notifications.
                         key: format!(
-                            "wish_bought:{customer}:{post}:{}",
+                            "wish_bought:{}:{}:{}",
+                            customer.0,
+                            item.post_id.0,
                             event.created_at.date_naive()
                         ),
-                        user_id: UserId(owner),
-                        kind: bought,
-                        actor_id: Some(UserId(customer)),
-                        post_id: Some(PostId(post)),
-                        order_id: Some(OrderId(order)),
+                        user_id: item.owner_id,
+                        kind: NotificationKind::WishBought,
+                        actor_id: Some(customer),
+                        post_id: Some(item.post_id),
+                        order_id: Some(order),
                     });
                 }
                 self.effects.notify(&notes).await?;

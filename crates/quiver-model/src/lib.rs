@@ -16,6 +16,7 @@
 mod cursor;
 mod entities;
 mod error;
+mod event;
 mod ids;
 mod load;
 mod skeleton;
@@ -28,6 +29,7 @@ pub use entities::{
     UserFlags, ViewerGraph, Wish,
 };
 pub use error::{ErrorCode, HasErrorCode};
+pub use event::{Event, EventError, OrderedItem};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};
 pub use load::{DynLoader, LoadError, Loader, by_position, dedup_keys};
 pub use skeleton::{FeedHead, ParseWindowError, Skeletons, Window};

@@ -4,13 +4,12 @@
 use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox, Pruned, Retention};
 use crate::store::{RefRow, Store, build_post, fetch_len, group, money, page_of, parse, start_of};
 use crate::write::{
-    GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
-    post_payload, price_lines,
+    GraphWrites, OrderWrites, Placed, PostWrites, Written, not_self, order_event, price_lines,
 };
 use crate::{PgConfig, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
+    Cursor, Event, EventId, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
     NotificationId, Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post,
     PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
@@ -615,15 +614,11 @@ impl PgStore {
     }
 
     /// Records an outbox event in the write's transaction.
-    async fn event(
-        tx: &mut sqlx::PgConnection,
-        kind: EventKind,
-        payload: serde_json::Value,
-    ) -> Result<(), StoreError> {
+    async fn event(tx: &mut sqlx::PgConnection, event: &Event) -> Result<(), StoreError> {
         sqlx::query!(
             "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
-            kind.as_str(),
-            payload
+            event.kind().as_str(),
+            event.payload()
         )
         .execute(&mut *tx)
         .await?;
@@ -683,12 +678,7 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(
-            &mut tx,
-            EventKind::UserFollowed,
-            edge_payload(EventKind::UserFollowed, follower, followee),
-        )
-        .await?;
+        Self::event(&mut tx, &Event::UserFollowed { follower, followee }).await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -715,12 +705,7 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(
-            &mut tx,
-            EventKind::UserUnfollowed,
-            edge_payload(EventKind::UserUnfollowed, follower, followee),
-        )
-        .await?;
+        Self::event(&mut tx, &Event::UserUnfollowed { follower, followee }).await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -756,12 +741,7 @@ impl GraphWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(
-            &mut tx,
-            EventKind::UserBlocked,
-            edge_payload(EventKind::UserBlocked, blocker, blocked),
-        )
-        .await?;
+        Self::event(&mut tx, &Event::UserBlocked { blocker, blocked }).await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -781,12 +761,7 @@ impl GraphWrites for PgStore {
         if n == 0 {
             return Ok(Written::Unchanged);
         }
-        Self::event(
-            &mut tx,
-            EventKind::UserUnblocked,
-            edge_payload(EventKind::UserUnblocked, blocker, blocked),
-        )
-        .await?;
+        Self::event(&mut tx, &Event::UserUnblocked { blocker, blocked }).await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -854,7 +829,7 @@ impl PostWrites for PgStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(row.id);
-        Self::event(&mut tx, EventKind::PostCreated, post_payload(id, author)).await?;
+        Self::event(&mut tx, &Event::PostCreated { post: id, author }).await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -891,7 +866,7 @@ impl PostWrites for PgStore {
         sqlx::query!("DELETE FROM posts WHERE id = $1", id.0)
             .execute(&mut *tx)
             .await?;
-        Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
+        Self::event(&mut tx, &Event::PostDeleted { post: id, author }).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -981,12 +956,7 @@ impl OrderWrites for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Self::event(
-            &mut tx,
-            EventKind::OrderCreated,
-            order_payload(order, customer, &priced),
-        )
-        .await?;
+        Self::event(&mut tx, &order_event(order, customer, &priced)).await?;
         tx.commit().await?;
         Ok(Placed {
             order: OrderId(order),

@@ -10,14 +10,13 @@ use crate::store::{
     RefRow, Store, build_post, corrupt, fetch_len, group, money, page_of, parse, start_of,
 };
 use crate::write::{
-    GraphWrites, OrderWrites, Placed, PostWrites, Written, edge_payload, not_self, order_payload,
-    post_payload, price_lines,
+    GraphWrites, OrderWrites, Placed, PostWrites, Written, not_self, order_event, price_lines,
 };
 use crate::{SqliteConfig, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, EventId, EventKind, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
+    Cursor, Event, EventId, Follow, FollowEdge, Media, MediaId, NewPost, Notification,
     NotificationId, Order, OrderId, OrderItem, OrderRef, OrderStatus, OutboxEvent, Page, Post,
     PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
 };
@@ -627,14 +626,10 @@ impl SqliteStore {
     }
 
     /// Records an outbox event in the write's transaction.
-    async fn event(
-        tx: &mut sqlx::SqliteConnection,
-        kind: EventKind,
-        payload: serde_json::Value,
-    ) -> Result<(), StoreError> {
+    async fn event(tx: &mut sqlx::SqliteConnection, event: &Event) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
-            .bind(kind.as_str())
-            .bind(payload.to_string())
+            .bind(event.kind().as_str())
+            .bind(event.payload().to_string())
             .bind(to_micros(Utc::now()))
             .execute(&mut *tx)
             .await?;
@@ -649,7 +644,7 @@ impl SqliteStore {
         b: UserId,
         block_refuses: bool,
         change: &[&str],
-        event: Option<EventKind>,
+        event: Option<Event>,
     ) -> Result<Written, StoreError> {
         let mut tx = self.write_tx().await?;
         Self::check_pair(&mut tx, a, b, block_refuses).await?;
@@ -669,8 +664,8 @@ impl SqliteStore {
                 return Ok(Written::Unchanged);
             }
         }
-        if let Some(kind) = event {
-            Self::event(&mut tx, kind, edge_payload(kind, a, b)).await?;
+        if let Some(event) = &event {
+            Self::event(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(Written::Changed)
@@ -727,12 +722,7 @@ impl GraphWrites for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        Self::event(
-            &mut tx,
-            EventKind::UserFollowed,
-            edge_payload(EventKind::UserFollowed, follower, followee),
-        )
-        .await?;
+        Self::event(&mut tx, &Event::UserFollowed { follower, followee }).await?;
         tx.commit().await?;
         Ok(Written::Changed)
     }
@@ -747,7 +737,7 @@ impl GraphWrites for SqliteStore {
                 "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
                 "DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2",
             ],
-            Some(EventKind::UserUnfollowed),
+            Some(Event::UserUnfollowed { follower, followee }),
         )
         .await
     }
@@ -768,7 +758,7 @@ impl GraphWrites for SqliteStore {
                  WHERE ((user_id = ?1 AND author_id = ?2)
                     OR (user_id = ?2 AND author_id = ?1))",
             ],
-            Some(EventKind::UserBlocked),
+            Some(Event::UserBlocked { blocker, blocked }),
         )
         .await
     }
@@ -780,7 +770,7 @@ impl GraphWrites for SqliteStore {
             blocked,
             false,
             &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2"],
-            Some(EventKind::UserUnblocked),
+            Some(Event::UserUnblocked { blocker, blocked }),
         )
         .await
     }
@@ -851,7 +841,7 @@ impl PostWrites for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(id);
-        Self::event(&mut tx, EventKind::PostCreated, post_payload(id, author)).await?;
+        Self::event(&mut tx, &Event::PostCreated { post: id, author }).await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -885,7 +875,7 @@ impl PostWrites for SqliteStore {
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
-        Self::event(&mut tx, EventKind::PostDeleted, post_payload(id, author)).await?;
+        Self::event(&mut tx, &Event::PostDeleted { post: id, author }).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -976,12 +966,7 @@ impl OrderWrites for SqliteStore {
             .bind(order)
             .execute(&mut *tx)
             .await?;
-        Self::event(
-            &mut tx,
-            EventKind::OrderCreated,
-            order_payload(order, customer, &priced),
-        )
-        .await?;
+        Self::event(&mut tx, &order_event(order, customer, &priced)).await?;
         tx.commit().await?;
         Ok(Placed {
             order: OrderId(order),

@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use async_trait::async_trait;
-use quiver_model::{EventKind, NewPost, OrderId, Post, PostId, UserId};
+use quiver_model::{Event, NewPost, OrderId, OrderedItem, Post, PostId, UserId};
 
 /// The most accounts one user may follow: a reader's cost past the materialized timeline
 /// (merge-at-read) and the size of their cached graph grow with it.
@@ -158,20 +158,21 @@ pub(crate) fn price_lines(
     Ok((total, currency.unwrap_or("USD").to_owned(), priced))
 }
 
-/// The outbox payload of `order.created`: who bought what from whom, so consumers need
-/// no reads to notify.
-pub(crate) fn order_payload(
-    order: i64,
-    customer: UserId,
-    priced: &[PricedLine],
-) -> serde_json::Value {
-    serde_json::json!({
-        "order_id": order,
-        "customer_id": customer.0,
-        "items": priced.iter().map(|(post, owner, quantity, _)| serde_json::json!({
-            "post_id": post, "owner_id": owner, "quantity": quantity,
-        })).collect::<Vec<_>>(),
-    })
+/// The `order.created` event: who bought what from whom, so consumers need no reads to
+/// notify.
+pub(crate) fn order_event(order: i64, customer: UserId, priced: &[PricedLine]) -> Event {
+    Event::OrderCreated {
+        order: OrderId(order),
+        customer,
+        items: priced
+            .iter()
+            .map(|(post, owner, quantity, _)| OrderedItem {
+                post_id: PostId(*post),
+                owner_id: UserId(*owner),
+                quantity: *quantity,
+            })
+            .collect(),
+    }
 }
 
 /// A lock key for the pair `{a, b}`, the same in both orders: graph writes between two
@@ -186,20 +187,6 @@ pub(crate) fn pair_lock_key(a: UserId, b: UserId) -> i64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) as i64
-}
-
-/// The outbox payload of a post event.
-pub(crate) fn post_payload(id: PostId, author: UserId) -> serde_json::Value {
-    serde_json::json!({ "post_id": id.0, "author_id": author.0 })
-}
-
-/// The outbox payload of an edge event.
-pub(crate) fn edge_payload(kind: EventKind, from: UserId, to: UserId) -> serde_json::Value {
-    let (a, b) = match kind {
-        EventKind::UserBlocked | EventKind::UserUnblocked => ("blocker", "blocked"),
-        _ => ("follower", "followee"),
-    };
-    serde_json::json!({ a: from.0, b: to.0 })
 }
 
 pub(crate) fn not_self(a: UserId, b: UserId, what: &'static str) -> Result<(), StoreError> {

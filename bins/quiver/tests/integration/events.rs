@@ -9,7 +9,7 @@ use sqlx::Connection as _;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "a test secret of at least 32 bytes!!";
 
@@ -22,9 +22,7 @@ struct Database {
 
 impl Database {
     fn seeded(tag: &str) -> Self {
-        let admin = std::env::var("DATABASE_URL").expect(
-            "DATABASE_URL must name a PostgreSQL server: run the tests with `cargo xtask test`",
-        );
+        let admin = quiver_testkit::database_url();
         let name = format!("quiver_bin_{tag}_{}", std::process::id());
         block_on(async {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
@@ -125,8 +123,7 @@ impl Drop for Replica {
 
 impl Replica {
     fn start(db: &Database, namespace: &str, extra: &[&str]) -> Self {
-        let redis = std::env::var("REDIS_URL")
-            .expect("REDIS_URL must name a Redis server: run the tests with `cargo xtask test`");
+        let redis = quiver_testkit::redis_url();
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args([
                 "serve",
@@ -206,27 +203,10 @@ fn token(user: i64) -> String {
         .mint(UserId(user), Duration::from_secs(600))
 }
 
-/// Waits until `check` holds, failing the test after `within`.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use quiver_testkit::eventually_blocking as eventually;
 
 fn namespace() -> String {
-    format!("qtest:bin:{}:{}", std::process::id(), rand_suffix())
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    quiver_testkit::namespace("bin")
 }
 
 /// A pair (a, b) where a does not follow b and no block stands between them.

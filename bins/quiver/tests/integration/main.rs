@@ -137,9 +137,7 @@ fn bad_database_urls_get_clear_errors() {
 
 #[test]
 fn migrate_and_seed_work_on_postgresql() {
-    let admin = std::env::var("DATABASE_URL").expect(
-        "DATABASE_URL must name a PostgreSQL server: run the tests with `cargo xtask test`",
-    );
+    let admin = quiver_testkit::database_url();
     let name = format!("quiver_bin_test_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

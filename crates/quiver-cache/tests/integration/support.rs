@@ -72,20 +72,7 @@ impl Loader for SourceLoader {
     }
 }
 
-pub(crate) fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .expect("REDIS_URL must name a Redis server: run the tests with `cargo xtask test`")
-}
-
-/// A namespace no other test uses, so tests sharing one Redis never see each other.
-pub(crate) fn namespace(test: &str) -> String {
-    format!("qtest:{test}:{}:{}", std::process::id(), rand_suffix())
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
+pub(crate) use quiver_testkit::{namespace, redis_url};
 
 pub(crate) async fn remote(url: &str) -> Arc<dyn Remote> {
     let r = RedisRemote::connect(&RedisConfig {

@@ -4,15 +4,12 @@
 use async_trait::async_trait;
 use quiver_events::{EventsConfig, EventsError, Handler};
 use quiver_model::OutboxEvent;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-pub(crate) fn redis_url() -> String {
-    std::env::var("REDIS_URL").expect("REDIS_URL must point at a Redis (cargo xtask test sets it)")
-}
+pub(crate) use quiver_testkit::redis_url;
 
 /// Inserts users 1..=n.
 pub(crate) async fn users(pool: &sqlx::PgPool, n: i64) {
@@ -41,24 +38,7 @@ pub(crate) fn config() -> EventsConfig {
     }
 }
 
-/// Waits until `check` holds, failing the test after ten seconds.
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use quiver_testkit::eventually;
 
 /// Runs the inner handler, then, on its first call only, never returns: a consumer
 /// that dies after its effects and before acknowledging.

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn remote() -> Arc<dyn Remote> {
-    let url = std::env::var("REDIS_URL")
-        .expect("REDIS_URL must name a Redis server: run the tests with `cargo xtask test`");
+    let url = quiver_testkit::redis_url();
     let r = RedisRemote::connect(&RedisConfig {
         url: url.clone(),
         ..RedisConfig::default()

@@ -180,10 +180,7 @@ pub(crate) async fn remote(url: &str) -> Arc<dyn Remote> {
     Arc::new(r)
 }
 
-pub(crate) fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .expect("REDIS_URL must name a Redis server: run the tests with `cargo xtask test`")
-}
+pub(crate) use quiver_testkit::redis_url;
 
 /// Seeds `pool` and serves it with `config`; Redis from `REDIS_URL` unless `redis` is
 /// given (a URL, possibly of a dead port).
@@ -304,24 +301,7 @@ pub(crate) async fn start_on(
     }
 }
 
-/// Waits until `check` holds, failing the test after ten seconds.
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use quiver_testkit::eventually;
 
 /// A server over a pool of its own, named `app`, and what cuts that pool's database off
 /// and back: a database cannot refuse connections to itself, so it is switched from the

@@ -144,8 +144,7 @@ async fn indexes_serve_the_hot_queries_on_a_seeded_data_set(pool: PgPool) {
 
 #[tokio::test]
 async fn checkouts_that_find_no_idle_connection_are_counted_as_waits() {
-    let url = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must name PostgreSQL: run the tests with `cargo xtask test`");
+    let url = quiver_testkit::database_url();
     let store = PgStore::connect(&quiver_store::PgConfig {
         url,
         max_connections: 1,

@@ -57,6 +57,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// A pooled connection for one read, its wait counted when none was idle.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        self.waits.acquire(&self.pool).await
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         PG_MIGRATOR.run(&self.pool).await?;
@@ -96,7 +101,7 @@ impl Store for PgStore {
              FROM users WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -122,7 +127,7 @@ impl Store for PgStore {
             "SELECT id, verified, creator, private FROM users WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -146,7 +151,7 @@ impl Store for PgStore {
              FROM posts WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -175,7 +180,7 @@ impl Store for PgStore {
              FROM media WHERE post_id = ANY($1) ORDER BY post_id, position",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(rows.into_iter().map(|r| {
             let m = Media {
@@ -203,7 +208,7 @@ impl Store for PgStore {
             "SELECT post_id, tag FROM post_tags WHERE post_id = ANY($1) ORDER BY post_id, tag",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(rows.into_iter().map(|r| Ok((PostId(r.post_id), r.tag))))
     }
@@ -217,7 +222,7 @@ impl Store for PgStore {
              FROM orders WHERE id = ANY($1)",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -246,7 +251,7 @@ impl Store for PgStore {
              FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, post_id",
             &ids(keys)
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(rows.into_iter().map(|r| {
             let item = OrderItem {
@@ -278,7 +283,7 @@ impl Store for PgStore {
             &followers,
             &followees
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -309,7 +314,7 @@ impl Store for PgStore {
                  ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = $1) AS "blocked_by!""#,
             viewer.0
         )
-        .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(ViewerGraph {
             viewer: Some(viewer),
@@ -353,7 +358,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -377,7 +382,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         if rows.len() < n as usize {
             // Past the materialized depth (or no timeline yet): continue by merge-at-read
@@ -404,7 +409,7 @@ impl Store for PgStore {
                 id,
                 rest
             )
-            .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             rows.extend(more);
         }
@@ -428,7 +433,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -452,7 +457,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(rows, limit))
     }
@@ -481,7 +486,7 @@ impl Store for PgStore {
                     id,
                     n
                 )
-                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
             }
             Some(other) => {
@@ -497,7 +502,7 @@ impl Store for PgStore {
                     n,
                     other.as_str()
                 )
-                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
             }
             None => {
@@ -512,7 +517,7 @@ impl Store for PgStore {
                     id,
                     n
                 )
-                .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
             }
         };
@@ -538,7 +543,7 @@ impl Store for PgStore {
             id,
             n
         )
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let rows = rows
             .into_iter()
@@ -564,7 +569,7 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query!("SELECT 1 AS one")
-            .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -1050,7 +1055,7 @@ impl Outbox for PgStore {
             r#"SELECT count(*) AS "n!", min(created_at) AS oldest
                FROM outbox WHERE published_at IS NULL"#
         )
-        .fetch_one(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(Backlog {
             unpublished: row.n as u64,
@@ -1063,7 +1068,7 @@ impl Outbox for PgStore {
             chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
         };
         let rows = i64::from(r.rows_per_step.max(1));
-        let mut conn = self.waits.acquire(&self.pool).await?;
+        let mut conn = self.conn().await?;
         let outbox = sqlx::query!(
             "DELETE FROM outbox WHERE id IN (
                  SELECT id FROM outbox

@@ -113,6 +113,11 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A pooled connection for one read, its wait counted when none was idle.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+        self.waits.acquire(&self.pool).await
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         SQLITE_MIGRATOR.run(&self.pool).await?;
@@ -139,7 +144,7 @@ impl SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         refs(rows)
     }
@@ -170,7 +175,7 @@ impl Store for SqliteStore {
              FROM users WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|(id, handle, display_name, bio, avatar_url, at)| {
@@ -196,7 +201,7 @@ impl Store for SqliteStore {
              FROM users WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -222,7 +227,7 @@ impl Store for SqliteStore {
              FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|(id, author, kind, body, cents, cur, url, at)| {
@@ -245,7 +250,7 @@ impl Store for SqliteStore {
              ORDER BY post_id, position",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(rows.into_iter().map(
             |(id, post_id, kind, url, width, height, size_bytes, position)| {
@@ -276,7 +281,7 @@ impl Store for SqliteStore {
              WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(
             rows.into_iter()
@@ -293,7 +298,7 @@ impl Store for SqliteStore {
              FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|(id, customer, status, total, cur, created, updated)| {
@@ -322,7 +327,7 @@ impl Store for SqliteStore {
              WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
         )
         .bind(json_ids(keys))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         group(
             rows.into_iter()
@@ -355,7 +360,7 @@ impl Store for SqliteStore {
                SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
         )
         .bind(serde_json::to_string(&pairs).expect("integers serialize"))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|(follower, followee, at)| {
@@ -384,7 +389,7 @@ impl Store for SqliteStore {
                  WHERE f.follower_id = ?1",
         )
         .bind(viewer.0)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut g = ViewerGraph {
             viewer: Some(viewer),
@@ -438,7 +443,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut page = refs(rows)?;
         if page.len() < n as usize {
@@ -448,7 +453,7 @@ impl Store for SqliteStore {
                 "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
             )
             .bind(viewer.0)
-            .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             let json = serde_json::to_string(&authors).expect("integers serialize");
             let rest = n - page.len() as i64;
@@ -473,7 +478,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
@@ -496,7 +501,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
@@ -522,7 +527,7 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(n)
         .bind(status.map(OrderStatus::as_str))
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
     }
@@ -556,7 +561,7 @@ impl Store for SqliteStore {
         .bind(to_micros(at))
         .bind(id)
         .bind(n)
-        .fetch_all(&mut *self.waits.acquire(&self.pool).await?)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let rows = rows
             .into_iter()
@@ -588,6 +593,14 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One statement of an edge write, over `?1` (the acting user) and `?2` (the other); a
+/// timed one also takes the write's time as `?3`.
+#[derive(Clone, Copy)]
+enum EdgeSql {
+    Plain(&'static str),
+    Timed(&'static str),
 }
 
 impl SqliteStore {
@@ -643,19 +656,16 @@ impl SqliteStore {
         a: UserId,
         b: UserId,
         block_refuses: bool,
-        change: &[&str],
+        change: &[EdgeSql],
         event: Option<Event>,
     ) -> Result<Written, StoreError> {
         let mut tx = self.write_tx().await?;
         Self::check_pair(&mut tx, a, b, block_refuses).await?;
         let now = to_micros(Utc::now());
         for (n, sql) in change.iter().enumerate() {
-            let query = sqlx::query(sqlx::AssertSqlSafe(*sql)).bind(a.0).bind(b.0);
-            // `?3`, where a statement has it, is the write's time.
-            let query = if sql.contains("?3") {
-                query.bind(now)
-            } else {
-                query
+            let query = match *sql {
+                EdgeSql::Plain(sql) => sqlx::query(sql).bind(a.0).bind(b.0),
+                EdgeSql::Timed(sql) => sqlx::query(sql).bind(a.0).bind(b.0).bind(now),
             };
             let done = query.execute(&mut *tx).await?.rows_affected();
             // Only the first statement decides whether the write changed anything; the
@@ -734,8 +744,8 @@ impl GraphWrites for SqliteStore {
             followee,
             false,
             &[
-                "DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2",
-                "DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2",
+                EdgeSql::Plain("DELETE FROM follows WHERE follower_id = ?1 AND followee_id = ?2"),
+                EdgeSql::Plain("DELETE FROM home_timeline WHERE user_id = ?1 AND author_id = ?2"),
             ],
             Some(Event::UserUnfollowed { follower, followee }),
         )
@@ -749,14 +759,20 @@ impl GraphWrites for SqliteStore {
             blocked,
             false,
             &[
-                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                "DELETE FROM follows
-                 WHERE ((follower_id = ?1 AND followee_id = ?2)
-                    OR (follower_id = ?2 AND followee_id = ?1))",
-                "DELETE FROM home_timeline
-                 WHERE ((user_id = ?1 AND author_id = ?2)
-                    OR (user_id = ?2 AND author_id = ?1))",
+                EdgeSql::Timed(
+                    "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                ),
+                EdgeSql::Plain(
+                    "DELETE FROM follows
+                     WHERE ((follower_id = ?1 AND followee_id = ?2)
+                        OR (follower_id = ?2 AND followee_id = ?1))",
+                ),
+                EdgeSql::Plain(
+                    "DELETE FROM home_timeline
+                     WHERE ((user_id = ?1 AND author_id = ?2)
+                        OR (user_id = ?2 AND author_id = ?1))",
+                ),
             ],
             Some(Event::UserBlocked { blocker, blocked }),
         )
@@ -769,7 +785,9 @@ impl GraphWrites for SqliteStore {
             blocker,
             blocked,
             false,
-            &["DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2"],
+            &[EdgeSql::Plain(
+                "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2",
+            )],
             Some(Event::UserUnblocked { blocker, blocked }),
         )
         .await

@@ -1,13 +1,12 @@
 //! `quiver migrate` and `quiver seed`: database set-up from the command line, with a
 //! progress bar per table and a summary of rows and rates.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use quiver_store::seed::{Progress, SeedConfig, SeedReport, generate};
-use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore};
+use quiver_store::{Database, DatabaseUrl, PgConfig, SqliteConfig, StoreError};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -50,58 +49,36 @@ pub(crate) struct SeedArgs {
     reset: bool,
 }
 
-/// A database named on the command line.
-enum Target {
-    Postgres(String),
-    Sqlite(PathBuf),
-}
-
-fn target(url: &str) -> Result<Target> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Target::Postgres(url.to_owned()))
-    } else if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        if path.is_empty() {
-            bail!("sqlite url names no file: use sqlite:PATH");
-        }
-        Ok(Target::Sqlite(PathBuf::from(path)))
-    } else {
-        bail!("unsupported database url: expected postgres://… or sqlite:PATH")
-    }
-}
-
-async fn open_pg(url: String) -> Result<PgStore> {
-    let config = PgConfig {
-        url,
-        // Bulk loads and migrations run long statements.
-        statement_timeout: std::time::Duration::from_secs(600),
-        ..PgConfig::default()
-    };
-    let store = PgStore::connect(&config)
+/// Opens and migrates the database `url` names, with errors that say which step failed.
+pub(crate) async fn open(url: &DatabaseUrl, pg: &PgConfig) -> Result<Database> {
+    Database::open(url, pg, &SqliteConfig::default())
         .await
-        .context("cannot connect to postgresql")?;
-    store.migrate().await.context("cannot apply migrations")?;
-    Ok(store)
+        .map_err(|e| {
+            let what = match (url, &e) {
+                (_, StoreError::Migrate(_)) => "cannot apply migrations".to_owned(),
+                (DatabaseUrl::Postgres(_), _) => "cannot connect to postgresql".to_owned(),
+                (DatabaseUrl::Sqlite(path), _) => {
+                    format!("cannot open sqlite database {}", path.display())
+                }
+            };
+            anyhow::Error::new(e).context(what)
+        })
 }
 
-async fn open_sqlite(path: PathBuf) -> Result<SqliteStore> {
-    let store = SqliteStore::connect(&SqliteConfig {
-        path: Some(path.clone()),
-        ..SqliteConfig::default()
-    })
+/// [`open`] for bulk work: migrations and loads run long statements.
+async fn open_for_bulk(url: &DatabaseUrl) -> Result<Database> {
+    open(
+        url,
+        &PgConfig {
+            statement_timeout: std::time::Duration::from_secs(600),
+            ..PgConfig::default()
+        },
+    )
     .await
-    .with_context(|| format!("cannot open sqlite database {}", path.display()))?;
-    store.migrate().await.context("cannot apply migrations")?;
-    Ok(store)
 }
 
 pub(crate) async fn migrate(args: MigrateArgs) -> Result<()> {
-    match target(&args.database_url)? {
-        Target::Postgres(url) => drop(open_pg(url).await?),
-        Target::Sqlite(path) => drop(open_sqlite(path).await?),
-    }
+    drop(open_for_bulk(&args.database_url.parse()?).await?);
     eprintln!("migrations applied");
     Ok(())
 }
@@ -126,7 +103,7 @@ pub(crate) async fn seed(args: SeedArgs) -> Result<()> {
         (Some(url), _) => url.clone(),
         (None, _) => format!("sqlite:{DEMO_DB}"),
     };
-    let target = target(&url)?;
+    let url: DatabaseUrl = url.parse()?;
 
     let started = Instant::now();
     eprintln!("generating {config:?}");
@@ -136,24 +113,12 @@ pub(crate) async fn seed(args: SeedArgs) -> Result<()> {
     let bars = Bars::default();
     let progress = |p: Progress| bars.update(p);
     let load_started = Instant::now();
-    let tables = match target {
-        Target::Postgres(url) => {
-            let store = open_pg(url).await?;
-            prepare(store.is_empty().await?, args.reset)?;
-            if args.reset {
-                store.reset().await?;
-            }
-            store.load_dataset(&dataset, &progress).await?
-        }
-        Target::Sqlite(path) => {
-            let store = open_sqlite(path).await?;
-            prepare(store.is_empty().await?, args.reset)?;
-            if args.reset {
-                store.reset().await?;
-            }
-            store.load_dataset(&dataset, &progress).await?
-        }
-    };
+    let db = open_for_bulk(&url).await?;
+    prepare(db.is_empty().await?, args.reset)?;
+    if args.reset {
+        db.reset().await?;
+    }
+    let tables = db.load_dataset(&dataset, &progress).await?;
     let report = SeedReport {
         tables,
         generate: generate_time,

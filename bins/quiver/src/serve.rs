@@ -12,12 +12,9 @@ use quiver_model::UserId;
 use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
 use quiver_server::compose::{self, Settings, StackConfig};
-use quiver_store::events::{Effects, Outbox};
 use quiver_store::seed::{SeedConfig, generate};
-use quiver_store::write::Writes;
-use quiver_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
+use quiver_store::{Database, DatabaseUrl, PgConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,11 +260,9 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     }
     if let Some(url) = &args.database_url
         && !args.demo
-        && !(url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
+        && let Err(e) = url.parse::<DatabaseUrl>()
     {
-        usage("DATABASE_URL must be postgres://… or sqlite:PATH");
+        usage(format!("DATABASE_URL: {e}"));
     }
     let config = ServerConfig {
         max_concurrency: args.max_concurrency,
@@ -290,60 +285,36 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     (secret, config)
 }
 
-/// The store, its writes, and its outbox and effects for the event layer: one database,
-/// several faces.
-type Opened = (
-    Arc<dyn Store>,
-    Arc<dyn Writes>,
-    Arc<dyn Outbox>,
-    Arc<dyn Effects>,
-);
-
-async fn open_store(args: &ServeArgs) -> Result<Opened> {
+/// The database, seeded on the demo's first run.
+async fn open_store(args: &ServeArgs) -> Result<Database> {
     let url = match (&args.database_url, args.demo) {
         (Some(url), true) if url.starts_with("sqlite:") => url.clone(),
         (_, true) => format!("sqlite:{DEMO_DB}"),
         (Some(url), false) => url.clone(),
         (None, false) => unreachable!("clap requires it"),
     };
-    if url.starts_with("postgres") {
-        let store = PgStore::connect(&PgConfig {
-            url,
+    let db = crate::db::open(
+        &url.parse()?,
+        &PgConfig {
             max_connections: args.db_max_connections,
             statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
             ..PgConfig::default()
-        })
-        .await
-        .context("cannot connect to postgresql")?;
-        store.migrate().await.context("cannot apply migrations")?;
-        let store = Arc::new(store);
-        return Ok((store.clone(), store.clone(), store.clone(), store));
-    }
-    let path = PathBuf::from(
-        url.trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:"),
-    );
-    let store = SqliteStore::connect(&SqliteConfig {
-        path: Some(path.clone()),
-        ..SqliteConfig::default()
-    })
-    .await
-    .with_context(|| format!("cannot open sqlite database {}", path.display()))?;
-    store.migrate().await.context("cannot apply migrations")?;
-    if args.demo && store.is_empty().await? {
-        tracing::info!(path = %path.display(), "seeding the demo data set (first run)");
-        store
-            .load_dataset(&generate(&SeedConfig::demo()), &|_| {})
+        },
+    )
+    .await?;
+    if args.demo && db.is_empty().await? {
+        tracing::info!(url, "seeding the demo data set (first run)");
+        db.load_dataset(&generate(&SeedConfig::demo()), &|_| {})
             .await
             .context("cannot seed the demo database")?;
     }
-    let store = Arc::new(store);
-    Ok((store.clone(), store.clone(), store.clone(), store))
+    Ok(db)
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let (secret, config) = validate(&args);
-    let (store, writes, outbox, effects) = open_store(&args).await?;
+    let db = open_store(&args).await?;
+    let store = db.store();
     let redis_url = args.redis_url.clone().filter(|_| !args.demo);
     let remote: Option<Arc<dyn Remote>> = match &args.redis_url {
         Some(url) if !args.demo => {
@@ -392,8 +363,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         .demo
         .then(|| auth.mint(UserId(1), Duration::from_secs(24 * 3600)));
     let events = compose::EventsSetup {
-        outbox,
-        effects,
+        outbox: db.outbox(),
+        effects: db.effects(),
         redis_url,
         config: EventsConfig {
             namespace: args.redis_namespace.clone(),
@@ -408,7 +379,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         },
     };
     let app = Arc::new(
-        compose::app(store.clone(), writes, remote, Some(events), settings)
+        compose::app(store.clone(), db.writes(), remote, Some(events), settings)
             .await
             .context("cannot start the event relay")?,
     );

@@ -66,7 +66,7 @@ impl fmt::Debug for PgConfig {
 /// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
 /// The user part ends at the last `@` (a raw `@` inside a password stays hidden), and
 /// password parameters of the query are hidden too.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".to_owned();
     };

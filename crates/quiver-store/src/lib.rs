@@ -1,7 +1,7 @@
 //! quiver's storage layer, the only crate that speaks SQL.
 //!
 //! [`PgStore`] (PostgreSQL, production) and [`SqliteStore`] (embedded default) implement
-//! one [`Store`] trait; [`loaders`] adapts it to the batch-load seam of `quiver-model`.
+//! one [`Store`] trait; [`Database`] opens either from a URL; [`loaders`] adapts it to the batch-load seam of `quiver-model`.
 //! Every batch read is one statement for any number of keys, and every list is a keyset
 //! page on `(created_at DESC, id DESC)`. [`seed`] fills either backend with a
 //! deterministic, realistic data set.
@@ -21,6 +21,7 @@
 //! ```
 
 mod config;
+mod database;
 mod error;
 pub mod events;
 pub mod loaders;
@@ -31,6 +32,7 @@ mod store;
 pub mod write;
 
 pub use config::{PgConfig, SqliteConfig};
+pub use database::{Database, DatabaseUrl, UrlError};
 pub use error::{StoreError, describe};
 pub use pg::{PG_MIGRATOR, PgStore};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};

@@ -154,15 +154,15 @@ impl Handler for EffectsHandler {
 
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
         match Event::of(event).map_err(|e| EventsError::Malformed(e.to_string()))? {
-            Event::PostCreated { post, author } => {
-                let holders = self.effects.fan_out(post, self.fan_out_batch).await?;
+            Event::PostCreated { post_id, author_id } => {
+                let holders = self.effects.fan_out(post_id, self.fan_out_batch).await?;
                 // Everyone whose timeline holds the post now, written by this delivery or
                 // an earlier one: a redelivery after a failed invalidation forgets them
                 // again.
                 self.timelines(&holders).await?;
-                self.post(post, author).await
+                self.post(post_id, author_id).await
             }
-            Event::PostDeleted { post, author } => self.post(post, author).await,
+            Event::PostDeleted { post_id, author_id } => self.post(post_id, author_id).await,
             Event::UserFollowed { follower, followee } => {
                 self.effects
                     .notify(&[NewNotification {
@@ -181,8 +181,8 @@ impl Handler for EffectsHandler {
                 self.edge(blocker, blocked).await
             }
             Event::OrderCreated {
-                order,
-                customer,
+                order_id: order,
+                customer_id: customer,
                 items,
             } => {
                 let confirmed = NotificationKind::OrderConfirmed;

@@ -6,37 +6,29 @@ use crate::{EventKind, OrderId, OutboxEvent, PostId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// An outbox event's meaning; its payload is the JSON object of the variant's fields.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An outbox event's meaning. Stored as its kind (the variant's name on the stream) and a
+/// payload, the JSON object of the variant's fields: serde's adjacent tagging is exactly
+/// that pair, so the field names below are the stored ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload")]
 pub enum Event {
-    PostCreated {
-        post: PostId,
-        author: UserId,
-    },
-    PostDeleted {
-        post: PostId,
-        author: UserId,
-    },
-    UserFollowed {
-        follower: UserId,
-        followee: UserId,
-    },
-    UserUnfollowed {
-        follower: UserId,
-        followee: UserId,
-    },
-    UserBlocked {
-        blocker: UserId,
-        blocked: UserId,
-    },
-    UserUnblocked {
-        blocker: UserId,
-        blocked: UserId,
-    },
+    #[serde(rename = "post.created")]
+    PostCreated { post_id: PostId, author_id: UserId },
+    #[serde(rename = "post.deleted")]
+    PostDeleted { post_id: PostId, author_id: UserId },
+    #[serde(rename = "user.followed")]
+    UserFollowed { follower: UserId, followee: UserId },
+    #[serde(rename = "user.unfollowed")]
+    UserUnfollowed { follower: UserId, followee: UserId },
+    #[serde(rename = "user.blocked")]
+    UserBlocked { blocker: UserId, blocked: UserId },
+    #[serde(rename = "user.unblocked")]
+    UserUnblocked { blocker: UserId, blocked: UserId },
     /// Who bought what from whom, so consumers notify without reading.
+    #[serde(rename = "order.created")]
     OrderCreated {
-        order: OrderId,
-        customer: UserId,
+        order_id: OrderId,
+        customer_id: UserId,
         items: Vec<OrderedItem>,
     },
 }
@@ -58,32 +50,6 @@ pub struct EventError {
     reason: String,
 }
 
-/// The payload of the post events.
-#[derive(Serialize, Deserialize)]
-struct PostPayload {
-    post_id: PostId,
-    author_id: UserId,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FollowPayload {
-    follower: UserId,
-    followee: UserId,
-}
-
-#[derive(Serialize, Deserialize)]
-struct BlockPayload {
-    blocker: UserId,
-    blocked: UserId,
-}
-
-#[derive(Serialize, Deserialize)]
-struct OrderPayload {
-    order_id: OrderId,
-    customer_id: UserId,
-    items: Vec<OrderedItem>,
-}
-
 impl Event {
     /// The kind it is written under (the event's name on the stream).
     pub fn kind(&self) -> EventKind {
@@ -100,35 +66,10 @@ impl Event {
 
     /// The payload stored in the outbox row and carried on the stream.
     pub fn payload(&self) -> Value {
-        let v = match self {
-            Self::PostCreated { post, author } | Self::PostDeleted { post, author } => {
-                serde_json::to_value(PostPayload {
-                    post_id: *post,
-                    author_id: *author,
-                })
-            }
-            Self::UserFollowed { follower, followee }
-            | Self::UserUnfollowed { follower, followee } => serde_json::to_value(FollowPayload {
-                follower: *follower,
-                followee: *followee,
-            }),
-            Self::UserBlocked { blocker, blocked } | Self::UserUnblocked { blocker, blocked } => {
-                serde_json::to_value(BlockPayload {
-                    blocker: *blocker,
-                    blocked: *blocked,
-                })
-            }
-            Self::OrderCreated {
-                order,
-                customer,
-                items,
-            } => serde_json::to_value(OrderPayload {
-                order_id: *order,
-                customer_id: *customer,
-                items: items.clone(),
-            }),
-        };
-        v.expect("ids and numbers always serialize")
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("payload").unwrap_or(Value::Null),
+            _ => unreachable!("an adjacently tagged enum of ids serializes to an object"),
+        }
     }
 
     /// The event an outbox row or stream entry carries: its payload read as its kind
@@ -139,46 +80,8 @@ impl Event {
             kind: e.kind.as_str(),
             reason,
         };
-        fn read<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T, String> {
-            T::deserialize(v).map_err(|err| err.to_string())
-        }
-        let event = match e.kind {
-            EventKind::PostCreated | EventKind::PostDeleted => {
-                let p: PostPayload = read(&e.payload).map_err(fail)?;
-                let (post, author) = (p.post_id, p.author_id);
-                if e.kind == EventKind::PostCreated {
-                    Self::PostCreated { post, author }
-                } else {
-                    Self::PostDeleted { post, author }
-                }
-            }
-            EventKind::UserFollowed | EventKind::UserUnfollowed => {
-                let p: FollowPayload = read(&e.payload).map_err(fail)?;
-                let (follower, followee) = (p.follower, p.followee);
-                if e.kind == EventKind::UserFollowed {
-                    Self::UserFollowed { follower, followee }
-                } else {
-                    Self::UserUnfollowed { follower, followee }
-                }
-            }
-            EventKind::UserBlocked | EventKind::UserUnblocked => {
-                let p: BlockPayload = read(&e.payload).map_err(fail)?;
-                let (blocker, blocked) = (p.blocker, p.blocked);
-                if e.kind == EventKind::UserBlocked {
-                    Self::UserBlocked { blocker, blocked }
-                } else {
-                    Self::UserUnblocked { blocker, blocked }
-                }
-            }
-            EventKind::OrderCreated => {
-                let p: OrderPayload = read(&e.payload).map_err(fail)?;
-                Self::OrderCreated {
-                    order: p.order_id,
-                    customer: p.customer_id,
-                    items: p.items,
-                }
-            }
-        };
+        let tagged = serde_json::json!({ "kind": e.kind, "payload": e.payload });
+        let event = Self::deserialize(tagged).map_err(|err| fail(err.to_string()))?;
         if let Some(bad) = event.ids().into_iter().find(|id| *id <= 0) {
             return Err(fail(format!("id {bad} is not positive")));
         }
@@ -188,19 +91,30 @@ impl Event {
     /// Every id the event names.
     fn ids(&self) -> Vec<i64> {
         match self {
-            Self::PostCreated { post, author } | Self::PostDeleted { post, author } => {
-                vec![post.0, author.0]
+            Self::PostCreated { post_id, author_id } | Self::PostDeleted { post_id, author_id } => {
+                vec![post_id.0, author_id.0]
             }
-            Self::UserFollowed { follower, followee }
-            | Self::UserUnfollowed { follower, followee } => vec![follower.0, followee.0],
-            Self::UserBlocked { blocker, blocked } | Self::UserUnblocked { blocker, blocked } => {
-                vec![blocker.0, blocked.0]
+            Self::UserFollowed {
+                follower: a,
+                followee: b,
             }
+            | Self::UserUnfollowed {
+                follower: a,
+                followee: b,
+            }
+            | Self::UserBlocked {
+                blocker: a,
+                blocked: b,
+            }
+            | Self::UserUnblocked {
+                blocker: a,
+                blocked: b,
+            } => vec![a.0, b.0],
             Self::OrderCreated {
-                order,
-                customer,
+                order_id,
+                customer_id,
                 items,
-            } => [order.0, customer.0]
+            } => [order_id.0, customer_id.0]
                 .into_iter()
                 .chain(items.iter().flat_map(|i| [i.post_id.0, i.owner_id.0]))
                 .collect(),
@@ -229,12 +143,12 @@ mod tests {
         let (a, b) = (UserId(3), UserId(4));
         for event in [
             Event::PostCreated {
-                post: PostId(9),
-                author: a,
+                post_id: PostId(9),
+                author_id: a,
             },
             Event::PostDeleted {
-                post: PostId(9),
-                author: a,
+                post_id: PostId(9),
+                author_id: a,
             },
             Event::UserFollowed {
                 follower: a,
@@ -253,8 +167,8 @@ mod tests {
                 blocked: b,
             },
             Event::OrderCreated {
-                order: OrderId(5),
-                customer: a,
+                order_id: OrderId(5),
+                customer_id: a,
                 items: vec![OrderedItem {
                     post_id: PostId(9),
                     owner_id: b,
@@ -271,8 +185,8 @@ mod tests {
     fn the_payloads_keep_their_field_names() {
         // Rows written before this type existed must still read.
         let p = Event::PostCreated {
-            post: PostId(1),
-            author: UserId(2),
+            post_id: PostId(1),
+            author_id: UserId(2),
         }
         .payload();
         assert_eq!(p, serde_json::json!({"post_id": 1, "author_id": 2}));

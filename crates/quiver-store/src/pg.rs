@@ -834,7 +834,14 @@ impl PostWrites for PgStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(row.id);
-        Self::event(&mut tx, &Event::PostCreated { post: id, author }).await?;
+        Self::event(
+            &mut tx,
+            &Event::PostCreated {
+                post_id: id,
+                author_id: author,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -871,7 +878,14 @@ impl PostWrites for PgStore {
         sqlx::query!("DELETE FROM posts WHERE id = $1", id.0)
             .execute(&mut *tx)
             .await?;
-        Self::event(&mut tx, &Event::PostDeleted { post: id, author }).await?;
+        Self::event(
+            &mut tx,
+            &Event::PostDeleted {
+                post_id: id,
+                author_id: author,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -859,7 +859,14 @@ impl PostWrites for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let id = PostId(id);
-        Self::event(&mut tx, &Event::PostCreated { post: id, author }).await?;
+        Self::event(
+            &mut tx,
+            &Event::PostCreated {
+                post_id: id,
+                author_id: author,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(Post {
             id,
@@ -893,7 +900,14 @@ impl PostWrites for SqliteStore {
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
-        Self::event(&mut tx, &Event::PostDeleted { post: id, author }).await?;
+        Self::event(
+            &mut tx,
+            &Event::PostDeleted {
+                post_id: id,
+                author_id: author,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -162,8 +162,8 @@ pub(crate) fn price_lines(
 /// notify.
 pub(crate) fn order_event(order: i64, customer: UserId, priced: &[PricedLine]) -> Event {
     Event::OrderCreated {
-        order: OrderId(order),
-        customer,
+        order_id: OrderId(order),
+        customer_id: customer,
         items: priced
             .iter()
             .map(|(post, owner, quantity, _)| OrderedItem {

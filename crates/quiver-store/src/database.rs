@@ -62,6 +62,16 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// `body` with `s` bound to the open store, whichever backend it is.
+macro_rules! on_backend {
+    ($db:expr, $s:ident => $body:expr) => {
+        match &$db.backend {
+            Backend::Pg($s) => $body,
+            Backend::Sqlite($s) => $body,
+        }
+    };
+}
+
 #[derive(Clone)]
 enum Backend {
     Pg(Arc<PgStore>),
@@ -116,50 +126,32 @@ impl Database {
 
     /// Every read.
     pub fn store(&self) -> Arc<dyn Store> {
-        match &self.backend {
-            Backend::Pg(s) => s.clone(),
-            Backend::Sqlite(s) => s.clone(),
-        }
+        on_backend!(self, s => s.clone())
     }
 
     /// Every write, each with its outbox event in its transaction.
     pub fn writes(&self) -> Arc<dyn Writes> {
-        match &self.backend {
-            Backend::Pg(s) => s.clone(),
-            Backend::Sqlite(s) => s.clone(),
-        }
+        on_backend!(self, s => s.clone())
     }
 
     /// The outbox, for the relay.
     pub fn outbox(&self) -> Arc<dyn Outbox> {
-        match &self.backend {
-            Backend::Pg(s) => s.clone(),
-            Backend::Sqlite(s) => s.clone(),
-        }
+        on_backend!(self, s => s.clone())
     }
 
     /// The events' effects, for the consumers.
     pub fn effects(&self) -> Arc<dyn Effects> {
-        match &self.backend {
-            Backend::Pg(s) => s.clone(),
-            Backend::Sqlite(s) => s.clone(),
-        }
+        on_backend!(self, s => s.clone())
     }
 
     /// Whether the database holds no user yet.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Pg(s) => s.is_empty().await,
-            Backend::Sqlite(s) => s.is_empty().await,
-        }
+        on_backend!(self, s => s.is_empty().await)
     }
 
     /// Deletes every row (before loading a data set over existing data).
     pub async fn reset(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Pg(s) => s.reset().await,
-            Backend::Sqlite(s) => s.reset().await,
-        }
+        on_backend!(self, s => s.reset().await)
     }
 
     /// Loads `dataset` into an empty database, the fastest way the backend has; returns
@@ -169,10 +161,7 @@ impl Database {
         dataset: &Dataset,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<(&'static str, u64, Duration)>, StoreError> {
-        match &self.backend {
-            Backend::Pg(s) => s.load_dataset(dataset, progress).await,
-            Backend::Sqlite(s) => s.load_dataset(dataset, progress).await,
-        }
+        on_backend!(self, s => s.load_dataset(dataset, progress).await)
     }
 }
 

@@ -1,6 +1,13 @@
 //! Writes: the social graph, posts and orders. Each commits its rows and its outbox event
 //! in one transaction, so an event exists exactly when its change does; a write that
 //! changes nothing (a repeated follow) commits no event.
+//!
+//! The traits and rules are here; each flow is written once in `flow.rs` over the
+//! statements a backend supplies.
+
+mod flow;
+
+pub(crate) use flow::{KeyUse, Pair, Transact, WriteSql};
 
 use crate::StoreError;
 use async_trait::async_trait;

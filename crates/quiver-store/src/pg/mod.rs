@@ -1,0 +1,88 @@
+//! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
+//! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
+//!
+//! `read.rs` holds the reads, `write.rs` the statements of the write flows, `outbox.rs`
+//! the relay's claims and the consumers' effects, `bulk.rs` the seed loader.
+
+mod bulk;
+mod outbox;
+mod read;
+mod write;
+
+use crate::{PgConfig, StoreError};
+use quiver_model::dedup_keys;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+
+/// The PostgreSQL migrations, embedded in the binary.
+pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./sql/migrations");
+
+/// The PostgreSQL backend over a tuned `PgPool`.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    waits: std::sync::Arc<crate::store::Waits>,
+}
+
+impl PgStore {
+    /// Connects a pool as `config` says. Fails fast when the server cannot be reached.
+    pub async fn connect(config: &PgConfig) -> Result<Self, StoreError> {
+        Ok(Self::from_pool(
+            Self::pool_options(config)
+                .connect_with(Self::connect_options(config)?)
+                .await?,
+        ))
+    }
+
+    /// Builds the pool without connecting; connections open on first use.
+    pub fn connect_lazy(config: &PgConfig) -> Result<Self, StoreError> {
+        Ok(Self::from_pool(
+            Self::pool_options(config).connect_lazy_with(Self::connect_options(config)?),
+        ))
+    }
+
+    /// Wraps an existing pool (tests, embedders with their own pool).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            waits: Default::default(),
+        }
+    }
+
+    /// The underlying pool, for writes that live elsewhere and for benches.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A pooled connection for one read, its wait counted when none was idle.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        self.waits.acquire(&self.pool).await
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        PG_MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    fn connect_options(config: &PgConfig) -> Result<PgConnectOptions, StoreError> {
+        let timeout_ms = config.statement_timeout.as_millis().to_string();
+        Ok(PgConnectOptions::from_str(&config.url)?
+            .application_name(&config.application_name)
+            .options([("statement_timeout", timeout_ms.as_str())]))
+    }
+
+    fn pool_options(config: &PgConfig) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .idle_timeout(config.idle_timeout)
+            .max_lifetime(config.max_lifetime)
+            .test_before_acquire(config.test_before_acquire)
+    }
+}
+
+fn ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> Vec<i64> {
+    dedup_keys(keys).into_iter().map(Into::into).collect()
+}

@@ -12,7 +12,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use quiver_benches::{bench_seed, latency_row, percentiles, seed_rate, seeded};
-use quiver_model::{PostId, UserId};
+use quiver_model::{PostId, PostList, UserId};
 use quiver_store::seed::SeedConfig;
 use quiver_store::{PgStore, Store};
 use std::collections::HashSet;
@@ -57,7 +57,10 @@ fn fixture(rt: &Runtime) -> Fixture {
                     .unwrap();
             viewers.push((format!("{n}_followees"), UserId(viewer), followees));
         }
-        let page = store.home_page(viewers[0].1, None, 20).await.unwrap();
+        let page = store
+            .post_page(PostList::Home(viewers[0].1), None, 20)
+            .await
+            .unwrap();
         let page: Vec<PostId> = page.items.iter().map(|r| r.id).collect();
         assert_eq!(page.len(), 20);
         Fixture {
@@ -217,8 +220,12 @@ fn skeleton(c: &mut Criterion) {
                 .iter(|| async { store.author_page(&authors, None, 20).await.unwrap() })
         });
         g.bench_function(format!("home_timeline/{name}"), |b| {
-            b.to_async(&rt)
-                .iter(|| async { store.home_page(*viewer, None, 20).await.unwrap() })
+            b.to_async(&rt).iter(|| async {
+                store
+                    .post_page(PostList::Home(*viewer), None, 20)
+                    .await
+                    .unwrap()
+            })
         });
     }
     g.finish();
@@ -239,7 +246,10 @@ fn skeleton(c: &mut Criterion) {
         let h = rt.block_on(percentiles(8, 250, move || {
             let store = store.clone();
             async move {
-                store.home_page(viewer, None, 20).await.unwrap();
+                store
+                    .post_page(PostList::Home(viewer), None, 20)
+                    .await
+                    .unwrap();
             }
         }));
         println!("{}", latency_row(&format!("home_timeline {name}"), &h));

@@ -5,7 +5,8 @@
 //!   then schemathesis against the served OpenAPI document (`fuzz.rs`).
 //! - `fuzz`: that schemathesis step alone.
 //! - `lint`: formatting, clippy with `-D warnings`, the offline-query check, and `tidy.rs`
-//!   (ARCHITECTURE.md against the tree, and the layering of our crates).
+//!   (ARCHITECTURE.md against the tree and at most 20 KB, the layering of our crates, and
+//!   no source file over 600 lines without a reason at its top).
 //! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
 //! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
 //! - `bench`: the release server end to end against the machine's own limits, with
@@ -46,7 +47,7 @@ fn main() -> Result<()> {
                  tasks:\n  \
                  test [ARGS]  run every test against real PostgreSQL and Redis (ARGS go to the test runner)\n  \
                  fuzz         only schemathesis against the server on PostgreSQL+Redis and on SQLite (part of test)\n  \
-                 lint         fmt --check, clippy -D warnings, ARCHITECTURE.md and layering, offline-query check\n  \
+                 lint         fmt --check, clippy -D warnings, ARCHITECTURE.md, layering and file lengths, offline-query check\n  \
                  ci           lint, test, bench --quick: what CI runs\n  \
                  prepare      regenerate .sqlx/ from the queries (needs PostgreSQL)\n  \
                  bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--no-pgo] [--micro]\n               \

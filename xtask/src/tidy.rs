@@ -1,7 +1,8 @@
-//! Mechanical checks of the map against the tree, run by `cargo xtask lint` and as tests
-//! (as rust-analyzer's `tidy` does): every crate and file ARCHITECTURE.md names exists,
-//! every crate is named there, and the dependencies between our crates are exactly the
-//! ones its table lists, each pointing to a crate further down the table.
+//! Mechanical checks of the tree, run by `cargo xtask lint` and as tests (as
+//! rust-analyzer's `tidy` does): every crate and file ARCHITECTURE.md names exists, every
+//! crate is named there, the map stays short, the dependencies between our crates are
+//! exactly the ones its table lists, each pointing to a crate further down the table, and
+//! no source file is longer than [`MAX_LINES`] without a reason written at its top.
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -11,25 +12,93 @@ use std::path::Path;
 /// The heading of the dependency table in ARCHITECTURE.md.
 const TABLE_HEADING: &str = "## Dependencies between our crates";
 
-/// Both checks, on the tree at `root`.
+/// The longest ARCHITECTURE.md allowed, in bytes: a map, not a manual.
+const MAX_MAP_BYTES: usize = 20 * 1024;
+
+/// The most lines a source file has without a reason for more.
+pub(crate) const MAX_LINES: usize = 600;
+
+/// What a longer file's leading `//!` block says, followed by why.
+const LONG_FILE_MARK: &str = "//! Long file:";
+
+/// Every check, on the tree at `root`.
 pub(crate) fn check(root: &Path) -> Result<()> {
     let map = std::fs::read_to_string(root.join("ARCHITECTURE.md"))
         .context("cannot read ARCHITECTURE.md")?;
     let mut problems = named_paths(&map, |p| root.join(p).exists());
+    if map.len() > MAX_MAP_BYTES {
+        problems.push(format!(
+            "ARCHITECTURE.md is {} bytes, over {MAX_MAP_BYTES}: move detail to module docs or benches/RESULTS.md",
+            map.len()
+        ));
+    }
     let packages = workspace_packages(root)?;
     problems.extend(crates_named(&map, &packages));
     problems.extend(layering(&map, &packages));
+    let mut sources = Vec::new();
+    for dir in ["crates", "bins", "benches", "xtask"] {
+        rust_files(&root.join(dir), &mut sources)?;
+    }
+    for path in &sources {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let shown = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        problems.extend(too_long(&shown, &text));
+    }
     if !problems.is_empty() {
         bail!(
-            "ARCHITECTURE.md does not match the tree:\n  - {}",
+            "the tree fails its tidy checks:\n  - {}",
             problems.join("\n  - ")
         );
     }
     eprintln!(
-        "ARCHITECTURE.md matches the tree ({} crates, layering checked)",
-        packages.len()
+        "ARCHITECTURE.md matches the tree ({} crates, layering checked); {} source files within {MAX_LINES} lines or saying why not",
+        packages.len(),
+        sources.len()
     );
     Ok(())
+}
+
+/// Every `.rs` file under `dir`, build output excluded.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            rust_files(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
+/// A problem when `text` (the file `name`) is over [`MAX_LINES`] lines and its leading
+/// comment block gives no reason (a line starting with [`LONG_FILE_MARK`] and more).
+fn too_long(name: &str, text: &str) -> Option<String> {
+    let lines = text.lines().count();
+    if lines <= MAX_LINES {
+        return None;
+    }
+    let reason = text.lines().take_while(|l| l.starts_with("//")).any(|l| {
+        l.strip_prefix(LONG_FILE_MARK)
+            .is_some_and(|r| !r.trim().is_empty())
+    });
+    (!reason).then(|| {
+        format!(
+            "{name} has {lines} lines, over {MAX_LINES}: split it by job, or say why not at its top (`{LONG_FILE_MARK} …`)"
+        )
+    })
 }
 
 /// One workspace package: where it lives and the workspace crates it depends on.
@@ -288,6 +357,27 @@ mod tests {
 
     fn map(table: &str) -> String {
         format!("# A\n\n### `crates/low`\n\n- `a.rs`: x\n\n{TABLE_HEADING}\n\n```\n{table}\n```\n")
+    }
+
+    #[test]
+    fn a_long_file_needs_a_reason_at_its_top() {
+        let body = "fn f() {}\n".repeat(MAX_LINES);
+        let short = format!("//! Short.\n{}", "fn f() {}\n".repeat(MAX_LINES - 1));
+        assert_eq!(too_long("a.rs", &short), None);
+        let long = format!("//! Long.\n{body}");
+        assert!(
+            too_long("a.rs", &long)
+                .unwrap()
+                .contains("a.rs has 601 lines")
+        );
+        let reasoned =
+            format!("//! Long.\n{LONG_FILE_MARK} one table, read top to bottom.\n{body}");
+        assert_eq!(too_long("a.rs", &reasoned), None);
+        // The mark counts only in the leading comments, and only with a reason.
+        let buried = format!("//! Long.\n{body}{LONG_FILE_MARK} too late.\n");
+        assert!(too_long("a.rs", &buried).is_some());
+        let empty = format!("{LONG_FILE_MARK}\n{body}");
+        assert!(too_long("a.rs", &empty).is_some());
     }
 
     fn packages() -> BTreeMap<String, Package> {

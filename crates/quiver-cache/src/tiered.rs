@@ -3,10 +3,10 @@
 
 use crate::CacheConfig;
 use crate::breaker::Breaker;
-use crate::codec::{self, JsonCodec, ValueCodec};
+use crate::codec::{JsonCodec, ValueCodec};
 use crate::fence::{Fence, Ticket};
 use crate::outcome::{Outcome, Stats, StatsSnapshot};
-use crate::remote::{Fill, Remote, RemoteError, RemoteEvent};
+use crate::remote::{Remote, RemoteError, RemoteEvent};
 use async_trait::async_trait;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
@@ -14,7 +14,7 @@ use quiver_model::{ErrorCode, HasErrorCode, LoadError, Loader};
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::str::FromStr;
@@ -25,8 +25,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
 mod flight;
+mod load;
+mod refresh;
 
 use flight::Inflight;
+use refresh::Refreshes;
 
 /// Keys a tiered cache can hold: hashable, and written as text in Redis keys and
 /// invalidation messages (`Display`), read back from those messages (`FromStr`).
@@ -365,68 +368,6 @@ where
     pub fn l2_bypassed(&self) -> bool {
         self.inner.breaker.is_open()
     }
-
-    /// Queues the background refresh of a stale `key`, unless it is queued already, and
-    /// starts the refresher if none is running.
-    fn refresh(&self, key: &L::Key) {
-        let mut r = self.inner.refreshing.lock().expect("refreshing lock");
-        if !r.queued.insert(key.clone()) {
-            return;
-        }
-        r.next.push(key.clone());
-        if r.running {
-            return;
-        }
-        r.running = true;
-        drop(r);
-        let inner = self.inner.clone();
-        tokio::spawn(async move { inner.refresh_queued().await });
-    }
-}
-
-/// Stale keys and their refresher. One task refreshes them in batches, oldest first:
-/// entries filled together come due together, and one load (one L2 round trip each way,
-/// one loader call) for a batch costs a fraction of one per key, so a wave of expiries
-/// is not a burst of work that delays the requests served meanwhile.
-struct Refreshes<K> {
-    /// Every key waiting or being refreshed, so each is refreshed once at a time.
-    queued: HashSet<K, Fast>,
-    /// The keys not yet taken by the refresher, in the order they came due.
-    next: Vec<K>,
-    /// Whether the refresher task is running.
-    running: bool,
-}
-
-impl<K> Default for Refreshes<K> {
-    fn default() -> Self {
-        Self {
-            queued: HashSet::default(),
-            next: Vec::new(),
-            running: false,
-        }
-    }
-}
-
-/// The most keys one background refresh loads together.
-const REFRESH_BATCH: usize = 256;
-
-/// Clears `running` if the refresher ends any other way than by running out of keys (a
-/// panic, or the runtime shutting down), so that the next stale key starts a new one;
-/// the keys still queued are forgotten and queued again when next found stale.
-struct Refresher<'a, K> {
-    refreshes: &'a Mutex<Refreshes<K>>,
-    armed: bool,
-}
-
-impl<K> Drop for Refresher<'_, K> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut r = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
-            r.running = false;
-            r.queued.clear();
-            r.next.clear();
-        }
-    }
 }
 
 impl<L> Inner<L>
@@ -449,36 +390,6 @@ where
     fn redis_failed(&self) {
         self.breaker.failure();
         self.stats.redis_error();
-    }
-
-    /// The refresher: loads the queued stale keys a batch at a time until none is left.
-    /// A refresh goes to the source: the L2 copy is as old as the stale one.
-    async fn refresh_queued(self: Arc<Self>) {
-        let mut guard = Refresher {
-            refreshes: &self.refreshing,
-            armed: true,
-        };
-        loop {
-            let batch: Vec<L::Key> = {
-                let mut r = self.refreshing.lock().expect("refreshing lock");
-                let n = r.next.len().min(REFRESH_BATCH);
-                if n == 0 {
-                    // Under the lock that `refresh` takes: a key queued after this
-                    // starts a new refresher.
-                    r.running = false;
-                    guard.armed = false;
-                    return;
-                }
-                r.next.drain(..n).collect()
-            };
-            if let Err(e) = self.load(&batch, false).await {
-                tracing::warn!(error = %e, cache = %self.config.name, keys = batch.len(), "background refresh failed");
-            }
-            let mut r = self.refreshing.lock().expect("refreshing lock");
-            for k in &batch {
-                r.queued.remove(k);
-            }
-        }
     }
 
     fn stretch(&self, d: Duration) -> Duration {
@@ -553,111 +464,6 @@ where
             self.config.l2_ttl
         });
         (base.as_secs_f64() * self.jitter()).round().max(1.0) as u64
-    }
-
-    /// Loads `keys` (all claimed by the caller) through L2 and the loader and fills the
-    /// tiers. `use_l2_values: false` reads only the fence versions from Redis (refresh).
-    async fn load(
-        &self,
-        keys: &[L::Key],
-        use_l2_values: bool,
-    ) -> Result<Vec<Answer<L::Value>>, LoadError> {
-        let schema = self.config.schema_version;
-        let tickets: Vec<Ticket> = keys.iter().map(|k| self.fence.ticket(k)).collect();
-        let texts: Vec<String> = keys.iter().map(|k| self.key_text(k)).collect();
-        let mut found: Vec<Answer<L::Value>> = vec![(None, Outcome::Miss); keys.len()];
-        let mut versions: Option<Vec<i64>> = None;
-        let mut todo: Vec<usize> = (0..keys.len()).collect();
-
-        if let Some(remote) = self.remote_allowed() {
-            match timeout(self.config.redis_timeout, remote.fetch(&texts)).await {
-                Ok(Ok(rows)) => {
-                    self.breaker.success();
-                    todo.clear();
-                    let mut vs = Vec::with_capacity(rows.len());
-                    for (i, (bytes, version)) in rows.into_iter().enumerate() {
-                        vs.push(version);
-                        let opened = bytes.filter(|_| use_l2_values).and_then(|b| {
-                            codec::open(&*self.codec, schema, &b).map(|v| (v, b.len()))
-                        });
-                        match opened {
-                            Some((value, len)) => {
-                                let value = value.map(Arc::new);
-                                self.put_l1(&keys[i], value.clone(), len, tickets[i]);
-                                let outcome = if value.is_some() {
-                                    Outcome::HitL2
-                                } else {
-                                    Outcome::Negative
-                                };
-                                found[i] = (value, outcome);
-                            }
-                            None => todo.push(i),
-                        }
-                    }
-                    versions = Some(vs);
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "l2 fetch failed");
-                    self.redis_failed();
-                }
-                Err(_) => self.redis_failed(),
-            }
-        }
-        if todo.is_empty() {
-            return Ok(found);
-        }
-
-        let ask: Vec<L::Key> = todo.iter().map(|&i| keys[i].clone()).collect();
-        self.stats.loader_call();
-        let mut loaded = self.loader.load_many(&ask).await?;
-        let mut fills = Vec::new();
-        // (position, encoded length) of what goes into the L1 once the L2 has answered.
-        let mut local = Vec::new();
-        for &i in &todo {
-            let value = loaded.remove(&keys[i]).map(Arc::new);
-            if value.as_deref().is_some_and(|v| !self.codec.admit(v)) {
-                found[i] = (value, Outcome::Miss);
-                continue;
-            }
-            let sealed = codec::seal(&*self.codec, schema, value.as_deref());
-            if self.fence.still_valid(tickets[i]) {
-                local.push((i, sealed.len()));
-                // Without the version read before the load there is nothing to fence
-                // with (Redis was skipped or failed): leave the L2 alone.
-                if let Some(vs) = &versions {
-                    fills.push(Fill {
-                        key: texts[i].clone(),
-                        version: vs[i],
-                        ttl_secs: self.l2_ttl_secs(value.is_none()),
-                        value: sealed,
-                    });
-                }
-            }
-            found[i] = (value, Outcome::Miss);
-        }
-        // The L2's fence first: a fill it refuses lost to an invalidation, maybe one made
-        // on another replica whose message has not reached this one yet; such a value
-        // stays out of this L1 too.
-        let mut refused = Vec::new();
-        if !fills.is_empty()
-            && let Some(remote) = self.remote_allowed()
-        {
-            match timeout(self.config.redis_timeout, remote.fill(&fills)).await {
-                Ok(Ok(written)) => {
-                    self.breaker.success();
-                    refused = written.iter().map(|w| !w).collect();
-                }
-                _ => self.redis_failed(),
-            }
-        }
-        // `fills` and `local` list the same positions in the same order when Redis was
-        // asked; otherwise `refused` is empty.
-        for (n, &(i, len)) in local.iter().enumerate() {
-            if !refused.get(n).copied().unwrap_or(false) {
-                self.put_l1(&keys[i], found[i].0.clone(), len, tickets[i]);
-            }
-        }
-        Ok(found)
     }
 
     /// Forgets `key` here: loads that started before cannot fill the L1 (the fence),

@@ -7,7 +7,7 @@
 use crate::engine::{Engine, Timings};
 use crate::error::{EnrichError, Part};
 use crate::hydrate::{Assembled, Chunk, MoreFn};
-use quiver_model::{Cursor, DiscoverCursor, FeedHead, PostId, PostRef, UserId, Window};
+use quiver_model::{Cursor, DiscoverCursor, FeedHead, PostId, PostList, PostRef, UserId, Window};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -101,7 +101,7 @@ impl Engine {
                 Some(w) => Ok(w),
                 None => s
                     .skeletons
-                    .recent(at.0, window_len)
+                    .posts(PostList::Recent, at.0, window_len)
                     .await
                     .map(|page| Arc::new(FeedHead::from(page)))
                     .map_err(EnrichError::load(Part::Skeleton)),

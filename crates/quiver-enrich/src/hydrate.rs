@@ -7,7 +7,7 @@ use crate::error::{EnrichError, Part};
 use crate::items::{AuthorItem, FeedItem};
 use futures::future::BoxFuture;
 use quiver_model::{
-    Cursor, DynLoader, FeedHead, FollowEdge, Page, PostId, PostRef, UserId, ViewerGraph,
+    Cursor, DynLoader, FeedHead, FollowEdge, Page, PostId, PostList, PostRef, UserId, ViewerGraph,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,15 +48,6 @@ pub(crate) struct Assembled {
     pub(crate) authors: Authors,
 }
 
-/// The feeds whose pages are cut from cached heads.
-#[derive(Clone, Copy)]
-pub(crate) enum Feed {
-    /// A viewer's home feed.
-    Home,
-    /// An author's posts.
-    Author,
-}
-
 pub(crate) type MoreFn<'a> =
     Box<dyn FnMut(PostRef) -> BoxFuture<'a, Result<Chunk, EnrichError>> + Send + 'a>;
 
@@ -91,22 +82,22 @@ impl Engine {
         })
     }
 
-    /// A page's skeleton: cut from the cached head of `feed` when it holds the page,
+    /// A page's skeleton: cut from the cached head of `list` when it holds the page,
     /// else read from the skeleton source. Returns the head too, when there is one.
     pub(crate) async fn chunk(
         &self,
-        feed: Feed,
-        key: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<(Chunk, Option<Arc<FeedHead>>), EnrichError> {
         let s = &self.inner.sources;
-        let heads: Option<&DynLoader<UserId, FeedHead>> = match feed {
-            Feed::Home => s.heads.as_ref(),
-            Feed::Author => s.author_heads.as_ref(),
+        let heads: Option<(&DynLoader<UserId, FeedHead>, UserId)> = match list {
+            PostList::Home(key) => s.heads.as_ref().map(|h| (h, key)),
+            PostList::Author(key) => s.author_heads.as_ref().map(|h| (h, key)),
+            PostList::Recent => None,
         };
         let head = match heads {
-            Some(heads) => heads
+            Some((heads, key)) => heads
                 .load_shared(&[key])
                 .await
                 .map_err(EnrichError::load(Part::Skeleton))?
@@ -119,11 +110,11 @@ impl Engine {
         {
             return Ok((page.into(), Some(head.clone())));
         }
-        let page = match feed {
-            Feed::Home => s.skeletons.home(key, after, limit as u32).await,
-            Feed::Author => s.skeletons.user_posts(key, after, limit as u32).await,
-        }
-        .map_err(EnrichError::load(Part::Skeleton))?;
+        let page = s
+            .skeletons
+            .posts(list, after, limit as u32)
+            .await
+            .map_err(EnrichError::load(Part::Skeleton))?;
         Ok((page.into(), head))
     }
 
@@ -138,19 +129,19 @@ impl Engine {
         let (graph, first) = lookups!(
             self.concurrent(),
             self.graph(Some(viewer)),
-            self.chunk(Feed::Home, viewer, after, limit)
+            self.chunk(PostList::Home(viewer), after, limit)
         );
         let (graph, (first, head)) = (graph?, first?);
         t.skeleton += start.elapsed();
-        let more = self.keyset_more(Feed::Home, viewer, limit);
+        let more = self.keyset_more(PostList::Home(viewer), limit);
         Ok((self.assemble(graph, first, limit, more, t).await?, head))
     }
 
     /// The next chunks of `feed` after a ref, for refills.
-    pub(crate) fn keyset_more(&self, feed: Feed, key: UserId, limit: usize) -> MoreFn<'_> {
+    pub(crate) fn keyset_more(&self, list: PostList, limit: usize) -> MoreFn<'_> {
         Box::new(move |last| {
             Box::pin(async move {
-                self.chunk(feed, key, Some(Cursor::after(&last)), limit)
+                self.chunk(list, Some(Cursor::after(&last)), limit)
                     .await
                     .map(|(chunk, _)| chunk)
             })
@@ -194,14 +185,14 @@ impl Engine {
                     .await
                     .map_err(EnrichError::load(Part::Authors))
             },
-            self.chunk(Feed::Author, user, after, limit),
+            self.chunk(PostList::Author(user), after, limit),
         );
         let (graph, exists, (first, head)) = (graph?, exists?, first?);
         t.skeleton += start.elapsed();
         if exists.iter().all(Option::is_none) || graph.hides(user) {
             return Err(EnrichError::NotFound("user"));
         }
-        let more = self.keyset_more(Feed::Author, user, limit);
+        let more = self.keyset_more(PostList::Author(user), limit);
         Ok((self.assemble(graph, first, limit, more, t).await?, head))
     }
 

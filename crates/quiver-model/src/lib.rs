@@ -32,4 +32,4 @@ pub use error::{ErrorCode, HasErrorCode};
 pub use event::{Event, EventError, OrderedItem};
 pub use ids::{EventId, MediaId, NotificationId, OrderId, PostId, UserId};
 pub use load::{DynLoader, LoadError, Loader, by_position, dedup_keys};
-pub use skeleton::{FeedHead, ParseWindowError, Skeletons, Window};
+pub use skeleton::{FeedHead, ParseWindowError, PostList, Skeletons, Window};

@@ -9,27 +9,29 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// A keyset-ordered list of posts: what a post skeleton or a feed head is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PostList {
+    /// Posts by the accounts this viewer follows and their own: the home feed.
+    Home(UserId),
+    /// Posts of one author.
+    Author(UserId),
+    /// All posts: the discovery feed's window.
+    Recent,
+}
+
 /// The skeleton queries: ordered lists of ids, keyset-paginated on
 /// `(created_at DESC, id DESC)`, with `next` set exactly when more rows follow. The store
 /// implements it; the engine reads it.
 #[async_trait]
 pub trait Skeletons: Send + Sync {
-    /// Posts by the accounts `viewer` follows and their own.
-    async fn home(
+    /// A page of `list`.
+    async fn posts(
         &self,
-        viewer: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, LoadError>;
-    /// Posts of `user`.
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError>;
-    /// All posts: the discovery feed's window.
-    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError>;
     /// Orders of `customer`, optionally of one status.
     async fn customer_orders(
         &self,

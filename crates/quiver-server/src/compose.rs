@@ -9,10 +9,10 @@ use quiver_cache::{BatchConfig, Batcher, CacheConfig, Remote, StatsSnapshot, Tie
 use quiver_enrich::{
     AuthorLoader, Engine, EngineConfig, FeedItem, ItemLoader, PrefetchConfig, PrefetchPool, Sources,
 };
-use quiver_model::{CursorCodec, DynLoader, FollowEdge, Loader, UserId};
+use quiver_model::{CursorCodec, DynLoader, FollowEdge, Loader, PostList, UserId};
 use quiver_store::Store;
 use quiver_store::loaders::{
-    FollowsLoader, HeadLoader, HeadOf, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader,
+    FollowsLoader, HeadLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader,
     StoreSkeletons, TagsLoader, UserFlagsLoader, UsersLoader, ViewerGraphLoader, WindowLoader,
 };
 use serde::Serialize;
@@ -346,14 +346,14 @@ pub async fn read_stack(
     // page): each viewer's home feed, each author's posts, and the discovery windows.
     let head_len = config.home_head;
     let (heads, author_heads, windows) = if head_len > 0 && config.cache {
-        let head = |of| HeadLoader {
+        let head = |of: fn(UserId) -> PostList| HeadLoader {
             store: s.clone(),
             len: head_len,
             of,
         };
-        let (heads, cache) = b.tiered("home", head(HeadOf::Home)).await;
+        let (heads, cache) = b.tiered("home", head(PostList::Home)).await;
         b.caches.heads = cache;
-        let (author_heads, cache) = b.tiered("author_posts", head(HeadOf::Author)).await;
+        let (author_heads, cache) = b.tiered("author_posts", head(PostList::Author)).await;
         b.caches.author_heads = cache;
         let window = WindowLoader {
             store: s.clone(),

@@ -6,8 +6,8 @@ use crate::Store;
 use async_trait::async_trait;
 use quiver_model::{
     Cursor, FeedHead, Follow, FollowEdge, LoadError, Loader, Media, Order, OrderId, OrderItem,
-    OrderRef, OrderStatus, Page, Post, PostId, PostRef, Skeletons, User, UserFlags, UserId,
-    ViewerGraph, Window,
+    OrderRef, OrderStatus, Page, Post, PostId, PostList, PostRef, Skeletons, User, UserFlags,
+    UserId, ViewerGraph, Window,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,33 +104,14 @@ pub struct StoreSkeletons(pub Arc<dyn Store>);
 
 #[async_trait]
 impl Skeletons for StoreSkeletons {
-    async fn home(
+    async fn posts(
         &self,
-        viewer: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, LoadError> {
         self.0
-            .home_page(viewer, after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        self.0
-            .user_posts(user, after, limit)
-            .await
-            .map_err(LoadError::wrap)
-    }
-
-    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError> {
-        self.0
-            .recent_posts(after, limit)
+            .post_page(list, after, limit)
             .await
             .map_err(LoadError::wrap)
     }
@@ -150,29 +131,20 @@ impl Skeletons for StoreSkeletons {
 }
 
 /// Heads of feeds, one per key, each the store's own first page of `len` entries, read
-/// concurrently for several keys: a viewer's home feed ([`HeadOf::Home`]) or an
-/// author's posts ([`HeadOf::Author`]).
+/// concurrently for several keys: the list `of` each key names (`PostList::Home` for
+/// viewers' home feeds, `PostList::Author` for authors' posts).
 #[derive(Clone)]
 pub struct HeadLoader {
     pub store: Arc<dyn Store>,
     pub len: u32,
-    pub of: HeadOf,
-}
-
-/// Which feed a [`HeadLoader`] reads the head of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeadOf {
-    /// The key's home feed.
-    Home,
-    /// The key's own posts.
-    Author,
+    pub of: fn(UserId) -> PostList,
 }
 
 impl std::fmt::Debug for HeadLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadLoader")
             .field("len", &self.len)
-            .field("of", &self.of)
+            .field("of", &(self.of)(UserId(0)))
             .finish_non_exhaustive()
     }
 }
@@ -183,9 +155,8 @@ impl Loader for HeadLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, FeedHead>, LoadError> {
-        per_key(keys, |k| match self.of {
-            HeadOf::Home => self.store.home_page(*k, None, self.len),
-            HeadOf::Author => self.store.user_posts(*k, None, self.len),
+        per_key(keys, |k| {
+            self.store.post_page((self.of)(*k), None, self.len)
         })
         .await
     }
@@ -213,6 +184,9 @@ impl Loader for WindowLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[Window]) -> Result<HashMap<Window, FeedHead>, LoadError> {
-        per_key(keys, |w| self.store.recent_posts(w.0, self.len)).await
+        per_key(keys, |w| {
+            self.store.post_page(PostList::Recent, w.0, self.len)
+        })
+        .await
     }
 }

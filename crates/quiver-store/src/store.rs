@@ -5,7 +5,7 @@ use crate::StoreError;
 use async_trait::async_trait;
 use quiver_model::{
     Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph,
+    OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
 };
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -107,25 +107,12 @@ pub trait Store: Send + Sync + Debug {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError>;
-    /// The home feed skeleton of `viewer`: posts by the accounts they follow and their own,
-    /// newest first, from the materialized home timeline, continued by merge-at-read past
-    /// its depth.
-    async fn home_page(
+    /// A page of `list`, newest first. The home feed is read from the materialized home
+    /// timeline and continued by merge-at-read past its depth; the discovery window
+    /// (`Recent`) by `posts_recent`.
+    async fn post_page(
         &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError>;
-    /// All posts, newest first (the discovery feed's window), by `posts_recent`.
-    async fn recent_posts(
-        &self,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError>;
-    /// Posts of one user, newest first.
-    async fn user_posts(
-        &self,
-        user: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError>;

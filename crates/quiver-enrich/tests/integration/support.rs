@@ -8,7 +8,7 @@ use quiver_enrich::{AuthorLoader, Engine, EngineConfig, ItemLoader, Sources};
 use quiver_model::{
     Currency, Cursor, CursorCodec, FeedHead, Follow, FollowEdge, LoadError, Loader, Media, MediaId,
     MediaKind, Money, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId,
-    PostKind, PostRef, Skeletons, User, UserFlags, UserId, ViewerGraph, Wish,
+    PostKind, PostList, PostRef, Skeletons, User, UserFlags, UserId, ViewerGraph, Wish,
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -321,36 +321,23 @@ pub(crate) struct MemSkeletons {
 
 #[async_trait]
 impl Skeletons for MemSkeletons {
-    async fn home(
+    async fn posts(
         &self,
-        viewer: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, LoadError> {
         self.calls.hit("skeleton");
         self.failures.check("skeleton")?;
         let w = &self.world;
-        // Like the store: followees and own, blocks are the engine's business.
-        let rows = w.newest_first(|a| a == viewer || w.follows.contains(&(viewer, a)));
-        Ok(keyset(rows, |r| (r.created_at, r.id.0), after, limit))
-    }
-
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        self.calls.hit("skeleton");
-        self.failures.check("skeleton")?;
-        let rows = self.world.newest_first(|a| a == user);
-        Ok(keyset(rows, |r| (r.created_at, r.id.0), after, limit))
-    }
-
-    async fn recent(&self, after: Option<Cursor>, limit: u32) -> Result<Page<PostRef>, LoadError> {
-        self.calls.hit("skeleton");
-        self.failures.check("skeleton")?;
-        let rows = self.world.newest_first(|_| true);
+        let rows = match list {
+            // Like the store: followees and own, blocks are the engine's business.
+            PostList::Home(viewer) => {
+                w.newest_first(|a| a == viewer || w.follows.contains(&(viewer, a)))
+            }
+            PostList::Author(user) => w.newest_first(|a| a == user),
+            PostList::Recent => w.newest_first(|_| true),
+        };
         Ok(keyset(rows, |r| (r.created_at, r.id.0), after, limit))
     }
 

@@ -2,4 +2,5 @@
 //! test), a real SQLite file and a real Redis (a fresh stream namespace per test).
 
 mod delivery;
+mod resilience;
 mod support;

@@ -1,9 +1,12 @@
 //! Tests of quiver-server against a real PostgreSQL and Redis (`cargo xtask test` provides
 //! both), over real TCP on loopback.
 
+mod coherence;
 mod faults;
 mod hardening;
 mod http;
+mod limits;
+mod read_your_writes;
 mod real_stack;
 mod support;
 mod writes;

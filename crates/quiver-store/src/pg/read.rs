@@ -10,7 +10,8 @@ use crate::{PoolStats, Store, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
     Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
+    dedup_keys,
 };
 use std::collections::HashMap;
 
@@ -214,103 +215,17 @@ impl Store for PgStore {
         Ok(page_of(rows, limit))
     }
 
-    async fn home_page(
+    async fn post_page(
         &self,
-        viewer: UserId,
+        list: PostList,
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let mut rows = sqlx::query_as!(
-            RefRow,
-            "SELECT post_id AS id, created_at FROM home_timeline
-             WHERE user_id = $1 AND (created_at, post_id) < ($2, $3)
-             ORDER BY created_at DESC, post_id DESC
-             LIMIT $4",
-            viewer.0,
-            at,
-            id,
-            n
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        if rows.len() < n as usize {
-            // Past the materialized depth (or no timeline yet): continue by merge-at-read
-            // from where the timeline ended. The timeline is the newest contiguous part of
-            // the same feed, so the two parts meet without gap or overlap.
-            let (at, id) = rows.last().map_or((at, id), |r| (r.created_at, r.id));
-            let rest = n - rows.len() as i64;
-            let more = sqlx::query_as!(
-                RefRow,
-                r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
-                   FROM (SELECT $1::bigint AS author_id
-                         UNION ALL
-                         SELECT followee_id FROM follows WHERE follower_id = $1) AS a
-                   CROSS JOIN LATERAL (
-                       SELECT id, created_at FROM posts
-                       WHERE posts.author_id = a.author_id AND (created_at, id) < ($2, $3)
-                       ORDER BY created_at DESC, id DESC
-                       LIMIT $4
-                   ) p
-                   ORDER BY p.created_at DESC, p.id DESC
-                   LIMIT $4"#,
-                viewer.0,
-                at,
-                id,
-                rest
-            )
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-            rows.extend(more);
+        match list {
+            PostList::Home(viewer) => self.home_page(viewer, after, limit).await,
+            PostList::Author(user) => self.user_posts(user, after, limit).await,
+            PostList::Recent => self.recent_posts(after, limit).await,
         }
-        Ok(page_of(rows, limit))
-    }
-
-    async fn recent_posts(
-        &self,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows = sqlx::query_as!(
-            RefRow,
-            "SELECT id, created_at FROM posts
-             WHERE (created_at, id) < ($1, $2)
-             ORDER BY created_at DESC, id DESC
-             LIMIT $3",
-            at,
-            id,
-            n
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(rows, limit))
-    }
-
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows = sqlx::query_as!(
-            RefRow,
-            "SELECT id, created_at FROM posts
-             WHERE author_id = $1 AND (created_at, id) < ($2, $3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT $4",
-            user.0,
-            at,
-            id,
-            n
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(rows, limit))
     }
 
     async fn customer_orders(
@@ -417,5 +332,106 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl PgStore {
+    async fn home_page(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let mut rows = sqlx::query_as!(
+            RefRow,
+            "SELECT post_id AS id, created_at FROM home_timeline
+             WHERE user_id = $1 AND (created_at, post_id) < ($2, $3)
+             ORDER BY created_at DESC, post_id DESC
+             LIMIT $4",
+            viewer.0,
+            at,
+            id,
+            n
+        )
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        if rows.len() < n as usize {
+            // Past the materialized depth (or no timeline yet): continue by merge-at-read
+            // from where the timeline ended. The timeline is the newest contiguous part of
+            // the same feed, so the two parts meet without gap or overlap.
+            let (at, id) = rows.last().map_or((at, id), |r| (r.created_at, r.id));
+            let rest = n - rows.len() as i64;
+            let more = sqlx::query_as!(
+                RefRow,
+                r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
+                   FROM (SELECT $1::bigint AS author_id
+                         UNION ALL
+                         SELECT followee_id FROM follows WHERE follower_id = $1) AS a
+                   CROSS JOIN LATERAL (
+                       SELECT id, created_at FROM posts
+                       WHERE posts.author_id = a.author_id AND (created_at, id) < ($2, $3)
+                       ORDER BY created_at DESC, id DESC
+                       LIMIT $4
+                   ) p
+                   ORDER BY p.created_at DESC, p.id DESC
+                   LIMIT $4"#,
+                viewer.0,
+                at,
+                id,
+                rest
+            )
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            rows.extend(more);
+        }
+        Ok(page_of(rows, limit))
+    }
+
+    async fn recent_posts(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows = sqlx::query_as!(
+            RefRow,
+            "SELECT id, created_at FROM posts
+             WHERE (created_at, id) < ($1, $2)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $3",
+            at,
+            id,
+            n
+        )
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(page_of(rows, limit))
+    }
+
+    async fn user_posts(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows = sqlx::query_as!(
+            RefRow,
+            "SELECT id, created_at FROM posts
+             WHERE author_id = $1 AND (created_at, id) < ($2, $3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $4",
+            user.0,
+            at,
+            id,
+            n
+        )
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(page_of(rows, limit))
     }
 }

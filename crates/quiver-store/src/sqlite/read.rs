@@ -11,7 +11,8 @@ use crate::{PoolStats, Store, StoreError};
 use async_trait::async_trait;
 use quiver_model::{
     Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostRef, User, UserFlags, UserId, ViewerGraph, dedup_keys,
+    OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
+    dedup_keys,
 };
 use std::collections::HashMap;
 
@@ -194,6 +195,88 @@ impl Store for SqliteStore {
         Ok(page_of(rows, limit))
     }
 
+    async fn post_page(
+        &self,
+        list: PostList,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<PostRef>, StoreError> {
+        match list {
+            PostList::Home(viewer) => self.home_page(viewer, after, limit).await,
+            PostList::Author(user) => self.user_posts(user, after, limit).await,
+            PostList::Recent => self.recent_posts(after, limit).await,
+        }
+    }
+
+    async fn customer_orders(
+        &self,
+        customer: UserId,
+        status: Option<OrderStatus>,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<OrderRef>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
+            "SELECT id, created_at FROM orders
+             WHERE customer_id = ?1 AND (?5 IS NULL OR status = ?5)
+               AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(customer.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .bind(status.map(OrderStatus::as_str))
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(page_of(refs(rows)?, limit))
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Page<Notification>, StoreError> {
+        let n = fetch_len(limit)?;
+        let (at, id) = start_of(after);
+        let rows: Vec<NotificationRow<Micros>> = sqlx::query_as(
+            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
+             FROM notifications
+             WHERE user_id = ?1 AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+        )
+        .bind(user.0)
+        .bind(to_micros(at))
+        .bind(id)
+        .bind(n)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(NotificationRow::entity)
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(into_page(rows, limit))
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        self.waits.stats(&self.pool)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
     async fn home_page(
         &self,
         viewer: UserId,
@@ -273,72 +356,5 @@ impl Store for SqliteStore {
         .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(page_of(refs(rows)?, limit))
-    }
-
-    async fn customer_orders(
-        &self,
-        customer: UserId,
-        status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
-            "SELECT id, created_at FROM orders
-             WHERE customer_id = ?1 AND (?5 IS NULL OR status = ?5)
-               AND (created_at, id) < (?2, ?3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?4",
-        )
-        .bind(customer.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .bind(status.map(OrderStatus::as_str))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(refs(rows)?, limit))
-    }
-
-    async fn notifications(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<Notification>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<NotificationRow<Micros>> = sqlx::query_as(
-            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
-             FROM notifications
-             WHERE user_id = ?1 AND (created_at, id) < (?2, ?3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?4",
-        )
-        .bind(user.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        let rows = rows
-            .into_iter()
-            .map(NotificationRow::entity)
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(into_page(rows, limit))
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        self.waits.stats(&self.pool)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }

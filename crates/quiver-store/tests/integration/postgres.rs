@@ -2,7 +2,7 @@
 
 use crate::contract::Backend;
 use crate::support::{count_statements, fixture};
-use quiver_model::{Cursor, OrderId, PostId, UserId};
+use quiver_model::{Cursor, OrderId, PostId, PostList, UserId};
 use quiver_store::seed::{SeedConfig, generate};
 use quiver_store::{PgStore, Store as _};
 use sqlx::PgPool;
@@ -132,7 +132,10 @@ async fn indexes_serve_the_hot_queries_on_a_seeded_data_set(pool: PgPool) {
     authors.push(viewer);
     let mut cursor: Option<Cursor> = None;
     for _ in 0..5 {
-        let home = store.home_page(viewer, cursor, 15).await.unwrap();
+        let home = store
+            .post_page(PostList::Home(viewer), cursor, 15)
+            .await
+            .unwrap();
         let merged = store.author_page(&authors, cursor, 15).await.unwrap();
         assert_eq!(home, merged);
         match home.next {

@@ -174,8 +174,10 @@ fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
         services::psql_file(&db.url, file)?;
     }
     // The macros re-run only when their crate recompiles: touch its sources.
-    touch_tree(&root.join("crates/quiver-store/src"))
-        .context("cannot touch quiver-store sources")?;
+    for path in tidy::files_under(&root.join("crates/quiver-store/src"))? {
+        let file = std::fs::File::options().append(true).open(&path)?;
+        file.set_modified(std::time::SystemTime::now())?;
+    }
     run(cargo()
         .args(["check", "-p", "quiver-store", "--all-targets"])
         .env("SQLX_OFFLINE", "false")
@@ -207,20 +209,6 @@ fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
                 );
             }
             eprintln!(".sqlx/ is current ({} queries)", fresh.len());
-        }
-    }
-    Ok(())
-}
-
-/// Sets the modification time of every file under `dir` to now.
-fn touch_tree(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            touch_tree(&path)?;
-        } else {
-            let file = std::fs::File::options().append(true).open(&path)?;
-            file.set_modified(std::time::SystemTime::now())?;
         }
     }
     Ok(())

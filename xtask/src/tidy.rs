@@ -37,7 +37,11 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     problems.extend(layering(&map, &packages));
     let mut sources = Vec::new();
     for dir in ["crates", "bins", "benches", "xtask"] {
-        rust_files(&root.join(dir), &mut sources)?;
+        sources.extend(
+            files_under(&root.join(dir))?
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "rs")),
+        );
     }
     for path in &sources {
         let text = std::fs::read_to_string(path)
@@ -63,24 +67,29 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every `.rs` file under `dir`, build output excluded.
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
-                continue;
+/// Every file under `dir` (none when it does not exist), build output excluded, sorted.
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    walk(&path, out)?;
+                }
+            } else {
+                out.push(path);
             }
-            rust_files(&path, out)?;
-        } else if path.extension().is_some_and(|x| x == "rs") {
-            out.push(path);
         }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if dir.exists() {
+        walk(dir, &mut out)?;
     }
     out.sort();
-    Ok(())
+    Ok(out)
 }
 
 /// A problem when `text` (the file `name`) is over [`MAX_LINES`] lines and its leading

@@ -115,6 +115,22 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The rows of `sql`, whose `?1` is the deduplicated `keys` as a JSON array; no
+    /// statement for no keys.
+    async fn by_ids<R, K>(&self, sql: &'static str, keys: &[K]) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        K: Copy + Eq + std::hash::Hash + Into<i64>,
+    {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(sql)
+            .bind(json_ids(keys))
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
+    }
+
     async fn merged(
         &self,
         authors_json: String,

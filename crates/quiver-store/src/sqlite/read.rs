@@ -19,44 +19,35 @@ use std::collections::HashMap;
 #[async_trait]
 impl Store for SqliteStore {
     async fn users(&self, keys: &[UserId]) -> Result<HashMap<UserId, User>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<UserRow<Micros>> = sqlx::query_as(
-            "SELECT id, handle, display_name, bio, avatar_url, created_at
-             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<UserRow<Micros>> = self
+            .by_ids(
+                "SELECT id, handle, display_name, bio, avatar_url, created_at
+                 FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+                keys,
+            )
+            .await?;
         keyed(rows, UserRow::entity)
     }
 
     async fn user_flags(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserFlags>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<FlagsRow> = sqlx::query_as(
-            "SELECT id, verified, creator, private
-             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<FlagsRow> = self
+            .by_ids(
+                "SELECT id, verified, creator, private
+                 FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+                keys,
+            )
+            .await?;
         keyed(rows, FlagsRow::entity)
     }
 
     async fn posts(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<PostRow<Micros>> = sqlx::query_as(
-            "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
-             FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<PostRow<Micros>> = self
+            .by_ids(
+                "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
+                 FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
+                keys,
+            )
+            .await?;
         keyed(rows, PostRow::entity)
     }
 
@@ -64,17 +55,14 @@ impl Store for SqliteStore {
         &self,
         keys: &[PostId],
     ) -> Result<HashMap<PostId, Vec<Media>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<MediaRow> = sqlx::query_as(
-            "SELECT id, post_id, kind, url, width, height, size_bytes, position
-             FROM media WHERE post_id IN (SELECT value FROM json_each(?1))
-             ORDER BY post_id, position",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<MediaRow> = self
+            .by_ids(
+                "SELECT id, post_id, kind, url, width, height, size_bytes, position
+                 FROM media WHERE post_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY post_id, position",
+                keys,
+            )
+            .await?;
         group(rows.into_iter().map(MediaRow::entity))
     }
 
@@ -82,30 +70,24 @@ impl Store for SqliteStore {
         &self,
         keys: &[PostId],
     ) -> Result<HashMap<PostId, Vec<String>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<TagRow> = sqlx::query_as(
-            "SELECT post_id, tag FROM post_tags
-             WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<TagRow> = self
+            .by_ids(
+                "SELECT post_id, tag FROM post_tags
+                 WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
+                keys,
+            )
+            .await?;
         group(rows.into_iter().map(TagRow::entity))
     }
 
     async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<OrderRow<Micros>> = sqlx::query_as(
-            "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
-             FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<OrderRow<Micros>> = self
+            .by_ids(
+                "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
+                 FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
+                keys,
+            )
+            .await?;
         keyed(rows, OrderRow::entity)
     }
 
@@ -113,16 +95,13 @@ impl Store for SqliteStore {
         &self,
         keys: &[OrderId],
     ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<OrderItemRow> = sqlx::query_as(
-            "SELECT order_id, post_id, quantity, unit_price_cents, currency FROM order_items
-             WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
-        )
-        .bind(json_ids(keys))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        let rows: Vec<OrderItemRow> = self
+            .by_ids(
+                "SELECT order_id, post_id, quantity, unit_price_cents, currency FROM order_items
+                 WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
+                keys,
+            )
+            .await?;
         group(rows.into_iter().map(OrderItemRow::entity))
     }
 

@@ -27,6 +27,7 @@ pub mod events;
 mod keyset;
 pub mod loaders;
 mod pg;
+mod read;
 mod rows;
 pub mod seed;
 mod sqlite;

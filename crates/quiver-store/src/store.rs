@@ -1,5 +1,5 @@
-//! The `Store` trait: every read quiver makes, implemented once per backend and checked by
-//! one contract suite against both.
+//! The `Store` trait: every read quiver makes, implemented once (`read.rs`) over each
+//! backend's statements and checked by one contract suite against both.
 
 use crate::StoreError;
 use async_trait::async_trait;

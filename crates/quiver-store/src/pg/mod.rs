@@ -1,7 +1,7 @@
 //! `PgStore`: the PostgreSQL backend. Every query is checked at compile time against the
 //! schema (`query!`, with `.sqlx/` committed), and every batch is one `= ANY($1)` statement.
 //!
-//! `read.rs` holds the reads, `write.rs` the statements of the write flows, `outbox.rs`
+//! `read.rs` holds the statements of the reads, `write.rs` those of the write flows, `outbox.rs`
 //! the relay's claims and the consumers' effects, `bulk.rs` the seed loader.
 
 mod bulk;
@@ -10,7 +10,6 @@ mod read;
 mod write;
 
 use crate::{PgConfig, StoreError};
-use quiver_model::dedup_keys;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 
@@ -81,8 +80,4 @@ impl PgStore {
             .max_lifetime(config.max_lifetime)
             .test_before_acquire(config.test_before_acquire)
     }
-}
-
-fn ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> Vec<i64> {
-    dedup_keys(keys).into_iter().map(Into::into).collect()
 }

@@ -1,146 +1,102 @@
-//! The reads of `PgStore`: one statement per batch or page.
+//! The reads of `PgStore`: the statements of [`ReadSql`], one per batch or page, checked
+//! at compile time against the schema.
 
-use super::{PgStore, ids};
-use crate::keyset::{fetch_len, into_page, page_of, start_of};
+use super::PgStore;
+use crate::read::{ReadSql, Span};
 use crate::rows::{
     FlagsRow, FollowRow, MediaRow, NotificationRow, OrderItemRow, OrderRow, PostRow, RefRow,
-    TagRow, UserRow, group, keyed,
+    TagRow, UserRow,
 };
-use crate::{PoolStats, Store, StoreError};
+use crate::{PoolStats, StoreError};
 use async_trait::async_trait;
-use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
-    dedup_keys,
-};
-use std::collections::HashMap;
+use chrono::{DateTime, Utc};
+use quiver_model::{OrderStatus, UserId, ViewerGraph};
+
+/// Every row of one compile-time-checked statement, on a pooled connection.
+macro_rules! rows {
+    ($self:ident, $row:ident, $sql:literal $(, $arg:expr)* $(,)?) => {
+        Ok(sqlx::query_as!($row, $sql $(, $arg)*)
+            .fetch_all(&mut *$self.conn().await?)
+            .await?)
+    };
+}
 
 #[async_trait]
-impl Store for PgStore {
-    async fn users(&self, keys: &[UserId]) -> Result<HashMap<UserId, User>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<UserRow> = sqlx::query_as!(
+impl ReadSql for PgStore {
+    type Stamp = DateTime<Utc>;
+
+    async fn user_rows(&self, ids: &[i64]) -> Result<Vec<UserRow>, StoreError> {
+        rows!(
+            self,
             UserRow,
             "SELECT id, handle, display_name, bio, avatar_url, created_at
              FROM users WHERE id = ANY($1)",
-            &ids(keys)
+            ids
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, UserRow::entity)
     }
 
-    async fn user_flags(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserFlags>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query_as!(
+    async fn flag_rows(&self, ids: &[i64]) -> Result<Vec<FlagsRow>, StoreError> {
+        rows!(
+            self,
             FlagsRow,
             "SELECT id, verified, creator, private FROM users WHERE id = ANY($1)",
-            &ids(keys)
+            ids
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, FlagsRow::entity)
     }
 
-    async fn posts(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<PostRow> = sqlx::query_as!(
+    async fn post_rows(&self, ids: &[i64]) -> Result<Vec<PostRow>, StoreError> {
+        rows!(
+            self,
             PostRow,
             "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
              FROM posts WHERE id = ANY($1)",
-            &ids(keys)
+            ids
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, PostRow::entity)
     }
 
-    async fn media_by_post(
-        &self,
-        keys: &[PostId],
-    ) -> Result<HashMap<PostId, Vec<Media>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query_as!(
+    async fn media_rows(&self, posts: &[i64]) -> Result<Vec<MediaRow>, StoreError> {
+        rows!(
+            self,
             MediaRow,
             "SELECT id, post_id, kind, url, width, height, size_bytes, position
              FROM media WHERE post_id = ANY($1) ORDER BY post_id, position",
-            &ids(keys)
+            posts
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        group(rows.into_iter().map(MediaRow::entity))
     }
 
-    async fn tags_by_post(
-        &self,
-        keys: &[PostId],
-    ) -> Result<HashMap<PostId, Vec<String>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query_as!(
+    async fn tag_rows(&self, posts: &[i64]) -> Result<Vec<TagRow>, StoreError> {
+        rows!(
+            self,
             TagRow,
             "SELECT post_id, tag FROM post_tags WHERE post_id = ANY($1) ORDER BY post_id, tag",
-            &ids(keys)
+            posts
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        group(rows.into_iter().map(TagRow::entity))
     }
 
-    async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<OrderRow> = sqlx::query_as!(
+    async fn order_rows(&self, ids: &[i64]) -> Result<Vec<OrderRow>, StoreError> {
+        rows!(
+            self,
             OrderRow,
             "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
              FROM orders WHERE id = ANY($1)",
-            &ids(keys)
+            ids
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, OrderRow::entity)
     }
 
-    async fn order_items(
-        &self,
-        keys: &[OrderId],
-    ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query_as!(
+    async fn order_item_rows(&self, orders: &[i64]) -> Result<Vec<OrderItemRow>, StoreError> {
+        rows!(
+            self,
             OrderItemRow,
             "SELECT order_id, post_id, quantity, unit_price_cents, currency
              FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, post_id",
-            &ids(keys)
+            orders
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        group(rows.into_iter().map(OrderItemRow::entity))
     }
 
-    async fn follows(
-        &self,
-        edges: &[FollowEdge],
-    ) -> Result<HashMap<FollowEdge, Follow>, StoreError> {
-        if edges.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (followers, followees): (Vec<i64>, Vec<i64>) = dedup_keys(edges)
-            .into_iter()
-            .map(|e| (e.follower.0, e.followee.0))
-            .unzip();
-        let rows: Vec<FollowRow> = sqlx::query_as!(
+    async fn follow_rows(&self, pairs: &[(i64, i64)]) -> Result<Vec<FollowRow>, StoreError> {
+        let (followers, followees): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        rows!(
+            self,
             FollowRow,
             "SELECT f.follower_id, f.followee_id, f.created_at
              FROM follows f
@@ -149,12 +105,9 @@ impl Store for PgStore {
             &followers,
             &followees
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, FollowRow::entity)
     }
 
-    async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
+    async fn graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
         let r = sqlx::query!(
             r#"SELECT
                  ARRAY(SELECT followee_id FROM follows WHERE follower_id = $1) AS "followees!",
@@ -177,195 +130,26 @@ impl Store for PgStore {
         })
     }
 
-    async fn author_page(
-        &self,
-        authors: &[UserId],
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        if authors.is_empty() {
-            return Ok(Page {
-                items: vec![],
-                next: None,
-            });
-        }
-        let (at, id) = start_of(after);
-        // Top rows per author straight from `posts_by_author`, then the top of their union:
-        // reads at most `n` index entries per author instead of every post of every author.
-        let rows = sqlx::query_as!(
-            RefRow,
-            r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
-               FROM unnest($1::bigint[]) AS a(author_id)
-               CROSS JOIN LATERAL (
-                   SELECT id, created_at FROM posts
-                   WHERE posts.author_id = a.author_id AND (created_at, id) < ($2, $3)
-                   ORDER BY created_at DESC, id DESC
-                   LIMIT $4
-               ) p
-               ORDER BY p.created_at DESC, p.id DESC
-               LIMIT $4"#,
-            &ids(authors),
-            at,
-            id,
-            n
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(rows, limit))
-    }
-
-    async fn post_page(
-        &self,
-        list: PostList,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        match list {
-            PostList::Home(viewer) => self.home_page(viewer, after, limit).await,
-            PostList::Author(user) => self.user_posts(user, after, limit).await,
-            PostList::Recent => self.recent_posts(after, limit).await,
-        }
-    }
-
-    async fn customer_orders(
-        &self,
-        customer: UserId,
-        status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        // Three statements on purpose: only a literal `status = 'active'` lets the planner
-        // match the partial index in a prepared (generic) plan.
-        let rows = match status {
-            Some(OrderStatus::Active) => {
-                sqlx::query_as!(
-                    RefRow,
-                    "SELECT id, created_at FROM orders
-                     WHERE customer_id = $1 AND status = 'active' AND (created_at, id) < ($2, $3)
-                     ORDER BY created_at DESC, id DESC
-                     LIMIT $4",
-                    customer.0,
-                    at,
-                    id,
-                    n
-                )
-                .fetch_all(&mut *self.conn().await?)
-                .await?
-            }
-            Some(other) => {
-                sqlx::query_as!(
-                    RefRow,
-                    "SELECT id, created_at FROM orders
-                     WHERE customer_id = $1 AND status = $5 AND (created_at, id) < ($2, $3)
-                     ORDER BY created_at DESC, id DESC
-                     LIMIT $4",
-                    customer.0,
-                    at,
-                    id,
-                    n,
-                    other.as_str()
-                )
-                .fetch_all(&mut *self.conn().await?)
-                .await?
-            }
-            None => {
-                sqlx::query_as!(
-                    RefRow,
-                    "SELECT id, created_at FROM orders
-                     WHERE customer_id = $1 AND (created_at, id) < ($2, $3)
-                     ORDER BY created_at DESC, id DESC
-                     LIMIT $4",
-                    customer.0,
-                    at,
-                    id,
-                    n
-                )
-                .fetch_all(&mut *self.conn().await?)
-                .await?
-            }
-        };
-        Ok(page_of(rows, limit))
-    }
-
-    async fn notifications(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<Notification>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<NotificationRow> = sqlx::query_as!(
-            NotificationRow,
-            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
-             FROM notifications
-             WHERE user_id = $1 AND (created_at, id) < ($2, $3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT $4",
-            user.0,
-            at,
-            id,
-            n
-        )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        let rows = rows
-            .into_iter()
-            .map(NotificationRow::entity)
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(into_page(rows, limit))
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        self.waits.stats(&self.pool)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query!("SELECT 1 AS one")
-            .fetch_one(&mut *self.conn().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-impl PgStore {
-    async fn home_page(
-        &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let mut rows = sqlx::query_as!(
+    async fn timeline(&self, viewer: i64, w: Span) -> Result<Vec<RefRow>, StoreError> {
+        rows!(
+            self,
             RefRow,
             "SELECT post_id AS id, created_at FROM home_timeline
              WHERE user_id = $1 AND (created_at, post_id) < ($2, $3)
              ORDER BY created_at DESC, post_id DESC
              LIMIT $4",
-            viewer.0,
-            at,
-            id,
-            n
+            viewer,
+            w.at,
+            w.id,
+            w.n
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        if rows.len() < n as usize {
-            // Past the materialized depth (or no timeline yet): continue by merge-at-read
-            // from where the timeline ended. The timeline is the newest contiguous part of
-            // the same feed, so the two parts meet without gap or overlap.
-            let (at, id) = rows.last().map_or((at, id), |r| (r.created_at, r.id));
-            let rest = n - rows.len() as i64;
-            let more = sqlx::query_as!(
-                RefRow,
-                r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
+    }
+
+    async fn followed(&self, viewer: i64, w: Span) -> Result<Vec<RefRow>, StoreError> {
+        rows!(
+            self,
+            RefRow,
+            r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
                    FROM (SELECT $1::bigint AS author_id
                          UNION ALL
                          SELECT followee_id FROM follows WHERE follower_id = $1) AS a
@@ -377,61 +161,150 @@ impl PgStore {
                    ) p
                    ORDER BY p.created_at DESC, p.id DESC
                    LIMIT $4"#,
-                viewer.0,
-                at,
-                id,
-                rest
-            )
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-            rows.extend(more);
-        }
-        Ok(page_of(rows, limit))
-    }
-
-    async fn recent_posts(
-        &self,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows = sqlx::query_as!(
-            RefRow,
-            "SELECT id, created_at FROM posts
-             WHERE (created_at, id) < ($1, $2)
-             ORDER BY created_at DESC, id DESC
-             LIMIT $3",
-            at,
-            id,
-            n
+            viewer,
+            w.at,
+            w.id,
+            w.n
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(rows, limit))
     }
 
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows = sqlx::query_as!(
+    async fn by_authors(&self, authors: &[i64], w: Span) -> Result<Vec<RefRow>, StoreError> {
+        // Top rows per author straight from `posts_by_author`, then the top of their union:
+        // reads at most `n` index entries per author instead of every post of every author.
+        rows!(
+            self,
+            RefRow,
+            r#"SELECT p.id AS "id!", p.created_at AS "created_at!"
+               FROM unnest($1::bigint[]) AS a(author_id)
+               CROSS JOIN LATERAL (
+                   SELECT id, created_at FROM posts
+                   WHERE posts.author_id = a.author_id AND (created_at, id) < ($2, $3)
+                   ORDER BY created_at DESC, id DESC
+                   LIMIT $4
+               ) p
+               ORDER BY p.created_at DESC, p.id DESC
+               LIMIT $4"#,
+            authors,
+            w.at,
+            w.id,
+            w.n
+        )
+    }
+
+    async fn by_author(&self, author: i64, w: Span) -> Result<Vec<RefRow>, StoreError> {
+        rows!(
+            self,
             RefRow,
             "SELECT id, created_at FROM posts
              WHERE author_id = $1 AND (created_at, id) < ($2, $3)
              ORDER BY created_at DESC, id DESC
              LIMIT $4",
-            user.0,
-            at,
-            id,
-            n
+            author,
+            w.at,
+            w.id,
+            w.n
         )
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(rows, limit))
+    }
+
+    async fn recent(&self, w: Span) -> Result<Vec<RefRow>, StoreError> {
+        rows!(
+            self,
+            RefRow,
+            "SELECT id, created_at FROM posts
+             WHERE (created_at, id) < ($1, $2)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $3",
+            w.at,
+            w.id,
+            w.n
+        )
+    }
+
+    async fn order_refs(
+        &self,
+        customer: i64,
+        status: Option<OrderStatus>,
+        w: Span,
+    ) -> Result<Vec<RefRow>, StoreError> {
+        // Three statements on purpose: only a literal `status = 'active'` lets the planner
+        // match the partial index in a prepared (generic) plan.
+        match status {
+            Some(OrderStatus::Active) => {
+                rows!(
+                    self,
+                    RefRow,
+                    "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND status = 'active' AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                    customer,
+                    w.at,
+                    w.id,
+                    w.n
+                )
+            }
+            Some(other) => {
+                rows!(
+                    self,
+                    RefRow,
+                    "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND status = $5 AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                    customer,
+                    w.at,
+                    w.id,
+                    w.n,
+                    other.as_str()
+                )
+            }
+            None => rows!(
+                self,
+                RefRow,
+                "SELECT id, created_at FROM orders
+                     WHERE customer_id = $1 AND (created_at, id) < ($2, $3)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT $4",
+                customer,
+                w.at,
+                w.id,
+                w.n
+            ),
+        }
+    }
+
+    async fn notification_rows(
+        &self,
+        user: i64,
+        w: Span,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        rows!(
+            self,
+            NotificationRow,
+            "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
+             FROM notifications
+             WHERE user_id = $1 AND (created_at, id) < ($2, $3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $4",
+            user,
+            w.at,
+            w.id,
+            w.n
+        )
+    }
+
+    async fn select_one(&self) -> Result<(), StoreError> {
+        sqlx::query!("SELECT 1 AS one")
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    fn pool_figures(&self) -> PoolStats {
+        self.waits.stats(&self.pool)
+    }
+
+    async fn close_pool(&self) {
+        self.pool.close().await;
     }
 }

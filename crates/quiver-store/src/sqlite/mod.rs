@@ -5,7 +5,7 @@
 //! per crate (launchbadge/sqlx#121, #916), and that database is PostgreSQL. The contract
 //! suite runs every one of these statements against a real SQLite file.
 //!
-//! `read.rs` holds the reads, `write.rs` the statements of the write flows, `outbox.rs`
+//! `read.rs` holds the statements of the reads, `write.rs` those of the write flows, `outbox.rs`
 //! the relay's claims and the consumers' effects, `bulk.rs` the seed loader.
 
 mod bulk;
@@ -13,10 +13,9 @@ mod outbox;
 mod read;
 mod write;
 
-use crate::rows::{Micros, RefRow};
+use crate::rows::Micros;
 use crate::{SqliteConfig, StoreError};
 use chrono::{DateTime, Utc};
-use quiver_model::dedup_keys;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -38,15 +37,10 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> i64 {
     Micros::from(t).0
 }
 
-/// A batch of keys as the JSON array that `json_each(?)` expands: SQLite has no arrays.
-fn json_ids<T: Copy + Eq + std::hash::Hash + Into<i64>>(keys: &[T]) -> String {
-    let ids: Vec<i64> = dedup_keys(keys).into_iter().map(Into::into).collect();
-    serde_json::to_string(&ids).expect("integers serialize")
-}
-
-/// Skeleton rows with their times decoded.
-fn refs(rows: Vec<RefRow<Micros>>) -> Result<Vec<RefRow>, StoreError> {
-    rows.into_iter().map(RefRow::timed).collect()
+/// Ids (or pairs of ids) as the JSON array that `json_each(?)` expands: SQLite has no
+/// arrays.
+fn json<T: serde::Serialize + ?Sized>(ids: &T) -> String {
+    serde_json::to_string(ids).expect("integers serialize")
 }
 
 impl SqliteStore {
@@ -113,46 +107,5 @@ impl SqliteStore {
     /// deadlock upgrading read locks.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// The rows of `sql`, whose `?1` is the deduplicated `keys` as a JSON array; no
-    /// statement for no keys.
-    async fn by_ids<R, K>(&self, sql: &'static str, keys: &[K]) -> Result<Vec<R>, StoreError>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-        K: Copy + Eq + std::hash::Hash + Into<i64>,
-    {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(sqlx::query_as(sql)
-            .bind(json_ids(keys))
-            .fetch_all(&mut *self.conn().await?)
-            .await?)
-    }
-
-    async fn merged(
-        &self,
-        authors_json: String,
-        at: DateTime<Utc>,
-        id: i64,
-        n: i64,
-    ) -> Result<Vec<RefRow>, StoreError> {
-        // SQLite walks `posts_by_author` once per author for `IN (json_each)` and merges;
-        // fine at embedded scale, where there is no materialized-timeline pressure.
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
-            "SELECT id, created_at FROM posts
-             WHERE author_id IN (SELECT value FROM json_each(?1))
-               AND (created_at, id) < (?2, ?3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?4",
-        )
-        .bind(authors_json)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        refs(rows)
     }
 }

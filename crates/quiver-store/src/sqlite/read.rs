@@ -1,133 +1,99 @@
-//! The reads of `SqliteStore`: one statement per batch or page, batches passed as JSON
-//! arrays that `json_each` expands (SQLite has no arrays).
+//! The reads of `SqliteStore`: the statements of [`ReadSql`], one per batch or page,
+//! batches passed as JSON arrays that `json_each` expands (SQLite has no arrays).
 
-use super::{SqliteStore, json_ids, refs, to_micros};
-use crate::keyset::{fetch_len, into_page, page_of, start_of};
+use super::{SqliteStore, json, to_micros};
+use crate::read::{ReadSql, Span};
 use crate::rows::{
     FlagsRow, FollowRow, MediaRow, Micros, NotificationRow, OrderItemRow, OrderRow, PostRow,
-    RefRow, TagRow, UserRow, group, keyed,
+    RefRow, TagRow, UserRow,
 };
-use crate::{PoolStats, Store, StoreError};
+use crate::{PoolStats, StoreError};
 use async_trait::async_trait;
-use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
-    OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
-    dedup_keys,
-};
-use std::collections::HashMap;
+use quiver_model::{OrderStatus, UserId, ViewerGraph};
+use sqlx::sqlite::SqliteRow;
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn users(&self, keys: &[UserId]) -> Result<HashMap<UserId, User>, StoreError> {
-        let rows: Vec<UserRow<Micros>> = self
-            .by_ids(
-                "SELECT id, handle, display_name, bio, avatar_url, created_at
-                 FROM users WHERE id IN (SELECT value FROM json_each(?1))",
-                keys,
-            )
-            .await?;
-        keyed(rows, UserRow::entity)
+impl ReadSql for SqliteStore {
+    type Stamp = Micros;
+
+    async fn user_rows(&self, ids: &[i64]) -> Result<Vec<UserRow<Micros>>, StoreError> {
+        self.by_ids(
+            "SELECT id, handle, display_name, bio, avatar_url, created_at
+             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+            ids,
+        )
+        .await
     }
 
-    async fn user_flags(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserFlags>, StoreError> {
-        let rows: Vec<FlagsRow> = self
-            .by_ids(
-                "SELECT id, verified, creator, private
-                 FROM users WHERE id IN (SELECT value FROM json_each(?1))",
-                keys,
-            )
-            .await?;
-        keyed(rows, FlagsRow::entity)
+    async fn flag_rows(&self, ids: &[i64]) -> Result<Vec<FlagsRow>, StoreError> {
+        self.by_ids(
+            "SELECT id, verified, creator, private
+             FROM users WHERE id IN (SELECT value FROM json_each(?1))",
+            ids,
+        )
+        .await
     }
 
-    async fn posts(&self, keys: &[PostId]) -> Result<HashMap<PostId, Post>, StoreError> {
-        let rows: Vec<PostRow<Micros>> = self
-            .by_ids(
-                "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
-                 FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
-                keys,
-            )
-            .await?;
-        keyed(rows, PostRow::entity)
+    async fn post_rows(&self, ids: &[i64]) -> Result<Vec<PostRow<Micros>>, StoreError> {
+        self.by_ids(
+            "SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at
+             FROM posts WHERE id IN (SELECT value FROM json_each(?1))",
+            ids,
+        )
+        .await
     }
 
-    async fn media_by_post(
+    async fn media_rows(&self, posts: &[i64]) -> Result<Vec<MediaRow>, StoreError> {
+        self.by_ids(
+            "SELECT id, post_id, kind, url, width, height, size_bytes, position
+             FROM media WHERE post_id IN (SELECT value FROM json_each(?1))
+             ORDER BY post_id, position",
+            posts,
+        )
+        .await
+    }
+
+    async fn tag_rows(&self, posts: &[i64]) -> Result<Vec<TagRow>, StoreError> {
+        self.by_ids(
+            "SELECT post_id, tag FROM post_tags
+             WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
+            posts,
+        )
+        .await
+    }
+
+    async fn order_rows(&self, ids: &[i64]) -> Result<Vec<OrderRow<Micros>>, StoreError> {
+        self.by_ids(
+            "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
+             FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
+            ids,
+        )
+        .await
+    }
+
+    async fn order_item_rows(&self, orders: &[i64]) -> Result<Vec<OrderItemRow>, StoreError> {
+        self.by_ids(
+            "SELECT order_id, post_id, quantity, unit_price_cents, currency FROM order_items
+             WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
+            orders,
+        )
+        .await
+    }
+
+    async fn follow_rows(
         &self,
-        keys: &[PostId],
-    ) -> Result<HashMap<PostId, Vec<Media>>, StoreError> {
-        let rows: Vec<MediaRow> = self
-            .by_ids(
-                "SELECT id, post_id, kind, url, width, height, size_bytes, position
-                 FROM media WHERE post_id IN (SELECT value FROM json_each(?1))
-                 ORDER BY post_id, position",
-                keys,
-            )
-            .await?;
-        group(rows.into_iter().map(MediaRow::entity))
-    }
-
-    async fn tags_by_post(
-        &self,
-        keys: &[PostId],
-    ) -> Result<HashMap<PostId, Vec<String>>, StoreError> {
-        let rows: Vec<TagRow> = self
-            .by_ids(
-                "SELECT post_id, tag FROM post_tags
-                 WHERE post_id IN (SELECT value FROM json_each(?1)) ORDER BY post_id, tag",
-                keys,
-            )
-            .await?;
-        group(rows.into_iter().map(TagRow::entity))
-    }
-
-    async fn orders(&self, keys: &[OrderId]) -> Result<HashMap<OrderId, Order>, StoreError> {
-        let rows: Vec<OrderRow<Micros>> = self
-            .by_ids(
-                "SELECT id, customer_id, status, total_cents, currency, created_at, updated_at
-                 FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
-                keys,
-            )
-            .await?;
-        keyed(rows, OrderRow::entity)
-    }
-
-    async fn order_items(
-        &self,
-        keys: &[OrderId],
-    ) -> Result<HashMap<OrderId, Vec<OrderItem>>, StoreError> {
-        let rows: Vec<OrderItemRow> = self
-            .by_ids(
-                "SELECT order_id, post_id, quantity, unit_price_cents, currency FROM order_items
-                 WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, post_id",
-                keys,
-            )
-            .await?;
-        group(rows.into_iter().map(OrderItemRow::entity))
-    }
-
-    async fn follows(
-        &self,
-        edges: &[FollowEdge],
-    ) -> Result<HashMap<FollowEdge, Follow>, StoreError> {
-        if edges.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let pairs: Vec<[i64; 2]> = dedup_keys(edges)
-            .into_iter()
-            .map(|e| [e.follower.0, e.followee.0])
-            .collect();
-        let rows: Vec<FollowRow<Micros>> = sqlx::query_as(
+        pairs: &[(i64, i64)],
+    ) -> Result<Vec<FollowRow<Micros>>, StoreError> {
+        self.by_ids(
             "SELECT follower_id, followee_id, created_at FROM follows
              WHERE (follower_id, followee_id) IN (
                SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+            pairs,
         )
-        .bind(serde_json::to_string(&pairs).expect("integers serialize"))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        keyed(rows, FollowRow::entity)
+        .await
     }
 
-    async fn viewer_graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
+    async fn graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
         // One statement: the four edge sets tagged by relation.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT 0, followee_id FROM follows WHERE follower_id = ?1
@@ -156,184 +122,152 @@ impl Store for SqliteStore {
         Ok(g)
     }
 
-    async fn author_page(
-        &self,
-        authors: &[UserId],
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        if authors.is_empty() {
-            return Ok(Page {
-                items: vec![],
-                next: None,
-            });
-        }
-        let (at, id) = start_of(after);
-        let rows = self.merged(json_ids(authors), at, id, n).await?;
-        Ok(page_of(rows, limit))
+    async fn timeline(&self, viewer: i64, w: Span) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        self.page(
+            "SELECT post_id AS id, created_at FROM home_timeline
+             WHERE user_id = ?1 AND (created_at, post_id) < (?2, ?3)
+             ORDER BY created_at DESC, post_id DESC
+             LIMIT ?4",
+            Some(viewer),
+            w,
+        )
+        .await
     }
 
-    async fn post_page(
-        &self,
-        list: PostList,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        match list {
-            PostList::Home(viewer) => self.home_page(viewer, after, limit).await,
-            PostList::Author(user) => self.user_posts(user, after, limit).await,
-            PostList::Recent => self.recent_posts(after, limit).await,
-        }
+    async fn followed(&self, viewer: i64, w: Span) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        let authors: Vec<i64> = sqlx::query_scalar(
+            "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
+        )
+        .bind(viewer)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        self.by_authors(&authors, w).await
     }
 
-    async fn customer_orders(
+    async fn by_authors(
         &self,
-        customer: UserId,
+        authors: &[i64],
+        w: Span,
+    ) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        // SQLite walks `posts_by_author` once per author for `IN (json_each)` and merges;
+        // fine at embedded scale, where there is no materialized-timeline pressure.
+        self.page(
+            "SELECT id, created_at FROM posts
+             WHERE author_id IN (SELECT value FROM json_each(?1))
+               AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+            Some(json(authors)),
+            w,
+        )
+        .await
+    }
+
+    async fn by_author(&self, author: i64, w: Span) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        self.page(
+            "SELECT id, created_at FROM posts
+             WHERE author_id = ?1 AND (created_at, id) < (?2, ?3)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?4",
+            Some(author),
+            w,
+        )
+        .await
+    }
+
+    async fn recent(&self, w: Span) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, created_at FROM posts
+             WHERE (created_at, id) < (?1, ?2)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?3",
+        )
+        .bind(to_micros(w.at))
+        .bind(w.id)
+        .bind(w.n)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
+    async fn order_refs(
+        &self,
+        customer: i64,
         status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
+        w: Span,
+    ) -> Result<Vec<RefRow<Micros>>, StoreError> {
+        Ok(sqlx::query_as(
             "SELECT id, created_at FROM orders
              WHERE customer_id = ?1 AND (?5 IS NULL OR status = ?5)
                AND (created_at, id) < (?2, ?3)
              ORDER BY created_at DESC, id DESC
              LIMIT ?4",
         )
-        .bind(customer.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
+        .bind(customer)
+        .bind(to_micros(w.at))
+        .bind(w.id)
+        .bind(w.n)
         .bind(status.map(OrderStatus::as_str))
         .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(refs(rows)?, limit))
+        .await?)
     }
 
-    async fn notifications(
+    async fn notification_rows(
         &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<Notification>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<NotificationRow<Micros>> = sqlx::query_as(
+        user: i64,
+        w: Span,
+    ) -> Result<Vec<NotificationRow<Micros>>, StoreError> {
+        self.page(
             "SELECT id, user_id, kind, actor_id, post_id, order_id, created_at, read_at
              FROM notifications
              WHERE user_id = ?1 AND (created_at, id) < (?2, ?3)
              ORDER BY created_at DESC, id DESC
              LIMIT ?4",
+            Some(user),
+            w,
         )
-        .bind(user.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        let rows = rows
-            .into_iter()
-            .map(NotificationRow::entity)
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(into_page(rows, limit))
+        .await
     }
 
-    fn pool_stats(&self) -> PoolStats {
-        self.waits.stats(&self.pool)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn select_one(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn close(&self) {
+    fn pool_figures(&self) -> PoolStats {
+        self.waits.stats(&self.pool)
+    }
+
+    async fn close_pool(&self) {
         self.pool.close().await;
     }
 }
 
 impl SqliteStore {
-    async fn home_page(
-        &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
-            "SELECT post_id AS id, created_at FROM home_timeline
-             WHERE user_id = ?1 AND (created_at, post_id) < (?2, ?3)
-             ORDER BY created_at DESC, post_id DESC
-             LIMIT ?4",
-        )
-        .bind(viewer.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        let mut page = refs(rows)?;
-        if page.len() < n as usize {
-            // Same continuation as PgStore::home_page: merge-at-read past the timeline.
-            let (at, id) = page.last().map_or((at, id), |r| (r.created_at, r.id));
-            let authors: Vec<i64> = sqlx::query_scalar(
-                "SELECT ?1 UNION ALL SELECT followee_id FROM follows WHERE follower_id = ?1",
-            )
-            .bind(viewer.0)
+    /// The rows of `sql`, whose `?1` is `ids` as a JSON array.
+    async fn by_ids<R, T>(&self, sql: &'static str, ids: &[T]) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+        T: serde::Serialize + Sync,
+    {
+        Ok(sqlx::query_as(sql)
+            .bind(json(ids))
             .fetch_all(&mut *self.conn().await?)
-            .await?;
-            let json = serde_json::to_string(&authors).expect("integers serialize");
-            let rest = n - page.len() as i64;
-            page.extend(self.merged(json, at, id, rest).await?);
-        }
-        Ok(page_of(page, limit))
+            .await?)
     }
 
-    async fn recent_posts(
-        &self,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
-            "SELECT id, created_at FROM posts
-             WHERE (created_at, id) < (?1, ?2)
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?3",
-        )
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(refs(rows)?, limit))
-    }
-
-    async fn user_posts(
-        &self,
-        user: UserId,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, StoreError> {
-        let n = fetch_len(limit)?;
-        let (at, id) = start_of(after);
-        let rows: Vec<RefRow<Micros>> = sqlx::query_as(
-            "SELECT id, created_at FROM posts
-             WHERE author_id = ?1 AND (created_at, id) < (?2, ?3)
-             ORDER BY created_at DESC, id DESC
-             LIMIT ?4",
-        )
-        .bind(user.0)
-        .bind(to_micros(at))
-        .bind(id)
-        .bind(n)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(page_of(refs(rows)?, limit))
+    /// The rows of a page statement: `?1` is `first` (whose list), `?2`, `?3` the window's
+    /// start and `?4` its length.
+    async fn page<R, A>(&self, sql: &'static str, first: A, w: Span) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + 'static,
+    {
+        Ok(sqlx::query_as(sql)
+            .bind(first)
+            .bind(to_micros(w.at))
+            .bind(w.id)
+            .bind(w.n)
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
     }
 }

@@ -2,7 +2,7 @@
 //! `write/flow.rs`). Every write transaction takes the write lock up front
 //! (`BEGIN IMMEDIATE`), so writers run one at a time and need no other locking.
 
-use super::{SqliteStore, json_ids, to_micros};
+use super::{SqliteStore, json, to_micros};
 use crate::StoreError;
 use crate::rows::{Micros, Stamp};
 use crate::write::{KeyUse, Pair, PricedLine, Transact, WishRow, WriteSql};
@@ -313,7 +313,7 @@ impl WriteSql for SqliteTx {
                                WHERE (b.blocker_id = p.author_id AND b.blocked_id = ?2)
                                   OR (b.blocker_id = ?2 AND b.blocked_id = p.author_id))",
         )
-        .bind(json_ids(ids))
+        .bind(json(&ids.iter().map(|p| p.0).collect::<Vec<i64>>()))
         .bind(customer.0)
         .fetch_all(&mut *self.0)
         .await?;

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fred::prelude::*;
+use quiver_benches::redis_url;
 use quiver_cache::{CacheConfig, Outcome, RedisConfig, RedisRemote, Remote, Tiered};
 use quiver_model::{LoadError, Loader};
 use rand::SeedableRng;
@@ -35,22 +36,10 @@ impl Loader for Memory {
     }
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 async fn remote() -> Arc<dyn Remote> {
-    let r = RedisRemote::connect(&RedisConfig {
-        url: redis_url(),
-        command_timeout: Duration::from_secs(1),
-        ..RedisConfig::default()
-    })
-    .unwrap();
-    assert!(
-        r.wait_connected(Duration::from_secs(5)).await,
-        "benches need redis at REDIS_URL"
-    );
-    Arc::new(r)
+    let config = RedisConfig::at(&redis_url());
+    let r = RedisRemote::connect_within(&config, Duration::from_secs(5)).await;
+    Arc::new(r.expect("benches need redis at REDIS_URL"))
 }
 
 fn config(name: &str, l1_bytes: u64) -> CacheConfig {

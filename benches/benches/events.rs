@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use quiver_benches::redis_url;
 use quiver_events::streams::RedisStreams;
 use quiver_events::{EffectsHandler, Events, EventsConfig, EventsError, Handler};
 use quiver_model::{EventId, EventKind, OutboxEvent};
@@ -13,10 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 2000;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// Does nothing: the relay bench measures the relay alone.
 struct Nothing;

@@ -25,6 +25,11 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The Redis the benches use: `REDIS_URL`, else the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 fn url_for(db: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);

@@ -318,11 +318,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let redis_url = args.redis_url.clone().filter(|_| !args.demo);
     let remote: Option<Arc<dyn Remote>> = match &args.redis_url {
         Some(url) if !args.demo => {
-            let r = RedisRemote::connect(&RedisConfig {
-                url: url.clone(),
-                ..RedisConfig::default()
-            })
-            .context("invalid redis configuration")?;
+            let r = RedisRemote::connect(&RedisConfig::at(url))
+                .context("invalid redis configuration")?;
             if !r.wait_connected(Duration::from_secs(5)).await {
                 tracing::warn!("redis is not reachable yet; serving from L1 and the database");
             }

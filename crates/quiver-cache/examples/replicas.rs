@@ -28,11 +28,7 @@ impl Loader for Profiles {
 }
 
 async fn replica(db: &Arc<Profiles>, url: &str) -> Tiered<Arc<Profiles>> {
-    let redis = RedisRemote::connect(&RedisConfig {
-        url: url.to_owned(),
-        ..RedisConfig::default()
-    })
-    .expect("valid redis url");
+    let redis = RedisRemote::connect(&RedisConfig::at(url)).expect("valid redis url");
     if !redis.wait_connected(Duration::from_secs(2)).await {
         eprintln!("redis at {url} is not reachable: lookups will use the L1 and the loader only");
     }

@@ -105,6 +105,16 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
 }
 
+impl RedisConfig {
+    /// The default settings for the Redis at `url`.
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
@@ -160,6 +170,22 @@ impl RedisRemote {
         drop(subscriber.connect());
         drop(subscriber.manage_subscriptions());
         Ok(Self { pool, subscriber })
+    }
+
+    /// Connects and waits up to `within` for both connections, failing when they are not
+    /// up by then: for callers that must not start without Redis (tests, tools).
+    pub async fn connect_within(
+        config: &RedisConfig,
+        within: Duration,
+    ) -> Result<Self, RemoteError> {
+        let r = Self::connect(config)?;
+        if r.wait_connected(within).await {
+            Ok(r)
+        } else {
+            Err(RemoteError(format!(
+                "redis did not connect within {within:?}"
+            )))
+        }
     }
 
     /// Waits until the command pool and the invalidation connection are connected, at

@@ -1,7 +1,8 @@
-//! What quiver's test suites share, as a dev-dependency only: where the real PostgreSQL
-//! and Redis are (`cargo xtask test` sets both, starting throwaway servers when none is
-//! reachable), a Redis namespace no other test uses, and waits with a deadline instead
-//! of sleeps.
+//! What quiver's test suites and benches share, as a dev-dependency only: where the real
+//! PostgreSQL and Redis are (`cargo xtask test` sets both, starting throwaway servers when
+//! none is reachable), a Redis namespace no other test uses, waits with a deadline instead
+//! of sleeps, a [`Gate`] that holds loads mid-flight, and an in-memory [`world`] with
+//! loaders over it. It depends on `quiver-model` alone, so every layer can use it.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -18,6 +19,11 @@
 //! #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
 //! # }
 //! ```
+
+mod gate;
+pub mod world;
+
+pub use gate::Gate;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -17,17 +17,15 @@ async fn a_lookup_after_an_invalidation_does_not_wait_for_an_older_load() {
         )
         .await,
     );
-    let gate = source.hold();
+    source.gate.close();
     let before = {
         let cache = cache.clone();
         tokio::spawn(async move { cache.lookup(&[7]).await.unwrap() })
     };
-    while source.entered() == 0 {
-        tokio::task::yield_now().await;
-    }
+    source.gate.wait_entered(1).await;
     // The held load has read "old"; the value changes and is invalidated (a write).
     source.set(7, "new");
-    source.release();
+    source.gate.stop_holding();
     cache.invalidate(&[7]).await.unwrap();
     // Before the fix this waited for the held load (and would wait forever here).
     let after = tokio::time::timeout(std::time::Duration::from_secs(5), cache.lookup(&[7]))
@@ -36,7 +34,7 @@ async fn a_lookup_after_an_invalidation_does_not_wait_for_an_older_load() {
         .unwrap();
     assert_eq!(after.values[&7], "new", "not the older load's value");
     assert_eq!(after.outcomes[&7], Outcome::Miss, "loaded, not coalesced");
-    gate.add_permits(1);
+    source.gate.release(1);
     assert_eq!(before.await.unwrap().values[&7], "old");
     // Neither the older load's fill nor its end of claim touched the newer answer.
     let again = cache.lookup(&[7]).await.unwrap();

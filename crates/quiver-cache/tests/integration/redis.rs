@@ -44,7 +44,7 @@ async fn a_hundred_concurrent_lookups_of_one_missing_key_call_the_loader_once() 
     let (url, ns) = (redis_url(), namespace("flight"));
     let source = Arc::new(Source::default());
     source.set(7, "seven");
-    let gate = source.hold();
+    source.gate.close();
     let cache = replica(config(&ns), &source, &url).await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -52,13 +52,11 @@ async fn a_hundred_concurrent_lookups_of_one_missing_key_call_the_loader_once() 
             tokio::spawn(async move { c.lookup(&[7]).await.unwrap() })
         })
         .collect();
-    while source.entered() == 0 {
-        tokio::task::yield_now().await;
-    }
+    source.gate.wait_entered(1).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    gate.add_permits(1);
+    source.gate.release(1);
     let mut outcomes = Vec::new();
     for t in tasks {
         let l = t.await.unwrap();
@@ -88,19 +86,17 @@ async fn a_load_that_started_before_an_invalidation_never_writes_its_old_value()
     let a = replica(config(&ns), &source, &url).await;
     let b = replica(config(&ns), &source, &url).await;
 
-    let gate = source.hold();
+    source.gate.close();
     let slow = {
         let a = a.clone();
         tokio::spawn(async move { a.lookup(&[5]).await.unwrap() })
     };
-    while source.entered() == 0 {
-        tokio::task::yield_now().await;
-    }
+    source.gate.wait_entered(1).await;
     // The slow load has read "old". The value changes and another replica invalidates.
     source.set(5, "new");
-    source.release();
+    source.gate.stop_holding();
     b.invalidate(&[5]).await.unwrap();
-    gate.add_permits(1);
+    source.gate.release(1);
     let served = slow.await.unwrap();
     assert_eq!(
         served.values[&5], "old",

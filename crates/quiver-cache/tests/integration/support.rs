@@ -3,21 +3,19 @@
 use async_trait::async_trait;
 use quiver_cache::{CacheConfig, RedisConfig, RedisRemote, Remote, Tiered};
 use quiver_model::{LoadError, Loader};
+use quiver_testkit::Gate;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// The source of truth the cache sits in front of.
 #[derive(Default)]
 pub(crate) struct Source {
     data: Mutex<HashMap<u64, String>>,
     calls: AtomicUsize,
-    /// When set, every load reads its values, then waits for a permit before returning.
-    gate: Mutex<Option<Arc<Semaphore>>>,
-    /// Loads that have read their values (and may now be waiting at the gate).
-    entered: AtomicUsize,
+    /// Every load reads its values, then passes this gate before returning.
+    pub(crate) gate: Gate,
 }
 
 impl Source {
@@ -27,22 +25,6 @@ impl Source {
 
     pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn entered(&self) -> usize {
-        self.entered.load(Ordering::SeqCst)
-    }
-
-    /// Lets later loads through without waiting (permits still release held ones).
-    pub(crate) fn release(&self) {
-        *self.gate.lock().unwrap() = None;
-    }
-
-    /// Holds every later load after it has read the data, until permits are added.
-    pub(crate) fn hold(&self) -> Arc<Semaphore> {
-        let gate = Arc::new(Semaphore::new(0));
-        *self.gate.lock().unwrap() = Some(gate.clone());
-        gate
     }
 }
 
@@ -63,11 +45,7 @@ impl Loader for SourceLoader {
                 .filter_map(|k| data.get(k).map(|v| (*k, v.clone())))
                 .collect()
         };
-        self.0.entered.fetch_add(1, Ordering::SeqCst);
-        let gate = self.0.gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            gate.acquire().await.expect("gate open").forget();
-        }
+        self.0.gate.pass().await;
         Ok(found)
     }
 }
@@ -75,16 +53,8 @@ impl Loader for SourceLoader {
 pub(crate) use quiver_testkit::{namespace, redis_url};
 
 pub(crate) async fn remote(url: &str) -> Arc<dyn Remote> {
-    let r = RedisRemote::connect(&RedisConfig {
-        url: url.to_owned(),
-        ..RedisConfig::default()
-    })
-    .expect("valid redis config");
-    assert!(
-        r.wait_connected(Duration::from_secs(5)).await,
-        "redis at {url} is not reachable"
-    );
-    Arc::new(r)
+    let r = RedisRemote::connect_within(&RedisConfig::at(url), Duration::from_secs(5)).await;
+    Arc::new(r.unwrap_or_else(|e| panic!("redis at {url}: {e}")))
 }
 
 pub(crate) fn config(ns: &str) -> CacheConfig {

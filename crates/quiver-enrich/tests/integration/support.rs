@@ -1,369 +1,14 @@
-//! An in-memory world (users, posts, follows, blocks, orders), loaders over it that count
-//! their batch calls and can be made to fail, and the expected feeds computed directly
-//! from the world, independently of the engine.
+//! The engine over the testkit's in-memory world: its sources (loaders that count their
+//! batch calls and can be made to fail), a rig holding both, and a walk over a feed that
+//! checks every page.
 
-use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
 use quiver_enrich::{AuthorLoader, Engine, EngineConfig, ItemLoader, Sources};
-use quiver_model::{
-    Currency, Cursor, CursorCodec, FeedHead, Follow, FollowEdge, LoadError, Loader, Media, MediaId,
-    MediaKind, Money, Order, OrderId, OrderItem, OrderRef, OrderStatus, Page, Post, PostId,
-    PostKind, PostList, PostRef, Skeletons, User, UserFlags, UserId, ViewerGraph, Wish,
-};
-use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use quiver_model::{CursorCodec, Follow, FollowEdge, OrderId, PostId, UserId};
+pub(crate) use quiver_testkit::world::{Calls, Failures, Warm, World, at};
+use quiver_testkit::world::{MapLoader, MemSkeletons};
+use std::sync::Arc;
 
 pub(crate) const KEY: &[u8] = b"test cursor key";
-
-pub(crate) fn at(minute: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_760_000_000 + minute * 60, 0).unwrap()
-}
-
-#[derive(Default)]
-pub(crate) struct World {
-    pub(crate) users: HashMap<UserId, User>,
-    pub(crate) flags: HashMap<UserId, UserFlags>,
-    pub(crate) posts: HashMap<PostId, Post>,
-    pub(crate) media: HashMap<PostId, Vec<Media>>,
-    pub(crate) tags: HashMap<PostId, Vec<String>>,
-    pub(crate) follows: HashSet<(UserId, UserId)>,
-    /// `(blocker, blocked)`.
-    pub(crate) blocks: HashSet<(UserId, UserId)>,
-    pub(crate) orders: HashMap<OrderId, Order>,
-    pub(crate) order_items: HashMap<OrderId, Vec<OrderItem>>,
-}
-
-impl World {
-    /// `users` accounts with `posts` posts each. Post times collide across authors (ties
-    /// are broken by id). User `u` follows the next `follows` users (wrapping); every
-    /// third post is a wish; media and tags vary by post.
-    pub(crate) fn generate(users: i64, posts: i64, follows: i64) -> Self {
-        let mut w = World::default();
-        for u in 1..=users {
-            let id = UserId(u);
-            w.users.insert(
-                id,
-                User {
-                    id,
-                    handle: format!("user{u}"),
-                    display_name: format!("User \"{u}\""),
-                    bio: String::new(),
-                    avatar_url: (u % 2 == 0).then(|| format!("https://a/{u}.png")),
-                    created_at: at(0),
-                },
-            );
-            w.flags.insert(
-                id,
-                UserFlags {
-                    verified: u % 3 == 0,
-                    creator: u % 5 == 0,
-                    private: false,
-                },
-            );
-            for k in 1..=follows {
-                let other = (u - 1 + k) % users + 1;
-                if other != u {
-                    w.follows.insert((id, UserId(other)));
-                }
-            }
-        }
-        let mut next = 1;
-        for n in 0..posts {
-            for u in 1..=users {
-                let pid = PostId(next);
-                next += 1;
-                w.add_post(pid, UserId(u), at(n * 7 + u % 3));
-            }
-        }
-        w
-    }
-
-    pub(crate) fn add_post(&mut self, id: PostId, author: UserId, created_at: DateTime<Utc>) {
-        let wish = id.0 % 3 == 0;
-        self.posts.insert(
-            id,
-            Post {
-                id,
-                author_id: author,
-                kind: if wish { PostKind::Wish } else { PostKind::Post },
-                body: format!("post {} by {}", id.0, author.0),
-                wish: wish.then(|| Wish {
-                    price: Money {
-                        amount_cents: 100 * id.0,
-                        currency: "EUR".parse::<Currency>().unwrap(),
-                    },
-                    product_url: format!("https://shop/{}", id.0),
-                }),
-                created_at,
-            },
-        );
-        let media: Vec<Media> = (0..id.0 % 3)
-            .map(|i| Media {
-                id: MediaId(id.0 * 10 + i),
-                post_id: id,
-                kind: MediaKind::Image,
-                url: format!("https://m/{}/{i}", id.0),
-                width: 640,
-                height: 480,
-                size_bytes: 1000,
-                position: i as i16,
-            })
-            .collect();
-        if !media.is_empty() {
-            self.media.insert(id, media);
-        }
-        let tags: Vec<String> = (0..id.0 % 4).map(|i| format!("t{i}")).collect();
-        if !tags.is_empty() {
-            self.tags.insert(id, tags);
-        }
-    }
-
-    pub(crate) fn block(&mut self, blocker: i64, blocked: i64) {
-        self.blocks.insert((UserId(blocker), UserId(blocked)));
-    }
-
-    pub(crate) fn add_order(&mut self, id: i64, customer: i64, status: OrderStatus, minute: i64) {
-        let id = OrderId(id);
-        let eur = "EUR".parse::<Currency>().unwrap();
-        self.orders.insert(
-            id,
-            Order {
-                id,
-                customer_id: UserId(customer),
-                status,
-                total: Money {
-                    amount_cents: 300,
-                    currency: eur,
-                },
-                created_at: at(minute),
-                updated_at: at(minute),
-            },
-        );
-        self.order_items.insert(
-            id,
-            vec![OrderItem {
-                order_id: id,
-                post_id: PostId(3),
-                quantity: 1,
-                unit_price: Money {
-                    amount_cents: 300,
-                    currency: eur,
-                },
-            }],
-        );
-    }
-
-    pub(crate) fn graph(&self, viewer: UserId) -> ViewerGraph {
-        ViewerGraph {
-            viewer: Some(viewer),
-            followees: self
-                .follows
-                .iter()
-                .filter(|(a, _)| *a == viewer)
-                .map(|(_, b)| *b)
-                .collect(),
-            mutuals: self
-                .follows
-                .iter()
-                .filter(|(a, b)| *a == viewer && self.follows.contains(&(*b, viewer)))
-                .map(|(_, b)| *b)
-                .collect(),
-            blocked: self
-                .blocks
-                .iter()
-                .filter(|(a, _)| *a == viewer)
-                .map(|(_, b)| *b)
-                .collect(),
-            blocked_by: self
-                .blocks
-                .iter()
-                .filter(|(_, b)| *b == viewer)
-                .map(|(a, _)| *a)
-                .collect(),
-        }
-    }
-
-    pub(crate) fn hidden(&self, viewer: UserId, author: UserId) -> bool {
-        self.blocks.contains(&(viewer, author)) || self.blocks.contains(&(author, viewer))
-    }
-
-    /// Posts by `authors`, newest first, in feed order.
-    fn newest_first(&self, authors: impl Fn(UserId) -> bool) -> Vec<PostRef> {
-        let mut refs: Vec<PostRef> = self
-            .posts
-            .values()
-            .filter(|p| authors(p.author_id))
-            .map(Post::as_ref)
-            .collect();
-        refs.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
-        refs
-    }
-
-    /// The newest `len` entries of `viewer`'s home feed, as the store's head loader
-    /// returns them.
-    pub(crate) fn home_head(&self, viewer: UserId, len: u32) -> FeedHead {
-        let rows = self.newest_first(|a| a == viewer || self.follows.contains(&(viewer, a)));
-        FeedHead::from(keyset(rows, |r| (r.created_at, r.id.0), None, len))
-    }
-
-    /// The home feed of `viewer` as it must come out: followees and own, unblocked.
-    pub(crate) fn expected_home(&self, viewer: UserId) -> Vec<i64> {
-        self.newest_first(|a| {
-            (a == viewer || self.follows.contains(&(viewer, a))) && !self.hidden(viewer, a)
-        })
-        .into_iter()
-        .map(|r| r.id.0)
-        .collect()
-    }
-}
-
-fn keyset<T: Copy>(
-    rows: Vec<T>,
-    key: impl Fn(&T) -> (DateTime<Utc>, i64),
-    after: Option<Cursor>,
-    limit: u32,
-) -> Page<T> {
-    let mut items: Vec<T> = rows
-        .into_iter()
-        .filter(|r| after.is_none_or(|c| c.precedes(key(r).0, key(r).1)))
-        .take(limit as usize + 1)
-        .collect();
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next = more
-        .then(|| items.last().map(&key))
-        .flatten()
-        .map(|(created_at, id)| Cursor { created_at, id });
-    Page { items, next }
-}
-
-/// Batch calls by loader name.
-#[derive(Clone, Default)]
-pub(crate) struct Calls(Arc<Mutex<HashMap<&'static str, usize>>>);
-
-impl Calls {
-    fn hit(&self, name: &'static str) {
-        *self.0.lock().unwrap().entry(name).or_default() += 1;
-    }
-    pub(crate) fn get(&self, name: &str) -> usize {
-        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
-    }
-    pub(crate) fn total(&self) -> usize {
-        self.0.lock().unwrap().values().sum()
-    }
-    pub(crate) fn reset(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-/// Loaders that fail while their name is in the set.
-#[derive(Clone, Default)]
-pub(crate) struct Failures(Arc<Mutex<HashSet<&'static str>>>);
-
-impl Failures {
-    pub(crate) fn set(&self, name: &'static str, failing: bool) {
-        let mut s = self.0.lock().unwrap();
-        if failing {
-            s.insert(name);
-        } else {
-            s.remove(name);
-        }
-    }
-    fn check(&self, name: &'static str) -> Result<(), LoadError> {
-        if self.0.lock().unwrap().contains(name) {
-            Err(LoadError::new(
-                quiver_model::ErrorCode::Unavailable,
-                format!("{name} is down"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-type Lookup<K, V> = Arc<dyn Fn(&K) -> Option<V> + Send + Sync>;
-
-/// A loader over a map computed from the world, counting calls and keys.
-pub(crate) struct MapLoader<K, V> {
-    name: &'static str,
-    values: Lookup<K, V>,
-    calls: Calls,
-    failures: Failures,
-}
-
-#[async_trait]
-impl<K, V> Loader for MapLoader<K, V>
-where
-    K: Clone + Eq + Hash + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    type Key = K;
-    type Value = V;
-
-    async fn load_many(&self, keys: &[K]) -> Result<HashMap<K, V>, LoadError> {
-        self.calls.hit(self.name);
-        // Yield once, like real I/O, so concurrent callers interleave.
-        tokio::task::yield_now().await;
-        self.failures.check(self.name)?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| (self.values)(k).map(|v| (k.clone(), v)))
-            .collect())
-    }
-}
-
-pub(crate) struct MemSkeletons {
-    world: Arc<World>,
-    calls: Calls,
-    failures: Failures,
-}
-
-#[async_trait]
-impl Skeletons for MemSkeletons {
-    async fn posts(
-        &self,
-        list: PostList,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<PostRef>, LoadError> {
-        self.calls.hit("skeleton");
-        self.failures.check("skeleton")?;
-        let w = &self.world;
-        let rows = match list {
-            // Like the store: followees and own, blocks are the engine's business.
-            PostList::Home(viewer) => {
-                w.newest_first(|a| a == viewer || w.follows.contains(&(viewer, a)))
-            }
-            PostList::Author(user) => w.newest_first(|a| a == user),
-            PostList::Recent => w.newest_first(|_| true),
-        };
-        Ok(keyset(rows, |r| (r.created_at, r.id.0), after, limit))
-    }
-
-    async fn customer_orders(
-        &self,
-        customer: UserId,
-        status: Option<OrderStatus>,
-        after: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Page<OrderRef>, LoadError> {
-        self.calls.hit("skeleton");
-        self.failures.check("skeleton")?;
-        let mut rows: Vec<OrderRef> = self
-            .world
-            .orders
-            .values()
-            .filter(|o| o.customer_id == customer && status.is_none_or(|s| s == o.status))
-            .map(|o| OrderRef {
-                id: o.id,
-                created_at: o.created_at,
-            })
-            .collect();
-        rows.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
-        Ok(keyset(rows, |r| (r.created_at, r.id.0), after, limit))
-    }
-}
 
 /// The engine over `world`, with its call counters and failure switches.
 pub(crate) struct Rig {
@@ -371,20 +16,6 @@ pub(crate) struct Rig {
     pub(crate) calls: Calls,
     pub(crate) failures: Failures,
     pub(crate) world: Arc<World>,
-}
-
-fn loader<K, V>(
-    name: &'static str,
-    calls: &Calls,
-    failures: &Failures,
-    values: impl Fn(&K) -> Option<V> + Send + Sync + 'static,
-) -> Arc<MapLoader<K, V>> {
-    Arc::new(MapLoader {
-        name,
-        values: Arc::new(values),
-        calls: calls.clone(),
-        failures: failures.clone(),
-    })
 }
 
 /// [`sources`] with heads of `len` entries that home pages are cut from (counted as
@@ -397,32 +28,13 @@ pub(crate) fn sources_with_heads(
 ) -> Sources {
     let w = world.clone();
     Sources {
-        heads: Some(loader("heads", calls, failures, move |v: &UserId| {
-            Some(w.home_head(*v, len))
-        })),
+        heads: Some(MapLoader::new(
+            "heads",
+            calls,
+            failures,
+            move |v: &UserId| Some(w.home_head(*v, len)),
+        )),
         ..sources(world, calls, failures)
-    }
-}
-
-/// A loader that says it holds `warm` keys fresh, as a cache would, and otherwise passes
-/// every call through.
-pub(crate) struct Warm<L: Loader> {
-    pub(crate) inner: L,
-    pub(crate) warm: Mutex<HashSet<L::Key>>,
-}
-
-#[async_trait]
-impl<L: Loader> Loader for Warm<L> {
-    type Key = L::Key;
-    type Value = L::Value;
-
-    async fn load_many(&self, keys: &[L::Key]) -> Result<HashMap<L::Key, L::Value>, LoadError> {
-        self.inner.load_many(keys).await
-    }
-
-    fn fresh(&self, keys: &[L::Key]) -> bool {
-        let warm = self.warm.lock().unwrap();
-        keys.iter().all(|k| warm.contains(k))
     }
 }
 
@@ -431,47 +43,43 @@ pub(crate) fn sources(world: &Arc<World>, calls: &Calls, failures: &Failures) ->
     let w = world.clone();
     let (c, f) = (calls, failures);
     Sources {
-        skeletons: Arc::new(MemSkeletons {
-            world: w.clone(),
-            calls: c.clone(),
-            failures: f.clone(),
-        }),
+        skeletons: Arc::new(MemSkeletons::new(w.clone(), c, f)),
         // No heads: every home page is read from the skeletons, so the counts below see
         // one skeleton call per page.
         heads: None,
         author_heads: None,
         windows: None,
-        graphs: loader("graphs", c, f, {
+        graphs: MapLoader::new("graphs", c, f, {
             let w = w.clone();
             move |v: &UserId| Some(w.graph(*v))
         }),
         items: Arc::new(ItemLoader {
-            posts: loader("posts", c, f, {
+            posts: MapLoader::new("posts", c, f, {
                 let w = w.clone();
                 move |k: &PostId| w.posts.get(k).cloned()
             }),
-            media: loader("media", c, f, {
+            media: MapLoader::new("media", c, f, {
                 let w = w.clone();
                 move |k: &PostId| w.media.get(k).cloned()
             }),
-            tags: loader("tags", c, f, {
+            tags: MapLoader::new("tags", c, f, {
                 let w = w.clone();
                 move |k: &PostId| w.tags.get(k).cloned()
             }),
             concurrent: true,
         }),
         authors: Arc::new(AuthorLoader {
-            users: loader("users", c, f, {
+            users: MapLoader::new("users", c, f, {
                 let w = w.clone();
                 move |k: &UserId| w.users.get(k).cloned()
             }),
-            flags: loader("flags", c, f, {
+            flags: MapLoader::new("flags", c, f, {
                 let w = w.clone();
                 move |k: &UserId| w.flags.get(k).copied()
             }),
             concurrent: true,
         }),
-        follows: loader("follows", c, f, {
+        follows: MapLoader::new("follows", c, f, {
             let w = w.clone();
             move |e: &FollowEdge| {
                 w.follows
@@ -483,11 +91,11 @@ pub(crate) fn sources(world: &Arc<World>, calls: &Calls, failures: &Failures) ->
                     })
             }
         }),
-        orders: loader("orders", c, f, {
+        orders: MapLoader::new("orders", c, f, {
             let w = w.clone();
             move |k: &OrderId| w.orders.get(k).cloned()
         }),
-        order_items: loader("order_items", c, f, {
+        order_items: MapLoader::new("order_items", c, f, {
             let w = w.clone();
             move |k: &OrderId| w.order_items.get(k).cloned()
         }),

@@ -4,7 +4,7 @@
 //! stack, a warm one, and a second replica that starts with an empty L1 over the same
 //! Redis.
 
-use quiver_cache::{RedisConfig, RedisRemote, Remote};
+use quiver_cache::{RedisConfig, RedisRemote};
 use quiver_enrich::{Engine, EngineConfig, Rendered};
 use quiver_model::{CursorCodec, UserId};
 use quiver_server::compose::{StackConfig, read_stack};
@@ -12,21 +12,6 @@ use quiver_store::PgStore;
 use quiver_store::seed::{SeedConfig, generate};
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
-
-async fn remote() -> Arc<dyn Remote> {
-    let url = quiver_testkit::redis_url();
-    let r = RedisRemote::connect(&RedisConfig {
-        url: url.clone(),
-        ..RedisConfig::default()
-    })
-    .expect("valid redis config");
-    assert!(
-        r.wait_connected(Duration::from_secs(5)).await,
-        "redis at {url} is not reachable"
-    );
-    Arc::new(r)
-}
 
 async fn replica(store: &PgStore, namespace: &str) -> Engine {
     let config = StackConfig {
@@ -35,7 +20,14 @@ async fn replica(store: &PgStore, namespace: &str) -> Engine {
     };
     let (sources, _caches) = read_stack(
         Arc::new(store.clone()),
-        Some(remote().await),
+        Some(Arc::new(
+            RedisRemote::connect_within(
+                &RedisConfig::at(&quiver_testkit::redis_url()),
+                quiver_testkit::DEADLINE,
+            )
+            .await
+            .expect("redis at REDIS_URL is reachable"),
+        )),
         &config,
         &EngineConfig::default(),
     )

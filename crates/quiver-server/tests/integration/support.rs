@@ -15,73 +15,15 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub(crate) const SECRET: &[u8] = b"a test secret of at least 32 bytes!!";
 
-/// Holds post lookups while closed; counts who entered and whose work was dropped.
-pub(crate) struct Gate {
-    closed: AtomicBool,
-    permits: Semaphore,
-    entered: AtomicUsize,
-    arrived: Notify,
-    dropped: AtomicUsize,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Self {
-            closed: AtomicBool::new(false),
-            permits: Semaphore::new(0),
-            entered: AtomicUsize::new(0),
-            arrived: Notify::new(),
-            dropped: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Gate {
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-    /// Lets every held and later lookup through.
-    pub(crate) fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-        self.permits.add_permits(1 << 20);
-    }
-    /// Waits until `n` lookups have reached the gate.
-    pub(crate) async fn wait_entered(&self, n: usize) {
-        let wait = async {
-            while self.entered.load(Ordering::SeqCst) < n {
-                self.arrived.notified().await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .expect("lookups reached the gate");
-    }
-    pub(crate) fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::SeqCst)
-    }
-}
-
 struct Gated {
     inner: DynLoader<PostId, FeedItem>,
     gate: Arc<Gate>,
-}
-
-/// Counts the held lookup as dropped unless it finished.
-struct DropGuard<'a>(&'a Gate, bool);
-
-impl Drop for DropGuard<'_> {
-    fn drop(&mut self) {
-        if !self.1 {
-            self.0.dropped.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 }
 
 #[async_trait]
@@ -90,13 +32,7 @@ impl Loader for Gated {
     type Value = FeedItem;
 
     async fn load_many(&self, keys: &[PostId]) -> Result<HashMap<PostId, FeedItem>, LoadError> {
-        if self.gate.closed.load(Ordering::SeqCst) {
-            let mut guard = DropGuard(&self.gate, false);
-            self.gate.entered.fetch_add(1, Ordering::SeqCst);
-            self.gate.arrived.notify_one();
-            let _permit = self.gate.permits.acquire().await.expect("never closed");
-            guard.1 = true;
-        }
+        self.gate.pass().await;
         self.inner.load_many(keys).await
     }
 }
@@ -169,18 +105,7 @@ impl Server {
     }
 }
 
-pub(crate) async fn remote(url: &str) -> Arc<dyn Remote> {
-    let r = RedisRemote::connect(&RedisConfig {
-        url: url.to_owned(),
-        ..RedisConfig::default()
-    })
-    .expect("valid redis config");
-    // A dead address never connects; tests that use one expect exactly that.
-    r.wait_connected(Duration::from_secs(2)).await;
-    Arc::new(r)
-}
-
-pub(crate) use quiver_testkit::redis_url;
+pub(crate) use quiver_testkit::{DEADLINE, Gate, redis_url};
 
 /// Seeds `pool` and serves it with `config`; Redis from `REDIS_URL` unless `redis` is
 /// given (a URL, possibly of a dead port).
@@ -218,14 +143,17 @@ pub(crate) async fn start_on(
         timeline_depth: 50,
     });
     store.load_dataset(&ds, &|_| {}).await.unwrap();
-    let remote = remote(&redis.unwrap_or_else(redis_url)).await;
+    let remote = match redis {
+        // Only ever an address meant to be unreachable.
+        Some(dead) => RedisRemote::connect(&RedisConfig::at(&dead)).expect("a redis url"),
+        None => RedisRemote::connect_within(&RedisConfig::at(&redis_url()), DEADLINE)
+            .await
+            .expect("redis at REDIS_URL is reachable"),
+    };
+    let remote: Arc<dyn Remote> = Arc::new(remote);
     let gate = Arc::new(Gate::default());
     // Tests share one Redis: each server caches and streams under its own namespace.
-    let namespace = format!(
-        "qtest:http:{}:{}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
+    let namespace = quiver_testkit::namespace("http");
     let (mut sources, caches) = read_stack(
         Arc::new(store.clone()),
         Some(remote.clone()),

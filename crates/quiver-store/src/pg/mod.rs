@@ -10,6 +10,7 @@ mod read;
 mod write;
 
 use crate::{PgConfig, StoreError};
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 
@@ -60,7 +61,20 @@ impl PgStore {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        PG_MIGRATOR.run(&self.pool).await?;
+        self.migrate_with(&PG_MIGRATOR).await
+    }
+
+    /// Applies `migrator`'s pending migrations (quiver's, or an embedder's own) on a
+    /// connection of their own without the pool's statement timeout: that timeout is for
+    /// requests, and a migration that builds an index on a large table outlasts it. The
+    /// connection is closed afterwards, so the pool's keep their timeout.
+    pub async fn migrate_with(&self, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut conn)
+            .await?;
+        migrator.run(&mut conn).await?;
+        conn.close().await?;
         Ok(())
     }
 

@@ -218,3 +218,46 @@ async fn a_refused_write_is_described_with_its_sqlstate(pool: PgPool) {
     let text = quiver_store::describe(&err);
     assert!(text.contains("code 22021"), "{text}");
 }
+
+/// Before the fix `quiver serve` applied migrations under the request path's statement
+/// timeout, so a migration that builds an index on a large table failed and the server
+/// would not start.
+#[sqlx::test(migrations = false)]
+async fn a_migration_may_outlast_the_statement_timeout_that_requests_keep(pool: PgPool) {
+    let options = pool.connect_options().as_ref().clone();
+    let timed = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.options([("statement_timeout", "100")]))
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(timed.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_slow.sql"),
+        "SELECT pg_sleep(0.5); CREATE TABLE slow_done (id int);",
+    )
+    .unwrap();
+    let slow = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    store
+        .migrate_with(&slow)
+        .await
+        .expect("the slow migration applies");
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM slow_done")
+        .fetch_one(&timed)
+        .await
+        .unwrap();
+    assert_eq!(done, 0, "the migration ran to its end");
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&timed)
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout, "100ms",
+        "the pool's connections keep the request timeout"
+    );
+    let err = sqlx::query("SELECT pg_sleep(0.5)")
+        .execute(&timed)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+}

@@ -91,9 +91,12 @@ pub(crate) struct ServeArgs {
     /// Prefetch jobs that may wait; more are dropped
     #[arg(long, env = "QUIVER_PREFETCH_QUEUE", default_value_t = PrefetchConfig::default().queue)]
     prefetch_queue: usize,
-    /// Requests handled at once
+    /// Requests handled at once at most: the ceiling of the adaptive limit
     #[arg(long, env = "QUIVER_MAX_CONCURRENCY", default_value_t = ServerConfig::default().max_concurrency)]
     max_concurrency: usize,
+    /// Keep the concurrency limit at --max-concurrency instead of adapting it to latency
+    #[arg(long, env = "QUIVER_FIXED_CONCURRENCY", default_value_t = !ServerConfig::default().adaptive_concurrency)]
+    fixed_concurrency: bool,
     /// How long a request may wait for a slot before 503, milliseconds
     #[arg(long, env = "QUIVER_QUEUE_TIMEOUT_MS", default_value_t = millis(ServerConfig::default().queue_timeout))]
     queue_timeout_ms: u64,
@@ -266,6 +269,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     }
     let config = ServerConfig {
         max_concurrency: args.max_concurrency,
+        adaptive_concurrency: !args.fixed_concurrency,
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         rate_per_second: args.rate_per_second,
         rate_burst: args.rate_burst,

@@ -2,6 +2,7 @@
 //! limits, routing (404/405), authentication, per-client rate limit, concurrency permit
 //! (load shedding), deadline, the route's handler, then compression, metrics and logs.
 
+use crate::admission::Admission;
 use crate::auth::{Auth, AuthError};
 use crate::compose::Caches;
 use crate::config::ServerConfig;
@@ -23,7 +24,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 mod probes;
@@ -60,7 +60,7 @@ pub struct App {
     config: ServerConfig,
     metrics: Metrics,
     limiter: Limiter,
-    permits: Semaphore,
+    admission: Admission,
     router: Router,
     openapi: Bytes,
     /// The last readiness answer and when its check started.
@@ -129,7 +129,7 @@ impl App {
             .with_middleware::<StateInformationMiddleware>();
         let openapi = Bytes::from(crate::openapi::document_json());
         Ok(Self {
-            permits: Semaphore::new(config.max_concurrency.max(1)),
+            admission: Admission::new(config.max_concurrency, config.adaptive_concurrency),
             engine,
             store,
             writes,
@@ -184,6 +184,8 @@ impl App {
             pool_waits: pool.waits,
             pool_wait_micros: pool.wait_time.as_micros() as u64,
             events: self.event_stats(),
+            concurrency_limit: self.admission.limit(),
+            concurrency_ceiling: self.admission.ceiling(),
         })
     }
 
@@ -386,8 +388,8 @@ impl App {
             Bytes::new()
         };
 
-        let permit = within(self.config.queue_timeout, self.permits.acquire()).await;
-        let Ok(Ok(_permit)) = permit else {
+        let permit = within(self.config.queue_timeout, self.admission.acquire()).await;
+        let Ok(Ok(ticket)) = permit else {
             self.metrics.shed();
             let mut resp = respond::problem(
                 ProblemType::Unavailable,
@@ -413,6 +415,7 @@ impl App {
                 )
             }
         };
+        ticket.finish(resp.status().is_server_error());
         respond::rate_limit_headers(
             resp.headers_mut(),
             self.config.rate_burst,

@@ -6,8 +6,11 @@ use std::time::Duration;
 /// How the service treats requests.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Requests handled at once; more wait up to `queue_timeout`, then get 503.
+    /// Requests handled at once at most; more wait up to `queue_timeout`, then get 503.
     pub max_concurrency: usize,
+    /// Whether the limit adapts to measured latency below `max_concurrency` (Gradient2)
+    /// instead of staying there.
+    pub adaptive_concurrency: bool,
     /// How long a request may wait for a concurrency permit before it is shed.
     pub queue_timeout: Duration,
     /// Requests per second each client (viewer, else peer address) may make.
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_concurrency: 512,
+            adaptive_concurrency: true,
             queue_timeout: Duration::from_millis(100),
             rate_per_second: 100,
             rate_burst: 200,

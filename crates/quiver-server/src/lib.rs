@@ -4,6 +4,7 @@
 //! hyper (HTTP/1.1 and h2c) until shutdown, then drains.
 
 pub mod admin;
+mod admission;
 mod app;
 pub mod auth;
 mod client;

@@ -41,6 +41,8 @@ pub(crate) struct Sample {
     pub(crate) pool_waits: u64,
     pub(crate) pool_wait_micros: u64,
     pub(crate) events: Option<quiver_events::EventsSnapshot>,
+    pub(crate) concurrency_limit: usize,
+    pub(crate) concurrency_ceiling: usize,
 }
 
 /// Every metric, in one registry.
@@ -49,6 +51,7 @@ pub(crate) struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     in_flight: IntGauge,
+    concurrency: IntGaugeVec,
     shed: IntCounter,
     rate_limited: IntCounter,
     timeouts: IntCounter,
@@ -103,6 +106,14 @@ impl Default for Metrics {
         .expect("valid metric");
         let in_flight =
             IntGauge::new("quiver_http_in_flight", "Requests being handled").expect("valid");
+        let concurrency = IntGaugeVec::new(
+            Opts::new(
+                "quiver_http_concurrency_limit",
+                "Requests handled at once at most: the adaptive limit now and its ceiling",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
         let shed = IntCounter::new(
             "quiver_http_shed_total",
             "Requests refused with 503 because no concurrency permit came in time",
@@ -237,6 +248,7 @@ impl Default for Metrics {
             Box::new(event_lag.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
+            Box::new(concurrency.clone()),
             Box::new(shed.clone()),
             Box::new(rate_limited.clone()),
             Box::new(timeouts.clone()),
@@ -261,6 +273,7 @@ impl Default for Metrics {
             requests,
             latency,
             in_flight,
+            concurrency,
             shed,
             rate_limited,
             timeouts,
@@ -435,6 +448,12 @@ impl Metrics {
             }
         }
         self.prefetch_queue.set(sample.prefetch_queued as i64);
+        self.concurrency
+            .with_label_values(&["current"])
+            .set(sample.concurrency_limit as i64);
+        self.concurrency
+            .with_label_values(&["ceiling"])
+            .set(sample.concurrency_ceiling as i64);
         self.pool
             .with_label_values(&["open"])
             .set(i64::from(sample.pool_size));

@@ -419,6 +419,9 @@ async fn openapi_documents_every_route_and_metrics_count_requests(pool: PgPool) 
         r#"quiver_http_requests_total{method="GET",route="/api/v1/feed",status="401"} 1"#,
         "quiver_http_in_flight 0",
         "quiver_http_shed_total 0",
+        // Three requests never fill half the limit: it stays at its ceiling.
+        r#"quiver_http_concurrency_limit{limit="current"} 512"#,
+        r#"quiver_http_concurrency_limit{limit="ceiling"} 512"#,
         "quiver_db_pool_connections{state=\"open\"}",
         "quiver_db_pool_waits{measure=\"count\"}",
         "quiver_prefetch_queue_depth 0",

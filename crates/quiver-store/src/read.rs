@@ -110,9 +110,9 @@ fn refs<S: Stamp, T: From<RefRow> + crate::keyset::Keyed>(
 ) -> Result<Page<T>, StoreError> {
     let rows = rows
         .into_iter()
-        .map(RefRow::timed)
+        .map(|r| r.timed().map(T::from))
         .collect::<Result<_, _>>()?;
-    Ok(page_of(rows, limit))
+    Ok(into_page(rows, limit))
 }
 
 #[async_trait]

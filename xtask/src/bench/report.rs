@@ -210,7 +210,7 @@ pub(crate) fn fmt(v: &Value, digits: usize) -> String {
 
 pub(crate) fn markdown(r: &Value) -> String {
     let mut md = format!(
-        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: one wrk process, one thread per connection, every request from the next of the streams by weight (each viewer of the fixed set of {} is one stream, and each writer), on the same cores, compression off. Ratios are from this run only.\n\n",
+        "# quiver bench ({} scale, {} build), {}\n\nMachine: {} × {} cores, {} GiB. Load generator: one wrk process, one thread per core, every request from the next of the streams by weight (each viewer of the fixed set of {} is one stream, and each writer), on the same cores, compression off. Ratios are from this run only.\n\n",
         r["scale"].as_str().unwrap_or(""),
         r["build"].as_str().unwrap_or(""),
         r["date"].as_str().unwrap_or(""),

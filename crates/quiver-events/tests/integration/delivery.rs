@@ -1,7 +1,7 @@
 //! Events from the outbox to their effects: through the stream, in process, twice,
 //! after a consumer dies mid-handling, to the dead-letter stream, and with relays racing.
 
-use crate::support::{AlwaysFails, HangsOnce, config, eventually, redis_url, users};
+use crate::support::{AlwaysFails, HangsOnce, config, eventually, redis_url, start, users};
 use quiver_events::streams::RedisStreams;
 use quiver_events::{EffectsHandler, Events, Handler};
 use quiver_model::{EventKind, UserId};
@@ -106,14 +106,7 @@ async fn a_committed_follow_reaches_the_stream_and_notifies_once(pool: PgPool) {
     let store = PgStore::from_pool(pool.clone());
     store.follow(UserId(1), UserId(2)).await.unwrap();
     let config = config();
-    let events = Events::start(
-        Arc::new(store.clone()),
-        handler(&store),
-        Some(&redis_url()),
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, handler(&store), Some(&redis_url()), config.clone());
     eventually("the follow is handled", || async {
         events.stats().handled >= 1
     })
@@ -150,17 +143,15 @@ async fn an_event_delivered_twice_creates_one_notification(pool: PgPool) {
     s.append(&config.stream(), claim.events()).await.unwrap();
     s.append(&config.stream(), claim.events()).await.unwrap();
     claim.release().await.unwrap();
-    let events = Events::start(
-        Arc::new(store.clone()),
+    let events = start(
+        &store,
         handler(&store),
         Some(&redis_url()),
         quiver_events::EventsConfig {
             relay: false,
             ..config.clone()
         },
-        None,
-    )
-    .unwrap();
+    );
     eventually("both deliveries are handled", || async {
         events.stats().handled >= 2
     })
@@ -184,17 +175,15 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
         inside: Arc::new(tokio::sync::Notify::new()),
     });
     let inside = hangs.inside.clone();
-    let dies = Events::start(
-        Arc::new(store.clone()),
+    let dies = start(
+        &store,
         hangs.clone(),
         Some(&redis_url()),
         quiver_events::EventsConfig {
             consumer_prefix: "dies".into(),
             ..config.clone()
         },
-        None,
-    )
-    .unwrap();
+    );
     // The first consumer has done the effect and hangs before acknowledging; then it
     // is gone (its tasks stop at their await point; nothing is acknowledged).
     inside.notified().await;
@@ -207,8 +196,8 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
         .unwrap();
     assert_eq!(state.pending, 1, "left pending by the dead consumer");
 
-    let takes_over = Events::start(
-        Arc::new(store.clone()),
+    let takes_over = start(
+        &store,
         handler(&store),
         Some(&redis_url()),
         quiver_events::EventsConfig {
@@ -216,9 +205,7 @@ async fn an_entry_whose_consumer_dies_mid_handling_is_reclaimed_and_takes_effect
             relay: false,
             ..config.clone()
         },
-        None,
-    )
-    .unwrap();
+    );
     eventually("the entry is reclaimed and handled", || async {
         let st = takes_over.stats();
         st.reclaimed >= 1 && st.handled >= 1
@@ -248,14 +235,7 @@ async fn failing_and_malformed_events_end_in_the_dead_letter_stream(pool: PgPool
     .await
     .unwrap();
     let fails = Arc::new(AlwaysFails::default());
-    let events = Events::start(
-        Arc::new(store.clone()),
-        fails.clone(),
-        Some(&redis_url()),
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, fails.clone(), Some(&redis_url()), config.clone());
     eventually("both are dead-lettered", || async {
         events.stats().dead_lettered >= 2
     })
@@ -290,16 +270,7 @@ async fn relays_racing_publish_every_event_exactly_once(pool: PgPool) {
         relay_batch: 3,
         ..config()
     };
-    let start = || {
-        Events::start(
-            Arc::new(store.clone()),
-            handler(&store),
-            Some(&redis_url()),
-            config.clone(),
-            None,
-        )
-        .unwrap()
-    };
+    let start = || start(&store, handler(&store), Some(&redis_url()), config.clone());
     let (a, b, c) = (start(), start(), start());
     eventually("the outbox is drained", || async {
         store.backlog().await.unwrap().unpublished == 0

@@ -2,8 +2,8 @@
 //! consumers, outages longer than the delivery budget and panicking handlers.
 
 use crate::delivery::*;
-use crate::support::{AlwaysFails, config, eventually, redis_url, users};
-use quiver_events::{EffectsHandler, Events, Handler};
+use crate::support::{AlwaysFails, config, eventually, redis_url, start, users};
+use quiver_events::{EffectsHandler, Handler};
 use quiver_model::UserId;
 use quiver_store::PgStore;
 use quiver_store::events::Outbox;
@@ -25,14 +25,7 @@ async fn without_redis_events_are_handled_in_process_from_the_outbox() {
         max_deliveries: 3,
         ..quiver_events::EventsConfig::default()
     };
-    let events = Events::start(
-        Arc::new(store.clone()),
-        fails.clone(),
-        None,
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, fails.clone(), None, config.clone());
     eventually("the failing event is given up on", || async {
         events.stats().dead_lettered == 1
     })
@@ -51,14 +44,12 @@ async fn without_redis_events_are_handled_in_process_from_the_outbox() {
 
     store.unfollow(UserId(1), UserId(2)).await.unwrap();
     store.follow(UserId(1), UserId(2)).await.unwrap();
-    let events = Events::start(
-        Arc::new(store.clone()),
+    let events = start(
+        &store,
         Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 10)),
         None,
         config,
-        None,
-    )
-    .unwrap();
+    );
     events.wake();
     eventually("the outbox is published", || async {
         store.backlog().await.unwrap().unpublished == 0
@@ -117,8 +108,8 @@ async fn only_acknowledged_entries_are_trimmed(pool: PgPool) {
     let s = streams();
     // Nothing to trim before there is a stream, or a group to have acknowledged anything.
     assert_eq!(s.trim_acknowledged(&stream).await.unwrap(), 0);
-    let relay = Events::start(
-        Arc::new(store.clone()),
+    let relay = start(
+        &store,
         handler(&store),
         Some(&redis_url()),
         quiver_events::EventsConfig {
@@ -126,9 +117,7 @@ async fn only_acknowledged_entries_are_trimmed(pool: PgPool) {
             trim_interval: Duration::from_millis(20),
             ..config.clone()
         },
-        None,
-    )
-    .unwrap();
+    );
     eventually("all 50 are relayed", || async {
         relay.stats().relayed >= 50
     })
@@ -169,17 +158,15 @@ async fn only_acknowledged_entries_are_trimmed(pool: PgPool) {
     assert_eq!(s.len(&stream).await.unwrap(), 45);
     // The rest (five pending with the probe, forty never delivered) reach their effects
     // through a consumer, and the relay's own trimming then empties the stream.
-    let events = Events::start(
-        Arc::new(store.clone()),
+    let events = start(
+        &store,
         handler(&store),
         Some(&redis_url()),
         quiver_events::EventsConfig {
             trim_interval: Duration::from_millis(20),
             ..config.clone()
         },
-        None,
-    )
-    .unwrap();
+    );
     eventually("the other 45 are handled", || async {
         events.stats().handled >= 45
     })
@@ -219,14 +206,7 @@ async fn a_pending_entry_deleted_from_the_stream_is_dead_lettered(pool: PgPool) 
             .unwrap(),
         1
     );
-    let events = Events::start(
-        Arc::new(store.clone()),
-        handler(&store),
-        Some(&redis_url()),
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, handler(&store), Some(&redis_url()), config.clone());
     eventually("two are handled and one dead-lettered", || async {
         let st = events.stats();
         st.handled >= 2 && st.dead_lettered >= 1
@@ -250,14 +230,7 @@ async fn follow_toggling_notifies_once(pool: PgPool) {
         store.follow(UserId(1), UserId(2)).await.unwrap();
         store.unfollow(UserId(1), UserId(2)).await.unwrap();
     }
-    let events = Events::start(
-        Arc::new(store.clone()),
-        handler(&store),
-        Some(&redis_url()),
-        config(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, handler(&store), Some(&redis_url()), config());
     eventually("all twenty events are handled", || async {
         events.stats().handled >= 20
     })
@@ -296,8 +269,8 @@ async fn in_process_retries_are_spaced_and_outlast_a_short_fault() {
         until: tokio::time::Instant::now() + Duration::from_millis(250),
         calls: AtomicUsize::new(0),
     });
-    let events = Events::start(
-        Arc::new(store.clone()),
+    let events = start(
+        &store,
         handler.clone(),
         None,
         quiver_events::EventsConfig {
@@ -306,9 +279,7 @@ async fn in_process_retries_are_spaced_and_outlast_a_short_fault() {
             max_deliveries: 4,
             ..quiver_events::EventsConfig::default()
         },
-        None,
-    )
-    .unwrap();
+    );
     // Writes elsewhere wake the relay all the time.
     for _ in 0..80 {
         events.wake();
@@ -425,14 +396,7 @@ async fn an_outage_longer_than_the_delivery_budget_loses_nothing(pool: PgPool) {
         failed: AtomicUsize::new(0),
         probes: AtomicUsize::new(0),
     });
-    let events = Events::start(
-        Arc::new(store.clone()),
-        outage.clone(),
-        Some(&redis_url()),
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, outage.clone(), Some(&redis_url()), config.clone());
     eventually("the outage is met", || async {
         outage.failed.load(Ordering::SeqCst) >= 1
     })
@@ -495,14 +459,7 @@ async fn a_panicking_handler_dead_letters_its_entry_and_the_consumer_lives_on(po
         inner: handler(&store),
         calls: AtomicUsize::new(0),
     });
-    let events = Events::start(
-        Arc::new(store.clone()),
-        panics.clone(),
-        Some(&redis_url()),
-        config.clone(),
-        None,
-    )
-    .unwrap();
+    let events = start(&store, panics.clone(), Some(&redis_url()), config.clone());
     eventually("the panicking entry is dead-lettered", || async {
         events.stats().dead_lettered >= 1
     })

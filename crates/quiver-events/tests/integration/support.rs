@@ -2,7 +2,7 @@
 //! purpose, and a bounded wait for a condition.
 
 use async_trait::async_trait;
-use quiver_events::{EventsConfig, EventsError, Handler};
+use quiver_events::{Events, EventsConfig, EventsError, Handler};
 use quiver_model::OutboxEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,21 @@ pub(crate) async fn users(pool: &sqlx::PgPool, n: i64) {
 }
 
 /// Settings for a test: its own stream namespace, short idle and claim intervals.
+/// The event layer over `store` with `handler`, relaying through the Redis at `redis`
+/// (in process without one).
+pub(crate) fn start<S>(
+    store: &S,
+    handler: Arc<dyn Handler>,
+    redis: Option<&str>,
+    config: EventsConfig,
+) -> Events
+where
+    S: quiver_store::events::Outbox + Clone + 'static,
+{
+    Events::start(Arc::new(store.clone()), handler, redis, config, None)
+        .expect("the event layer starts")
+}
+
 pub(crate) fn config() -> EventsConfig {
     EventsConfig {
         namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),

@@ -420,7 +420,8 @@ pub async fn read_stack(
 pub struct Settings {
     pub stack: StackConfig,
     pub engine: EngineConfig,
-    /// Warming next pages in the background; `None` disables it.
+    /// Warming next pages in the background; `None` disables it, and so does a stack
+    /// without an L1 (there is nothing for it to warm).
     pub prefetch: Option<PrefetchConfig>,
     pub server: crate::ServerConfig,
     /// Verifies the bearer tokens.
@@ -466,7 +467,9 @@ pub async fn app(
         &settings.engine,
     )
     .await;
-    let prefetch = settings.prefetch.map(|config| {
+    // Prefetch warms the L1: without one, every job would load values only to drop them.
+    let has_l1 = settings.stack.cache && settings.stack.l1_capacity_bytes > 0;
+    let prefetch = settings.prefetch.filter(|_| has_l1).map(|config| {
         let caches = caches.clone();
         PrefetchPool::new(
             config,
@@ -492,4 +495,42 @@ pub async fn app(
         auth: settings.auth,
         config: settings.server,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_store::{SqliteConfig, SqliteStore};
+
+    async fn app_with_l1(l1_capacity_bytes: u64) -> crate::App {
+        let store = SqliteStore::connect(&SqliteConfig::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let store = Arc::new(store);
+        let settings = Settings {
+            stack: StackConfig {
+                l1_capacity_bytes,
+                ..StackConfig::default()
+            },
+            engine: EngineConfig::default(),
+            prefetch: Some(PrefetchConfig::default()),
+            server: crate::ServerConfig::default(),
+            auth: crate::auth::Auth::new(b"a test secret of at least 32 bytes!!").unwrap(),
+            cursor_secret: b"cursor".to_vec(),
+        };
+        app(store.clone(), store, None, None, settings)
+            .await
+            .unwrap()
+    }
+
+    /// Before the fix, a stack without an L1 ran a prefetch job per page whose values
+    /// it then dropped: the bench's prefetch ablation came out below 1.0.
+    #[tokio::test]
+    async fn prefetch_runs_only_over_an_l1_it_can_warm() {
+        let with = app_with_l1(1 << 20).await;
+        assert!(with.engine().prefetch_stats().is_some());
+        let without = app_with_l1(0).await;
+        assert!(without.engine().prefetch_stats().is_none());
+    }
 }

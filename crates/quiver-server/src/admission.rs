@@ -16,9 +16,8 @@ use tower_acc::{Algorithm, Gradient2};
 pub(crate) struct Admission {
     permits: Semaphore,
     ceiling: usize,
-    adaptive: bool,
     /// The algorithm and the permits it has issued; `None` for a fixed limit.
-    state: Mutex<Option<State>>,
+    state: Option<Mutex<State>>,
     /// The limit now, for `/metrics`.
     limit: AtomicUsize,
 }
@@ -45,19 +44,20 @@ impl Admission {
     /// `ceiling` permits; adaptive below it when `adaptive`.
     pub(crate) fn new(ceiling: usize, adaptive: bool) -> Self {
         let ceiling = ceiling.max(1);
-        let state = adaptive.then(|| State {
-            algorithm: Gradient2::builder()
-                .initial_limit(ceiling)
-                .min_limit(FLOOR.min(ceiling))
-                .max_limit(ceiling)
-                .build(),
-            issued: ceiling,
+        let state = adaptive.then(|| {
+            Mutex::new(State {
+                algorithm: Gradient2::builder()
+                    .initial_limit(ceiling)
+                    .min_limit(FLOOR.min(ceiling))
+                    .max_limit(ceiling)
+                    .build(),
+                issued: ceiling,
+            })
         });
         Self {
             permits: Semaphore::new(ceiling),
             ceiling,
-            adaptive,
-            state: Mutex::new(state),
+            state,
             limit: AtomicUsize::new(ceiling),
         }
     }
@@ -69,7 +69,6 @@ impl Admission {
             admission: self,
             _permit: permit,
             started: Instant::now(),
-            done: false,
         })
     }
 
@@ -88,10 +87,10 @@ impl Admission {
     /// and only tracks latency) one request in [`LIGHT_SAMPLE`] per thread is fed, so the
     /// warm path adds no shared write; a sample that finds the state busy is skipped
     /// rather than waited for. A request never queues on its own bookkeeping.
-    fn observe(&self, rtt: Duration, failed: bool, canceled: bool) {
-        if !self.adaptive {
+    fn observe(&self, rtt: Duration, failed: bool) {
+        let Some(state) = &self.state else {
             return;
-        }
+        };
         let limit = self.limit.load(Ordering::Relaxed);
         if limit.saturating_sub(self.permits.available_permits()) * 2 < limit {
             let n = LIGHT.with(|c| {
@@ -103,17 +102,14 @@ impl Admission {
                 return;
             }
         }
-        let Ok(mut guard) = self.state.try_lock() else {
-            return;
-        };
-        let Some(state) = guard.as_mut() else {
+        let Ok(mut state) = state.try_lock() else {
             return;
         };
         // This request's permit is still held: it counts as in flight.
         let in_flight = state
             .issued
             .saturating_sub(self.permits.available_permits());
-        state.algorithm.update(rtt, in_flight, failed, canceled);
+        state.algorithm.update(rtt, in_flight, failed, false);
         let want = state.algorithm.max_concurrency().clamp(1, self.ceiling);
         if want > state.issued {
             self.permits.add_permits(want - state.issued);
@@ -127,14 +123,13 @@ impl Admission {
 }
 
 /// A request's permit. [`Ticket::finish`] reports how it went; dropped unfinished (the
-/// deadline passed or the client left) it counts as canceled, which the algorithm
-/// ignores.
+/// client left) it only returns the permit: the algorithm learns nothing from a
+/// canceled request.
 #[derive(Debug)]
 pub(crate) struct Ticket<'a> {
     admission: &'a Admission,
     _permit: SemaphorePermit<'a>,
     started: Instant,
-    done: bool,
 }
 
 impl Ticket<'_> {
@@ -145,17 +140,8 @@ impl Ticket<'_> {
     }
 
     /// [`Ticket::finish`] with the latency given.
-    fn finish_after(mut self, rtt: Duration, failed: bool) {
-        self.done = true;
-        self.admission.observe(rtt, failed, false);
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.admission.observe(self.started.elapsed(), false, true);
-        }
+    fn finish_after(self, rtt: Duration, failed: bool) {
+        self.admission.observe(rtt, failed);
     }
 }
 

@@ -313,7 +313,7 @@ impl WriteSql for SqliteTx {
                                WHERE (b.blocker_id = p.author_id AND b.blocked_id = ?2)
                                   OR (b.blocker_id = ?2 AND b.blocked_id = p.author_id))",
         )
-        .bind(json(&ids.iter().map(|p| p.0).collect::<Vec<i64>>()))
+        .bind(json(ids))
         .bind(customer.0)
         .fetch_all(&mut *self.0)
         .await?;

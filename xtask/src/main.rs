@@ -101,7 +101,7 @@ fn has_nextest() -> bool {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    let services = Services::start()?;
+    let services = Services::start()?.with_replication()?;
     let env = services.env();
     if has_nextest() {
         let mut cmd = cargo();

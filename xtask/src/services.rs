@@ -16,6 +16,7 @@ pub(crate) struct Services {
     database_url: String,
     redis_url: Option<String>,
     postgres: Option<ThrowawayPostgres>,
+    replication: Option<(ThrowawayPostgres, String, PathBuf)>,
     redis: Option<Child>,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -42,6 +43,60 @@ struct ThrowawayPostgres {
     as_postgres_user: bool,
 }
 
+impl ThrowawayPostgres {
+    /// initdb and start a server on a free port, with `options` added to its command line;
+    /// returns it, its URL and the directory that holds it.
+    fn start(bindir: PathBuf, options: &str) -> Result<(Self, String, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let as_postgres_user = is_root();
+        if as_postgres_user {
+            // PostgreSQL refuses to run as root: hand the directory to the postgres user.
+            run_quiet(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres")
+                    .arg(dir.path()),
+            )
+            .context("running as root needs a `postgres` user to own the throwaway server")?;
+        }
+        let mut initdb = pg_command(&bindir, "initdb", as_postgres_user);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        run_quiet(&mut initdb).context("initdb failed")?;
+        let port = free_port()?;
+        let mut start = pg_command(&bindir, "pg_ctl", as_postgres_user);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off {options}",
+                dir.path().display()
+            ))
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .args(["-w", "start"]);
+        run_quiet(&mut start).context("pg_ctl start failed")?;
+        let server = Self {
+            bindir,
+            data,
+            as_postgres_user,
+        };
+        Ok((
+            server,
+            format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+        ))
+    }
+}
+
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         let mut cmd = pg_command(&self.bindir, "pg_ctl", self.as_postgres_user);
@@ -59,6 +114,7 @@ impl Drop for Services {
             let _ = redis.wait();
         }
         self.postgres.take();
+        self.replication.take();
     }
 }
 
@@ -120,6 +176,7 @@ impl Services {
             database_url: url.clone(),
             redis_url: None,
             postgres: None,
+            replication: None,
             redis: None,
             _dirs: Vec::new(),
         };
@@ -135,52 +192,31 @@ impl Services {
                 redact(&url)
             );
         };
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        let as_postgres_user = is_root();
-        if as_postgres_user {
-            // PostgreSQL refuses to run as root: hand the directory to the postgres user.
-            run_quiet(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg("postgres")
-                    .arg(dir.path()),
-            )
-            .context("running as root needs a `postgres` user to own the throwaway server")?;
-        }
-        let mut initdb = pg_command(&bindir, "initdb", as_postgres_user);
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        run_quiet(&mut initdb).context("initdb failed")?;
-        let port = free_port()?;
-        let mut start = pg_command(&bindir, "pg_ctl", as_postgres_user);
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
-                dir.path().display()
-            ))
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .args(["-w", "start"]);
-        run_quiet(&mut start).context("pg_ctl start failed")?;
-        s.postgres = Some(ThrowawayPostgres {
-            bindir,
-            data,
-            as_postgres_user,
-        });
-        s.database_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let (postgres, url, dir) = ThrowawayPostgres::start(bindir, "")?;
+        s.postgres = Some(postgres);
+        s.database_url = url;
         s._dirs.push(dir);
         eprintln!("started a throwaway postgresql at {}", s.database_url);
         Ok(s)
+    }
+
+    /// Adds a throwaway primary that streaming replicas can follow (the machine's own
+    /// server need not allow replication connections): the read-replica tests take
+    /// replicas of it with `pg_basebackup` (`QUIVER_TEST_PRIMARY_URL`, `QUIVER_PG_BINDIR`).
+    pub(crate) fn with_replication(mut self) -> Result<Self> {
+        let Some(bindir) = postgres_bindir().filter(|d| d.join("pg_basebackup").exists()) else {
+            bail!(
+                "the read-replica tests start a PostgreSQL primary and replicas of their own, and \
+                 initdb, pg_ctl or pg_basebackup was not found on PATH or by `pg_config --bindir`: \
+                 install postgresql (Debian: apt-get install postgresql)"
+            );
+        };
+        let (primary, url, dir) =
+            ThrowawayPostgres::start(bindir.clone(), "-c wal_level=replica -c hot_standby=on")?;
+        eprintln!("started a replication primary at {url}");
+        self.replication = Some((primary, url, bindir));
+        self._dirs.push(dir);
+        Ok(self)
     }
 
     /// Environment for the test processes.
@@ -188,6 +224,10 @@ impl Services {
         let mut env = vec![("DATABASE_URL".to_owned(), self.database_url.clone())];
         if let Some(redis) = &self.redis_url {
             env.push(("REDIS_URL".to_owned(), redis.clone()));
+        }
+        if let Some((_, url, bindir)) = &self.replication {
+            env.push(("QUIVER_TEST_PRIMARY_URL".to_owned(), url.clone()));
+            env.push(("QUIVER_PG_BINDIR".to_owned(), bindir.display().to_string()));
         }
         env
     }

@@ -35,6 +35,19 @@ pub(crate) struct ServeArgs {
     /// Database: postgres://… or sqlite:PATH
     #[arg(long, env = "DATABASE_URL", required_unless_present = "demo")]
     database_url: Option<String>,
+    /// PostgreSQL streaming replicas that take the reads, comma-separated postgres://…
+    /// URLs (writes answer once every replica in rotation has replayed them)
+    #[arg(
+        long,
+        env = "DATABASE_READ_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    database_read_urls: Vec<String>,
+    /// How long a write waits for a replica before the replica leaves the rotation,
+    /// milliseconds
+    #[arg(long, env = "QUIVER_REPLICA_MAX_LAG_MS", default_value_t = millis(PgConfig::default().replica_max_lag))]
+    replica_max_lag_ms: u64,
     /// Redis for the shared L2 cache and the event stream (none: L1 only, events in
     /// process)
     #[arg(long, env = "REDIS_URL")]
@@ -215,6 +228,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     let positive = [
         ("--db-max-connections", u64::from(args.db_max_connections)),
         ("--db-statement-timeout-ms", args.db_statement_timeout_ms),
+        ("--replica-max-lag-ms", args.replica_max_lag_ms),
         ("--max-concurrency", args.max_concurrency as u64),
         ("--queue-timeout-ms", args.queue_timeout_ms),
         ("--rate-per-second", u64::from(args.rate_per_second)),
@@ -267,6 +281,14 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
     {
         usage(format!("DATABASE_URL: {e}"));
     }
+    for url in &args.database_read_urls {
+        match url.parse::<DatabaseUrl>() {
+            Ok(DatabaseUrl::Postgres(_)) if !args.demo => {}
+            Ok(_) if !args.demo => usage("DATABASE_READ_URLS: each must be a postgres:// URL"),
+            Ok(_) => usage("DATABASE_READ_URLS: the demo runs on SQLite, which has no replicas"),
+            Err(e) => usage(format!("DATABASE_READ_URLS: {e}")),
+        }
+    }
     let config = ServerConfig {
         max_concurrency: args.max_concurrency,
         adaptive_concurrency: !args.fixed_concurrency,
@@ -302,6 +324,8 @@ async fn open_store(args: &ServeArgs) -> Result<Database> {
         &PgConfig {
             max_connections: args.db_max_connections,
             statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
+            read_urls: args.database_read_urls.clone(),
+            replica_max_lag: Duration::from_millis(args.replica_max_lag_ms),
             ..PgConfig::default()
         },
     )

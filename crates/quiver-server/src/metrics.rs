@@ -40,6 +40,9 @@ pub(crate) struct Sample {
     pub(crate) pool_max: u32,
     pub(crate) pool_waits: u64,
     pub(crate) pool_wait_micros: u64,
+    pub(crate) replicas: u32,
+    pub(crate) replicas_in_rotation: u32,
+    pub(crate) replica_reads: u64,
     pub(crate) events: Option<quiver_events::EventsSnapshot>,
     pub(crate) concurrency_limit: usize,
     pub(crate) concurrency_ceiling: usize,
@@ -62,6 +65,8 @@ pub(crate) struct Metrics {
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
     pool_waits: IntCounterVec,
+    replicas: IntGaugeVec,
+    replica_reads: IntCounterVec,
     events: IntCounterVec,
     outbox_backlog: IntGauge,
     relay_lag: Gauge,
@@ -182,6 +187,22 @@ impl Default for Metrics {
             &["measure"],
         )
         .expect("valid metric");
+        let replicas = IntGaugeVec::new(
+            Opts::new(
+                "quiver_db_replicas",
+                "PostgreSQL read replicas: configured, and in rotation (taking reads) now",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let replica_reads = IntCounterVec::new(
+            Opts::new(
+                "quiver_db_replica_reads_total",
+                "Reads the PostgreSQL read replicas answered",
+            ),
+            &[],
+        )
+        .expect("valid metric");
         let events = IntCounterVec::new(
             Opts::new(
                 "quiver_events_total",
@@ -259,6 +280,8 @@ impl Default for Metrics {
             Box::new(prefetch_queue.clone()),
             Box::new(pool.clone()),
             Box::new(pool_waits.clone()),
+            Box::new(replicas.clone()),
+            Box::new(replica_reads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -284,6 +307,8 @@ impl Default for Metrics {
             prefetch_queue,
             pool,
             pool_waits,
+            replicas,
+            replica_reads,
             events,
             outbox_backlog,
             relay_lag,
@@ -465,6 +490,13 @@ impl Metrics {
             .set(i64::from(sample.pool_max));
         self.add_counter(&self.pool_waits, &["count"], sample.pool_waits);
         self.add_counter(&self.pool_waits, &["micros"], sample.pool_wait_micros);
+        self.replicas
+            .with_label_values(&["configured"])
+            .set(i64::from(sample.replicas));
+        self.replicas
+            .with_label_values(&["in_rotation"])
+            .set(i64::from(sample.replicas_in_rotation));
+        self.add_counter(&self.replica_reads, &[], sample.replica_reads);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -29,6 +29,14 @@ pub struct PgConfig {
     pub test_before_acquire: bool,
     /// `application_name` shown in `pg_stat_activity`.
     pub application_name: String,
+    /// Streaming replicas that take the reads (`postgres://…` each, pooled as above);
+    /// empty: the primary takes every read. Redacted in `Debug`.
+    pub read_urls: Vec<String>,
+    /// How long a write waits for a replica to replay it before taking the replica out
+    /// of the rotation (writes answer only once every replica in rotation has it).
+    pub replica_max_lag: Duration,
+    /// How often a replica is pinged, and one out of the rotation tried again.
+    pub replica_check_interval: Duration,
 }
 
 impl Default for PgConfig {
@@ -43,6 +51,9 @@ impl Default for PgConfig {
             statement_timeout: Duration::from_secs(2),
             test_before_acquire: false,
             application_name: "quiver".to_owned(),
+            read_urls: Vec::new(),
+            replica_max_lag: Duration::from_millis(500),
+            replica_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -59,6 +70,16 @@ impl fmt::Debug for PgConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("test_before_acquire", &self.test_before_acquire)
             .field("application_name", &self.application_name)
+            .field(
+                "read_urls",
+                &self
+                    .read_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("replica_max_lag", &self.replica_max_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
             .finish()
     }
 }

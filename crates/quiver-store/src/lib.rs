@@ -38,6 +38,6 @@ pub use config::{PgConfig, SqliteConfig};
 pub use database::{Database, DatabaseUrl, UrlError};
 pub use error::{StoreError, describe};
 pub use keyset::MAX_PAGE_SIZE;
-pub use pg::{PG_MIGRATOR, PgStore};
+pub use pg::{PG_MIGRATOR, PgStore, ReplicaStatus};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 pub use store::{PoolStats, Store};

@@ -24,6 +24,11 @@ pub struct PoolStats {
     pub waits: u64,
     /// Total time those checkouts waited.
     pub wait_time: std::time::Duration,
+    /// Read replicas configured, and how many of them take reads now.
+    pub replicas: u32,
+    pub replicas_in_rotation: u32,
+    /// Reads the replicas answered since the store was created.
+    pub replica_reads: u64,
 }
 
 /// Counts checkouts that had to wait for a connection.
@@ -59,6 +64,7 @@ impl Waits {
             max: pool.options().get_max_connections(),
             waits: self.waits.load(Ordering::Relaxed),
             wait_time: std::time::Duration::from_micros(self.micros.load(Ordering::Relaxed)),
+            ..PoolStats::default()
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What quiver's test suites and benches share, as a dev-dependency only: where the real
 //! PostgreSQL and Redis are (`cargo xtask test` sets both, starting throwaway servers when
 //! none is reachable), a Redis namespace no other test uses, waits with a deadline instead
-//! of sleeps, a [`Gate`] that holds loads mid-flight, and an in-memory [`world`] with
-//! loaders over it. It depends on `quiver-model` alone, so every layer can use it.
+//! of sleeps, a [`Gate`] that holds loads mid-flight, an in-memory [`world`] with
+//! loaders over it, and streaming PostgreSQL [`replica`]s. It depends on `quiver-model` alone, so every layer can use it.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -21,6 +21,7 @@
 //! ```
 
 mod gate;
+pub mod replica;
 pub mod world;
 
 pub use gate::Gate;

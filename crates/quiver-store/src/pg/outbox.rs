@@ -204,6 +204,9 @@ impl Effects for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if n > 0 {
+            self.replayed().await;
+        }
         Ok(n)
     }
 
@@ -248,7 +251,11 @@ impl Effects for PgStore {
             holders.extend(row.holders.into_iter().map(UserId));
             match last {
                 Some(last) if full => after = last,
-                _ => return Ok(holders),
+                _ => {
+                    // The holders' timelines are invalidated next: replicas have them first.
+                    self.replayed().await;
+                    return Ok(holders);
+                }
             }
         }
     }

@@ -12,13 +12,50 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{OrderStatus, UserId, ViewerGraph};
 
-/// Every row of one compile-time-checked statement, on a pooled connection.
+/// Runs `$run` (a future over the connection `$c`) on a replica in rotation, or on the
+/// primary when there is none or the replica failed in a way the primary can answer.
+/// (A macro rather than a function over an async closure: the closure's future would
+/// have to be `Send` for every lifetime, which async closures cannot yet promise.)
+macro_rules! read {
+    ($self:ident, |$c:ident| $run:expr) => {
+        async {
+            if let Some(replica) = $self.replica()
+                && let Some(mut conn) = replica.conn().await
+            {
+                let $c = &mut *conn;
+                match $run.await {
+                    Ok(v) => {
+                        replica.served();
+                        return Ok(v);
+                    }
+                    Err(e) => {
+                        if let Some(e) = replica.failed(e) {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            let mut conn = $self.conn().await?;
+            let $c = &mut *conn;
+            Ok::<_, StoreError>($run.await?)
+        }
+        .await
+    };
+}
+
+/// Every row of one compile-time-checked statement, on a replica or the primary.
 macro_rules! rows {
     ($self:ident, $row:ident, $sql:literal $(, $arg:expr)* $(,)?) => {
-        Ok(sqlx::query_as!($row, $sql $(, $arg)*)
-            .fetch_all(&mut *$self.conn().await?)
-            .await?)
+        read!($self, |c| sqlx::query_as!($row, $sql $(, $arg)*).fetch_all(&mut *c))
     };
+}
+
+/// The viewer graph's one row (a named type: `read!` expands its statement twice).
+struct GraphRow {
+    followees: Vec<i64>,
+    mutuals: Vec<i64>,
+    blocked: Vec<i64>,
+    blocked_by: Vec<i64>,
 }
 
 #[async_trait]
@@ -108,7 +145,8 @@ impl ReadSql for PgStore {
     }
 
     async fn graph(&self, viewer: UserId) -> Result<ViewerGraph, StoreError> {
-        let r = sqlx::query!(
+        let r = read!(self, |c| sqlx::query_as!(
+            GraphRow,
             r#"SELECT
                  ARRAY(SELECT followee_id FROM follows WHERE follower_id = $1) AS "followees!",
                  ARRAY(SELECT f.followee_id FROM follows f
@@ -119,8 +157,7 @@ impl ReadSql for PgStore {
                  ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = $1) AS "blocked_by!""#,
             viewer.0
         )
-        .fetch_one(&mut *self.conn().await?)
-        .await?;
+        .fetch_one(&mut *c))?;
         Ok(ViewerGraph {
             viewer: Some(viewer),
             followees: r.followees.into_iter().map(UserId).collect(),
@@ -301,10 +338,17 @@ impl ReadSql for PgStore {
     }
 
     fn pool_figures(&self) -> PoolStats {
-        self.waits.stats(&self.pool)
+        let replicas = self.replicas();
+        PoolStats {
+            replicas: replicas.len() as u32,
+            replicas_in_rotation: replicas.iter().filter(|r| r.in_rotation).count() as u32,
+            replica_reads: replicas.iter().map(|r| r.reads).sum(),
+            ..self.waits.stats(&self.pool)
+        }
     }
 
     async fn close_pool(&self) {
+        self.replicas.close().await;
         self.pool.close().await;
     }
 }

@@ -10,16 +10,16 @@ use chrono::{DateTime, Utc};
 use quiver_model::{Event, NewMedia, NewPost, PostId, UserId};
 use std::collections::HashMap;
 
-/// A PostgreSQL write transaction.
+/// A PostgreSQL write transaction; its commit returns once the read replicas have it.
 #[derive(Debug)]
-pub struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>);
+pub struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>, PgStore);
 
 #[async_trait]
 impl Transact for PgStore {
     type Tx = PgTx;
 
     async fn begin(&self) -> Result<PgTx, StoreError> {
-        Ok(PgTx(self.pool.begin().await?))
+        Ok(PgTx(self.pool.begin().await?, self.clone()))
     }
 }
 
@@ -399,6 +399,8 @@ impl WriteSql for PgTx {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.0.commit().await?)
+        self.0.commit().await?;
+        self.1.replayed().await;
+        Ok(())
     }
 }

@@ -105,14 +105,22 @@ impl EffectsHandler {
 
     async fn edge(&self, a: UserId, b: UserId) -> Result<(), EventsError> {
         match &self.invalidate {
-            Some(i) => i.edge(a, b).await.map_err(EventsError::Invalidation),
+            Some(i) => {
+                // The writer waited for the replicas too, but its process may be gone.
+                self.effects.replayed().await;
+                i.edge(a, b).await.map_err(EventsError::Invalidation)
+            }
             None => Ok(()),
         }
     }
 
     async fn post(&self, id: PostId, author: UserId) -> Result<(), EventsError> {
         match &self.invalidate {
-            Some(i) => i.post(id, author).await.map_err(EventsError::Invalidation),
+            Some(i) => {
+                // The writer waited for the replicas too, but its process may be gone.
+                self.effects.replayed().await;
+                i.post(id, author).await.map_err(EventsError::Invalidation)
+            }
             None => Ok(()),
         }
     }

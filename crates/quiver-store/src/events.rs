@@ -171,4 +171,7 @@ pub trait Effects: Send + Sync + std::fmt::Debug {
     async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError>;
     /// Whether the database answers (event consumers wait for it after an outage).
     async fn ready(&self) -> Result<(), StoreError>;
+    /// Returns once every read replica in rotation has replayed what is committed (or has
+    /// left the rotation), so what an invalidation makes be loaded again is loaded fresh.
+    async fn replayed(&self) {}
 }

@@ -165,6 +165,10 @@ impl Effects for PgStore {
         Store::ping(self).await
     }
 
+    async fn replayed(&self) {
+        PgStore::replayed(self).await;
+    }
+
     async fn notify(&self, notes: &[NewNotification]) -> Result<u64, StoreError> {
         if notes.is_empty() {
             return Ok(0);

@@ -4,6 +4,11 @@
 //! Fencing follows memcache leases: every cache key has a version key. `invalidate` bumps
 //! the version, deletes the value and publishes the keys, atomically in one script; a
 //! fill writes a value only if the version is still the one read when the load started.
+//!
+//! On a Redis Cluster (`redis-cluster://` URLs) a key and its version share a hash tag,
+//! so they live in one slot, and a batch is split by slot: one `MGET` or script per slot,
+//! all in one pipeline that the client routes to each slot's node. Classic pub/sub
+//! reaches every node of a cluster, so the invalidation channel needs nothing more.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -90,8 +95,14 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return #KEYS / 2
 "#;
 
+/// The Redis key of a cache key: the whole key is its hash tag, which its version key
+/// shares, so the two are always in one slot of a cluster.
+fn value_key(key: &str) -> String {
+    format!("{{{key}}}")
+}
+
 fn version_key(key: &str) -> String {
-    format!("{key}:v")
+    format!("{{{key}}}:v")
 }
 
 /// Settings of the Redis connection.
@@ -131,6 +142,7 @@ impl Default for RedisConfig {
 pub struct RedisRemote {
     pool: Pool,
     subscriber: SubscriberClient,
+    clustered: bool,
 }
 
 impl fmt::Debug for RedisRemote {
@@ -145,6 +157,7 @@ impl RedisRemote {
     /// connections keep reconnecting with exponential back-off.
     pub fn connect(config: &RedisConfig) -> Result<Self, RemoteError> {
         let mut base = Config::from_url(&config.url)?;
+        let clustered = base.server.is_clustered();
         base.fail_fast = false;
         base.version = RespVersion::RESP2;
         let timeout = config.command_timeout;
@@ -169,7 +182,28 @@ impl RedisRemote {
         drop(pool.connect());
         drop(subscriber.connect());
         drop(subscriber.manage_subscriptions());
-        Ok(Self { pool, subscriber })
+        Ok(Self {
+            pool,
+            subscriber,
+            clustered,
+        })
+    }
+
+    /// Positions of `keys` grouped so each group's keys share a slot: one group when
+    /// Redis is not a cluster.
+    fn by_slot<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
+        let keys: Vec<&str> = keys.collect();
+        if !self.clustered {
+            return vec![(0..keys.len()).collect()];
+        }
+        let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, k) in keys.iter().enumerate() {
+            groups
+                .entry(fred::util::redis_keyslot(value_key(k).as_bytes()))
+                .or_default()
+                .push(i);
+        }
+        groups.into_values().collect()
     }
 
     /// Connects and waits up to `within` for both connections, failing when they are not
@@ -204,57 +238,89 @@ impl RedisRemote {
 #[async_trait]
 impl Remote for RedisRemote {
     async fn fetch(&self, keys: &[String]) -> Result<Vec<(Option<Bytes>, i64)>, RemoteError> {
-        let mut all = Vec::with_capacity(keys.len() * 2);
-        for k in keys {
-            all.push(k.clone());
-            all.push(version_key(k));
+        let groups = self.by_slot(keys.iter().map(String::as_str));
+        let pipeline = self.pool.next().pipeline();
+        for group in &groups {
+            let mut all = Vec::with_capacity(group.len() * 2);
+            for &i in group {
+                all.push(value_key(&keys[i]));
+                all.push(version_key(&keys[i]));
+            }
+            let () = pipeline.mget(all).await?;
         }
-        let values: Vec<Option<Bytes>> = self.pool.mget(all).await?;
-        Ok(values
-            .chunks(2)
-            .map(|pair| {
+        let replies: Vec<Value> = pipeline
+            .try_all()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut out = vec![(None, 0); keys.len()];
+        for (group, reply) in groups.iter().zip(replies) {
+            let values: Vec<Option<Bytes>> = reply.convert()?;
+            for (&i, pair) in group.iter().zip(values.chunks(2)) {
                 let version = pair[1]
                     .as_ref()
                     .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                     .unwrap_or(0);
-                (pair[0].clone(), version)
-            })
-            .collect())
+                out[i] = (pair[0].clone(), version);
+            }
+        }
+        Ok(out)
     }
 
     async fn fill(&self, fills: &[Fill]) -> Result<Vec<bool>, RemoteError> {
         if fills.is_empty() {
             return Ok(Vec::new());
         }
-        let mut keys = Vec::with_capacity(fills.len() * 2);
-        let mut args: Vec<Value> = Vec::with_capacity(fills.len() * 3);
-        for f in fills {
-            keys.push(f.key.clone());
-            keys.push(version_key(&f.key));
-            args.push(f.version.to_string().into());
-            args.push(Bytes::from(f.value.clone()).into());
-            args.push((f.ttl_secs.max(1) as i64).into());
+        let groups = self.by_slot(fills.iter().map(|f| f.key.as_str()));
+        // Scripts are not pipelined by the client; sent at once, they share the
+        // connections' automatic pipelining instead.
+        let scripts = groups.iter().map(|group| {
+            let mut keys = Vec::with_capacity(group.len() * 2);
+            let mut args: Vec<Value> = Vec::with_capacity(group.len() * 3);
+            for f in group.iter().map(|&i| &fills[i]) {
+                keys.push(value_key(&f.key));
+                keys.push(version_key(&f.key));
+                args.push(f.version.to_string().into());
+                args.push(Bytes::from(f.value.clone()).into());
+                args.push((f.ttl_secs.max(1) as i64).into());
+            }
+            self.pool.eval::<Vec<i64>, _, _, _>(FILL_SCRIPT, keys, args)
+        });
+        let replies = futures::future::try_join_all(scripts).await?;
+        let mut out = vec![false; fills.len()];
+        for (group, written) in groups.iter().zip(replies) {
+            for (&i, w) in group.iter().zip(written) {
+                out[i] = w == 1;
+            }
         }
-        let written: Vec<i64> = self.pool.eval(FILL_SCRIPT, keys, args).await?;
-        Ok(written.into_iter().map(|w| w == 1).collect())
+        Ok(out)
     }
 
     async fn invalidate(&self, keys: &[String], channel: &str) -> Result<(), RemoteError> {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut all = Vec::with_capacity(keys.len() * 2);
-        for k in keys {
-            all.push(k.clone());
-            all.push(version_key(k));
-        }
-        let message = serde_json::to_string(keys).expect("strings serialize");
-        let args: Vec<Value> = vec![
-            channel.into(),
-            message.into(),
-            (VERSION_TTL_SECS as i64).into(),
-        ];
-        let _: i64 = self.pool.eval(INVALIDATE_SCRIPT, all, args).await?;
+        // One script per slot, each bumping, deleting and publishing its own keys.
+        let scripts = self
+            .by_slot(keys.iter().map(String::as_str))
+            .into_iter()
+            .map(|group| {
+                let mut all = Vec::with_capacity(group.len() * 2);
+                let mut named = Vec::with_capacity(group.len());
+                for i in group {
+                    all.push(value_key(&keys[i]));
+                    all.push(version_key(&keys[i]));
+                    named.push(&keys[i]);
+                }
+                let message = serde_json::to_string(&named).expect("strings serialize");
+                let args: Vec<Value> = vec![
+                    channel.into(),
+                    message.into(),
+                    (VERSION_TTL_SECS as i64).into(),
+                ];
+                self.pool.eval::<i64, _, _, _>(INVALIDATE_SCRIPT, all, args)
+            });
+        futures::future::try_join_all(scripts).await?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! PostgreSQL and Redis are (`cargo xtask test` sets both, starting throwaway servers when
 //! none is reachable), a Redis namespace no other test uses, waits with a deadline instead
 //! of sleeps, a [`Gate`] that holds loads mid-flight, an in-memory [`world`] with
-//! loaders over it, and streaming PostgreSQL [`replica`]s. It depends on `quiver-model` alone, so every layer can use it.
+//! loaders over it, streaming PostgreSQL [`replica`]s and a [`redis_cluster`]. It depends on `quiver-model` alone, so every layer can use it.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -21,6 +21,7 @@
 //! ```
 
 mod gate;
+pub mod redis_cluster;
 pub mod replica;
 pub mod world;
 

@@ -1,8 +1,9 @@
 //! Integration tests of quiver-cache against a real Redis (`REDIS_URL`, as `cargo xtask
 //! test` provides) and, for the outage test, a throwaway `redis-server` it starts itself;
-//! the batcher's tests need neither.
+//! the cluster tests start Redis Clusters of their own; the batcher's tests need neither.
 
 mod batcher;
+mod cluster;
 mod flight;
 mod redis;
 mod sizing;

@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_on_one_replica_evicts_the_others_l1_within_100ms() {
-    let (url, ns) = (redis_url(), namespace("evict"));
+    invalidation_evicts_the_others_l1(&redis_url()).await;
+}
+
+/// Also run on a Redis Cluster (`cluster.rs`).
+pub(crate) async fn invalidation_evicts_the_others_l1(url: &str) {
+    let (url, ns) = (url.to_owned(), namespace("evict"));
     let source = Arc::new(Source::default());
     source.set(1, "old");
     let a = replica(config(&ns), &source, &url).await;
@@ -80,7 +85,12 @@ async fn a_hundred_concurrent_lookups_of_one_missing_key_call_the_loader_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_started_before_an_invalidation_never_writes_its_old_value() {
-    let (url, ns) = (redis_url(), namespace("fence"));
+    fenced_load_never_writes_its_old_value(&redis_url()).await;
+}
+
+/// Also run on a Redis Cluster (`cluster.rs`).
+pub(crate) async fn fenced_load_never_writes_its_old_value(url: &str) {
+    let (url, ns) = (url.to_owned(), namespace("fence"));
     let source = Arc::new(Source::default());
     source.set(5, "old");
     let a = replica(config(&ns), &source, &url).await;

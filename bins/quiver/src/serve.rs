@@ -161,6 +161,10 @@ pub(crate) struct ServeArgs {
     /// Event consumers in this process, each on its own Redis connection (with REDIS_URL)
     #[arg(long, env = "QUIVER_EVENT_CONSUMERS", default_value_t = EventsConfig::default().consumers)]
     event_consumers: usize,
+    /// Event streams, by user (on a Redis Cluster each lives on one node; change only
+    /// with nothing pending); each gets --event-consumers consumers
+    #[arg(long, env = "QUIVER_EVENT_PARTITIONS", default_value_t = EventsConfig::default().partitions)]
+    event_partitions: u16,
     /// Pending events idle this long are reclaimed from their consumer, milliseconds
     #[arg(long, env = "QUIVER_EVENT_CLAIM_IDLE_MS", default_value_t = millis(EventsConfig::default().claim_idle))]
     event_claim_idle_ms: u64,
@@ -230,6 +234,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         ("--db-statement-timeout-ms", args.db_statement_timeout_ms),
         ("--replica-max-lag-ms", args.replica_max_lag_ms),
         ("--max-concurrency", args.max_concurrency as u64),
+        ("--event-partitions", u64::from(args.event_partitions)),
         ("--queue-timeout-ms", args.queue_timeout_ms),
         ("--rate-per-second", u64::from(args.rate_per_second)),
         ("--rate-burst", u64::from(args.rate_burst)),
@@ -395,6 +400,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             namespace: args.redis_namespace.clone(),
             relay: !args.no_relay,
             consumers: args.event_consumers,
+            partitions: args.event_partitions,
             consumer_prefix: consumer_prefix(),
             claim_idle: Duration::from_millis(args.event_claim_idle_ms),
             claim_interval: Duration::from_millis(args.event_claim_idle_ms / 4)

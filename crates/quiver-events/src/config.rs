@@ -31,8 +31,12 @@ pub struct EventsConfig {
     /// How often the relay trims the stream of what every consumer group has
     /// acknowledged (entries are never trimmed by length: one not yet handled stays).
     pub trim_interval: Duration,
-    /// The consumer group every replica's consumers join.
+    /// The consumer group every replica's consumers join (one per stream).
     pub group: String,
+    /// Streams the events are spread over by the user they concern (1: one stream). On a
+    /// Redis Cluster each stream lives on one node, so several spread the traffic; one
+    /// user's events stay in one stream, in order. Change it only with nothing pending.
+    pub partitions: u16,
     /// Consumers in this process, each on its own Redis connection; 0 runs none.
     pub consumers: usize,
     /// This process's consumer names start with it (unique per process).
@@ -78,15 +82,47 @@ impl Default for EventsConfig {
             claim_interval: Duration::from_secs(5),
             max_deliveries: 5,
             fan_out_batch: 1000,
+            partitions: 1,
             command_timeout: Duration::from_millis(500),
         }
     }
 }
 
 impl EventsConfig {
-    /// The stream the relay appends to.
+    /// The stream the relay appends to when there is one partition.
     pub fn stream(&self) -> String {
         format!("{}:events", self.namespace)
+    }
+
+    /// Every stream, by partition: [`stream`](Self::stream) alone, or `…:events:{p}`.
+    pub fn streams(&self) -> Vec<String> {
+        if self.partitions <= 1 {
+            return vec![self.stream()];
+        }
+        (0..self.partitions)
+            .map(|p| format!("{}:events:{p}", self.namespace))
+            .collect()
+    }
+
+    /// The partition of `event`: by the user it concerns (the author, follower, blocker or
+    /// customer), so one user's events keep their order; by its id when it does not say.
+    pub fn partition_of(&self, event: &quiver_model::OutboxEvent) -> usize {
+        use quiver_model::Event;
+        let n = i64::from(self.partitions.max(1));
+        let key = match Event::of(event) {
+            Ok(Event::PostCreated { author_id, .. } | Event::PostDeleted { author_id, .. }) => {
+                author_id.0
+            }
+            Ok(Event::UserFollowed { follower, .. } | Event::UserUnfollowed { follower, .. }) => {
+                follower.0
+            }
+            Ok(Event::UserBlocked { blocker, .. } | Event::UserUnblocked { blocker, .. }) => {
+                blocker.0
+            }
+            Ok(Event::OrderCreated { customer_id, .. }) => customer_id.0,
+            _ => event.id.0,
+        };
+        key.rem_euclid(n) as usize
     }
 
     /// Where events that failed `max_deliveries` times go.

@@ -22,6 +22,9 @@ pub type LagObserver = Arc<dyn Fn(quiver_model::EventKind, Duration) + Send + Sy
 
 pub(crate) struct Consumer {
     pub(crate) streams: RedisStreams,
+    /// The partition it reads, and that partition's stream.
+    pub(crate) partition: usize,
+    pub(crate) stream: String,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) config: EventsConfig,
     pub(crate) name: String,
@@ -38,7 +41,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 impl Consumer {
     /// Consumes until `stop` turns true.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let stream = self.config.stream();
+        let stream = self.stream.clone();
         let group = self.config.group.clone();
         let mut failing = false;
         let mut last_claim = tokio::time::Instant::now();
@@ -57,7 +60,8 @@ impl Consumer {
                     self.reclaim(&stream, &group).await?;
                     if self.samples_group {
                         let g = self.streams.group_state(&stream, &group).await?;
-                        self.stats.group(g.pending, g.lag.unwrap_or(0));
+                        self.stats
+                            .group(self.partition, g.pending, g.lag.unwrap_or(0));
                     }
                 }
                 let block = self.config.read_block.min(self.config.claim_interval);

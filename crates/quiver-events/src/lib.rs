@@ -91,21 +91,29 @@ impl Events {
         let mut tasks = Vec::new();
         let sink = match redis_url {
             Some(url) => {
-                for i in 0..config.consumers {
-                    let consumer = consumer::Consumer {
-                        streams: streams::RedisStreams::connect(
-                            url,
-                            config.command_timeout,
-                            config.read_block,
-                        )?,
-                        handler: handler.clone(),
-                        config: config.clone(),
-                        name: format!("{}-{i}", config.consumer_prefix),
-                        stats: stats.clone(),
-                        lag: lag.clone(),
-                        samples_group: i == 0,
-                    };
-                    tasks.push(tokio::spawn(consumer.run(stopped.clone())));
+                for (partition, stream) in config.streams().into_iter().enumerate() {
+                    for i in 0..config.consumers {
+                        let consumer = consumer::Consumer {
+                            partition,
+                            stream: stream.clone(),
+                            streams: streams::RedisStreams::connect(
+                                url,
+                                config.command_timeout,
+                                config.read_block,
+                            )?,
+                            handler: handler.clone(),
+                            config: config.clone(),
+                            name: if config.partitions <= 1 {
+                                format!("{}-{i}", config.consumer_prefix)
+                            } else {
+                                format!("{}-{partition}-{i}", config.consumer_prefix)
+                            },
+                            stats: stats.clone(),
+                            lag: lag.clone(),
+                            samples_group: i == 0,
+                        };
+                        tasks.push(tokio::spawn(consumer.run(stopped.clone())));
+                    }
                 }
                 relay::Sink::Stream(streams::RedisStreams::connect(
                     url,

@@ -108,20 +108,47 @@ impl Relay {
     /// Trims the stream of what every group has acknowledged (a failure is retried at
     /// the next interval: an untrimmed stream is only longer).
     async fn trim(&self) {
-        if let Sink::Stream(streams) = &self.sink {
-            match streams.trim_acknowledged(&self.config.stream()).await {
-                Ok(n) if n > 0 => tracing::debug!(entries = n, "trimmed acknowledged events"),
+        let Sink::Stream(streams) = &self.sink else {
+            return;
+        };
+        for stream in self.config.streams() {
+            match streams.trim_acknowledged(&stream).await {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(entries = n, stream, "trimmed acknowledged events")
+                }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %quiver_store::describe(&e), "trimming the event stream failed")
+                    tracing::warn!(error = %quiver_store::describe(&e), stream, "trimming the event stream failed")
                 }
             }
-            let (stream, group) = (self.config.stream(), &self.config.group);
-            let idle = self.config.consumer_idle;
+            let (group, idle) = (&self.config.group, self.config.consumer_idle);
             if let Err(e) = streams.remove_idle_consumers(&stream, group, idle).await {
-                tracing::warn!(error = %quiver_store::describe(&e), "removing idle consumers failed");
+                tracing::warn!(error = %quiver_store::describe(&e), stream, "removing idle consumers failed");
             }
         }
+    }
+
+    /// Appends `events` to their partitions' streams, in commit order within each.
+    async fn append(
+        &self,
+        streams: &crate::streams::RedisStreams,
+        events: &[quiver_model::OutboxEvent],
+    ) -> Result<(), EventsError> {
+        let names = self.config.streams();
+        if names.len() == 1 {
+            return streams.append(&names[0], events).await;
+        }
+        let mut parts = vec![Vec::new(); names.len()];
+        for e in events {
+            parts[self.config.partition_of(e)].push(e.clone());
+        }
+        let appends = names
+            .iter()
+            .zip(&parts)
+            .filter(|(_, part)| !part.is_empty())
+            .map(|(name, part)| streams.append(name, part));
+        futures::future::try_join_all(appends).await?;
+        Ok(())
     }
 
     /// One housekeeping step (see [`Outbox::prune`]); a failure waits for the next.
@@ -159,7 +186,7 @@ impl Relay {
         let full = n as u32 >= self.config.relay_batch;
         match self.sink.clone() {
             Sink::Stream(streams) => {
-                let appended = streams.append(&self.config.stream(), claim.events()).await;
+                let appended = self.append(&streams, claim.events()).await;
                 if let Err(e) = appended {
                     // Unlock the rows now, for this or another relay's next attempt.
                     let _ = claim.release().await;

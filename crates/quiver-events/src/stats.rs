@@ -13,8 +13,8 @@ pub struct EventStats {
     retries: AtomicU64,
     reclaimed: AtomicU64,
     dead_lettered: AtomicU64,
-    pending: AtomicU64,
-    lag: AtomicU64,
+    /// Pending and undelivered entries of the group, by stream.
+    groups: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 /// A copy of the counters at one moment.
@@ -66,14 +66,21 @@ impl EventStats {
     pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn group(&self, pending: u64, lag: u64) {
-        self.pending.store(pending, Ordering::Relaxed);
-        self.lag.store(lag, Ordering::Relaxed);
+    pub(crate) fn group(&self, partition: usize, pending: u64, lag: u64) {
+        let mut groups = self.groups.lock().expect("stats lock");
+        if groups.len() <= partition {
+            groups.resize(partition + 1, (0, 0));
+        }
+        groups[partition] = (pending, lag);
     }
 
     /// The counters now.
     pub fn snapshot(&self) -> EventsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (pending, lag) = {
+            let groups = self.groups.lock().expect("stats lock");
+            groups.iter().fold((0, 0), |(p, l), g| (p + g.0, l + g.1))
+        };
         EventsSnapshot {
             relayed: get(&self.relayed),
             relay_errors: get(&self.relay_errors),
@@ -83,8 +90,8 @@ impl EventStats {
             retries: get(&self.retries),
             reclaimed: get(&self.reclaimed),
             dead_lettered: get(&self.dead_lettered),
-            consumer_pending: get(&self.pending),
-            consumer_lag: get(&self.lag),
+            consumer_pending: pending,
+            consumer_lag: lag,
         }
     }
 }

@@ -49,7 +49,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_REPLICA_MAX_LAG_MS", default_value_t = millis(PgConfig::default().replica_max_lag))]
     replica_max_lag_ms: u64,
     /// Redis for the shared L2 cache and the event stream (none: L1 only, events in
-    /// process)
+    /// process); redis-cluster://host:port?node=host:port names a Redis Cluster
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
     /// Prefix of every Redis key, channel and stream; replicas of one deployment share it
@@ -268,9 +268,18 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         usage("QUIVER_LISTEN and QUIVER_ADMIN_LISTEN must differ");
     }
     if let Some(url) = &args.redis_url
-        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        && ![
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
     {
-        usage("REDIS_URL must start with redis:// or rediss://");
+        usage(
+            "REDIS_URL must start with redis://, rediss://, redis-cluster:// or rediss-cluster://",
+        );
     }
     if args.redis_namespace.is_empty()
         || !args

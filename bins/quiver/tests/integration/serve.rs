@@ -163,7 +163,7 @@ fn invalid_configuration_is_a_usage_error_before_anything_is_opened() {
         (
             vec![],
             vec![secret, ("REDIS_URL", "http://x")],
-            "REDIS_URL must start with redis://",
+            "REDIS_URL must start with redis://, rediss://, redis-cluster://",
         ),
         (
             vec![

@@ -2,7 +2,7 @@
 //! of mixed writes: what a reader gets always matches the database.
 
 use crate::http::{json, metrics, scalar};
-use crate::support::{Server, start_with_events};
+use crate::support::{Server, start_with_events, start_with_events_at};
 use quiver_model::{Cursor, PostList, UserId};
 use quiver_store::Store as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -12,7 +12,20 @@ use std::collections::{HashMap, HashSet};
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn timelines_stay_exact_after_a_burst_of_mixed_writes(pool: PgPool) {
-    let mut s = start_with_events(pool).await;
+    burst_of_mixed_writes_leaves_timelines_exact(start_with_events(pool).await).await;
+}
+
+/// The same on a real Redis Cluster, with the events over four partitions.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn on_a_redis_cluster_timelines_stay_exact_after_a_burst_of_mixed_writes(pool: PgPool) {
+    let cluster = tokio::task::spawn_blocking(quiver_testkit::redis_cluster::RedisCluster::start)
+        .await
+        .expect("the cluster starts");
+    let s = start_with_events_at(pool, &cluster.url(), 4).await;
+    burst_of_mixed_writes_leaves_timelines_exact(s).await;
+}
+
+async fn burst_of_mixed_writes_leaves_timelines_exact(mut s: Server) {
     let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id LIMIT 12")
         .fetch_all(&s.pool)
         .await

@@ -135,6 +135,34 @@ pub(crate) async fn start_on(
     redis: Option<String>,
     events: bool,
 ) -> Server {
+    start_at(store, pool, config, redis, events, &redis_url(), 1).await
+}
+
+/// Like [`start_with_events`], on the Redis at `live` (a cluster, say) with the events
+/// spread over `partitions` streams.
+pub(crate) async fn start_with_events_at(pool: PgPool, live: &str, partitions: u16) -> Server {
+    let store = PgStore::from_pool(pool.clone());
+    start_at(
+        store,
+        pool,
+        ServerConfig::default(),
+        None,
+        true,
+        live,
+        partitions,
+    )
+    .await
+}
+
+async fn start_at(
+    store: PgStore,
+    pool: PgPool,
+    config: ServerConfig,
+    redis: Option<String>,
+    events: bool,
+    live: &str,
+    partitions: u16,
+) -> Server {
     let ds = generate(&SeedConfig {
         users: 60,
         posts_per_user: 6,
@@ -146,7 +174,7 @@ pub(crate) async fn start_on(
     let remote = match redis {
         // Only ever an address meant to be unreachable.
         Some(dead) => RedisRemote::connect(&RedisConfig::at(&dead)).expect("a redis url"),
-        None => RedisRemote::connect_within(&RedisConfig::at(&redis_url()), DEADLINE)
+        None => RedisRemote::connect_within(&RedisConfig::at(live), DEADLINE)
             .await
             .expect("redis at REDIS_URL is reachable"),
     };
@@ -167,9 +195,10 @@ pub(crate) async fn start_on(
     let events = events.then(|| EventsSetup {
         outbox: Arc::new(store.clone()),
         effects: Arc::new(store.clone()),
-        redis_url: Some(redis_url()),
+        redis_url: Some(live.to_owned()),
         config: quiver_events::EventsConfig {
             namespace,
+            partitions,
             relay_poll: Duration::from_millis(20),
             read_block: Duration::from_millis(200),
             claim_idle: Duration::from_secs(2),

@@ -123,6 +123,12 @@ impl Services {
     pub(crate) fn start() -> Result<Self> {
         let mut s = Self::start_postgres_only()?;
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+        if which("redis-cli").is_none() {
+            bail!(
+                "redis-cli is not installed: the Redis Cluster tests form clusters of their own \
+                 with it (Debian: apt-get install redis-tools)"
+            );
+        }
         if reachable(&url) {
             // The cache's outage test starts and kills a redis-server of its own.
             if which("redis-server").is_none() {

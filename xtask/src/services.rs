@@ -335,7 +335,9 @@ fn is_root() -> bool {
 /// PATH), or the newest `/usr/lib/postgresql/*/bin`.
 pub(crate) fn postgres_bindir() -> Option<PathBuf> {
     let has_tools = |d: &Path| d.join("initdb").exists() && d.join("pg_ctl").exists();
-    if let Some(initdb) = which("initdb")
+    // A link on PATH (as some images put there) leads to the real directory, which has
+    // the other tools too.
+    if let Some(initdb) = which("initdb").and_then(|p| p.canonicalize().ok())
         && let Some(dir) = initdb.parent()
         && has_tools(dir)
     {

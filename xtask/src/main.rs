@@ -16,6 +16,7 @@
 //!   (`target/pgo/quiver`); the full bench measures it as an ablation.
 
 mod bench;
+mod cluster;
 mod fuzz;
 mod load;
 mod pgo;
@@ -40,6 +41,7 @@ fn main() -> Result<()> {
         Some("prepare") => sqlx_data(&root, Mode::Write),
         Some("bench") => bench::bench(&args[1..]),
         Some("pgo") => pgo::pgo(&args[1..]),
+        Some("cluster") => cluster::run(&root, &args[1..]),
         Some("fuzz") => fuzz::run(&root, &Services::start()?),
         _ => {
             eprintln!(
@@ -53,7 +55,9 @@ fn main() -> Result<()> {
                  bench [--quick] [--scale small|medium|large] [--baseline FILE] [--soak [--soak-minutes N]] [--no-pgo] [--micro]\n               \
                  end-to-end load against the machine's limits, with ablations (report in target/bench/)\n  \
                  pgo [--scale small|medium|large]\n               \
-                 a release server trained on the bench's mix (target/pgo/quiver)"
+                 a release server trained on the bench's mix (target/pgo/quiver)\n  \
+                 cluster up|down|status\n               \
+                 Redis Cluster, PostgreSQL primary and replica, three quiver replicas behind HAProxy"
             );
             bail!("unknown or missing task")
         }

@@ -300,7 +300,7 @@ pub(crate) fn psql_file(url: &str, file: &Path) -> Result<()> {
     .with_context(|| format!("cannot apply {}", file.display()))
 }
 
-fn run_quiet(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_quiet(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
@@ -314,7 +314,7 @@ fn run_quiet(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn pg_command(bindir: &Path, tool: &str, as_postgres_user: bool) -> Command {
+pub(crate) fn pg_command(bindir: &Path, tool: &str, as_postgres_user: bool) -> Command {
     if as_postgres_user {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(bindir.join(tool));
@@ -324,7 +324,7 @@ fn pg_command(bindir: &Path, tool: &str, as_postgres_user: bool) -> Command {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -103,11 +103,7 @@ impl Events {
                             )?,
                             handler: handler.clone(),
                             config: config.clone(),
-                            name: if config.partitions <= 1 {
-                                format!("{}-{i}", config.consumer_prefix)
-                            } else {
-                                format!("{}-{partition}-{i}", config.consumer_prefix)
-                            },
+                            name: format!("{}-{partition}-{i}", config.consumer_prefix),
                             stats: stats.clone(),
                             lag: lag.clone(),
                             samples_group: i == 0,

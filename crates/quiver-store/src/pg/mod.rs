@@ -69,16 +69,12 @@ impl PgStore {
                 Self::pool_options(config).connect_lazy_with(options),
             ));
         }
-        let replicas = if pools.is_empty() {
-            Replicas::default()
-        } else {
-            Replicas::start(
-                pools,
-                &pool,
-                config.replica_max_lag,
-                config.replica_check_interval,
-            )
-        };
+        let replicas = Replicas::start(
+            pools,
+            &pool,
+            config.replica_max_lag,
+            config.replica_check_interval,
+        );
         Ok(Self {
             replicas: Arc::new(replicas),
             ..Self::from_pool(pool)
@@ -88,11 +84,6 @@ impl PgStore {
     /// Where each read replica stands (empty without replicas).
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
         self.replicas.status()
-    }
-
-    /// The next replica in rotation, if any (reads go through `pg::read`'s `read!`).
-    fn replica(&self) -> Option<&replicas::Replica> {
-        self.replicas.pick()
     }
 
     /// Returns once every replica in rotation has replayed what the primary has written

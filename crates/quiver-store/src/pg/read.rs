@@ -19,7 +19,7 @@ use quiver_model::{OrderStatus, UserId, ViewerGraph};
 macro_rules! read {
     ($self:ident, |$c:ident| $run:expr) => {
         async {
-            if let Some(replica) = $self.replica()
+            if let Some(replica) = $self.replicas.pick()
                 && let Some(mut conn) = replica.conn().await
             {
                 let $c = &mut *conn;

@@ -238,30 +238,10 @@ async fn watch_replica(
                 continue;
             }
         }
-        // Poll until every waiting write is satisfied, or the replica fails: back to back
-        // at first (replay on a healthy replica takes well under a millisecond), then
-        // every `POLL`.
-        for attempt in 0.. {
-            match replay_lsn(&r.pool).await {
-                Ok(lsn) => {
-                    r.replayed.send_replace(lsn);
-                    if lsn >= r.wanted.load(Ordering::SeqCst) {
-                        break;
-                    }
-                }
-                Err(why) => {
-                    r.leave(&why);
-                    break;
-                }
-            }
-            if r.state.load(Ordering::SeqCst) == OUT {
-                break;
-            }
-            if attempt < EAGER_POLLS {
-                tokio::task::yield_now().await;
-            } else {
-                tokio::time::sleep(POLL).await;
-            }
+        // Until every waiting write is satisfied (a write gives up after `max_lag`).
+        let wanted = || r.wanted.load(Ordering::SeqCst);
+        if let Err(why) = catch_up(&r, wanted, max_lag).await {
+            r.leave(&why);
         }
     }
 }
@@ -274,35 +254,42 @@ async fn rejoin(r: &Replica, primary: &PgPool, max_lag: Duration) {
         return;
     }
     r.state.store(JOINING, Ordering::SeqCst);
-    let Ok(target) = current_lsn(primary).await else {
-        r.state.store(OUT, Ordering::SeqCst);
-        return;
+    let caught_up = match current_lsn(primary).await {
+        Ok(target) => catch_up(r, || target, max_lag).await,
+        Err(_) => Ok(false),
     };
-    let deadline = tokio::time::Instant::now() + max_lag;
-    loop {
-        match replay_lsn(&r.pool).await {
-            Ok(lsn) => {
-                r.replayed.send_replace(lsn);
-                if lsn >= target {
-                    break;
-                }
-            }
-            Err(_) => {
-                r.state.store(OUT, Ordering::SeqCst);
-                return;
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            r.state.store(OUT, Ordering::SeqCst);
-            return;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let next = if caught_up == Ok(true) { IN } else { OUT };
     if r.state
-        .compare_exchange(JOINING, IN, Ordering::SeqCst, Ordering::SeqCst)
+        .compare_exchange(JOINING, next, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
+        && next == IN
     {
         tracing::info!(replica = %r.name, "read replica in rotation");
+    }
+}
+
+/// Polls the replica's replay position, publishing each reading, until it reaches
+/// `target()` (`Ok(true)`), the replica leaves the rotation or `within` passes
+/// (`Ok(false)`), or it cannot answer (`Err`, saying why). Back to back at first (replay
+/// on a healthy replica takes well under a millisecond), then every `POLL`.
+async fn catch_up(r: &Replica, target: impl Fn() -> i64, within: Duration) -> Result<bool, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut attempt = 0;
+    loop {
+        let lsn = replay_lsn(&r.pool).await?;
+        r.replayed.send_replace(lsn);
+        if lsn >= target() {
+            return Ok(true);
+        }
+        if r.state.load(Ordering::SeqCst) == OUT || tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        if attempt < EAGER_POLLS {
+            attempt += 1;
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! On a Redis Cluster (`redis-cluster://` URLs) a key and its version share a hash tag,
 //! so they live in one slot, and a batch is split by slot: one `MGET` or script per slot,
-//! all in one pipeline that the client routes to each slot's node. Classic pub/sub
+//! all sent at once, each to its slot's node. Classic pub/sub
 //! reaches every node of a cluster, so the invalidation channel needs nothing more.
 
 use async_trait::async_trait;
@@ -103,6 +103,11 @@ fn value_key(key: &str) -> String {
 
 fn version_key(key: &str) -> String {
     format!("{{{key}}}:v")
+}
+
+/// Each key's value key and version key, in order.
+fn key_pairs<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    keys.flat_map(|k| [value_key(k), version_key(k)]).collect()
 }
 
 /// Settings of the Redis connection.
@@ -239,23 +244,14 @@ impl RedisRemote {
 impl Remote for RedisRemote {
     async fn fetch(&self, keys: &[String]) -> Result<Vec<(Option<Bytes>, i64)>, RemoteError> {
         let groups = self.by_slot(keys.iter().map(String::as_str));
-        let pipeline = self.pool.next().pipeline();
-        for group in &groups {
-            let mut all = Vec::with_capacity(group.len() * 2);
-            for &i in group {
-                all.push(value_key(&keys[i]));
-                all.push(version_key(&keys[i]));
-            }
-            let () = pipeline.mget(all).await?;
-        }
-        let replies: Vec<Value> = pipeline
-            .try_all()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        // One `MGET` per slot, sent at once (the connections pipeline them).
+        let reads = groups.iter().map(|group| {
+            let all = key_pairs(group.iter().map(|&i| keys[i].as_str()));
+            self.pool.mget::<Vec<Option<Bytes>>, _>(all)
+        });
+        let replies = futures::future::try_join_all(reads).await?;
         let mut out = vec![(None, 0); keys.len()];
-        for (group, reply) in groups.iter().zip(replies) {
-            let values: Vec<Option<Bytes>> = reply.convert()?;
+        for (group, values) in groups.iter().zip(replies) {
             for (&i, pair) in group.iter().zip(values.chunks(2)) {
                 let version = pair[1]
                     .as_ref()
@@ -272,14 +268,11 @@ impl Remote for RedisRemote {
             return Ok(Vec::new());
         }
         let groups = self.by_slot(fills.iter().map(|f| f.key.as_str()));
-        // Scripts are not pipelined by the client; sent at once, they share the
-        // connections' automatic pipelining instead.
+        // One script per slot, sent at once, as the reads.
         let scripts = groups.iter().map(|group| {
-            let mut keys = Vec::with_capacity(group.len() * 2);
+            let keys = key_pairs(group.iter().map(|&i| fills[i].key.as_str()));
             let mut args: Vec<Value> = Vec::with_capacity(group.len() * 3);
             for f in group.iter().map(|&i| &fills[i]) {
-                keys.push(value_key(&f.key));
-                keys.push(version_key(&f.key));
                 args.push(f.version.to_string().into());
                 args.push(Bytes::from(f.value.clone()).into());
                 args.push((f.ttl_secs.max(1) as i64).into());
@@ -305,13 +298,8 @@ impl Remote for RedisRemote {
             .by_slot(keys.iter().map(String::as_str))
             .into_iter()
             .map(|group| {
-                let mut all = Vec::with_capacity(group.len() * 2);
-                let mut named = Vec::with_capacity(group.len());
-                for i in group {
-                    all.push(value_key(&keys[i]));
-                    all.push(version_key(&keys[i]));
-                    named.push(&keys[i]);
-                }
+                let named: Vec<&str> = group.iter().map(|&i| keys[i].as_str()).collect();
+                let all = key_pairs(named.iter().copied());
                 let message = serde_json::to_string(&named).expect("strings serialize");
                 let args: Vec<Value> = vec![
                     channel.into(),

@@ -9,6 +9,7 @@ use quiver_benches::redis_url;
 use quiver_events::streams::RedisStreams;
 use quiver_events::{EffectsHandler, Events, EventsConfig, EventsError, Handler};
 use quiver_model::{EventId, EventKind, OutboxEvent};
+use quiver_store::events::FanOut;
 use quiver_store::{PgConfig, PgStore, Store as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,8 +161,11 @@ fn consume(c: &mut Criterion) {
                             for chunk in batch.chunks(500) {
                                 streams.append(&config.stream(), chunk).await.unwrap();
                             }
-                            let handler =
-                                Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 1000));
+                            let handler = Arc::new(EffectsHandler::new(
+                                Arc::new(store.clone()),
+                                None,
+                                FanOut::default(),
+                            ));
                             let started = Instant::now();
                             let events = Events::start(
                                 Arc::new(store.clone()),

@@ -12,6 +12,7 @@ use quiver_model::UserId;
 use quiver_server::ServerConfig;
 use quiver_server::auth::Auth;
 use quiver_server::compose::{self, Settings, StackConfig};
+use quiver_store::events::FanOut;
 use quiver_store::seed::{SeedConfig, generate};
 use quiver_store::{Database, DatabaseUrl, PgConfig};
 use std::net::SocketAddr;
@@ -165,6 +166,10 @@ pub(crate) struct ServeArgs {
     /// with nothing pending); each gets --event-consumers consumers
     #[arg(long, env = "QUIVER_EVENT_PARTITIONS", default_value_t = EventsConfig::default().partitions)]
     event_partitions: u16,
+    /// Authors with more followers than this are celebrities: their posts are merged
+    /// into followers' home feeds at read time instead of fanned out (for good)
+    #[arg(long, env = "QUIVER_CELEBRITY_FOLLOWERS", default_value_t = FanOut::default().celebrity_followers)]
+    celebrity_followers: u32,
     /// Pending events idle this long are reclaimed from their consumer, milliseconds
     #[arg(long, env = "QUIVER_EVENT_CLAIM_IDLE_MS", default_value_t = millis(EventsConfig::default().claim_idle))]
     event_claim_idle_ms: u64,
@@ -415,6 +420,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             claim_interval: Duration::from_millis(args.event_claim_idle_ms / 4)
                 .clamp(Duration::from_millis(50), Duration::from_secs(5)),
             max_deliveries: args.event_max_deliveries,
+            fan_out: FanOut {
+                celebrity_followers: args.celebrity_followers,
+                ..FanOut::default()
+            },
             ..EventsConfig::default()
         },
     };

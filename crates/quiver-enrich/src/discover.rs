@@ -213,6 +213,7 @@ mod tests {
                     })
                     .collect(),
                 more: false,
+                merge: Vec::new(),
             })
         };
         let ids = |s: &Shuffle| {

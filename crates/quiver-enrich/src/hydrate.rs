@@ -105,6 +105,10 @@ impl Engine {
                 .flatten(),
             None => None,
         };
+        let head = match head {
+            Some(head) if !head.merge.is_empty() => self.merge_celebrities(&head).await?,
+            head => head,
+        };
         if let Some(head) = &head
             && let Some(page) = head.page(after, limit as u32)
         {
@@ -116,6 +120,25 @@ impl Engine {
             .await
             .map_err(EnrichError::load(Part::Skeleton))?;
         Ok((page.into(), head))
+    }
+
+    /// A home head with the heads of the celebrities it merges (none without author
+    /// heads: then the store merges every page).
+    async fn merge_celebrities(
+        &self,
+        head: &FeedHead,
+    ) -> Result<Option<Arc<FeedHead>>, EnrichError> {
+        let Some(author_heads) = &self.inner.sources.author_heads else {
+            return Ok(None);
+        };
+        let celebrities = author_heads
+            .load_shared(&head.merge)
+            .await
+            .map_err(EnrichError::load(Part::Skeleton))?;
+        // An author gone is a feed with nothing to merge.
+        Ok(Some(Arc::new(
+            head.merged(celebrities.iter().flatten().map(|h| &**h)),
+        )))
     }
 
     pub(crate) async fn assemble_home(

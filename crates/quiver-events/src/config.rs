@@ -53,8 +53,9 @@ pub struct EventsConfig {
     pub claim_interval: Duration,
     /// An event delivered this many times without success goes to the dead-letter stream.
     pub max_deliveries: u64,
-    /// Followers written per transaction when a post fans out.
-    pub fan_out_batch: u32,
+    /// How a post fans out: followers per transaction, and the follower count past
+    /// which an author is a celebrity (merged at read time, never fanned out).
+    pub fan_out: quiver_store::events::FanOut,
     /// Timeout of each non-blocking Redis command.
     pub command_timeout: Duration,
 }
@@ -81,7 +82,7 @@ impl Default for EventsConfig {
             claim_idle: Duration::from_secs(30),
             claim_interval: Duration::from_secs(5),
             max_deliveries: 5,
-            fan_out_batch: 1000,
+            fan_out: quiver_store::events::FanOut::default(),
             partitions: 1,
             command_timeout: Duration::from_millis(500),
         }

@@ -6,7 +6,7 @@
 use crate::EventsError;
 use async_trait::async_trait;
 use quiver_model::{Event, NotificationKind, OutboxEvent, PostId, UserId};
-use quiver_store::events::{Effects, NewNotification};
+use quiver_store::events::{Effects, FanOut, NewNotification};
 use std::sync::Arc;
 
 /// Handles one delivered event. `Ok` means its effects are done and it may be
@@ -76,7 +76,7 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
 ///
 /// | event | effect |
 /// | --- | --- |
-/// | `post.created` | fan-out to followers' timelines (in batches); the post, the lists that show it and the timelines written invalidated |
+/// | `post.created` | fan-out to followers' timelines (in batches; none for a celebrity, merged at read time); the post, the lists that show it and the timelines written invalidated |
 /// | `post.deleted` | the post and the lists that show it invalidated (its timeline rows went with it) |
 /// | `user.followed` | a `followed` notification; the edge (and both timelines) invalidated |
 /// | `user.unfollowed`, `user.blocked`, `user.unblocked` | the edge (and both timelines) invalidated |
@@ -85,7 +85,7 @@ pub trait Invalidate: Send + Sync + std::fmt::Debug {
 pub struct EffectsHandler {
     effects: Arc<dyn Effects>,
     invalidate: Option<Arc<dyn Invalidate>>,
-    fan_out_batch: u32,
+    fan_out: FanOut,
 }
 
 impl EffectsHandler {
@@ -94,12 +94,12 @@ impl EffectsHandler {
     pub fn new(
         effects: Arc<dyn Effects>,
         invalidate: Option<Arc<dyn Invalidate>>,
-        fan_out_batch: u32,
+        fan_out: FanOut,
     ) -> Self {
         Self {
             effects,
             invalidate,
-            fan_out_batch,
+            fan_out,
         }
     }
 
@@ -163,7 +163,7 @@ impl Handler for EffectsHandler {
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
         match Event::of(event).map_err(|e| EventsError::Malformed(e.to_string()))? {
             Event::PostCreated { post_id, author_id } => {
-                let holders = self.effects.fan_out(post_id, self.fan_out_batch).await?;
+                let holders = self.effects.fan_out(post_id, self.fan_out).await?;
                 // Everyone whose timeline holds the post now, written by this delivery or
                 // an earlier one: a redelivery after a failed invalidation forgets them
                 // again.

@@ -15,9 +15,10 @@
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<quiver_store::PgStore>) -> Result<(), quiver_events::EventsError> {
 //! use quiver_events::{EffectsHandler, Events, EventsConfig};
+//! use quiver_store::events::FanOut;
 //! use std::sync::Arc;
 //!
-//! let handler = Arc::new(EffectsHandler::new(store.clone(), None, 1000));
+//! let handler = Arc::new(EffectsHandler::new(store.clone(), None, FanOut::default()));
 //! let events = Events::start(store, handler, Some("redis://127.0.0.1:6379"), EventsConfig::default(), None)?;
 //! events.wake(); // after a local write commits: relay now, not at the next poll
 //! println!("{:?}", events.stats());

@@ -4,7 +4,7 @@
 
 use crate::{Cursor, LoadError, OrderRef, OrderStatus, Page, PostRef, UserId};
 use async_trait::async_trait;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -49,6 +49,11 @@ pub trait Skeletons: Send + Sync {
 pub struct FeedHead {
     pub refs: Vec<PostRef>,
     pub more: bool,
+    /// Authors whose posts belong to this feed but not to `refs` (a home feed's followed
+    /// celebrities, merged at read time): pages come from [`FeedHead::merged`] with
+    /// their heads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge: Vec<UserId>,
 }
 
 impl From<Page<PostRef>> for FeedHead {
@@ -56,11 +61,49 @@ impl From<Page<PostRef>> for FeedHead {
         Self {
             more: page.next.is_some(),
             refs: page.items,
+            merge: Vec::new(),
         }
     }
 }
 
+/// A ref's keyset position, newest greatest.
+fn position(r: &PostRef) -> (DateTime<Utc>, i64) {
+    (r.created_at, r.id.0)
+}
+
 impl FeedHead {
+    /// This head together with `others` (the heads of the authors it merges): the union
+    /// of their feeds, each entry once, as far down as every head knows it. A complete
+    /// head knows its whole feed; an incomplete one only down to its last entry, so the
+    /// merged head stops at the newest such last entry and has `more` if any has.
+    pub fn merged<'a>(&'a self, others: impl IntoIterator<Item = &'a FeedHead>) -> FeedHead {
+        let heads: Vec<&FeedHead> = std::iter::once(self).chain(others).collect();
+        let mut horizon = None;
+        for h in heads.iter().filter(|h| h.more) {
+            let Some(last) = h.refs.last().map(position) else {
+                // Knows nothing, so nothing merged is certain.
+                return FeedHead {
+                    refs: Vec::new(),
+                    more: true,
+                    merge: Vec::new(),
+                };
+            };
+            horizon = horizon.max(Some(last));
+        }
+        let mut refs: Vec<PostRef> = heads
+            .iter()
+            .flat_map(|h| h.refs.iter().copied())
+            .filter(|r| horizon.is_none_or(|h| position(r) >= h))
+            .collect();
+        refs.sort_unstable_by_key(|r| std::cmp::Reverse(position(r)));
+        refs.dedup_by_key(|r| r.id);
+        FeedHead {
+            refs,
+            more: horizon.is_some(),
+            merge: Vec::new(),
+        }
+    }
+
     /// The page after `after` of `limit` entries, exactly as the store would cut it
     /// (cursor included), or `None` when the head does not hold enough of the feed to say.
     pub fn page(&self, after: Option<Cursor>, limit: u32) -> Option<Page<PostRef>> {
@@ -204,6 +247,50 @@ mod tests {
                 }
                 if head_len as usize >= feed.len() || limit < head_len {
                     assert!(answered > 0, "head {head_len}, limit {limit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_merged_head_cuts_the_pages_of_the_union_of_its_feeds() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let all = refs(120);
+        for round in 0..200 {
+            // A home feed and up to three merged authors' feeds, overlapping at times
+            // (a celebrity's older posts may sit in the timeline too).
+            let feeds: Vec<Vec<PostRef>> = (0..1 + next(4))
+                .map(|_| {
+                    let keep = 2 + next(6);
+                    all.iter().filter(|_| next(keep) == 0).copied().collect()
+                })
+                .collect();
+            let mut union: Vec<PostRef> = feeds.iter().flatten().copied().collect();
+            union.sort_unstable_by_key(|r| std::cmp::Reverse(position(r)));
+            union.dedup();
+            let heads: Vec<FeedHead> = feeds
+                .iter()
+                .map(|f| FeedHead::from(store_page(f, None, 1 + next(40) as u32)))
+                .collect();
+            let merged = heads[0].merged(&heads[1..]);
+            for limit in [1_u32, 5, 20] {
+                let mut after = None;
+                loop {
+                    let want = store_page(&union, after, limit);
+                    match merged.page(after, limit) {
+                        Some(got) => assert_eq!(got, want, "round {round}, limit {limit}"),
+                        None => assert!(merged.more, "round {round}"),
+                    }
+                    match want.next {
+                        Some(c) => after = Some(c),
+                        None => break,
+                    }
                 }
             }
         }

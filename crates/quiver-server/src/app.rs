@@ -112,7 +112,7 @@ impl App {
                 let handler = Arc::new(quiver_events::EffectsHandler::new(
                     setup.effects,
                     Some(Arc::new(caches.clone())),
-                    setup.config.fan_out_batch,
+                    setup.config.fan_out,
                 ));
                 quiver_events::Events::start(
                     setup.outbox,

@@ -154,6 +154,34 @@ pub struct NewNotification {
     pub order_id: Option<OrderId>,
 }
 
+/// How [`Effects::fan_out`] writes a post into timelines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FanOut {
+    /// Followers written per transaction.
+    pub batch: u32,
+    /// Authors with more followers than this are celebrities, merged at read time.
+    pub celebrity_followers: u32,
+}
+
+impl FanOut {
+    /// Batches of `batch`, with the default celebrity threshold.
+    pub fn batches_of(batch: u32) -> Self {
+        Self {
+            batch,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for FanOut {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            celebrity_followers: 10_000,
+        }
+    }
+}
+
 /// What event consumers change in the database. Every method is idempotent.
 #[async_trait]
 pub trait Effects: Send + Sync + std::fmt::Debug {
@@ -168,7 +196,12 @@ pub trait Effects: Send + Sync + std::fmt::Debug {
     /// keeps no entry: each batch locks the post and the follow rows it reads. A post
     /// older than a follower's oldest timeline entry (a late delivery) is not written
     /// there: the timeline stays the newest contiguous part of the feed.
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError>;
+    ///
+    /// An author with more than `plan.celebrity_followers` followers becomes a celebrity
+    /// (for good): the post that finds them so is still written (so its holders' cached
+    /// heads are forgotten and learn of it), later ones are written nowhere and return no
+    /// holders; home feeds merge celebrities' posts at read time.
+    async fn fan_out(&self, post: PostId, plan: FanOut) -> Result<Vec<UserId>, StoreError>;
     /// Whether the database answers (event consumers wait for it after an outage).
     async fn ready(&self) -> Result<(), StoreError>;
     /// Returns once every read replica in rotation has replayed what is committed (or has

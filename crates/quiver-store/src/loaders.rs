@@ -155,10 +155,7 @@ impl Loader for HeadLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, FeedHead>, LoadError> {
-        per_key(keys, |k| {
-            self.store.post_page((self.of)(*k), None, self.len)
-        })
-        .await
+        per_key(keys, |k| self.store.head((self.of)(*k), self.len)).await
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{PoolStats, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
+    Cursor, FeedHead, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
     OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
     dedup_keys,
 };
@@ -66,6 +66,8 @@ pub(crate) trait ReadSql: Send + Sync + std::fmt::Debug {
     async fn timeline(&self, viewer: i64, w: Span) -> Result<Vec<RefRow<Self::Stamp>>, StoreError>;
     /// The viewer's home feed by merge-at-read: their own posts and their followees'.
     async fn followed(&self, viewer: i64, w: Span) -> Result<Vec<RefRow<Self::Stamp>>, StoreError>;
+    /// The celebrities the viewer follows, ascending.
+    async fn celebrities(&self, viewer: i64) -> Result<Vec<i64>, StoreError>;
     /// Posts of any of `authors` (deduplicated, non-empty), merged.
     async fn by_authors(
         &self,
@@ -223,10 +225,36 @@ impl<T: ReadSql> Store for T {
     ) -> Result<Page<PostRef>, StoreError> {
         let w = Span::of(after, limit)?;
         match list {
-            PostList::Home(viewer) => home(self, viewer.0, w, limit).await,
+            PostList::Home(viewer) => {
+                let (mut rows, celebrities) =
+                    futures::try_join!(home(self, viewer.0, w), self.celebrities(viewer.0))?;
+                if !celebrities.is_empty() {
+                    // The top `n` of the union is within the top `n` of each part.
+                    for r in self.by_authors(&celebrities, w).await? {
+                        rows.push(r.timed()?);
+                    }
+                    rows.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+                    rows.dedup_by_key(|r| r.id);
+                    rows.truncate(w.n as usize);
+                }
+                Ok(page_of(rows, limit))
+            }
             PostList::Author(user) => refs(self.by_author(user.0, w).await?, limit),
             PostList::Recent => refs(self.recent(w).await?, limit),
         }
+    }
+
+    async fn head(&self, list: PostList, len: u32) -> Result<FeedHead, StoreError> {
+        let PostList::Home(viewer) = list else {
+            return Ok(self.post_page(list, None, len).await?.into());
+        };
+        let w = Span::of(None, len)?;
+        let (rows, celebrities) =
+            futures::try_join!(home(self, viewer.0, w), self.celebrities(viewer.0))?;
+        Ok(FeedHead {
+            merge: celebrities.into_iter().map(UserId).collect(),
+            ..page_of::<PostRef>(rows, len).into()
+        })
     }
 
     async fn customer_orders(
@@ -269,15 +297,11 @@ impl<T: ReadSql> Store for T {
     }
 }
 
-/// A home page: the materialized timeline, continued past its depth (or where there is no
-/// timeline yet) by merge-at-read from where it ended. The timeline is the newest
-/// contiguous part of the same feed, so the two parts meet without gap or overlap.
-async fn home<T: ReadSql>(
-    store: &T,
-    viewer: i64,
-    w: Span,
-    limit: u32,
-) -> Result<Page<PostRef>, StoreError> {
+/// The rows of a home page but for celebrities' posts not in the timeline: the
+/// materialized timeline, continued past its depth (or where there is no timeline yet) by
+/// merge-at-read from where it ended. The timeline is the newest contiguous part of the
+/// fanned-out feed, so the two parts meet without gap or overlap.
+async fn home<T: ReadSql>(store: &T, viewer: i64, w: Span) -> Result<Vec<RefRow>, StoreError> {
     let mut rows = store
         .timeline(viewer, w)
         .await?
@@ -295,5 +319,5 @@ async fn home<T: ReadSql>(
             rows.push(r.timed()?);
         }
     }
-    Ok(page_of(rows, limit))
+    Ok(rows)
 }

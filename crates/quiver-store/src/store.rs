@@ -4,7 +4,7 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use quiver_model::{
-    Cursor, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
+    Cursor, FeedHead, Follow, FollowEdge, Media, Notification, Order, OrderId, OrderItem, OrderRef,
     OrderStatus, Page, Post, PostId, PostList, PostRef, User, UserFlags, UserId, ViewerGraph,
 };
 use std::collections::HashMap;
@@ -114,7 +114,8 @@ pub trait Store: Send + Sync + Debug {
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError>;
     /// A page of `list`, newest first. The home feed is read from the materialized home
-    /// timeline and continued by merge-at-read past its depth; the discovery window
+    /// timeline, continued by merge-at-read past its depth, with the posts of the
+    /// celebrities the viewer follows (never fanned out) merged in; the discovery window
     /// (`Recent`) by `posts_recent`.
     async fn post_page(
         &self,
@@ -122,6 +123,11 @@ pub trait Store: Send + Sync + Debug {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Page<PostRef>, StoreError>;
+    /// The first `len` entries of `list`, to cache. A home feed's head leaves the posts
+    /// of followed celebrities out and names those authors in
+    /// [`FeedHead::merge`](quiver_model::FeedHead::merge) instead, so a celebrity's post
+    /// changes their own head only, not every follower's.
+    async fn head(&self, list: PostList, len: u32) -> Result<FeedHead, StoreError>;
     /// Orders of a customer, newest first, optionally of one status. Active orders are
     /// served by the partial index `orders_active_by_customer`.
     async fn customer_orders(

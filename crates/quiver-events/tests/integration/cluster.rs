@@ -7,6 +7,7 @@ use quiver_events::streams::RedisStreams;
 use quiver_events::{EffectsHandler, EventsConfig};
 use quiver_model::UserId;
 use quiver_store::PgStore;
+use quiver_store::events::FanOut;
 use quiver_store::write::GraphWrites;
 use quiver_testkit::redis_cluster::RedisCluster;
 use sqlx::PgPool;
@@ -24,7 +25,11 @@ async fn on_a_cluster_events_spread_over_partitions_and_each_is_handled_once(poo
         partitions: 4,
         ..config()
     };
-    let handler = Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 2));
+    let handler = Arc::new(EffectsHandler::new(
+        Arc::new(store.clone()),
+        None,
+        FanOut::batches_of(2),
+    ));
     let events = start(&store, handler, Some(&cluster.url()), config.clone());
     for u in 1..=20 {
         store.follow(UserId(u), UserId(u % 20 + 1)).await.unwrap();

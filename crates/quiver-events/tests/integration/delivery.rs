@@ -5,7 +5,7 @@ use crate::support::{AlwaysFails, HangsOnce, config, eventually, redis_url, star
 use quiver_events::streams::RedisStreams;
 use quiver_events::{EffectsHandler, Events, Handler};
 use quiver_model::{EventKind, UserId};
-use quiver_store::events::Outbox;
+use quiver_store::events::{FanOut, Outbox};
 use quiver_store::write::GraphWrites;
 use quiver_store::{PgStore, SqliteStore};
 use sqlx::PgPool;
@@ -97,7 +97,11 @@ pub(crate) async fn sqlite_follow(path: Option<std::path::PathBuf>) -> SqliteSto
 }
 
 pub(crate) fn handler(store: &PgStore) -> Arc<dyn Handler> {
-    Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 2))
+    Arc::new(EffectsHandler::new(
+        Arc::new(store.clone()),
+        None,
+        FanOut::batches_of(2),
+    ))
 }
 
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
@@ -328,7 +332,7 @@ async fn a_new_post_fans_out_to_current_followers_in_batches(pool: PgPool) {
         Arc::new(EffectsHandler::new(
             Arc::new(store.clone()),
             Some(forgotten.clone()),
-            2,
+            FanOut::batches_of(2),
         )),
         Some(&redis_url()),
         config(),

@@ -6,7 +6,7 @@ use crate::support::{AlwaysFails, config, eventually, redis_url, start, users};
 use quiver_events::{EffectsHandler, Handler};
 use quiver_model::UserId;
 use quiver_store::PgStore;
-use quiver_store::events::Outbox;
+use quiver_store::events::{FanOut, Outbox};
 use quiver_store::write::GraphWrites;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -46,7 +46,11 @@ async fn without_redis_events_are_handled_in_process_from_the_outbox() {
     store.follow(UserId(1), UserId(2)).await.unwrap();
     let events = start(
         &store,
-        Arc::new(EffectsHandler::new(Arc::new(store.clone()), None, 10)),
+        Arc::new(EffectsHandler::new(
+            Arc::new(store.clone()),
+            None,
+            FanOut::batches_of(10),
+        )),
         None,
         config,
     );

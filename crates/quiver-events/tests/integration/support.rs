@@ -48,7 +48,7 @@ pub(crate) fn config() -> EventsConfig {
         claim_idle: Duration::from_millis(300),
         claim_interval: Duration::from_millis(100),
         max_deliveries: 3,
-        fan_out_batch: 2,
+        fan_out: quiver_store::events::FanOut::batches_of(2),
         ..EventsConfig::default()
     }
 }

@@ -2,7 +2,7 @@
 //! of mixed writes: what a reader gets always matches the database.
 
 use crate::http::{json, metrics, scalar};
-use crate::support::{Server, start_with_events, start_with_events_at};
+use crate::support::{Events, Server, redis_url, start_with_events, start_with_events_at};
 use quiver_model::{Cursor, PostList, UserId};
 use quiver_store::Store as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -21,8 +21,63 @@ async fn on_a_redis_cluster_timelines_stay_exact_after_a_burst_of_mixed_writes(p
     let cluster = tokio::task::spawn_blocking(quiver_testkit::redis_cluster::RedisCluster::start)
         .await
         .expect("the cluster starts");
-    let s = start_with_events_at(pool, &cluster.url(), 4).await;
+    let events = Events {
+        partitions: 4,
+        ..Events::default()
+    };
+    let s = start_with_events_at(pool, &cluster.url(), events).await;
     burst_of_mixed_writes_leaves_timelines_exact(s).await;
+}
+
+/// The same where most authors are celebrities (past five followers): their posts are
+/// merged at read time.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn with_celebrities_timelines_stay_exact_after_a_burst_of_mixed_writes(pool: PgPool) {
+    let events = Events {
+        celebrity_followers: 5,
+        ..Events::default()
+    };
+    let s = start_with_events_at(pool.clone(), &redis_url(), events).await;
+    // Everyone the burst writes as posts once first: whoever is past the threshold then
+    // is a celebrity for the whole burst.
+    let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id LIMIT 12")
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    for u in users {
+        let resp = s
+            .http
+            .post(s.url("/api/v1/posts"))
+            .bearer_auth(s.token(u))
+            .header("content-type", "application/json")
+            .body(r#"{"kind": "post", "body": "burst"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    s.settle().await;
+    burst_of_mixed_writes_leaves_timelines_exact(s).await;
+    // Both kinds of author wrote: posts fanned out and posts merged at read time.
+    let merged: i64 = scalar(
+        &pool,
+        "SELECT count(*) FROM posts p JOIN users u ON u.id = p.author_id
+         WHERE u.celebrity_from IS NOT NULL AND u.celebrity_from <> p.id
+           AND p.body = 'burst'
+           AND NOT EXISTS (SELECT 1 FROM home_timeline t
+                           WHERE t.post_id = p.id AND t.user_id <> p.author_id)",
+    )
+    .await;
+    let fanned: i64 = scalar(
+        &pool,
+        "SELECT count(DISTINCT p.id) FROM posts p JOIN home_timeline t ON t.post_id = p.id
+         WHERE p.body = 'burst' AND t.user_id <> p.author_id",
+    )
+    .await;
+    assert!(
+        merged > 0 && fanned > 0,
+        "merged {merged}, fanned out {fanned}"
+    );
 }
 
 async fn burst_of_mixed_writes_leaves_timelines_exact(mut s: Server) {
@@ -139,6 +194,13 @@ async fn burst_of_mixed_writes_leaves_timelines_exact(mut s: Server) {
     for (u, p) in &timeline {
         stored.entry(*u).or_default().insert(*p);
     }
+    let celebrities: HashSet<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE celebrity_from IS NOT NULL")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     let mut checked_entries = 0;
     for u in &all_users {
         let f = followees.get(u).cloned().unwrap_or_default();
@@ -148,13 +210,19 @@ async fn burst_of_mixed_writes_leaves_timelines_exact(mut s: Server) {
             .collect();
         feed.sort_unstable_by_key(|p| std::cmp::Reverse((p.2, p.0)));
         let expected: Vec<i64> = feed.iter().map(|p| p.0).collect();
-        // The stored timeline is exactly the newest part of the feed: nothing stale,
-        // nothing missing above its oldest entry.
+        // The stored timeline is the newest part of the feed but for celebrities' posts
+        // (merged at read time): nothing stale, nothing else missing above its oldest
+        // entry.
         let mine = stored.get(u).cloned().unwrap_or_default();
-        let prefix: HashSet<i64> = expected.iter().take(mine.len()).copied().collect();
+        let oldest = feed.iter().rposition(|p| mine.contains(&p.0));
+        let above: HashSet<i64> = feed[..oldest.map_or(0, |i| i + 1)]
+            .iter()
+            .filter(|p| p.1 == *u || !celebrities.contains(&p.1) || mine.contains(&p.0))
+            .map(|p| p.0)
+            .collect();
         assert_eq!(
-            mine, prefix,
-            "user {u}'s timeline is the newest part of their feed"
+            mine, above,
+            "user {u}'s timeline is the newest part of their fanned-out feed"
         );
         checked_entries += mine.len();
         // And the home feed, timeline then merge-at-read, walks the whole of it.
@@ -174,13 +242,21 @@ async fn burst_of_mixed_writes_leaves_timelines_exact(mut s: Server) {
         }
         assert_eq!(walked, expected, "user {u}'s home feed");
     }
+    // And over HTTP, cut from the cached heads (merged with the celebrities' heads).
+    for u in &users {
+        assert_eq!(
+            feed_over_http(&s, *u).await,
+            feed_from_store(&s, *u).await,
+            "user {u}'s home feed over HTTP"
+        );
+    }
     assert!(checked_entries > 100, "the burst touched real timelines");
     assert!(created.len() > 20, "the burst created posts");
     s.shutdown().await.unwrap();
 }
 
 /// Every page of `user`'s home feed over HTTP, seven items a page, as post ids.
-async fn feed_over_http(s: &Server, user: i64) -> Vec<i64> {
+pub(crate) async fn feed_over_http(s: &Server, user: i64) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut path = "/api/v1/feed?limit=7".to_owned();
     loop {
@@ -201,7 +277,7 @@ async fn feed_over_http(s: &Server, user: i64) -> Vec<i64> {
 
 /// `user`'s home feed from the store, uncached, without authors a block separates them
 /// from (as the engine shows it).
-async fn feed_from_store(s: &Server, user: i64) -> Vec<i64> {
+pub(crate) async fn feed_from_store(s: &Server, user: i64) -> Vec<i64> {
     let hidden: HashSet<i64> = sqlx::query_scalar(
         "SELECT blocked_id FROM blocks WHERE blocker_id = $1
          UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1",
@@ -239,13 +315,13 @@ async fn feed_from_store(s: &Server, user: i64) -> Vec<i64> {
 }
 
 /// The id of the post a `201 Created` answer carries.
-async fn created_id(resp: reqwest::Response) -> i64 {
+pub(crate) async fn created_id(resp: reqwest::Response) -> i64 {
     assert_eq!(resp.status(), StatusCode::CREATED);
     let post: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     post["id"].as_i64().unwrap()
 }
 
-async fn cache_count(s: &Server, cache: &str, outcome: &str) -> f64 {
+pub(crate) async fn cache_count(s: &Server, cache: &str, outcome: &str) -> f64 {
     let prefix = format!("quiver_cache_lookups_total{{cache=\"{cache}\",outcome=\"{outcome}\"}}");
     metrics(s)
         .await

@@ -135,21 +135,39 @@ pub(crate) async fn start_on(
     redis: Option<String>,
     events: bool,
 ) -> Server {
-    start_at(store, pool, config, redis, events, &redis_url(), 1).await
+    let events = events.then(Events::default);
+    start_at(store, pool, config, redis, events, &redis_url()).await
+}
+
+/// How a test server runs its event layer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Events {
+    /// Streams the events are spread over.
+    pub(crate) partitions: u16,
+    /// Followers past which an author is a celebrity, merged at read time.
+    pub(crate) celebrity_followers: u32,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            celebrity_followers: quiver_store::events::FanOut::default().celebrity_followers,
+        }
+    }
 }
 
 /// Like [`start_with_events`], on the Redis at `live` (a cluster, say) with the events
 /// spread over `partitions` streams.
-pub(crate) async fn start_with_events_at(pool: PgPool, live: &str, partitions: u16) -> Server {
+pub(crate) async fn start_with_events_at(pool: PgPool, live: &str, events: Events) -> Server {
     let store = PgStore::from_pool(pool.clone());
     start_at(
         store,
         pool,
         ServerConfig::default(),
         None,
-        true,
+        Some(events),
         live,
-        partitions,
     )
     .await
 }
@@ -159,9 +177,8 @@ async fn start_at(
     pool: PgPool,
     config: ServerConfig,
     redis: Option<String>,
-    events: bool,
+    events: Option<Events>,
     live: &str,
-    partitions: u16,
 ) -> Server {
     let ds = generate(&SeedConfig {
         users: 60,
@@ -192,18 +209,21 @@ async fn start_at(
         &EngineConfig::default(),
     )
     .await;
-    let events = events.then(|| EventsSetup {
+    let events = events.map(|events| EventsSetup {
         outbox: Arc::new(store.clone()),
         effects: Arc::new(store.clone()),
         redis_url: Some(live.to_owned()),
         config: quiver_events::EventsConfig {
             namespace,
-            partitions,
+            partitions: events.partitions,
             relay_poll: Duration::from_millis(20),
             read_block: Duration::from_millis(200),
             claim_idle: Duration::from_secs(2),
             claim_interval: Duration::from_millis(500),
-            fan_out_batch: 7,
+            fan_out: quiver_store::events::FanOut {
+                batch: 7,
+                celebrity_followers: events.celebrity_followers,
+            },
             ..quiver_events::EventsConfig::default()
         },
     });

@@ -2,7 +2,9 @@
 //! (`FOR UPDATE SKIP LOCKED`) until finished, so relays on many replicas share the work.
 
 use super::PgStore;
-use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox, Pruned, Retention};
+use crate::events::{
+    Backlog, Claim, ClaimTx, Effects, FanOut, NewNotification, Outbox, Pruned, Retention,
+};
 use crate::rows::OutboxRow;
 use crate::{Store, StoreError};
 use async_trait::async_trait;
@@ -214,8 +216,31 @@ impl Effects for PgStore {
         Ok(n)
     }
 
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError> {
-        let batch = i64::from(batch.max(1));
+    async fn fan_out(&self, post: PostId, plan: FanOut) -> Result<Vec<UserId>, StoreError> {
+        // Promotes the author when past the threshold (counting at most one follower
+        // more than it); the outer query sees the row as it was before: skipped when
+        // the author was a celebrity already, by another post than this one.
+        let skip = sqlx::query_scalar!(
+            r#"WITH p AS (SELECT author_id FROM posts WHERE id = $1),
+               promoted AS (
+                   UPDATE users SET celebrity_from = $1
+                   WHERE id = (SELECT author_id FROM p) AND celebrity_from IS NULL
+                     AND (SELECT count(*) FROM (SELECT 1 FROM follows
+                                                WHERE followee_id = users.id
+                                                LIMIT $2::bigint + 1) f) > $2::bigint
+                   RETURNING id)
+               SELECT u.celebrity_from IS NOT NULL AND u.celebrity_from <> $1 AS "skip!"
+               FROM users u JOIN p ON u.id = p.author_id"#,
+            post.0,
+            i64::from(plan.celebrity_followers)
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if skip != Some(false) {
+            // A celebrity's post, or one deleted meanwhile: written nowhere.
+            return Ok(Vec::new());
+        }
+        let batch = i64::from(plan.batch.max(1));
         let mut after = 0_i64;
         let mut holders = Vec::new();
         loop {

@@ -205,6 +205,20 @@ impl ReadSql for PgStore {
         )
     }
 
+    async fn celebrities(&self, viewer: i64) -> Result<Vec<i64>, StoreError> {
+        // Celebrities are few: each is probed in the follows' primary key.
+        read!(self, |c| {
+            sqlx::query_scalar!(
+            "SELECT u.id FROM users u
+             WHERE u.celebrity_from IS NOT NULL
+               AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
+             ORDER BY u.id",
+            viewer
+        )
+        .fetch_all(&mut *c)
+        })
+    }
+
     async fn by_authors(&self, authors: &[i64], w: Span) -> Result<Vec<RefRow>, StoreError> {
         // Top rows per author straight from `posts_by_author`, then the top of their union:
         // reads at most `n` index entries per author instead of every post of every author.

@@ -2,7 +2,9 @@
 //! relay claims without holding locks, and each fan-out batch is one write transaction.
 
 use super::{SqliteStore, to_micros};
-use crate::events::{Backlog, Claim, ClaimTx, Effects, NewNotification, Outbox, Pruned, Retention};
+use crate::events::{
+    Backlog, Claim, ClaimTx, Effects, FanOut, NewNotification, Outbox, Pruned, Retention,
+};
 use crate::rows::{Micros, OutboxRow, Stamp};
 use crate::{Store, StoreError};
 use async_trait::async_trait;
@@ -191,8 +193,35 @@ impl Effects for SqliteStore {
         Ok(n)
     }
 
-    async fn fan_out(&self, post: PostId, batch: u32) -> Result<Vec<UserId>, StoreError> {
-        let batch = i64::from(batch.max(1));
+    async fn fan_out(&self, post: PostId, plan: FanOut) -> Result<Vec<UserId>, StoreError> {
+        // Promotes the author when past the threshold; skipped when the author was a
+        // celebrity already, by another post than this one.
+        let mut tx = self.write_tx().await?;
+        let before: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT u.celebrity_from FROM users u JOIN posts p ON p.author_id = u.id
+             WHERE p.id = ?1",
+        )
+        .bind(post.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((before,)) = before else {
+            return Ok(Vec::new());
+        };
+        if before.is_some_and(|from| from != post.0) {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "UPDATE users SET celebrity_from = ?1
+             WHERE id = (SELECT author_id FROM posts WHERE id = ?1) AND celebrity_from IS NULL
+               AND (SELECT count(*) FROM (SELECT 1 FROM follows
+                                          WHERE followee_id = users.id LIMIT ?2 + 1)) > ?2",
+        )
+        .bind(post.0)
+        .bind(i64::from(plan.celebrity_followers))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let batch = i64::from(plan.batch.max(1));
         let mut after = 0_i64;
         let mut holders = Vec::new();
         loop {

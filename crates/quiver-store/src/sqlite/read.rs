@@ -144,6 +144,18 @@ impl ReadSql for SqliteStore {
         self.by_authors(&authors, w).await
     }
 
+    async fn celebrities(&self, viewer: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT u.id FROM users u
+             WHERE u.celebrity_from IS NOT NULL
+               AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = ?1 AND f.followee_id = u.id)
+             ORDER BY u.id",
+        )
+        .bind(viewer)
+        .fetch_all(&mut *self.conn().await?)
+        .await?)
+    }
+
     async fn by_authors(
         &self,
         authors: &[i64],

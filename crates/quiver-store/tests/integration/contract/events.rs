@@ -238,7 +238,11 @@ pub(super) async fn a_late_fan_out_keeps_timelines_contiguous(backend: Backend) 
             .await
             > 0
     );
-    let holders = backend.effects().fan_out(old.id, 10).await.unwrap();
+    let holders = backend
+        .effects()
+        .fan_out(old.id, FanOut::batches_of(10))
+        .await
+        .unwrap();
     assert!(holders.contains(&UserId(2)), "user 2 follows user 1");
     assert_eq!(
         backend.count(&in_timeline(old.id)).await,
@@ -246,7 +250,11 @@ pub(super) async fn a_late_fan_out_keeps_timelines_contiguous(backend: Backend) 
         "older than the timeline"
     );
     let fresh = posts.create_post(UserId(1), &new).await.unwrap();
-    backend.effects().fan_out(fresh.id, 10).await.unwrap();
+    backend
+        .effects()
+        .fan_out(fresh.id, FanOut::batches_of(10))
+        .await
+        .unwrap();
     assert_eq!(
         backend.count(&in_timeline(fresh.id)).await,
         1,

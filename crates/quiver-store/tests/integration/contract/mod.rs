@@ -1,10 +1,12 @@
 //! The contract suite: every `Store` behaviour that callers rely on, run against both
 //! backends on the same fixture.
 
+mod celebrities;
 mod events;
 mod reads;
 mod writes;
 
+use celebrities::*;
 use events::*;
 use reads::*;
 use writes::*;
@@ -14,7 +16,7 @@ use quiver_model::{
     Cursor, FollowEdge, IdSet, Loader, MediaKind, OrderId, OrderStatus, PostId, PostKind, PostList,
     UserId,
 };
-use quiver_store::events::{Effects, NewNotification, Outbox};
+use quiver_store::events::{Effects, FanOut, NewNotification, Outbox};
 use quiver_store::loaders::{
     FollowsLoader, MediaLoader, OrderItemsLoader, OrdersLoader, PostsLoader, TagsLoader,
     UserFlagsLoader, UsersLoader,
@@ -182,5 +184,6 @@ contract!(
     page_limits_out_of_range_are_rejected,
     housekeeping_prunes_what_outlived_its_retention_and_trims_timelines,
     a_late_fan_out_keeps_timelines_contiguous,
+    celebrities_are_merged_at_read_time_not_fanned_out,
     follows_stop_at_the_limit,
 );

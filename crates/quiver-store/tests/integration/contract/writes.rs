@@ -165,7 +165,10 @@ pub(super) async fn posts_are_created_into_every_timeline_and_deleted_by_their_a
     // Batches of one: the fan-out pages through the followers.
     let effects = backend.effects();
     assert_eq!(
-        effects.fan_out(post.id, 1).await.unwrap(),
+        effects
+            .fan_out(post.id, FanOut::batches_of(1))
+            .await
+            .unwrap(),
         [UserId(1), UserId(3)],
         "the followers whose timelines hold it"
     );
@@ -174,7 +177,10 @@ pub(super) async fn posts_are_created_into_every_timeline_and_deleted_by_their_a
         .await
         .unwrap();
     assert_eq!(
-        effects.fan_out(post.id, 1).await.unwrap(),
+        effects
+            .fan_out(post.id, FanOut::batches_of(1))
+            .await
+            .unwrap(),
         [UserId(1), UserId(3)],
         "a redelivery names them again"
     );
@@ -259,7 +265,10 @@ pub(super) async fn posts_are_created_into_every_timeline_and_deleted_by_their_a
         "the feed is as before"
     );
     assert_eq!(
-        effects.fan_out(post.id, 10).await.unwrap(),
+        effects
+            .fan_out(post.id, FanOut::batches_of(10))
+            .await
+            .unwrap(),
         [],
         "a deleted post fans out nowhere"
     );

@@ -5,7 +5,7 @@
 //! and logs live in `target/cluster/`.
 
 use crate::bench::target_dir;
-use crate::services::{pg_command, postgres_bindir, psql, run_quiet, which};
+use crate::services::{pg_command, postgres_bindir, psql, run_quiet, tool};
 use anyhow::{Context, Result, bail};
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -339,26 +339,6 @@ fn pg_start(
         .arg(&log)
         .args(["-w", "start"]);
     run_quiet(&mut start).with_context(|| format!("cannot start postgresql on {port}"))
-}
-
-/// The path of `name`, installing Debian's `package` when it is missing and we may.
-fn tool(name: &str, package: &str) -> Result<PathBuf> {
-    if let Some(path) = which(name).or_else(|| {
-        let sbin = PathBuf::from("/usr/sbin").join(name);
-        sbin.exists().then_some(sbin)
-    }) {
-        return Ok(path);
-    }
-    eprintln!("{name} is missing: installing Debian's {package}");
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", package])
-        .status()
-        .is_ok_and(|s| s.success());
-    match which(name).or_else(|| Some(PathBuf::from("/usr/sbin").join(name)).filter(|p| p.exists()))
-    {
-        Some(path) if installed => Ok(path),
-        _ => bail!("{name} is not installed and could not be: apt-get install {package}"),
-    }
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> Option<String> {

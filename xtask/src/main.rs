@@ -106,7 +106,12 @@ fn has_nextest() -> bool {
 
 fn test(extra: &[String]) -> Result<()> {
     let services = Services::start()?.with_replication()?;
-    let env = services.env();
+    let mut env = services.env();
+    // The topology tests put HAProxy in front of three servers.
+    match services::tool("haproxy", "haproxy") {
+        Ok(path) => env.push(("QUIVER_HAPROXY".to_owned(), path.display().to_string())),
+        Err(e) => eprintln!("{e:#}: the topology tests will fail for want of it"),
+    }
     if has_nextest() {
         let mut cmd = cargo();
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);

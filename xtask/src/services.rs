@@ -409,3 +409,23 @@ fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// The path of `name`, installing Debian's `package` when it is missing and we may.
+pub(crate) fn tool(name: &str, package: &str) -> Result<PathBuf> {
+    if let Some(path) = which(name).or_else(|| {
+        let sbin = PathBuf::from("/usr/sbin").join(name);
+        sbin.exists().then_some(sbin)
+    }) {
+        return Ok(path);
+    }
+    eprintln!("{name} is missing: installing Debian's {package}");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", package])
+        .status()
+        .is_ok_and(|s| s.success());
+    match which(name).or_else(|| Some(PathBuf::from("/usr/sbin").join(name)).filter(|p| p.exists()))
+    {
+        Some(path) if installed => Ok(path),
+        _ => bail!("{name} is not installed and could not be: apt-get install {package}"),
+    }
+}

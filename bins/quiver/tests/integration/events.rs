@@ -14,15 +14,21 @@ use std::time::Duration;
 const SECRET: &str = "a test secret of at least 32 bytes!!";
 
 /// A fresh PostgreSQL database, migrated and seeded by the binary, dropped at the end.
-struct Database {
+pub(crate) struct Database {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
     fn seeded(tag: &str) -> Self {
-        let admin = quiver_testkit::database_url();
+        Self::seeded_on(&quiver_testkit::database_url(), tag, 80)
+    }
+
+    /// A database on the server of `admin` (a URL of any of its databases), seeded with
+    /// `users` users.
+    pub(crate) fn seeded_on(admin: &str, tag: &str, users: u32) -> Self {
+        let admin = admin.to_owned();
         let name = format!("quiver_bin_{tag}_{}", std::process::id());
         block_on(async {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
@@ -42,7 +48,7 @@ impl Database {
             &[
                 "seed",
                 "--users",
-                "80",
+                &users.to_string(),
                 "--posts-per-user",
                 "5",
                 "--timeline-depth",
@@ -53,7 +59,12 @@ impl Database {
         Self { admin, name, url }
     }
 
-    fn scalar(&self, sql: &str) -> i64 {
+    /// The database's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn scalar(&self, sql: &str) -> i64 {
         let url = self.url.clone();
         let sql = sql.to_owned();
         block_on(async move {
@@ -67,7 +78,7 @@ impl Database {
         })
     }
 
-    fn pair(&self, sql: &str) -> (i64, i64) {
+    pub(crate) fn pair(&self, sql: &str) -> (i64, i64) {
         let url = self.url.clone();
         let sql = sql.to_owned();
         block_on(async move {
@@ -99,7 +110,7 @@ impl Drop for Database {
 
 /// Runs `fut` on a runtime of its own (the tests themselves are plain threads that
 /// drive processes).
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,9 +119,9 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 /// A `quiver serve` process on PostgreSQL and Redis, on ports it chose.
-struct Replica {
+pub(crate) struct Replica {
     child: std::process::Child,
-    api: SocketAddr,
+    pub(crate) api: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -123,7 +134,17 @@ impl Drop for Replica {
 
 impl Replica {
     fn start(db: &Database, namespace: &str, extra: &[&str]) -> Self {
-        let redis = quiver_testkit::redis_url();
+        Self::start_on(db, &quiver_testkit::redis_url(), namespace, extra, &[])
+    }
+
+    /// A process on `redis`, with `extra` flags and environment `env`.
+    pub(crate) fn start_on(
+        db: &Database,
+        redis: &str,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args([
                 "serve",
@@ -142,6 +163,7 @@ impl Replica {
             .env("QUIVER_REDIS_NAMESPACE", namespace)
             .env("QUIVER_JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn,quiver=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -167,12 +189,12 @@ impl Replica {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }
 
     /// One sample of a metric from `/metrics`.
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let body = blocking::get(&format!("http://{}/metrics", self.admin));
         body.lines()
             .find(|l| l.starts_with(name))
@@ -183,7 +205,7 @@ impl Replica {
 }
 
 /// A tiny blocking HTTP client over reqwest's async one.
-mod blocking {
+pub(crate) mod blocking {
     pub(crate) fn get(url: &str) -> String {
         super::block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
@@ -197,7 +219,7 @@ mod blocking {
     }
 }
 
-fn token(user: i64) -> String {
+pub(crate) fn token(user: i64) -> String {
     Auth::new(SECRET.as_bytes())
         .unwrap()
         .mint(UserId(user), Duration::from_secs(600))
@@ -205,7 +227,7 @@ fn token(user: i64) -> String {
 
 use quiver_testkit::eventually_blocking as eventually;
 
-fn namespace() -> String {
+pub(crate) fn namespace() -> String {
     quiver_testkit::namespace("bin")
 }
 

@@ -3,6 +3,7 @@
 
 mod events;
 mod serve;
+mod topology;
 
 use sqlx::{Connection, Row, SqliteConnection};
 use std::path::Path;

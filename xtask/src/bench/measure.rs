@@ -30,6 +30,9 @@ pub(crate) fn with_server_cpu(
     Ok(v)
 }
 
+/// How long PostgreSQL may take to publish a backend's statistics once it is idle.
+const STATS_FLUSH: Duration = Duration::from_millis(1500);
+
 /// Warm-up, then the peak phase (fixed concurrency) and, for scenarios, the open-loop
 /// phase at half the peak rate; CPU of the server and of the load generator per phase,
 /// RSS of the server from `/proc`, cache outcomes and event lag from its `/metrics`.
@@ -44,9 +47,16 @@ pub(crate) fn measure(
     let t = Target::new(wrk, server.api, &f.tokens, &dir);
     let closed = Load::Concurrency(ph.concurrency);
     load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
+    // What each request asks of Redis and PostgreSQL (the capacity model's inputs),
+    // over the peak phase, each side after PostgreSQL has published its counts.
+    std::thread::sleep(STATS_FLUSH);
+    let (redis0, pg0) = server.backend_ops();
     let peak = with_server_cpu(server, || {
         load::phase(&t, &run.name, &run.streams, ph.peak, closed)
     })?;
+    std::thread::sleep(STATS_FLUSH);
+    let (redis1, pg1) = server.backend_ops();
+    let answered = peak["requests"].as_f64().unwrap_or(0.0).max(1.0);
     let mut result = json!({
         "name": run.name,
         "group": run.group,
@@ -59,6 +69,8 @@ pub(crate) fn measure(
         "generator_cpu_us_per_request": peak["generator"]["cpu_us_per_request"],
         "generator_cores": peak["generator"]["cores"],
         "generator_bound": peak["generator_bound"],
+        "redis_commands_per_request": (redis1 - redis0).max(0.0) / answered,
+        "pg_transactions_per_request": (pg1 - pg0).max(0.0) / answered,
         "peak": peak,
     });
     if run.at_rate {

@@ -284,6 +284,16 @@ pub(crate) fn markdown(r: &Value) -> String {
         fmt(&l["redis_benchmark"]["mget_per_second"], 0),
         fmt(&l["redis_benchmark"]["client_cpu_us_per_mget"], 1),
     ));
+    md.push_str("\n## What a request asks of Redis and PostgreSQL\n\nPer answered request in the peak phase: commands Redis processed (L2 reads and fills, invalidations, the event stream) and transactions of the database (each read statement is one; a write is one with its outbox row, and its events' effects are more). The capacity model in ARCHITECTURE.md is built from these.\n\n| scenario | peak RPS | Redis commands/req | PostgreSQL transactions/req |\n| --- | --- | --- | --- |\n");
+    for s in r["scenarios"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            s["name"].as_str().unwrap_or(""),
+            fmt(&s["peak"]["rps"], 0),
+            fmt(&s["redis_commands_per_request"], 3),
+            fmt(&s["pg_transactions_per_request"], 3),
+        ));
+    }
     let events: Vec<&Value> = r["scenarios"]
         .as_array()
         .into_iter()

@@ -9,6 +9,9 @@ pub(crate) struct Server {
     pub(crate) api: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) started: Instant,
+    /// The database it runs on, and its Redis when it has one.
+    db: String,
+    redis: Option<String>,
 }
 
 impl Drop for Server {
@@ -98,6 +101,8 @@ impl Server {
             admin: addr("admin")?,
             child,
             started: Instant::now(),
+            db: db.to_owned(),
+            redis: with_redis.then(|| redis.to_owned()),
         })
     }
 
@@ -148,6 +153,35 @@ impl Server {
             std::thread::sleep(Duration::from_millis(250));
         }
         eprintln!("events still pending after {limit:?}; the next run starts anyway");
+    }
+
+    /// Commands Redis has processed (every client's: nothing else uses it during a run)
+    /// and transactions of the server's database, committed or not, so far. PostgreSQL
+    /// publishes a backend's counts within a second of its going idle: sample after a
+    /// second's pause.
+    pub(crate) fn backend_ops(&self) -> (f64, f64) {
+        let redis = self.redis.as_ref().map_or(0.0, |url| {
+            Command::new("redis-cli")
+                .args(["-u", url, "info", "stats"])
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+        });
+        let pg = crate::services::psql_query(
+            &self.db,
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database
+             WHERE datname = current_database()",
+        )
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+        (redis, pg)
     }
 
     pub(crate) fn metrics(&self) -> String {

@@ -1,7 +1,10 @@
 //! Cache-layer benches (`cargo bench -p quiver-benches --bench cache`, Redis at
 //! `REDIS_URL`, default `redis://127.0.0.1:6379`):
 //!
-//! - `get_many` of 20 keys all in L1, all in L2 (L1 disabled), all missing (in-memory loader);
+//! - `get_many` of 20 keys all in L1, all in L2 (L1 disabled) on one Redis and on a
+//!   six-node Redis Cluster the bench starts (one `MGET` per slot, sent to their nodes at
+//!   once, against the one `MGET` a cache-wide hash tag would send to one node), all
+//!   missing (in-memory loader);
 //! - one key: an L1 hit against a plain Redis `GET` of the same value;
 //! - loader calls saved by single flight under 64 concurrent lookups;
 //! - L1 hit ratio under a Zipf workload at several capacities.
@@ -37,7 +40,11 @@ impl Loader for Memory {
 }
 
 async fn remote() -> Arc<dyn Remote> {
-    let config = RedisConfig::at(&redis_url());
+    remote_at(&redis_url()).await
+}
+
+async fn remote_at(url: &str) -> Arc<dyn Remote> {
+    let config = RedisConfig::at(url);
     let r = RedisRemote::connect_within(&config, Duration::from_secs(5)).await;
     Arc::new(r.expect("benches need redis at REDIS_URL"))
 }
@@ -58,7 +65,8 @@ fn config(name: &str, l1_bytes: u64) -> CacheConfig {
 fn get_many(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let keys: Vec<u64> = (1..=20).collect();
-    let (l1, l2, none) = rt.block_on(async {
+    let cluster = quiver_testkit::redis_cluster::RedisCluster::start();
+    let (l1, l2, l2_cluster, none) = rt.block_on(async {
         let l1 = Tiered::new(
             config("l1", 64 << 20),
             Memory::default(),
@@ -66,15 +74,24 @@ fn get_many(c: &mut Criterion) {
         )
         .await;
         let l2 = Tiered::new(config("l2", 0), Memory::default(), Some(remote().await)).await;
+        let l2_cluster = Tiered::new(
+            config("l2c", 0),
+            Memory::default(),
+            Some(remote_at(&cluster.url()).await),
+        )
+        .await;
         let none = Tiered::new(config("none", 0), Memory::default(), None).await;
         l1.lookup(&keys).await.unwrap();
         l2.lookup(&keys).await.unwrap();
+        l2_cluster.lookup(&keys).await.unwrap();
         // Each tier serves what it is meant to before anything is timed.
         let hit = l1.lookup(&keys).await.unwrap();
         assert!(hit.outcomes.values().all(|o| *o == Outcome::HitL1));
         let hit = l2.lookup(&keys).await.unwrap();
         assert!(hit.outcomes.values().all(|o| *o == Outcome::HitL2));
-        (l1, l2, none)
+        let hit = l2_cluster.lookup(&keys).await.unwrap();
+        assert!(hit.outcomes.values().all(|o| *o == Outcome::HitL2));
+        (l1, l2, l2_cluster, none)
     });
     let mut g = c.benchmark_group("get_many_20");
     g.measurement_time(Duration::from_secs(4));
@@ -85,6 +102,10 @@ fn get_many(c: &mut Criterion) {
     g.bench_function("all_l2", |b| {
         b.to_async(&rt)
             .iter(|| async { l2.lookup(&keys).await.unwrap() })
+    });
+    g.bench_function("all_l2_redis_cluster", |b| {
+        b.to_async(&rt)
+            .iter(|| async { l2_cluster.lookup(&keys).await.unwrap() })
     });
     g.bench_function("all_missing_memory_loader", |b| {
         b.to_async(&rt)

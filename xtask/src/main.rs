@@ -65,7 +65,12 @@ fn main() -> Result<()> {
 }
 
 pub(crate) fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The checkout `cargo run` was called in (it sets the variable for the process): the
+    // one this binary was compiled in may be another checkout sharing the target
+    // directory, whose build cargo took as fresh.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .expect("xtask lives one level below the root")
         .to_path_buf()

@@ -188,7 +188,9 @@ impl Engine {
         let next = d.next.map(|c| self.inner.cursors.encode_discover(&c));
         let rendered = self.present_feed(&d.page, next, Some(seed), &mut t);
         if let Some(next) = d.next {
-            self.warm((viewer.0, next.id), d.upcoming);
+            let ends = d.upcoming.first().zip(d.upcoming.last());
+            let ends = ends.map(|(f, l)| [*f, *l]);
+            self.warm((viewer.0, next.id), ends, || d.upcoming);
         }
         Ok(rendered)
     }

@@ -180,31 +180,34 @@ impl Engine {
         if let (Some(next), Some(head)) = (a.filled.next, head)
             && let Some(refs) = head.refs(Some(Cursor::after(&next)), limit as u32)
         {
-            let ids = refs.iter().map(|r| r.id).collect();
-            self.warm((viewer, next.id.0), ids);
+            // The ids are collected only for a job: a warm next page costs two peeks.
+            let ends = refs.first().zip(refs.last()).map(|(f, l)| [f.id, l.id]);
+            self.warm((viewer, next.id.0), ends, || {
+                refs.iter().map(|r| r.id).collect()
+            });
         }
     }
 
     /// Warms the items and authors of a next page in the background, unless they are
     /// all fresh already or the same page is being warmed. The job only loads (what the
     /// caches lack); it never renders.
-    pub(crate) fn warm(&self, key: (i64, i64), ids: Vec<PostId>) {
+    ///
+    /// `ends` are the page's first and last items (none for an empty page): a page's
+    /// items are loaded together (by the page, or by a warming), so they stand for the
+    /// rest, two peeks instead of one per item on every request. A page warm but for a
+    /// few items is not warmed; it loads those in line. `ids` gives the page's items,
+    /// called only when a job is submitted.
+    pub(crate) fn warm(
+        &self,
+        key: (i64, i64),
+        ends: Option<[PostId; 2]>,
+        ids: impl FnOnce() -> Vec<PostId>,
+    ) {
         let Some(pool) = &self.inner.prefetch else {
             return;
         };
         let s = &self.inner.sources;
-        // A page's items are loaded together (by the page, or by a warming), so its first
-        // and last stand for the rest: two peeks instead of one per item on every request.
-        // A page warm but for a few items is not warmed; it loads those in line.
-        let probe = match ids.as_slice() {
-            [] => {
-                pool.skipped_warm();
-                return;
-            }
-            [one] => [*one, *one],
-            [first, .., last] => [*first, *last],
-        };
-        if s.items.fresh(&probe) {
+        if ends.is_none_or(|ends| s.items.fresh(&ends)) {
             pool.skipped_warm();
             return;
         }
@@ -212,6 +215,7 @@ impl Engine {
             pool.skipped_warm();
             return;
         }
+        let ids = ids();
         let engine = self.clone();
         let job: BoxFuture<'static, Result<(), EnrichError>> = Box::pin(async move {
             let _done = Warming(&engine.inner.warming, key);

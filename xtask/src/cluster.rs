@@ -216,14 +216,11 @@ fn haproxy_config() -> String {
     let servers: String = QUIVER
         .iter()
         .enumerate()
-        .map(|(i, (api, _))| format!("    server q{} 127.0.0.1:{api} check\n", i + 1))
+        .map(|(i, (api, _))| format!("    server q{} 127.0.0.1:{api}\n", i + 1))
         .collect();
-    format!(
-        "global\n    maxconn 4000\n\ndefaults\n    mode http\n    timeout connect 2s\n    \
-         timeout client 30s\n    timeout server 30s\n    option forwardfor\n    retry-on 503 conn-failure\n    \
-         retries 2\n\nfrontend api\n    bind 127.0.0.1:{BALANCER}\n    default_backend quiver\n\n\
-         backend quiver\n    balance roundrobin\n    option httpchk GET /readyz\n{servers}"
-    )
+    include_str!("../haproxy.cfg")
+        .replace("{bind}", &format!("127.0.0.1:{BALANCER}"))
+        .replace("{servers}", &servers)
 }
 
 fn down(dir: &Path) -> Result<()> {

@@ -226,8 +226,7 @@ impl<T: ReadSql> Store for T {
         let w = Span::of(after, limit)?;
         match list {
             PostList::Home(viewer) => {
-                let (mut rows, celebrities) =
-                    futures::try_join!(home(self, viewer.0, w), self.celebrities(viewer.0))?;
+                let (mut rows, celebrities) = home(self, viewer.0, w).await?;
                 if !celebrities.is_empty() {
                     // The top `n` of the union is within the top `n` of each part.
                     for r in self.by_authors(&celebrities, w).await? {
@@ -248,9 +247,7 @@ impl<T: ReadSql> Store for T {
         let PostList::Home(viewer) = list else {
             return Ok(self.post_page(list, None, len).await?.into());
         };
-        let w = Span::of(None, len)?;
-        let (rows, celebrities) =
-            futures::try_join!(home(self, viewer.0, w), self.celebrities(viewer.0))?;
+        let (rows, celebrities) = home(self, viewer.0, Span::of(None, len)?).await?;
         Ok(FeedHead {
             merge: celebrities.into_iter().map(UserId).collect(),
             ..page_of::<PostRef>(rows, len).into()
@@ -297,11 +294,24 @@ impl<T: ReadSql> Store for T {
     }
 }
 
-/// The rows of a home page but for celebrities' posts not in the timeline: the
-/// materialized timeline, continued past its depth (or where there is no timeline yet) by
-/// merge-at-read from where it ended. The timeline is the newest contiguous part of the
-/// fanned-out feed, so the two parts meet without gap or overlap.
-async fn home<T: ReadSql>(store: &T, viewer: i64, w: Span) -> Result<Vec<RefRow>, StoreError> {
+/// The rows of a home page but for celebrities' posts not in the timeline, and the
+/// celebrities the viewer follows (read at once), whose posts complete it.
+async fn home<T: ReadSql>(
+    store: &T,
+    viewer: i64,
+    w: Span,
+) -> Result<(Vec<RefRow>, Vec<i64>), StoreError> {
+    futures::try_join!(fanned_out(store, viewer, w), store.celebrities(viewer))
+}
+
+/// The materialized timeline, continued past its depth (or where there is no timeline
+/// yet) by merge-at-read from where it ended. The timeline is the newest contiguous part
+/// of the fanned-out feed, so the two parts meet without gap or overlap.
+async fn fanned_out<T: ReadSql>(
+    store: &T,
+    viewer: i64,
+    w: Span,
+) -> Result<Vec<RefRow>, StoreError> {
     let mut rows = store
         .timeline(viewer, w)
         .await?

@@ -156,15 +156,11 @@ impl Balancer {
         let servers: String = replicas
             .iter()
             .enumerate()
-            .map(|(i, r)| format!("    server q{i} {} check inter 500ms\n", r.api))
+            .map(|(i, r)| format!("    server q{i} {}\n", r.api))
             .collect();
-        let config = format!(
-            "global\n    maxconn 4000\n\ndefaults\n    mode http\n    timeout connect 2s\n    \
-             timeout client 30s\n    timeout server 30s\n    option forwardfor\n    \
-             retry-on 503 conn-failure\n    retries 2\n\nfrontend api\n    bind 127.0.0.1:{port}\n    \
-             default_backend quiver\n\nbackend quiver\n    balance roundrobin\n    \
-             option httpchk GET /readyz\n{servers}"
-        );
+        let config = include_str!("../../../../xtask/haproxy.cfg")
+            .replace("{bind}", &format!("127.0.0.1:{port}"))
+            .replace("{servers}", &servers);
         let dir = tempfile::tempdir().expect("a directory");
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("the config is written");

@@ -1,7 +1,7 @@
 //! Celebrities over HTTP: their posts are never fanned out, and reach followers' cached
 //! pages through the celebrity's own head, at the cost of any other post.
 
-use crate::coherence::{cache_count, created_id, feed_from_store, feed_over_http};
+use crate::coherence::{cache_count, feed_from_store, feed_over_http, post_as};
 use crate::http::scalar;
 use crate::support::{Events, redis_url, start_with_events_at};
 use reqwest::StatusCode;
@@ -33,18 +33,9 @@ async fn a_post_by_a_hundred_thousand_follower_author_is_merged_at_read_time(poo
     )
     .await;
     let before = feed_over_http(&s, reader).await;
-    let post = |body: &'static str| {
-        let req = s
-            .http
-            .post(s.url("/api/v1/posts"))
-            .bearer_auth(s.token(star))
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"kind": "post", "body": "{body}"}}"#));
-        async move { created_id(req.send().await.unwrap()).await }
-    };
     // The first post finds the star past the threshold and still fans out (its holders'
     // heads learn of the merge); then 100,000 more follow.
-    let promoting = post("promoting").await;
+    let promoting = post_as(&s, star, "promoting").await;
     s.settle().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "INSERT INTO users (handle, display_name)
@@ -56,7 +47,7 @@ async fn a_post_by_a_hundred_thousand_follower_author_is_merged_at_read_time(poo
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    let merged = post("merged").await;
+    let merged = post_as(&s, star, "merged").await;
     s.settle().await;
     let visible = feed_over_http(&s, reader).await;
     eprintln!(
@@ -108,16 +99,7 @@ async fn a_celebrity_s_post_reaches_cached_home_pages_through_the_author_s_head(
     .fetch_one(&s.pool)
     .await
     .unwrap();
-    let post = || {
-        let req = s
-            .http
-            .post(s.url("/api/v1/posts"))
-            .bearer_auth(s.token(star))
-            .header("content-type", "application/json")
-            .body(r#"{"kind": "post", "body": "star"}"#);
-        async move { created_id(req.send().await.unwrap()).await }
-    };
-    let promoting = post().await;
+    let promoting = post_as(&s, star, "star").await;
     s.settle().await;
     assert_eq!(feed_over_http(&s, reader).await[0], promoting);
     let hits = cache_count(&s, "home", "hit_l1").await;
@@ -131,7 +113,7 @@ async fn a_celebrity_s_post_reaches_cached_home_pages_through_the_author_s_head(
         cache_count(&s, "author_posts", "hit_l1").await > author_hits,
         "merged with the star's cached head"
     );
-    let merged = post().await;
+    let merged = post_as(&s, star, "star").await;
     s.settle().await;
     let now = feed_over_http(&s, reader).await;
     assert_eq!(now[0], merged);

@@ -45,16 +45,7 @@ async fn with_celebrities_timelines_stay_exact_after_a_burst_of_mixed_writes(poo
         .await
         .unwrap();
     for u in users {
-        let resp = s
-            .http
-            .post(s.url("/api/v1/posts"))
-            .bearer_auth(s.token(u))
-            .header("content-type", "application/json")
-            .body(r#"{"kind": "post", "body": "burst"}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
+        post_as(&s, u, "burst").await;
     }
     s.settle().await;
     burst_of_mixed_writes_leaves_timelines_exact(s).await;
@@ -318,6 +309,20 @@ pub(crate) async fn feed_from_store(s: &Server, user: i64) -> Vec<i64> {
     ids
 }
 
+/// Posts `body` as `author`; the new post's id (the answer must be `201 Created`).
+pub(crate) async fn post_as(s: &Server, author: i64, body: &str) -> i64 {
+    let resp = s
+        .http
+        .post(s.url("/api/v1/posts"))
+        .bearer_auth(s.token(author))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"kind": "post", "body": body}).to_string())
+        .send()
+        .await
+        .unwrap();
+    created_id(resp).await
+}
+
 /// The id of the post a `201 Created` answer carries.
 pub(crate) async fn created_id(resp: reqwest::Response) -> i64 {
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -374,16 +379,7 @@ async fn cached_home_heads_follow_every_change_to_the_timeline(pool: PgPool) {
     );
 
     // B posts: only the fan-out event can tell A's cached head.
-    let resp = s
-        .http
-        .post(s.url("/api/v1/posts"))
-        .bearer_auth(s.token(b))
-        .header("content-type", "application/json")
-        .body(r#"{"kind": "post", "body": "for my followers"}"#)
-        .send()
-        .await
-        .unwrap();
-    let by_b = created_id(resp).await;
+    let by_b = post_as(&s, b, "for my followers").await;
     s.settle().await;
     let now = feed_over_http(&s, a).await;
     assert_eq!(now[0], by_b, "the followee's new post leads A's feed");
@@ -421,16 +417,7 @@ async fn cached_home_heads_follow_every_change_to_the_timeline(pool: PgPool) {
         "an unfollow removes at once"
     );
     assert_eq!(now, feed_from_store(&s, a).await);
-    let resp = s
-        .http
-        .post(s.url("/api/v1/posts"))
-        .bearer_auth(s.token(a))
-        .header("content-type", "application/json")
-        .body(r#"{"kind": "post", "body": "mine"}"#)
-        .send()
-        .await
-        .unwrap();
-    let mine = created_id(resp).await;
+    let mine = post_as(&s, a, "mine").await;
     assert_eq!(feed_over_http(&s, a).await[0], mine, "my post, at once");
     assert_eq!(
         write(delete.clone(), format!("/api/v1/posts/{mine}"), a).await,

@@ -1,7 +1,7 @@
 //! Each read, written once: an empty batch costs no statement, batch keys are deduplicated,
 //! rows become entities by their one conversion, every page is the keyset window of
 //! `keyset.rs`, and the home feed continues past its materialized timeline by
-//! merge-at-read. A backend supplies only the statements, as a [`ReadSql`]; every
+//! merge-at-read, with followed celebrities' posts merged in. A backend supplies only the statements, as a [`ReadSql`]; every
 //! [`ReadSql`] store is a [`Store`] from here.
 
 use crate::keyset::{fetch_len, into_page, page_of, start_of};

@@ -149,6 +149,10 @@ pub(crate) struct ServeArgs {
     /// Requests slower than this are logged with stage timings, milliseconds
     #[arg(long, env = "QUIVER_SLOW_REQUEST_MS", default_value_t = millis(ServerConfig::default().slow_request))]
     slow_request_ms: u64,
+    /// How long a shared cache (CDN) may keep anonymous reads of posts, profiles and
+    /// user posts, seconds (`Cache-Control: public, max-age`); 0 makes them revalidate
+    #[arg(long, env = "QUIVER_PUBLIC_MAX_AGE", default_value_t = ServerConfig::default().public_max_age.as_secs())]
+    public_max_age: u64,
     /// Compress bodies of at least this many bytes (gzip or zstd, as the client accepts)
     #[arg(long, env = "QUIVER_COMPRESSION_MIN_BYTES", default_value_t = ServerConfig::default().compression_min_bytes)]
     compression_min_bytes: usize,
@@ -318,6 +322,7 @@ fn validate(args: &ServeArgs) -> (String, ServerConfig) {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_body_bytes: args.max_body_bytes,
         slow_request: Duration::from_millis(args.slow_request_ms),
+        public_max_age: Duration::from_secs(args.public_max_age),
         compression_min_bytes: args.compression_min_bytes,
         compression: !args.no_compression,
         max_connections: args.max_connections,

@@ -5,6 +5,7 @@
 use crate::admission::Admission;
 use crate::auth::{Auth, AuthError};
 use crate::compose::Caches;
+use crate::conditional;
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, Sample};
 use crate::respond::{self, Body, Timed};
@@ -63,6 +64,8 @@ pub struct App {
     admission: Admission,
     router: Router,
     openapi: Bytes,
+    /// `Cache-Control` of anonymous reads (from `config.public_max_age`).
+    public_cache: HeaderValue,
     /// The last readiness answer and when its check started.
     readiness: tokio::sync::Mutex<Option<(Instant, StatusCode, Vec<u8>)>>,
 }
@@ -128,7 +131,12 @@ impl App {
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
             .with_middleware::<StateInformationMiddleware>();
         let openapi = Bytes::from(crate::openapi::document_json());
+        let public_cache = match config.public_max_age.as_secs() {
+            0 => HeaderValue::from_static("public, no-cache"),
+            s => HeaderValue::from_str(&format!("public, max-age={s}")).expect("ascii"),
+        };
         Ok(Self {
+            public_cache,
             admission: Admission::new(config.max_concurrency, config.adaptive_concurrency),
             engine,
             store,
@@ -227,16 +235,35 @@ impl App {
         // the route are written only on the access-log lines below.
         let span = tracing::error_span!("request", id = request_id.as_str());
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
+        let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let mut resp = self
             .dispatch(req, matched, peer)
             .instrument(span.clone())
             .await;
-        if self.config.compression && method != Method::HEAD {
-            respond::compress(
-                &mut resp,
-                accept.as_ref(),
-                self.config.compression_min_bytes,
-            );
+        let compress = self.config.compression && method != Method::HEAD;
+        let coding = respond::coding(
+            &resp,
+            accept.as_ref(),
+            compress.then_some(self.config.compression_min_bytes),
+        );
+        // The client's copy is compared with the representation it would be sent now.
+        let current = match (&if_none_match, resp.headers().get(header::ETAG)) {
+            (Some(_), Some(tag)) if resp.status() == StatusCode::OK => Some(
+                coding
+                    .encoding
+                    .map_or_else(|| tag.clone(), |e| conditional::encoded(tag, e)),
+            ),
+            _ => None,
+        };
+        match (if_none_match, current) {
+            (Some(inm), Some(tag)) if conditional::matches(&inm, &tag) => {
+                resp = conditional::not_modified(resp, tag);
+                if coding.varies {
+                    resp.headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+                }
+            }
+            _ => respond::compress(&mut resp, coding),
         }
         resp.headers_mut().insert(
             respond::REQUEST_ID.clone(),

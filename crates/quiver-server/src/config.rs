@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub compression_min_bytes: usize,
     /// Whether responses are compressed at all.
     pub compression: bool,
+    /// `max-age` of anonymous reads of posts, profiles and user posts, which are
+    /// `Cache-Control: public` (a CDN may keep them this long); zero makes them
+    /// `no-cache`, revalidated by their `ETag` every time.
+    pub public_max_age: Duration,
     /// Requests slower than this are logged with their stage timings.
     pub slow_request: Duration,
     /// How long shutdown waits for requests in flight.
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             max_streams_per_connection: 100,
             compression_min_bytes: 1024,
             compression: true,
+            public_max_age: Duration::from_secs(10),
             slow_request: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(10),
             default_limit: 20,

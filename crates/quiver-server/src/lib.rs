@@ -10,6 +10,7 @@ pub mod auth;
 mod client;
 pub mod compose;
 pub mod compression;
+mod conditional;
 mod config;
 mod metrics;
 mod openapi;

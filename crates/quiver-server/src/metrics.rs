@@ -6,8 +6,8 @@
 use hyper::Method;
 use prometheus::core::Collector as _;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use quiver_cache::{Outcome, StatsSnapshot};
 use quiver_enrich::PrefetchStats;
@@ -65,6 +65,7 @@ pub(crate) struct Metrics {
     prefetch_queue: IntGauge,
     pool: IntGaugeVec,
     pool_waits: IntCounterVec,
+    pool_wait_seconds: Counter,
     replicas: IntGaugeVec,
     replica_reads: IntCounterVec,
     events: IntCounterVec,
@@ -181,12 +182,17 @@ impl Default for Metrics {
         .expect("valid metric");
         let pool_waits = IntCounterVec::new(
             Opts::new(
-                "quiver_db_pool_waits",
-                "Checkouts that found no idle connection (count) and their total wait (micros)",
+                "quiver_db_pool_waits_total",
+                "Database pool checkouts that found no idle connection",
             ),
-            &["measure"],
+            &[],
         )
         .expect("valid metric");
+        let pool_wait_seconds = Counter::new(
+            "quiver_db_pool_wait_seconds_total",
+            "Time checkouts waited for a database connection",
+        )
+        .expect("valid");
         let replicas = IntGaugeVec::new(
             Opts::new(
                 "quiver_db_replicas",
@@ -280,10 +286,15 @@ impl Default for Metrics {
             Box::new(prefetch_queue.clone()),
             Box::new(pool.clone()),
             Box::new(pool_waits.clone()),
+            Box::new(pool_wait_seconds.clone()),
             Box::new(replicas.clone()),
             Box::new(replica_reads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
+        }
+        // Exported at zero from the start, so rules and dashboards see the series.
+        for reason in ["refused", "idle"] {
+            connections_closed.with_label_values(&[reason]);
         }
         #[cfg(target_os = "linux")]
         registry
@@ -307,6 +318,7 @@ impl Default for Metrics {
             prefetch_queue,
             pool,
             pool_waits,
+            pool_wait_seconds,
             replicas,
             replica_reads,
             events,
@@ -488,8 +500,15 @@ impl Metrics {
         self.pool
             .with_label_values(&["max"])
             .set(i64::from(sample.pool_max));
-        self.add_counter(&self.pool_waits, &["count"], sample.pool_waits);
-        self.add_counter(&self.pool_waits, &["micros"], sample.pool_wait_micros);
+        self.add_counter(&self.pool_waits, &[], sample.pool_waits);
+        let waited = self.advance(
+            (
+                "quiver_db_pool_wait_seconds_total".to_owned(),
+                String::new(),
+            ),
+            sample.pool_wait_micros,
+        );
+        self.pool_wait_seconds.inc_by(waited as f64 / 1e6);
         self.replicas
             .with_label_values(&["configured"])
             .set(i64::from(sample.replicas));
@@ -506,15 +525,19 @@ impl Metrics {
 
     /// Brings a counter up to `value`, a total kept elsewhere.
     fn add_counter(&self, vec: &IntCounterVec, labels: &[&str], value: u64) {
-        let mut seen = self.seen.lock().expect("metrics lock");
-        let key = (vec.desc()[0].fq_name.clone(), labels.join("\u{0}"));
-        let last = seen.entry(key).or_insert(0);
         // Touching the series exports it at 0 before anything happened.
         let counter = vec.with_label_values(labels);
-        if value > *last {
-            counter.inc_by(value - *last);
-            *last = value;
-        }
+        let key = (vec.desc()[0].fq_name.clone(), labels.join("\u{0}"));
+        counter.inc_by(self.advance(key, value));
+    }
+
+    /// How far the total under `key` moved since the last sample, now that it is `value`.
+    fn advance(&self, key: (String, String), value: u64) -> u64 {
+        let mut seen = self.seen.lock().expect("metrics lock");
+        let last = seen.entry(key).or_insert(0);
+        let moved = value.saturating_sub(*last);
+        *last = (*last).max(value);
+        moved
     }
 }
 

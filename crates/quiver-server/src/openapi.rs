@@ -114,6 +114,11 @@ fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
             "Required: 1 to 255 visible ASCII characters naming this request; a retry \
              with the same key and body returns the first answer",
         ),
+        "If-None-Match" => (
+            ParameterIn::Header,
+            ObjectBuilder::new().schema_type(Type::String).build(),
+            "The `ETag` of the copy the client has: if it is still current, 304 without a body",
+        ),
         _ => (
             ParameterIn::Query,
             ObjectBuilder::new()
@@ -128,13 +133,11 @@ fn parameter(name: &str) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(place.clone())
-        .required(
-            if place == ParameterIn::Path || place == ParameterIn::Header {
-                Required::True
-            } else {
-                Required::False
-            },
-        )
+        .required(if place == ParameterIn::Path || name == "Idempotency-Key" {
+            Required::True
+        } else {
+            Required::False
+        })
         .description(Some(doc))
         .schema(Some(schema))
         .build()
@@ -150,6 +153,31 @@ fn problem(description: &str) -> utoipa::openapi::Response {
                 .build(),
         )
         .build()
+}
+
+/// A read's caching headers (`conditional`, `render`).
+fn cached(r: ResponseBuilder) -> ResponseBuilder {
+    use utoipa::openapi::header::HeaderBuilder;
+    let string = || ObjectBuilder::new().schema_type(Type::String).build();
+    r.header(
+        "ETag",
+        HeaderBuilder::new()
+            .schema(string())
+            .description(Some(
+                "Strong tag of this representation (each content coding has its own)",
+            ))
+            .build(),
+    )
+    .header(
+        "Cache-Control",
+        HeaderBuilder::new()
+            .schema(string())
+            .description(Some(
+                "`public, max-age=…` for anonymous reads of posts, profiles and user posts; \
+                 `private, no-cache` for a viewer's",
+            ))
+            .build(),
+    )
 }
 
 /// The whole document.
@@ -189,7 +217,7 @@ pub(crate) fn document() -> OpenApi {
             (
                 "200",
                 match body {
-                    Some(schema) => ResponseBuilder::new().description("OK").content(
+                    Some(schema) => cached(ResponseBuilder::new().description("OK")).content(
                         "application/json",
                         ContentBuilder::new()
                             .schema(Some(Ref::from_schema_name(schema)))
@@ -257,6 +285,15 @@ pub(crate) fn document() -> OpenApi {
                     SecurityRequirement::new("bearer", Vec::<String>::new()),
                 ]))
             };
+            if !route.is_write() {
+                op = op.parameter(parameter("If-None-Match")).response(
+                    "304",
+                    cached(ResponseBuilder::new().description(
+                        "Not modified: the If-None-Match tag is the current one; no body",
+                    ))
+                    .build(),
+                );
+            }
             if params.contains(&"id") {
                 op = op.response("404", problem("No such resource, or hidden by a block"));
             }

@@ -112,20 +112,52 @@ pub(crate) fn rate_limit_headers(h: &mut HeaderMap, burst: u32, remaining: u32) 
     h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
 }
 
-/// Compresses the body with zstd or gzip when `accept` allows one, the body is at least
-/// `min` bytes and not already encoded.
-pub(crate) fn compress(resp: &mut Response<Body>, accept: Option<&HeaderValue>, min: usize) {
+/// How a response's body is to be sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Coding {
+    /// The body could be compressed (big enough, not already encoded), so the answer
+    /// depends on `Accept-Encoding` whatever this client sent.
+    pub(crate) varies: bool,
+    /// The coding to send it in, when the client accepts one.
+    pub(crate) encoding: Option<compression::Encoding>,
+}
+
+/// The coding for `resp`: zstd or gzip when `accept` allows one and the body is at least
+/// `min` bytes (`None`: compression is off) and not already encoded.
+pub(crate) fn coding(
+    resp: &Response<Body>,
+    accept: Option<&HeaderValue>,
+    min: Option<usize>,
+) -> Coding {
+    use hyper::body::Body as _;
+    let Some(min) = min else {
+        return Coding::default();
+    };
+    if resp.headers().contains_key(header::CONTENT_ENCODING)
+        || resp.body().size_hint().exact().unwrap_or(0) < min as u64
+    {
+        return Coding::default();
+    }
+    Coding {
+        varies: true,
+        encoding: accept
+            .and_then(|a| a.to_str().ok())
+            .and_then(compression::choose),
+    }
+}
+
+/// Sends the body in the coding [`coding`] chose, with that representation's `ETag`,
+/// and `Vary: accept-encoding` on every body that could have been compressed.
+pub(crate) fn compress(resp: &mut Response<Body>, coding: Coding) {
     use futures::FutureExt as _;
     use http_body_util::BodyExt as _;
-    let Some(encoding) = accept
-        .and_then(|a| a.to_str().ok())
-        .and_then(compression::choose)
-    else {
+    if coding.varies {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    let Some(encoding) = coding.encoding else {
         return;
     };
-    if resp.headers().contains_key(header::CONTENT_ENCODING) {
-        return;
-    }
     // A `Full` body is complete: collecting it is ready at once.
     let body = std::mem::take(resp.body_mut());
     let bytes = body
@@ -134,19 +166,18 @@ pub(crate) fn compress(resp: &mut Response<Body>, accept: Option<&HeaderValue>, 
         .and_then(Result::ok)
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    if bytes.len() < min {
-        *resp.body_mut() = Full::new(bytes);
-        return;
-    }
-    let h = resp.headers_mut();
-    h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     match compression::encode(&bytes, encoding) {
         Some(c) => {
+            let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(encoding.as_str()),
             );
             h.remove(header::CONTENT_LENGTH);
+            if let Some(tag) = h.get(header::ETAG) {
+                let tag = crate::conditional::encoded(tag, encoding);
+                h.insert(header::ETAG, tag);
+            }
             *resp.body_mut() = Full::new(Bytes::from(c));
         }
         None => *resp.body_mut() = Full::new(bytes),

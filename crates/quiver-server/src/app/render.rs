@@ -1,5 +1,5 @@
-//! Responses from the engine: the rendered body with its headers (`Server-Timing`,
-//! `Link`, caching), and engine errors as problem+json.
+//! Responses from the engine: the rendered body with its headers (`ETag`,
+//! `Cache-Control`, `Vary`, `Server-Timing`, `Link`), and engine errors as problem+json.
 
 use super::*;
 
@@ -11,19 +11,21 @@ impl App {
         q: &Query,
         viewer_specific: bool,
     ) -> Response<Body> {
+        let tag = crate::conditional::etag(&r.body);
         let mut resp = respond::json(StatusCode::OK, r.body);
         let h = resp.headers_mut();
+        h.insert(header::ETAG, tag);
         h.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static(if viewer_specific {
-                "private, no-cache"
+            if viewer_specific {
+                HeaderValue::from_static("private, no-cache")
             } else {
-                "public, max-age=10"
-            }),
+                self.public_cache.clone()
+            },
         );
-        if viewer_specific {
-            h.insert(header::VARY, HeaderValue::from_static("authorization"));
-        }
+        // Every read answers a signed-in viewer differently from an anonymous one, so
+        // a shared cache keys the public answers by the (absent) credentials too.
+        h.insert(header::VARY, HeaderValue::from_static("authorization"));
         h.insert(respond::SERVER_TIMING.clone(), server_timing(&r.timings));
         if let Some(next) = &r.next {
             let mut link = String::with_capacity(path.len() + next.len() + 48);

@@ -423,7 +423,7 @@ async fn openapi_documents_every_route_and_metrics_count_requests(pool: PgPool) 
         r#"quiver_http_concurrency_limit{limit="current"} 512"#,
         r#"quiver_http_concurrency_limit{limit="ceiling"} 512"#,
         "quiver_db_pool_connections{state=\"open\"}",
-        "quiver_db_pool_waits{measure=\"count\"}",
+        "quiver_db_pool_waits_total",
         "quiver_prefetch_queue_depth 0",
         "process_cpu_seconds_total",
         "quiver_http_request_duration_seconds_bucket{route=\"/api/v1/feed\"",

@@ -1,6 +1,7 @@
 //! Tests of quiver-server against a real PostgreSQL and Redis (`cargo xtask test` provides
 //! both), over real TCP on loopback.
 
+mod caching;
 mod celebrities;
 mod coherence;
 mod faults;

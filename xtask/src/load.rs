@@ -43,6 +43,8 @@ pub(crate) struct Stream {
     /// The paths it cycles through, one per request.
     pub(crate) paths: Vec<String>,
     pub(crate) body: Option<String>,
+    /// Headers it sends besides the token's (`If-None-Match`, say).
+    pub(crate) headers: Vec<(&'static str, &'static str)>,
     /// Its share of the run's requests, closed loop and open loop alike.
     pub(crate) weight: f64,
     /// Statuses that are a correct answer here (a repeated follow is 409, say).
@@ -57,6 +59,7 @@ impl Stream {
             method: "GET",
             paths,
             body: None,
+            headers: Vec::new(),
             weight: 1.0,
             expect: &[200],
         }
@@ -195,6 +198,9 @@ fn lua_config(streams: &[Stream], tokens: &BTreeMap<i64, String>) -> Result<Stri
         }
         if s.body.is_some() {
             headers.push("[\"Content-Type\"] = \"application/json\"".to_owned());
+        }
+        for (name, value) in &s.headers {
+            headers.push(format!("[{}] = {}", lua_string(name), lua_string(value)));
         }
         let _ = writeln!(
             lua,

@@ -117,6 +117,11 @@ fn test(extra: &[String]) -> Result<()> {
         Ok(path) => env.push(("QUIVER_HAPROXY".to_owned(), path.display().to_string())),
         Err(e) => eprintln!("{e:#}: the topology tests will fail for want of it"),
     }
+    // The deploy test checks the Prometheus rules and a live /metrics with promtool.
+    match services::tool("promtool", "prometheus") {
+        Ok(path) => env.push(("QUIVER_PROMTOOL".to_owned(), path.display().to_string())),
+        Err(e) => eprintln!("{e:#}: the deploy test will fail for want of it"),
+    }
     if has_nextest() {
         let mut cmd = cargo();
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);

@@ -420,7 +420,7 @@ pub(crate) fn tool(name: &str, package: &str) -> Result<PathBuf> {
     }
     eprintln!("{name} is missing: installing Debian's {package}");
     let installed = Command::new("apt-get")
-        .args(["install", "-y", package])
+        .args(["install", "-y", "--no-install-recommends", package])
         .status()
         .is_ok_and(|s| s.success());
     match which(name).or_else(|| Some(PathBuf::from("/usr/sbin").join(name)).filter(|p| p.exists()))

@@ -146,8 +146,23 @@ pub(crate) fn report(
                 "measured": format!("{f:.2}×"), "met": f >= 1.0}));
         }
     }
+    // What revalidating a warm page costs against sending it.
+    let conditional = match (find("warm"), find("warm 304")) {
+        (Some(full), Some(not_modified)) => json!({
+            "cpu_us_200": full["cpu_us_per_request"],
+            "cpu_us_304": not_modified["cpu_us_per_request"],
+            "cpu_ratio": cpu_ratio(not_modified["cpu_us_per_request"].as_f64(),
+                full["cpu_us_per_request"].as_f64().unwrap_or(0.0)),
+            "rps_200": full["peak"]["rps"],
+            "rps_304": not_modified["peak"]["rps"],
+            "bytes_200": full["bytes_per_request"],
+            "bytes_304": not_modified["bytes_per_request"],
+        }),
+        _ => Value::Null,
+    };
     json!({
         "targets": targets,
+        "conditional": conditional,
         "date": chrono_like_now(),
         "machine": machine(),
         "scale": o.scale,
@@ -275,7 +290,7 @@ pub(crate) fn markdown(r: &Value) -> String {
     }
     let l = &r["limits"];
     md.push_str(&format!(
-        "\nLimits measured in the same run: static body {} RPS at {} µs of server CPU each (the server used {} % of the CPU it and the generator used); pgbench {} cold pages/s (8 statements each; pgbench itself {} cores); redis-benchmark {} MGET/s of 40 keys (redis-benchmark itself {} µs CPU each).\n",
+        "\nLimits measured in the same run: static body {} RPS at {} µs of server CPU each (the server used {} % of the CPU it and the generator used); pgbench {} cold pages/s (9 statements each; pgbench itself {} cores); redis-benchmark {} MGET/s of 40 keys (redis-benchmark itself {} µs CPU each).\n",
         fmt(&l["static_body"]["peak"]["rps"], 0),
         fmt(&l["static_body"]["cpu_us_per_request"], 1),
         fmt(&json!(l["static_body"]["peak"]["server_share"].as_f64().map(|x| x * 100.0)), 0),
@@ -284,6 +299,19 @@ pub(crate) fn markdown(r: &Value) -> String {
         fmt(&l["redis_benchmark"]["mget_per_second"], 0),
         fmt(&l["redis_benchmark"]["client_cpu_us_per_mget"], 1),
     ));
+    let c = &r["conditional"];
+    if !c.is_null() {
+        md.push_str(&format!(
+            "\nRevalidation: a warm page answered 304 (`If-None-Match`) costs {} µs of server CPU against {} µs for its 200 ({}×; {} against {} RPS), and sends {} body bytes instead of {}.\n",
+            fmt(&c["cpu_us_304"], 1),
+            fmt(&c["cpu_us_200"], 1),
+            fmt(&c["cpu_ratio"], 2),
+            fmt(&c["rps_304"], 0),
+            fmt(&c["rps_200"], 0),
+            fmt(&c["bytes_304"], 0),
+            fmt(&c["bytes_200"], 0),
+        ));
+    }
     md.push_str("\n## What a request asks of Redis and PostgreSQL\n\nPer answered request in the peak phase: commands Redis processed (L2 reads and fills, invalidations, the event stream) and transactions of the database (each read statement is one; a write is one with its outbox row, and its events' effects are more). The capacity model in ARCHITECTURE.md is built from these.\n\n| scenario | peak RPS | Redis commands/req | PostgreSQL transactions/req |\n| --- | --- | --- | --- |\n");
     for s in r["scenarios"].as_array().into_iter().flatten() {
         md.push_str(&format!(

@@ -86,6 +86,7 @@ pub(crate) fn writers(f: &Fixture, by: &[i64], post: bool, weight: f64) -> Vec<S
                 method,
                 paths,
                 body,
+                headers: Vec::new(),
                 weight,
                 expect,
             }
@@ -120,6 +121,20 @@ pub(crate) fn scenarios(f: &Fixture, quick: bool, allocator: bool, pgo: bool) ->
     // that every read sees the seeded data and the cursors recorded from it.
     let mut runs = vec![
         Run::new("warm", feeds.clone()),
+        // The same pages revalidated: every answer a 304 without a body (`*` matches
+        // whatever the current tag is; the server renders and hashes the page either way).
+        Run::new(
+            "warm 304",
+            feeds
+                .iter()
+                .cloned()
+                .map(|mut s| {
+                    s.headers.push(("If-None-Match", "*"));
+                    s.expect = &[304];
+                    s
+                })
+                .collect(),
+        ),
         Run::new("l2", feeds.clone()).flags(&["--l1-mib", "0"]),
         Run::new("cold", feeds.clone()).flags(&["--no-cache"]),
         Run::new(

@@ -193,9 +193,14 @@ impl Replica {
         format!("http://{}{path}", self.api)
     }
 
+    /// A URL of the admin listener (metrics, profiles).
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
     /// One sample of a metric from `/metrics`.
     pub(crate) fn metric(&self, name: &str) -> f64 {
-        let body = blocking::get(&format!("http://{}/metrics", self.admin));
+        let body = blocking::get(&self.admin_url("/metrics"));
         body.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())

@@ -1,6 +1,7 @@
 //! The `quiver` binary as a user runs it: `migrate` and `seed` on the embedded SQLite
 //! default and on PostgreSQL; `serve` and `token` in `serve.rs`.
 
+mod deploy;
 mod events;
 mod serve;
 mod topology;

@@ -122,6 +122,11 @@ fn test(extra: &[String]) -> Result<()> {
         Ok(path) => env.push(("QUIVER_PROMTOOL".to_owned(), path.display().to_string())),
         Err(e) => eprintln!("{e:#}: the deploy test will fail for want of it"),
     }
+    // The /docs page is checked in a real headless browser.
+    match services::tool("chromium", "chromium") {
+        Ok(path) => env.push(("QUIVER_CHROMIUM".to_owned(), path.display().to_string())),
+        Err(e) => eprintln!("{e:#}: the /docs test will fail for want of it"),
+    }
     if has_nextest() {
         let mut cmd = cargo();
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);

@@ -64,6 +64,8 @@ pub struct App {
     admission: Admission,
     router: Router,
     openapi: Bytes,
+    /// `/docs`: the document as a page.
+    docs: Bytes,
     /// `Cache-Control` of anonymous reads (from `config.public_max_age`).
     public_cache: HeaderValue,
     /// The last readiness answer and when its check started.
@@ -131,6 +133,9 @@ impl App {
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
             .with_middleware::<StateInformationMiddleware>();
         let openapi = Bytes::from(crate::openapi::document_json());
+        let docs = Bytes::from(crate::docs::page(
+            &serde_json::from_slice(&openapi).expect("the document is JSON"),
+        ));
         let public_cache = match config.public_max_age.as_secs() {
             0 => HeaderValue::from_static("public, no-cache"),
             s => HeaderValue::from_str(&format!("public, max-age={s}")).expect("ascii"),
@@ -150,6 +155,7 @@ impl App {
             limiter,
             router: Router::default(),
             openapi,
+            docs,
             readiness: tokio::sync::Mutex::new(None),
         })
     }
@@ -365,7 +371,7 @@ impl App {
             // The document is the largest answer and compressed per request: charged to
             // the address like any read. Health probes are not (a load balancer sends
             // them all from one address), and readiness checks one at a time.
-            if route == Route::OpenApi
+            if matches!(route, Route::OpenApi | Route::Docs)
                 && let Err(refused) = self.limiter.check_key(&Client::Peer(peer))
             {
                 return self.rate_limited(&refused);

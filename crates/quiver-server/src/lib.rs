@@ -12,6 +12,7 @@ pub mod compose;
 pub mod compression;
 mod conditional;
 mod config;
+mod docs;
 mod metrics;
 mod openapi;
 mod respond;

@@ -63,6 +63,7 @@ fn describe(route: Route) -> (&'static str, Option<&'static str>, &'static [&'st
         Route::Healthz => ("Liveness", None, &[]),
         Route::Readyz => ("Readiness: the database is reachable", None, &[]),
         Route::OpenApi => ("This document", None, &[]),
+        Route::Docs => ("This document as a page for people", None, &[]),
     }
 }
 
@@ -223,6 +224,14 @@ pub(crate) fn document() -> OpenApi {
                             .schema(Some(Ref::from_schema_name(schema)))
                             .build(),
                     ),
+                    None if *route == Route::Docs => {
+                        ResponseBuilder::new().description("OK").content(
+                            "text/html",
+                            ContentBuilder::new()
+                                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                                .build(),
+                        )
+                    }
                     None => ResponseBuilder::new().description("OK").content(
                         "application/json",
                         ContentBuilder::new()
@@ -331,7 +340,7 @@ pub(crate) fn document() -> OpenApi {
                     )
                     .build(),
             );
-        } else if *route == Route::OpenApi {
+        } else if matches!(route, Route::OpenApi | Route::Docs) {
             op = op.response("429", problem("Rate limited; see Retry-After"));
         }
         let verb = match *method {
@@ -386,7 +395,11 @@ mod tests {
                 .as_array()
                 .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
                 .unwrap_or_default();
-            assert_eq!(names, params.to_vec(), "{path}");
+            let mut expected = params.to_vec();
+            if !route.is_probe() && !route.is_write() {
+                expected.push("If-None-Match");
+            }
+            assert_eq!(names, expected, "{path}");
             if path.contains("{id}") {
                 assert!(names.contains(&"id"), "{path} documents its id");
             }

@@ -24,11 +24,12 @@ pub enum Route {
     Healthz,
     Readyz,
     OpenApi,
+    Docs,
 }
 
 /// How many routes there are (`Route as usize` is below it): the metrics keep a handle
 /// per route, method and status.
-pub(crate) const ROUTE_COUNT: usize = Route::OpenApi as usize + 1;
+pub(crate) const ROUTE_COUNT: usize = Route::Docs as usize + 1;
 
 /// `(method, path template, route)`: the table, also used to build the OpenAPI paths.
 pub const ROUTES: &[(&str, &str, Route)] = &[
@@ -54,6 +55,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/healthz", Route::Healthz),
     ("GET", "/readyz", Route::Readyz),
     ("GET", "/openapi.json", Route::OpenApi),
+    ("GET", "/docs", Route::Docs),
 ];
 
 impl Route {
@@ -108,7 +110,10 @@ impl Route {
     /// Whether the route answers operators rather than API clients: no auth, no rate
     /// limit, no concurrency permit.
     pub fn is_probe(self) -> bool {
-        matches!(self, Route::Healthz | Route::Readyz | Route::OpenApi)
+        matches!(
+            self,
+            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs
+        )
     }
 
     /// Whether the route reads a JSON request body.

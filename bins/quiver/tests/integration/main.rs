@@ -2,6 +2,7 @@
 //! default and on PostgreSQL; `serve` and `token` in `serve.rs`.
 
 mod deploy;
+mod docs;
 mod events;
 mod serve;
 mod topology;

@@ -10,7 +10,7 @@ use std::time::Duration;
 const SECRET: &str = "a test secret of at least 32 bytes!!";
 
 /// Kills the server if the test fails before stopping it, so no orphan outlives the test.
-struct Running(std::process::Child);
+pub(crate) struct Running(std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -21,7 +21,7 @@ impl Drop for Running {
 
 /// `quiver serve --demo` in a fresh directory with `extra` flags: the process, and its
 /// stderr lines (read to the end on a thread, so the server never blocks on the pipe).
-fn demo(
+pub(crate) fn demo(
     extra: &[&str],
 ) -> (
     Running,
@@ -68,7 +68,7 @@ fn line_with(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String 
 }
 
 /// The token and feed URL of the demo's curl line.
-fn curl_line(lines: &std::sync::mpsc::Receiver<String>) -> (String, String) {
+pub(crate) fn curl_line(lines: &std::sync::mpsc::Receiver<String>) -> (String, String) {
     let curl = line_with(lines, "curl -H");
     let token = curl
         .split("Bearer ")

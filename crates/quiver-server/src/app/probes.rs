@@ -1,5 +1,5 @@
 //! The probes: liveness, readiness (one database round trip at a time, however many
-//! probes arrive) and the OpenAPI document.
+//! probes arrive), the OpenAPI document and its page.
 
 use super::*;
 
@@ -26,6 +26,20 @@ impl App {
                 respond::json(status, body)
             }
             Route::OpenApi => respond::json_bytes(StatusCode::OK, self.openapi.clone()),
+            Route::Docs => {
+                let mut resp = respond::json_bytes(StatusCode::OK, self.docs.clone());
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // The page runs nothing and loads nothing but its own inline style.
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+                );
+                resp
+            }
             _ => unreachable!("only probes are routed here"),
         }
     }

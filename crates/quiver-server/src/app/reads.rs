@@ -56,7 +56,7 @@ impl App {
                 e.customer_orders(me, UserId(n), q.status, cursor, q.limit)
                     .await
             }
-            Route::Healthz | Route::Readyz | Route::OpenApi => {
+            Route::Healthz | Route::Readyz | Route::OpenApi | Route::Docs => {
                 unreachable!("probes are answered before routing")
             }
             Route::Follow

@@ -18,13 +18,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) use crate::cpu::{CpuTimes, children_cpu};
+
 /// The Lua script wrk runs: streams, schedule, pacing and per-request records.
 const SCRIPT: &str = include_str!("load.lua");
 /// Slots of the weighted schedule every connection walks (divisible by 16 and 32, so
 /// equal weights over 8, 16 or 32 streams are exact).
 const SCHEDULE_SLOTS: usize = 960;
-/// Linux reports process times in ticks of 1/100 s (`USER_HZ`).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Reads are compared with a limit; writes in a mixed run are reported on their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,50 +217,6 @@ fn lua_config(streams: &[Stream], tokens: &BTreeMap<i64, String>) -> Result<Stri
         .collect();
     let _ = write!(lua, "  }},\n  schedule = {{ {} }},\n}}\n", slots.join(", "));
     Ok(lua)
-}
-
-/// utime, stime, cutime and cstime of a `/proc/PID/stat` line, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct CpuTimes {
-    pub(crate) user: f64,
-    pub(crate) system: f64,
-    /// Of the children that were waited for.
-    pub(crate) children_user: f64,
-    pub(crate) children_system: f64,
-}
-
-impl CpuTimes {
-    /// From the text of `/proc/PID/stat`: fields 14 to 17, counted after the command
-    /// name, which may itself hold spaces and parentheses.
-    pub(crate) fn parse(stat: &str) -> Option<Self> {
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let secs =
-            |i: usize| -> Option<f64> { Some(f.get(i)?.parse::<f64>().ok()? / TICKS_PER_SECOND) };
-        Some(Self {
-            user: secs(11)?,
-            system: secs(12)?,
-            children_user: secs(13)?,
-            children_system: secs(14)?,
-        })
-    }
-
-    pub(crate) fn of(pid: &str) -> Option<Self> {
-        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-    }
-
-    pub(crate) fn own(&self) -> f64 {
-        self.user + self.system
-    }
-
-    pub(crate) fn children(&self) -> f64 {
-        self.children_user + self.children_system
-    }
-}
-
-/// CPU seconds of this process's children that have exited and been waited for.
-pub(crate) fn children_cpu() -> f64 {
-    CpuTimes::of("self").map_or(0.0, |t| t.children())
 }
 
 /// wrk's summary of socket errors (requests that got no answer at all).
@@ -573,25 +529,6 @@ mod tests {
         post.user = Some(8);
         assert!(lua_config(&[post], &tokens).is_err());
         assert!(lua_config(&[Stream::get(None, vec![])], &tokens).is_err());
-    }
-
-    #[test]
-    fn cpu_times_come_from_proc_stat() {
-        let stat =
-            "4242 (a (b) c) S 1 2 3 0 -1 4194304 10 0 0 0 250 50 700 300 20 0 1 0 100 1000 100";
-        let t = CpuTimes::parse(stat).unwrap();
-        assert_eq!(
-            t,
-            CpuTimes {
-                user: 2.5,
-                system: 0.5,
-                children_user: 7.0,
-                children_system: 3.0
-            }
-        );
-        assert!((t.own() - 3.0).abs() < 1e-9 && (t.children() - 10.0).abs() < 1e-9);
-        assert!(CpuTimes::parse("4242 (x) S 1 2").is_none());
-        assert!(CpuTimes::of("self").is_some());
     }
 
     #[test]

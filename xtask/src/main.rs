@@ -17,6 +17,7 @@
 
 mod bench;
 mod cluster;
+mod cpu;
 mod fuzz;
 mod load;
 mod pgo;

@@ -182,3 +182,29 @@ pub(crate) fn soak_markdown(r: &Value) -> String {
     }
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(crate) fn a_soak_minute_is_a_row() {
+        let v = json!({"rps": 100.0, "target_rps": 100.0, "p50_ms": 1.0, "p99_ms": 3.0, "unexpected": 0,
+            "server": {"cpu_us_per_request": 80.0, "cores": 0.8, "rss_bytes": 50_000_000},
+            "generator": {"cpu_us_per_request": 5.0}});
+        let row = soak_row(3, Duration::from_secs(200), &v);
+        assert_eq!(row["minute"], 3);
+        assert_eq!(row["uptime_s"], 200);
+        assert_eq!(row["cpu_us_per_request"], 80.0);
+        assert_eq!(row["rss_bytes"], 50_000_000);
+        let md = soak_markdown(
+            &json!({"scale": "small", "build": "release", "date": "d", "viewers": 8,
+            "rate": 100.0, "peak": {"rps": 200.0, "server": {"cpu_us_per_request": 70.0}},
+            "minutes": [row]}),
+        );
+        assert!(
+            md.contains("| 3 | 200 | 100 | 80.0 | 0.80 | 50.0 | 1.00 | 3.00 | 0 | 5.0 |"),
+            "{md}"
+        );
+    }
+}

@@ -8,7 +8,7 @@
 //!   (ARCHITECTURE.md against the tree and at most 20 KB, the layering of our crates, and
 //!   no source file over 600 lines without a reason at its top).
 //! - `ci`: exactly what CI runs: `lint`, `test`, then `bench --quick`.
-//! - `prepare`: regenerates `.sqlx/` (the compile-time query data) from a scratch database.
+//! - `prepare`: regenerates `crates/quiver-store/.sqlx/` (the compile-time query data, kept in the crate so its package builds alone) from a scratch database.
 //! - `bench`: the release server end to end against the machine's own limits, with
 //!   ablations; `--soak` watches CPU per request over uptime; `--micro` runs the
 //!   criterion benches of every layer.
@@ -168,8 +168,30 @@ fn lint(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Every crate's docs build without a warning (broken links, bad code blocks).
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    package_libraries(root)?;
     tidy::check(root)?;
     sqlx_data(root, Mode::Check)
+}
+
+/// `cargo package` of every library crate (`crates/*`), each verified by building it
+/// from its package alone against the others' packages: their metadata, files and query
+/// data are complete.
+fn package_libraries(root: &Path) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["package", "--allow-dirty"]);
+    let mut names: Vec<String> = std::fs::read_dir(root.join("crates"))
+        .context("cannot list crates/")?
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in &names {
+        cmd.args(["-p", name]);
+    }
+    run(&mut cmd)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -209,7 +231,7 @@ fn sqlx_data(root: &Path, mode: Mode) -> Result<()> {
         .env("SQLX_OFFLINE_DIR", &out)
         .env("DATABASE_URL", &db.url))?;
     let fresh = read_queries(&out)?;
-    let committed_dir = root.join(".sqlx");
+    let committed_dir = root.join("crates/quiver-store/.sqlx");
     match mode {
         Mode::Write => {
             let _ = std::fs::remove_dir_all(&committed_dir);

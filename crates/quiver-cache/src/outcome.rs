@@ -53,7 +53,7 @@ pub(crate) struct Stats {
     l1_oversize: AtomicU64,
 }
 
-/// A point-in-time copy of [`Stats`].
+/// A point-in-time copy of a cache's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Count per outcome, indexed like [`Outcome::ALL`].

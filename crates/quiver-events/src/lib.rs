@@ -1,31 +1,4 @@
-//! quiver's event layer: every write commits an outbox row with its change (in
-//! `quiver-store`); this crate moves those rows to where their side effects happen and
-//! runs the effects, so nothing committed is ever lost.
-//!
-//! - [`Events::start`] runs, in background tasks, the relay (outbox → Redis Stream, or
-//!   straight to the handler in process when there is no Redis) and this process's
-//!   consumers in the consumer group, each on its own Redis connection.
-//! - Delivery is at least once; [`EffectsHandler`]'s effects are idempotent, keyed by
-//!   the event's outbox id: notifications, timeline fan-out, cache invalidation.
-//! - Entries left pending by a consumer that died or failed are reclaimed with
-//!   `XAUTOCLAIM` after `claim_idle`; after `max_deliveries` failures of their own (or a
-//!   panic) they go to a dead-letter stream and are counted. An outage spends no
-//!   entry's budget: consumers wait until the database answers again.
-//!
-//! ```no_run
-//! # async fn demo(store: std::sync::Arc<quiver_store::PgStore>) -> Result<(), quiver_events::EventsError> {
-//! use quiver_events::{EffectsHandler, Events, EventsConfig};
-//! use quiver_store::events::FanOut;
-//! use std::sync::Arc;
-//!
-//! let handler = Arc::new(EffectsHandler::new(store.clone(), None, FanOut::default()));
-//! let events = Events::start(store, handler, Some("redis://127.0.0.1:6379"), EventsConfig::default(), None)?;
-//! events.wake(); // after a local write commits: relay now, not at the next poll
-//! println!("{:?}", events.stats());
-//! events.shutdown().await;
-//! # Ok(()) }
-//! ```
-
+#![doc = include_str!("../README.md")]
 mod config;
 mod consumer;
 mod error;

@@ -1,18 +1,4 @@
-//! The vocabulary of quiver: ids, entities, keyset cursors, error codes, and the two seams
-//! that storage, cache and enrichment meet at (the batch-load trait and the skeleton
-//! trait). This crate does no I/O.
-//!
-//! ```
-//! use quiver_model::{Cursor, CursorCodec, PostId, PostRef};
-//! use chrono::{TimeZone, Utc};
-//!
-//! let codec = CursorCodec::new(b"a secret only the server knows");
-//! let last = PostRef { id: PostId(42), created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap() };
-//! let token = codec.encode(&Cursor::after(&last));
-//! assert_eq!(codec.decode(&token).unwrap(), Cursor::after(&last));
-//! assert!(codec.decode("garbage").is_err());
-//! ```
-
+#![doc = include_str!("../README.md")]
 mod cursor;
 mod entities;
 mod error;

@@ -1,8 +1,4 @@
-//! quiver's service layer: the one place where concrete types meet. [`compose`] builds the
-//! read stack (store → coalescing batcher → tiered cache → engine); [`App`] is the request
-//! pipeline (routing, auth, limits, metrics) over it; [`serve`] runs it on a listener with
-//! hyper (HTTP/1.1 and h2c) until shutdown, then drains.
-
+#![doc = include_str!("../README.md")]
 pub mod admin;
 mod admission;
 mod app;

@@ -1,25 +1,4 @@
-//! What quiver's test suites and benches share, as a dev-dependency only: where the real
-//! PostgreSQL and Redis are (`cargo xtask test` sets both, starting throwaway servers when
-//! none is reachable), a Redis namespace no other test uses, waits with a deadline instead
-//! of sleeps, a [`Gate`] that holds loads mid-flight, an in-memory [`world`] with
-//! loaders over it, streaming PostgreSQL [`replica`]s and a [`redis_cluster`]. It depends on `quiver-model` alone, so every layer can use it.
-//!
-//! ```
-//! # tokio_test_block_on(async {
-//! let mut polls = 0;
-//! quiver_testkit::eventually("the third poll", || {
-//!     polls += 1;
-//!     let done = polls >= 3;
-//!     async move { done }
-//! })
-//! .await;
-//! assert_eq!(polls, 3);
-//! # });
-//! # fn tokio_test_block_on(f: impl std::future::Future<Output = ()>) {
-//! #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
-//! # }
-//! ```
-
+#![doc = include_str!("../README.md")]
 mod gate;
 pub mod redis_cluster;
 pub mod replica;

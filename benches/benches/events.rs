@@ -156,6 +156,7 @@ fn consume(c: &mut Criterion) {
                                     payload: serde_json::json!({"follower": 1, "followee": 2}),
                                     created_at: chrono::Utc::now(),
                                     published_at: None,
+                                    trace_context: None,
                                 })
                                 .collect();
                             for chunk in batch.chunks(500) {

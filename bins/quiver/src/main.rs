@@ -3,6 +3,7 @@
 
 mod db;
 mod serve;
+mod telemetry;
 
 #[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
 compile_error!("choose one allocator feature: mimalloc or jemalloc");
@@ -15,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 /// A personalized-feed API over PostgreSQL, Redis and an embedded SQLite default.
@@ -56,22 +57,22 @@ enum Command {
     Token(serve::TokenArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
-    match cli.command {
-        Command::Migrate(args) => db::migrate(args).await,
-        Command::Seed(args) => db::seed(args).await,
-        Command::Serve(args) => serve::serve(*args).await,
-        Command::Token(args) => serve::token(args),
-    }
+    let telemetry = telemetry::Telemetry::init(matches!(cli.log_format, LogFormat::Json))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let done = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => db::migrate(args).await,
+            Command::Seed(args) => db::seed(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
+            Command::Token(args) => serve::token(args),
+        }
+    });
+    drop(runtime);
+    telemetry.shutdown();
+    done
 }

@@ -136,7 +136,9 @@ impl<L: Loader + 'static> Loader for Batcher<L> {
             fresh.then(|| batch.full.clone())
         };
         if let Some(full) = start {
-            tokio::spawn(Self::dispatch(self.inner.clone(), full));
+            // The batch is traced as part of the request that opened it.
+            let dispatch = Self::dispatch(self.inner.clone(), full);
+            tokio::spawn(tracing::Instrument::in_current_span(dispatch));
         }
         rx.await.unwrap_or_else(|_| {
             Err(LoadError::new(

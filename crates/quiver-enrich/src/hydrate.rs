@@ -11,6 +11,7 @@ use quiver_model::{
 };
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 /// A slice of a skeleton: refs in order, and whether more follow.
 pub(crate) struct Chunk {
@@ -149,11 +150,15 @@ impl Engine {
         t: &mut Timings,
     ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
         let start = Instant::now();
-        let (graph, first) = lookups!(
-            self.concurrent(),
-            self.graph(Some(viewer)),
-            self.chunk(PostList::Home(viewer), after, limit)
-        );
+        let (graph, first) = async {
+            lookups!(
+                self.concurrent(),
+                self.graph(Some(viewer)),
+                self.chunk(PostList::Home(viewer), after, limit)
+            )
+        }
+        .instrument(tracing::debug_span!("skeleton"))
+        .await;
         let (graph, (first, head)) = (graph?, first?);
         t.skeleton += start.elapsed();
         let more = self.keyset_more(PostList::Home(viewer), limit);
@@ -180,8 +185,12 @@ impl Engine {
         more: MoreFn<'_>,
         t: &mut Timings,
     ) -> Result<Assembled, EnrichError> {
-        let filled = self.fill(&graph, first, limit, more, t).await?;
-        let authors = self.authors_of(&graph, &filled, t).await?;
+        let span = tracing::debug_span!("hydrate");
+        let filled = self
+            .fill(&graph, first, limit, more, t)
+            .instrument(span.clone())
+            .await?;
+        let authors = self.authors_of(&graph, &filled, t).instrument(span).await?;
         Ok(Assembled {
             graph,
             filled,
@@ -199,17 +208,21 @@ impl Engine {
     ) -> Result<(Assembled, Option<Arc<FeedHead>>), EnrichError> {
         let s = &self.inner.sources;
         let start = Instant::now();
-        let (graph, exists, first) = lookups!(
-            self.concurrent(),
-            self.graph(viewer),
-            async {
-                s.authors
-                    .load_shared(&[user])
-                    .await
-                    .map_err(EnrichError::load(Part::Authors))
-            },
-            self.chunk(PostList::Author(user), after, limit),
-        );
+        let (graph, exists, first) = async {
+            lookups!(
+                self.concurrent(),
+                self.graph(viewer),
+                async {
+                    s.authors
+                        .load_shared(&[user])
+                        .await
+                        .map_err(EnrichError::load(Part::Authors))
+                },
+                self.chunk(PostList::Author(user), after, limit),
+            )
+        }
+        .instrument(tracing::debug_span!("skeleton"))
+        .await;
         let (graph, exists, (first, head)) = (graph?, exists?, first?);
         t.skeleton += start.elapsed();
         if exists.iter().all(Option::is_none) || graph.hides(user) {

@@ -38,6 +38,7 @@ impl Engine {
         seed: Option<u64>,
         t: &mut Timings,
     ) -> Rendered {
+        let _span = tracing::debug_span!("present").entered();
         let start = Instant::now();
         // An author that vanished between the post and its profile is not shown.
         let shown: Vec<(&FeedItem, &AuthorItem, usize)> = a

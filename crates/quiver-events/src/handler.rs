@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use quiver_model::{Event, NotificationKind, OutboxEvent, PostId, UserId};
 use quiver_store::events::{Effects, FanOut, NewNotification};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// Handles one delivered event. `Ok` means its effects are done and it may be
 /// acknowledged; an error leaves it to be delivered again.
@@ -29,8 +30,19 @@ pub(crate) async fn handle_caught(
     event: &OutboxEvent,
 ) -> Result<(), EventsError> {
     use futures::FutureExt as _;
+    // The writer's trace goes on here, on whichever process handles the event.
+    let span = tracing::debug_span!(
+        "handle",
+        otel.kind = "consumer",
+        event.id = event.id.0,
+        event.kind = event.kind.as_str(),
+    );
+    if let Some(tp) = &event.trace_context {
+        crate::trace::continue_trace(&span, tp);
+    }
     match std::panic::AssertUnwindSafe(handler.handle(event))
         .catch_unwind()
+        .instrument(span)
         .await
     {
         Ok(done) => done,
@@ -163,7 +175,11 @@ impl Handler for EffectsHandler {
     async fn handle(&self, event: &OutboxEvent) -> Result<(), EventsError> {
         match Event::of(event).map_err(|e| EventsError::Malformed(e.to_string()))? {
             Event::PostCreated { post_id, author_id } => {
-                let holders = self.effects.fan_out(post_id, self.fan_out).await?;
+                let holders = self
+                    .effects
+                    .fan_out(post_id, self.fan_out)
+                    .instrument(tracing::debug_span!("fan_out", post.id = post_id.0))
+                    .await?;
                 // Everyone whose timeline holds the post now, written by this delivery or
                 // an earlier one: a redelivery after a failed invalidation forgets them
                 // again.

@@ -6,6 +6,7 @@ mod handler;
 mod relay;
 mod stats;
 pub mod streams;
+pub mod trace;
 
 pub use config::EventsConfig;
 pub use consumer::LagObserver;

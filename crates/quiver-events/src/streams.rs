@@ -100,12 +100,26 @@ impl RedisStreams {
         }
         let pipeline = self.client.pipeline();
         for e in events {
-            let fields: Vec<(&str, String)> = vec![
+            let mut fields: Vec<(&str, String)> = vec![
                 ("id", e.id.0.to_string()),
                 ("kind", e.kind.as_str().to_owned()),
                 ("payload", e.payload.to_string()),
                 ("at", e.created_at.timestamp_micros().to_string()),
             ];
+            // The trace goes on through a publishing span of its own, or as it came when
+            // this process does not trace.
+            let span = tracing::debug_span!(
+                "publish",
+                otel.kind = "producer",
+                event.id = e.id.0,
+                event.kind = e.kind.as_str(),
+            );
+            if let Some(tp) = &e.trace_context {
+                crate::trace::continue_trace(&span, tp);
+            }
+            if let Some(tp) = crate::trace::traceparent(&span).or_else(|| e.trace_context.clone()) {
+                fields.push(("traceparent", tp));
+            }
             let () = pipeline
                 .xadd(stream, false, None::<()>, "*", fields)
                 .await?;
@@ -437,6 +451,7 @@ fn decode(fields: &HashMap<String, String>) -> Result<OutboxEvent, String> {
         payload,
         created_at,
         published_at: None,
+        trace_context: fields.get("traceparent").cloned(),
     })
 }
 

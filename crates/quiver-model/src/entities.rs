@@ -281,6 +281,9 @@ pub struct OutboxEvent {
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the request that wrote it, when that request was traced:
+    /// the relay and the consumers continue its trace.
+    pub trace_context: Option<String>,
 }
 
 /// A post to create, validated (by the codec, from a request body).

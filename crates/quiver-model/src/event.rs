@@ -135,6 +135,7 @@ mod tests {
             payload,
             created_at: Utc::now(),
             published_at: None,
+            trace_context: None,
         }
     }
 

@@ -240,10 +240,29 @@ impl App {
         // span's fields when the span is made, on every request, whereas the method and
         // the route are written only on the access-log lines below.
         let span = tracing::error_span!("request", id = request_id.as_str());
+        // The request's trace span (OpenTelemetry's server span): at debug level, so it
+        // costs nothing (not even its fields) unless traces are exported.
+        let traced = tracing::debug_span!(
+            parent: &span,
+            "http",
+            otel.name = %format_args!("{method} {label}"),
+            otel.kind = "server",
+            http.request.method = method.as_str(),
+            http.route = label,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if let Some(tp) = req
+            .headers()
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            quiver_events::trace::continue_trace(&traced, tp);
+        }
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let mut resp = self
             .dispatch(req, matched, peer)
+            .instrument(traced.clone())
             .instrument(span.clone())
             .await;
         let compress = self.config.compression && method != Method::HEAD;
@@ -277,6 +296,7 @@ impl App {
         );
         let elapsed = started.elapsed();
         let status = resp.status().as_u16();
+        traced.record("http.response.status_code", status);
         self.metrics.request(route, label, &method, status, elapsed);
         let _enter = span.enter();
         match resp.extensions().get::<Timed>() {
@@ -488,6 +508,9 @@ fn bench_static(query: Option<&str>) -> Response<Body> {
     body[n - 1] = b'"';
     respond::json(StatusCode::OK, body)
 }
+
+/// The W3C trace context header a request may carry.
+static TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
 
 /// `tokio::time::timeout(limit, f)`, without a timer when `f` is ready at its first poll
 /// (a warm read usually is): making one clones the runtime's handle, an atomic shared by

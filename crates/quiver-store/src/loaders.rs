@@ -11,6 +11,14 @@ use quiver_model::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument as _;
+
+/// The span of one database batch (recorded only when something traces at debug level).
+macro_rules! db_span {
+    ($op:expr, $n:expr) => {
+        tracing::debug_span!("db", otel.name = $op, db.operation = $op, keys = $n)
+    };
+}
 
 macro_rules! loader {
     ($(#[$meta:meta])* $name:ident, $method:ident, $key:ty => $value:ty) => {
@@ -24,7 +32,11 @@ macro_rules! loader {
             type Value = $value;
 
             async fn load_many(&self, keys: &[$key]) -> Result<HashMap<$key, $value>, LoadError> {
-                self.0.$method(keys).await.map_err(LoadError::wrap)
+                self.0
+                    .$method(keys)
+                    .instrument(db_span!(stringify!($method), keys.len()))
+                    .await
+                    .map_err(LoadError::wrap)
             }
         }
     };
@@ -75,7 +87,9 @@ impl Loader for ViewerGraphLoader {
     type Value = ViewerGraph;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, ViewerGraph>, LoadError> {
-        per_key(keys, |k| self.0.viewer_graph(*k)).await
+        per_key(keys, |k| self.0.viewer_graph(*k))
+            .instrument(db_span!("viewer_graph", keys.len()))
+            .await
     }
 }
 
@@ -112,6 +126,7 @@ impl Skeletons for StoreSkeletons {
     ) -> Result<Page<PostRef>, LoadError> {
         self.0
             .post_page(list, after, limit)
+            .instrument(db_span!("post_page", 1))
             .await
             .map_err(LoadError::wrap)
     }
@@ -155,7 +170,9 @@ impl Loader for HeadLoader {
     type Value = FeedHead;
 
     async fn load_many(&self, keys: &[UserId]) -> Result<HashMap<UserId, FeedHead>, LoadError> {
-        per_key(keys, |k| self.store.head((self.of)(*k), self.len)).await
+        per_key(keys, |k| self.store.head((self.of)(*k), self.len))
+            .instrument(db_span!("head", keys.len()))
+            .await
     }
 }
 

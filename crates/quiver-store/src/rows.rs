@@ -350,6 +350,7 @@ pub(crate) struct OutboxRow<T = DateTime<Utc>> {
     #[sqlx(json)]
     pub(crate) payload: serde_json::Value,
     pub(crate) created_at: T,
+    pub(crate) trace_context: Option<String>,
 }
 
 impl<T: Stamp> OutboxRow<T> {
@@ -360,6 +361,7 @@ impl<T: Stamp> OutboxRow<T> {
             payload: self.payload,
             created_at: self.created_at.time()?,
             published_at: None,
+            trace_context: self.trace_context,
         })
     }
 }

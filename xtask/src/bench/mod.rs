@@ -170,30 +170,37 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let bin = dir.join(profile).join("quiver");
     let bin = copy_aside(&bin, &out_dir.join("quiver-mimalloc"))?;
     let full = !o.quick && o.soak.is_none();
-    let system_bin = if full {
-        eprintln!("building the release server with the system allocator (ablation)");
+    let variant = |what: &str, name: &str, features: &[&str]| -> Result<PathBuf> {
+        eprintln!("building the release server {what} (ablation)");
         // A target directory of its own: built into `target/release`, this binary would
-        // replace the one `cargo build --release` made there with a different allocator.
-        let dir = target_dir(&root).join("bench-system");
+        // replace the one `cargo build --release` made there.
+        let dir = target_dir(&root).join(format!("bench-{name}"));
         crate::run(
             crate::cargo()
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "quiver",
-                    "--no-default-features",
-                    "--features",
-                    "bench-routes",
-                    "--target-dir",
-                ])
+                .args(["build", "--release", "-p", "quiver"])
+                .args(features)
+                .arg("--target-dir")
                 .arg(&dir),
         )?;
-        let b = dir.join("release/quiver");
-        Some(copy_aside(&b, &out_dir.join("quiver-system"))?)
-    } else {
-        None
+        copy_aside(
+            &dir.join("release/quiver"),
+            &out_dir.join(format!("quiver-{name}")),
+        )
     };
+    let system_bin = full
+        .then(|| {
+            let f = ["--no-default-features", "--features", "bench-routes"];
+            variant("with the system allocator", "system", &f)
+        })
+        .transpose()?;
+    // Every debug-level span (the traces are made of them) compiled out: what traces cost
+    // when they are off is this build against the default one.
+    let untraced_bin = full
+        .then(|| {
+            let f = ["--features", "bench-routes,no-traces"];
+            variant("without trace spans", "untraced", &f)
+        })
+        .transpose()?;
     let bench = Bench::open()?;
     // The PGO build trains on a database and Redis namespace of its own, so it runs
     // before the bench's database is copied.
@@ -232,7 +239,13 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         eprintln!("wrote {}/soak.json and soak.md", out_dir.display());
         return Ok(());
     }
-    let runs = scenarios(&fixture, o.quick, system_bin.is_some(), pgo_bin.is_some());
+    let runs = scenarios(
+        &fixture,
+        o.quick,
+        system_bin.is_some(),
+        pgo_bin.is_some(),
+        untraced_bin.is_some(),
+    );
     // Reads only, before any run writes: the walkers' cursors stay valid.
     let walk = {
         let server = Server::start(&bin, &db, redis, &[], true)?;
@@ -266,6 +279,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             Binary::Default => &bin,
             Binary::SystemAllocator => system_bin.as_ref().expect("built when needed"),
             Binary::Pgo => pgo_bin.as_ref().expect("built when needed"),
+            Binary::Untraced => untraced_bin.as_ref().expect("built when needed"),
         };
         let server = Server::start(binary, &db, redis, &run.flags, run.redis)?;
         let r = measure(wrk, &server, run, &fixture, &phases)?;
@@ -405,7 +419,7 @@ pub(crate) fn train(bench: &Bench, bin: &Path, scale: &str) -> Result<()> {
         }
     }
     let dir = std::env::temp_dir();
-    for run in scenarios(&fixture, true, false, false)
+    for run in scenarios(&fixture, true, false, false, false)
         .iter()
         .filter(|r| r.group == "scenario")
     {

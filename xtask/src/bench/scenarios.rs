@@ -12,6 +12,8 @@ pub(crate) enum Binary {
     SystemAllocator,
     /// The release build optimized with the profile of `cargo xtask pgo` (the PGO ablation).
     Pgo,
+    /// The release build with every debug-level span compiled out (the traces ablation).
+    Untraced,
 }
 
 /// One measured configuration: server flags and the streams the load sends.
@@ -94,7 +96,13 @@ pub(crate) fn writers(f: &Fixture, by: &[i64], post: bool, weight: f64) -> Vec<S
         .collect()
 }
 
-pub(crate) fn scenarios(f: &Fixture, quick: bool, allocator: bool, pgo: bool) -> Vec<Run> {
+pub(crate) fn scenarios(
+    f: &Fixture,
+    quick: bool,
+    allocator: bool,
+    pgo: bool,
+    untraced: bool,
+) -> Vec<Run> {
     let feeds = f.feeds();
     let profiles: Vec<String> = f
         .users
@@ -198,6 +206,13 @@ pub(crate) fn scenarios(f: &Fixture, quick: bool, allocator: bool, pgo: bool) ->
         before.binary = Binary::SystemAllocator;
         runs.push(before);
         runs.push(Run::new("allocator", feeds.clone()).ablation("allocator", "after"));
+    }
+    if untraced {
+        // Traces off (no OTEL_* variables) against no trace spans at all.
+        let mut before = Run::new("traces off", feeds.clone()).ablation("traces off", "before");
+        before.binary = Binary::Untraced;
+        runs.push(before);
+        runs.push(Run::new("traces off", feeds.clone()).ablation("traces off", "after"));
     }
     if pgo {
         runs.push(Run::new("PGO", feeds.clone()).ablation("PGO", "before"));

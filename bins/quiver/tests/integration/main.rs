@@ -6,6 +6,7 @@ mod docs;
 mod events;
 mod serve;
 mod topology;
+mod traces;
 
 use sqlx::{Connection, Row, SqliteConnection};
 use std::path::Path;

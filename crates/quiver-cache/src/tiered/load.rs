@@ -9,6 +9,7 @@ use crate::remote::Fill;
 use quiver_model::{LoadError, Loader};
 use std::sync::Arc;
 use tokio::time::timeout;
+use tracing::Instrument as _;
 
 impl<L> Inner<L>
 where
@@ -30,7 +31,12 @@ where
         let mut todo: Vec<usize> = (0..keys.len()).collect();
 
         if let Some(remote) = self.remote_allowed() {
-            match timeout(self.config.redis_timeout, remote.fetch(&texts)).await {
+            let fetch = remote.fetch(&texts).instrument(tracing::debug_span!(
+                "cache.l2",
+                cache = %self.config.name,
+                keys = texts.len()
+            ));
+            match timeout(self.config.redis_timeout, fetch).await {
                 Ok(Ok(rows)) => {
                     self.breaker.success();
                     todo.clear();
@@ -69,7 +75,15 @@ where
 
         let ask: Vec<L::Key> = todo.iter().map(|&i| keys[i].clone()).collect();
         self.stats.loader_call();
-        let mut loaded = self.loader.load_many(&ask).await?;
+        let mut loaded = self
+            .loader
+            .load_many(&ask)
+            .instrument(tracing::debug_span!(
+                "cache.load",
+                cache = %self.config.name,
+                keys = ask.len()
+            ))
+            .await?;
         let mut fills = Vec::new();
         // (position, encoded length) of what goes into the L1 once the L2 has answered.
         let mut local = Vec::new();

@@ -72,7 +72,7 @@ impl App {
         let writes = self.writes.clone();
         let after = self.after_commit();
         let other = UserId(n);
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(traced(async move {
             let written = match route {
                 Route::Follow => writes.follow(viewer, other).await,
                 Route::Unfollow => writes.unfollow(viewer, other).await,
@@ -95,7 +95,7 @@ impl App {
                     .await;
             }
             written
-        });
+        }));
         let written = match task.await {
             Ok(result) => result,
             Err(e) => {
@@ -159,13 +159,13 @@ impl App {
         };
         let writes = self.writes.clone();
         let after = self.after_commit();
-        let created = tokio::spawn(async move {
+        let created = tokio::spawn(traced(async move {
             let created = writes.create_post(viewer, &new).await;
             if let Ok(post) = &created {
                 after.settle(Stale::Authored(viewer, post.id)).await;
             }
             created
-        })
+        }))
         .await;
         let post = match created {
             Ok(Ok(post)) => post,
@@ -278,7 +278,7 @@ impl App {
         let writes = self.writes.clone();
         let task_lines = lines.clone();
         let after = self.after_commit();
-        let placed = tokio::spawn(async move {
+        let placed = tokio::spawn(traced(async move {
             let placed = writes
                 .create_order(viewer, &key, &fingerprint, &task_lines)
                 .await;
@@ -288,7 +288,7 @@ impl App {
                 after.settle(Stale::Order(p.order)).await;
             }
             placed
-        })
+        }))
         .await;
         let placed = match placed {
             Ok(Ok(placed)) => placed,
@@ -372,4 +372,14 @@ fn order_fingerprint(lines: &[(PostId, i32)]) -> String {
         h.update(quantity.to_be_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// `write` as the spawned task of a write: in a span under this request's, whose trace
+/// context each outbox event it commits keeps (so the relay and the consumers, on any
+/// replica, continue the request's trace).
+fn traced<F: std::future::Future>(write: F) -> impl std::future::Future<Output = F::Output> {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!("write");
+    let traceparent = quiver_events::trace::traceparent(&span);
+    quiver_store::write::traced(traceparent, write).instrument(span)
 }

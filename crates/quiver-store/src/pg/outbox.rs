@@ -57,7 +57,7 @@ impl Outbox for PgStore {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as!(
             OutboxRow,
-            "SELECT id, kind, payload, created_at FROM outbox
+            "SELECT id, kind, payload, created_at, trace_context FROM outbox
              WHERE published_at IS NULL
              ORDER BY id
              LIMIT $1

@@ -389,9 +389,10 @@ impl WriteSql for PgTx {
 
     async fn event(&mut self, event: &Event) -> Result<(), StoreError> {
         sqlx::query!(
-            "INSERT INTO outbox (kind, payload) VALUES ($1, $2)",
+            "INSERT INTO outbox (kind, payload, trace_context) VALUES ($1, $2, $3)",
             event.kind().as_str(),
-            event.payload()
+            event.payload(),
+            crate::write::trace_context()
         )
         .execute(&mut *self.0)
         .await?;

@@ -56,7 +56,7 @@ impl ClaimTx for SqliteClaim {
 impl Outbox for SqliteStore {
     async fn claim(&self, limit: u32) -> Result<Claim, StoreError> {
         let rows: Vec<OutboxRow<Micros>> = sqlx::query_as(
-            "SELECT id, kind, payload, created_at FROM outbox
+            "SELECT id, kind, payload, created_at, trace_context FROM outbox
              WHERE published_at IS NULL ORDER BY id LIMIT ?1",
         )
         .bind(i64::from(limit))

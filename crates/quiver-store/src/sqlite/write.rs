@@ -379,12 +379,15 @@ impl WriteSql for SqliteTx {
     }
 
     async fn event(&mut self, event: &Event) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (kind, payload, created_at) VALUES (?1, ?2, ?3)")
-            .bind(event.kind().as_str())
-            .bind(event.payload().to_string())
-            .bind(to_micros(Utc::now()))
-            .execute(&mut *self.0)
-            .await?;
+        sqlx::query(
+            "INSERT INTO outbox (kind, payload, created_at, trace_context) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(event.kind().as_str())
+        .bind(event.payload().to_string())
+        .bind(to_micros(Utc::now()))
+        .bind(crate::write::trace_context())
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 

@@ -21,6 +21,22 @@ pub const MAX_FOLLOWS: i64 = 5000;
 pub const TOO_MANY_FOLLOWS: &str =
     "you follow the most accounts allowed (5000): unfollow one first";
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the request a write runs for, set by [`traced`].
+    static TRACE_CONTEXT: Option<String>;
+}
+
+/// Runs `write` with `traceparent` (the caller's current trace, when it is traced), which
+/// each outbox event it commits keeps, so the relay and the consumers continue that trace.
+pub async fn traced<F: std::future::Future>(traceparent: Option<String>, write: F) -> F::Output {
+    TRACE_CONTEXT.scope(traceparent, write).await
+}
+
+/// The trace context of the write running on this task, if any.
+pub(crate) fn trace_context() -> Option<String> {
+    TRACE_CONTEXT.try_with(Clone::clone).ok().flatten()
+}
+
 /// Whether a write changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {

@@ -191,6 +191,32 @@ fn package_libraries(root: &Path) -> Result<()> {
     for name in &names {
         cmd.args(["-p", name]);
     }
+    // Cargo verifies each package against the others' as if they came from a registry,
+    // and never rebuilds a registry crate of the same version: in a target directory
+    // of its own, our crates' build state is dropped first, so each run builds them from
+    // the packages it just made (their dependencies stay built).
+    let dir = bench::target_dir(root).join("package-verify");
+    if let Ok(entries) = std::fs::read_dir(dir.join("debug/.fingerprint")) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("quiver-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    cmd.arg("--target-dir").arg(&dir);
+    // Nor unpacks one again: drop the earlier runs' copies of ours under
+    // `$CARGO_HOME/registry/src`.
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(Ok(registries)) = home.map(|h| std::fs::read_dir(h.join("registry/src"))) {
+        for registry in registries.flatten() {
+            for name in &names {
+                let unpacked = format!("{name}-{}", env!("CARGO_PKG_VERSION"));
+                let _ = std::fs::remove_dir_all(registry.path().join(unpacked));
+            }
+        }
+    }
     run(&mut cmd)
 }
 

@@ -14,20 +14,8 @@ fn deploy(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// promtool (`QUIVER_PROMTOOL`, else on PATH); a test that finds none fails saying what
-/// to install.
 fn promtool() -> PathBuf {
-    std::env::var_os("QUIVER_PROMTOOL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join("promtool"))
-                .find(|p| p.exists())
-        })
-        .expect(
-            "the deploy tests need promtool: install Debian's prometheus package \
-             (`cargo xtask test` installs it when it may)",
-        )
+    crate::tool("QUIVER_PROMTOOL", "promtool", "prometheus")
 }
 
 /// Runs promtool with `args` (and `stdin`), failing with what it printed.

@@ -5,20 +5,8 @@ use crate::serve::{curl_line, demo};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Chromium (`QUIVER_CHROMIUM`, else `chromium` on PATH); a test that finds none fails
-/// saying what to install.
 fn chromium() -> PathBuf {
-    std::env::var_os("QUIVER_CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join("chromium"))
-                .find(|p| p.exists())
-        })
-        .expect(
-            "the /docs test needs a headless browser: install Debian's chromium package \
-             (`cargo xtask test` installs it when it may)",
-        )
+    crate::tool("QUIVER_CHROMIUM", "chromium", "chromium")
 }
 
 #[tokio::test]

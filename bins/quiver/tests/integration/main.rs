@@ -9,7 +9,27 @@ mod topology;
 mod traces;
 
 use sqlx::{Connection, Row, SqliteConnection};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A program a test needs: the path in `env` (as `cargo xtask test` sets it, installing the
+/// package when it may), else `name` on PATH or in /usr/sbin; none fails the test naming
+/// the Debian `package` to install.
+pub(crate) fn tool(env: &str, name: &str, package: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .chain([PathBuf::from("/usr/sbin")])
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs {name}: install Debian's {package} package \
+                 (`cargo xtask test` installs it when it may)"
+            )
+        })
+}
 use std::process::{Command, Output};
 
 fn quiver(args: &[&str], database_url: &str) -> Output {

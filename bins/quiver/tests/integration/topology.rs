@@ -200,21 +200,8 @@ impl Drop for Balancer {
     }
 }
 
-/// HAProxy's binary (`QUIVER_HAPROXY`, else on PATH or in /usr/sbin); a test that needs it
-/// and finds none fails saying what to install.
 fn haproxy() -> PathBuf {
-    std::env::var_os("QUIVER_HAPROXY")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .chain([PathBuf::from("/usr/sbin")])
-                .map(|d| d.join("haproxy"))
-                .find(|p| p.exists())
-        })
-        .expect(
-            "the topology tests need HAProxy: install Debian's haproxy package \
-             (`cargo xtask test` installs it when it may)",
-        )
+    crate::tool("QUIVER_HAPROXY", "haproxy", "haproxy")
 }
 
 /// The `q`-quantile of `samples`.

@@ -260,7 +260,7 @@ impl App {
         }
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-        let mut resp = self
+        let resp = self
             .dispatch(req, matched, peer)
             .instrument(traced.clone())
             .instrument(span.clone())
@@ -271,25 +271,7 @@ impl App {
             accept.as_ref(),
             compress.then_some(self.config.compression_min_bytes),
         );
-        // The client's copy is compared with the representation it would be sent now.
-        let current = match (&if_none_match, resp.headers().get(header::ETAG)) {
-            (Some(_), Some(tag)) if resp.status() == StatusCode::OK => Some(
-                coding
-                    .encoding
-                    .map_or_else(|| tag.clone(), |e| conditional::encoded(tag, e)),
-            ),
-            _ => None,
-        };
-        match (if_none_match, current) {
-            (Some(inm), Some(tag)) if conditional::matches(&inm, &tag) => {
-                resp = conditional::not_modified(resp, tag);
-                if coding.varies {
-                    resp.headers_mut()
-                        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
-                }
-            }
-            _ => respond::compress(&mut resp, coding),
-        }
+        let mut resp = conditional::answer(resp, if_none_match.as_ref(), coding);
         resp.headers_mut().insert(
             respond::REQUEST_ID.clone(),
             HeaderValue::from_str(&request_id).expect("request ids are visible ascii"),

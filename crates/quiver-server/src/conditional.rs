@@ -2,7 +2,7 @@
 //! one tag per content coding, and `If-None-Match` answered with 304 and no body.
 
 use crate::compression::Encoding;
-use crate::respond::Body;
+use crate::respond::{self, Body, Coding};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
@@ -40,6 +40,38 @@ pub(crate) fn matches(if_none_match: &HeaderValue, tag: &HeaderValue) -> bool {
     list.split(',')
         .map(str::trim)
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == tag)
+}
+
+/// `resp` as a client holding `if_none_match` gets it in `coding`: 304 when that names
+/// the representation it would be sent now (a 200's, in that coding), else the response
+/// in that coding.
+pub(crate) fn answer(
+    mut resp: Response<Body>,
+    if_none_match: Option<&HeaderValue>,
+    coding: Coding,
+) -> Response<Body> {
+    let current = match (if_none_match, resp.headers().get(header::ETAG)) {
+        (Some(_), Some(tag)) if resp.status() == StatusCode::OK => Some(
+            coding
+                .encoding
+                .map_or_else(|| tag.clone(), |e| encoded(tag, e)),
+        ),
+        _ => None,
+    };
+    match (if_none_match, current) {
+        (Some(inm), Some(tag)) if matches(inm, &tag) => {
+            let mut resp = not_modified(resp, tag);
+            if coding.varies {
+                resp.headers_mut()
+                    .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+            }
+            resp
+        }
+        _ => {
+            respond::compress(&mut resp, coding);
+            resp
+        }
+    }
 }
 
 /// 304 for a 200 the client already has as `tag`: no body, and of the 200's headers

@@ -113,20 +113,23 @@ fn has_nextest() -> bool {
 fn test(extra: &[String]) -> Result<()> {
     let services = Services::start()?.with_replication()?;
     let mut env = services.env();
-    // The topology tests put HAProxy in front of three servers.
-    match services::tool("haproxy", "haproxy") {
-        Ok(path) => env.push(("QUIVER_HAPROXY".to_owned(), path.display().to_string())),
-        Err(e) => eprintln!("{e:#}: the topology tests will fail for want of it"),
-    }
-    // The deploy test checks the Prometheus rules and a live /metrics with promtool.
-    match services::tool("promtool", "prometheus") {
-        Ok(path) => env.push(("QUIVER_PROMTOOL".to_owned(), path.display().to_string())),
-        Err(e) => eprintln!("{e:#}: the deploy test will fail for want of it"),
-    }
-    // The /docs page is checked in a real headless browser.
-    match services::tool("chromium", "chromium") {
-        Ok(path) => env.push(("QUIVER_CHROMIUM".to_owned(), path.display().to_string())),
-        Err(e) => eprintln!("{e:#}: the /docs test will fail for want of it"),
+    // Programs the binary's tests run (installed when missing): HAProxy in front of the
+    // topology tests' servers, promtool for the deploy test's rules and live /metrics,
+    // Chromium to load /docs.
+    for (program, package, var, tests) in [
+        ("haproxy", "haproxy", "QUIVER_HAPROXY", "the topology tests"),
+        (
+            "promtool",
+            "prometheus",
+            "QUIVER_PROMTOOL",
+            "the deploy test",
+        ),
+        ("chromium", "chromium", "QUIVER_CHROMIUM", "the /docs test"),
+    ] {
+        match services::tool(program, package) {
+            Ok(path) => env.push((var.to_owned(), path.display().to_string())),
+            Err(e) => eprintln!("{e:#}: {tests} will fail for want of it"),
+        }
     }
     if has_nextest() {
         let mut cmd = cargo();

@@ -37,9 +37,7 @@ pub(crate) async fn handle_caught(
         event.id = event.id.0,
         event.kind = event.kind.as_str(),
     );
-    if let Some(tp) = &event.trace_context {
-        crate::trace::continue_trace(&span, tp);
-    }
+    crate::trace::continue_trace(&span, event.trace_context.as_deref());
     match std::panic::AssertUnwindSafe(handler.handle(event))
         .catch_unwind()
         .instrument(span)

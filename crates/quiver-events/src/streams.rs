@@ -114,9 +114,7 @@ impl RedisStreams {
                 event.id = e.id.0,
                 event.kind = e.kind.as_str(),
             );
-            if let Some(tp) = &e.trace_context {
-                crate::trace::continue_trace(&span, tp);
-            }
+            crate::trace::continue_trace(&span, e.trace_context.as_deref());
             if let Some(tp) = crate::trace::traceparent(&span).or_else(|| e.trace_context.clone()) {
                 fields.push(("traceparent", tp));
             }

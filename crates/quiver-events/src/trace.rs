@@ -10,11 +10,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 const TRACEPARENT: &str = "traceparent";
 
 /// Makes the trace `traceparent` (a W3C `traceparent` value) names the parent of `span`;
-/// a malformed value leaves `span` a root.
-pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
-    if span.is_disabled() {
+/// none, or a malformed value, leaves `span` a root.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent.filter(|_| !span.is_disabled()) else {
         return;
-    }
+    };
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
     let parent = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(parent);

@@ -132,10 +132,9 @@ impl App {
         let burst = NonZeroU32::new(config.rate_burst.max(1)).expect("at least 1");
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
             .with_middleware::<StateInformationMiddleware>();
-        let openapi = Bytes::from(crate::openapi::document_json());
-        let docs = Bytes::from(crate::docs::page(
-            &serde_json::from_slice(&openapi).expect("the document is JSON"),
-        ));
+        let document = crate::openapi::document_value();
+        let openapi = Bytes::from(serde_json::to_vec(&document).expect("the document serializes"));
+        let docs = Bytes::from(crate::docs::page(&document));
         let public_cache = match config.public_max_age.as_secs() {
             0 => HeaderValue::from_static("public, no-cache"),
             s => HeaderValue::from_str(&format!("public, max-age={s}")).expect("ascii"),
@@ -251,13 +250,8 @@ impl App {
             http.route = label,
             http.response.status_code = tracing::field::Empty,
         );
-        if let Some(tp) = req
-            .headers()
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            quiver_events::trace::continue_trace(&traced, tp);
-        }
+        let traceparent = req.headers().get(&TRACEPARENT);
+        quiver_events::trace::continue_trace(&traced, traceparent.and_then(|v| v.to_str().ok()));
         let accept = req.headers().get(header::ACCEPT_ENCODING).cloned();
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let resp = self

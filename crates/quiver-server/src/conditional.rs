@@ -50,28 +50,23 @@ pub(crate) fn answer(
     if_none_match: Option<&HeaderValue>,
     coding: Coding,
 ) -> Response<Body> {
-    let current = match (if_none_match, resp.headers().get(header::ETAG)) {
-        (Some(_), Some(tag)) if resp.status() == StatusCode::OK => Some(
-            coding
-                .encoding
-                .map_or_else(|| tag.clone(), |e| encoded(tag, e)),
-        ),
-        _ => None,
-    };
-    match (if_none_match, current) {
-        (Some(inm), Some(tag)) if matches(inm, &tag) => {
-            let mut resp = not_modified(resp, tag);
-            if coding.varies {
-                resp.headers_mut()
-                    .append(header::VARY, HeaderValue::from_static("accept-encoding"));
-            }
-            resp
-        }
-        _ => {
-            respond::compress(&mut resp, coding);
-            resp
+    if coding.varies {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if let Some(inm) = if_none_match
+        && resp.status() == StatusCode::OK
+        && let Some(tag) = resp.headers().get(header::ETAG)
+    {
+        let current = coding
+            .encoding
+            .map_or_else(|| tag.clone(), |e| encoded(tag, e));
+        if matches(inm, &current) {
+            return not_modified(resp, current);
         }
     }
+    respond::compress(&mut resp, coding);
+    resp
 }
 
 /// 304 for a 200 the client already has as `tag`: no body, and of the 200's headers

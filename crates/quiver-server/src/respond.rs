@@ -146,15 +146,10 @@ pub(crate) fn coding(
     }
 }
 
-/// Sends the body in the coding [`coding`] chose, with that representation's `ETag`,
-/// and `Vary: accept-encoding` on every body that could have been compressed.
+/// Sends the body in the coding [`coding`] chose, with that representation's `ETag`.
 pub(crate) fn compress(resp: &mut Response<Body>, coding: Coding) {
     use futures::FutureExt as _;
     use http_body_util::BodyExt as _;
-    if coding.varies {
-        resp.headers_mut()
-            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
     let Some(encoding) = coding.encoding else {
         return;
     };

@@ -239,13 +239,15 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         eprintln!("wrote {}/soak.json and soak.md", out_dir.display());
         return Ok(());
     }
-    let runs = scenarios(
-        &fixture,
-        o.quick,
-        system_bin.is_some(),
-        pgo_bin.is_some(),
-        untraced_bin.is_some(),
-    );
+    let built: Vec<Binary> = [
+        (Binary::SystemAllocator, &system_bin),
+        (Binary::Untraced, &untraced_bin),
+        (Binary::Pgo, &pgo_bin),
+    ]
+    .into_iter()
+    .filter_map(|(b, bin)| bin.as_ref().map(|_| b))
+    .collect();
+    let runs = scenarios(&fixture, o.quick, &built);
     // Reads only, before any run writes: the walkers' cursors stay valid.
     let walk = {
         let server = Server::start(&bin, &db, redis, &[], true)?;
@@ -419,7 +421,7 @@ pub(crate) fn train(bench: &Bench, bin: &Path, scale: &str) -> Result<()> {
         }
     }
     let dir = std::env::temp_dir();
-    for run in scenarios(&fixture, true, false, false, false)
+    for run in scenarios(&fixture, true, &[])
         .iter()
         .filter(|r| r.group == "scenario")
     {

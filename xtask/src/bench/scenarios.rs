@@ -96,13 +96,8 @@ pub(crate) fn writers(f: &Fixture, by: &[i64], post: bool, weight: f64) -> Vec<S
         .collect()
 }
 
-pub(crate) fn scenarios(
-    f: &Fixture,
-    quick: bool,
-    allocator: bool,
-    pgo: bool,
-    untraced: bool,
-) -> Vec<Run> {
+/// Every run, with the build ablations of the variants in `built`.
+pub(crate) fn scenarios(f: &Fixture, quick: bool, built: &[Binary]) -> Vec<Run> {
     let feeds = f.feeds();
     let profiles: Vec<String> = f
         .users
@@ -201,24 +196,27 @@ pub(crate) fn scenarios(
         // Prefetch warms the L1, so it is measured with one (without an L1 it is off).
         runs.extend(ablate("prefetch", &["--prefetch-workers", "0"], &[]));
     }
-    if allocator {
-        let mut before = Run::new("allocator", feeds.clone()).ablation("allocator", "before");
-        before.binary = Binary::SystemAllocator;
-        runs.push(before);
-        runs.push(Run::new("allocator", feeds.clone()).ablation("allocator", "after"));
-    }
-    if untraced {
-        // Traces off (no OTEL_* variables) against no trace spans at all.
-        let mut before = Run::new("traces off", feeds.clone()).ablation("traces off", "before");
-        before.binary = Binary::Untraced;
-        runs.push(before);
-        runs.push(Run::new("traces off", feeds.clone()).ablation("traces off", "after"));
-    }
-    if pgo {
-        runs.push(Run::new("PGO", feeds.clone()).ablation("PGO", "before"));
-        let mut after = Run::new("PGO", feeds).ablation("PGO", "after");
-        after.binary = Binary::Pgo;
-        runs.push(after);
+    // Ablations of the build, for each variant that was built: the same reads on the
+    // default binary and on the variant (the system allocator, no trace spans at all
+    // against traces off, PGO).
+    for (name, before, after) in [
+        ("allocator", Binary::SystemAllocator, Binary::Default),
+        ("traces off", Binary::Untraced, Binary::Default),
+        ("PGO", Binary::Default, Binary::Pgo),
+    ] {
+        let variant = if before == Binary::Default {
+            after
+        } else {
+            before
+        };
+        if !built.contains(&variant) {
+            continue;
+        }
+        for (side, binary) in [("before", before), ("after", after)] {
+            let mut run = Run::new(name, feeds.clone()).ablation(name, side);
+            run.binary = binary;
+            runs.push(run);
+        }
     }
     runs.extend(writes);
     runs

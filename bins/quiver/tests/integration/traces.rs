@@ -128,13 +128,14 @@ impl Collector {
         spans.iter().filter(|s| s.trace == trace).cloned().collect()
     }
 
-    /// Waits until `trace` has a span of each of `names`, failing with what arrived.
-    fn wait(&self, trace: &str, names: &[&str]) {
+    /// The spans of `trace` once it has one of each of `names` (failing with what
+    /// arrived).
+    fn wait(&self, trace: &str, names: &[&str]) -> Vec<Received> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let spans = self.trace(trace);
             if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
-                return;
+                return spans;
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -171,18 +172,14 @@ fn a_post_is_one_trace_from_the_request_to_the_fan_out_on_another_replica() {
     let db = Database::seeded_on(&quiver_testkit::database_url(), "traces", 60);
     let ns = namespace();
     let redis = quiver_testkit::redis_url();
-    let (a_env, b_env) = (collector.env("quiver-a"), collector.env("quiver-b"));
-    let a_pairs: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let b_pairs: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let start = |service: &'static str, flags: &[&str]| {
+        let env = collector.env(service);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Replica::start_on(&db, &redis, &ns, flags, &env)
+    };
     // A takes the request but neither relays nor consumes: B does both.
-    let a = Replica::start_on(
-        &db,
-        &redis,
-        &ns,
-        &["--no-relay", "--event-consumers", "0"],
-        &a_pairs,
-    );
-    let _b = Replica::start_on(&db, &redis, &ns, &[], &b_pairs);
+    let a = start("quiver-a", &["--no-relay", "--event-consumers", "0"]);
+    let _b = start("quiver-b", &[]);
     let author = db.scalar(
         "SELECT followee_id FROM follows GROUP BY followee_id ORDER BY count(*) DESC, followee_id LIMIT 1",
     );
@@ -199,7 +196,7 @@ fn a_post_is_one_trace_from_the_request_to_the_fan_out_on_another_replica() {
             .body(r#"{"kind": "post", "body": "traced", "tags": []}"#),
     );
     assert_eq!(status, 201);
-    collector.wait(
+    let spans = collector.wait(
         trace,
         &[
             "POST /api/v1/posts",
@@ -209,7 +206,6 @@ fn a_post_is_one_trace_from_the_request_to_the_fan_out_on_another_replica() {
             "fan_out",
         ],
     );
-    let spans = collector.trace(trace);
     let http = one(&spans, "POST /api/v1/posts");
     assert_eq!(http.service, "quiver-a");
     assert_eq!(
@@ -248,7 +244,7 @@ fn a_post_is_one_trace_from_the_request_to_the_fan_out_on_another_replica() {
             .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01")),
     );
     assert_eq!(status, 200);
-    collector.wait(
+    let spans = collector.wait(
         trace,
         &[
             "GET /api/v1/feed",
@@ -259,7 +255,6 @@ fn a_post_is_one_trace_from_the_request_to_the_fan_out_on_another_replica() {
             "cache.load",
         ],
     );
-    let spans = collector.trace(trace);
     let http = one(&spans, "GET /api/v1/feed");
     for stage in ["skeleton", "hydrate", "present"] {
         let s = spans.iter().find(|s| s.name == stage).unwrap();

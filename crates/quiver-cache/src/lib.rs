@@ -13,4 +13,4 @@ pub use codec::{JsonCodec, ValueCodec};
 pub use config::CacheConfig;
 pub use outcome::{Outcome, StatsSnapshot};
 pub use remote::{Fill, RedisConfig, RedisRemote, Remote, RemoteError, RemoteEvent};
-pub use tiered::{CacheError, CacheKey, Lookup, Tiered};
+pub use tiered::{CacheError, CacheKey, Lookup, Tiered, consistent};

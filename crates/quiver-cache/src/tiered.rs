@@ -55,6 +55,26 @@ impl HasErrorCode for CacheError {
     }
 }
 
+tokio::task_local! {
+    /// Set inside [`consistent`]: lookups skip the L1 and loads already in flight.
+    static CONSISTENT: ();
+}
+
+/// Runs `f` with consistent reads: every lookup inside it (in its task) skips this
+/// process's L1 and any load already in flight, so it sees every invalidation that
+/// completed before `f` started, on whichever replica it ran. An invalidation clears the
+/// L2 before it returns, while other replicas' L1s hear of it through pub/sub a moment
+/// later; this closes that window for a client that has just written (read your writes).
+/// What the lookups load still fills both tiers.
+pub async fn consistent<F: std::future::Future>(f: F) -> F::Output {
+    CONSISTENT.scope((), f).await
+}
+
+/// Whether the running task is inside [`consistent`].
+fn consistent_reads() -> bool {
+    CONSISTENT.try_with(|()| ()).is_ok()
+}
+
 /// One L1 entry. `value: None` is a cached "does not exist". Copying it out of the L1
 /// (what a hit costs) is one reference count: the value is shared, never cloned.
 #[derive(Clone)]
@@ -274,7 +294,7 @@ where
         let mut tally = Tally::default();
         let mut missing: Vec<usize> = Vec::new();
         match &inner.l1 {
-            Some(l1) => {
+            Some(l1) if !consistent_reads() => {
                 let now = Instant::now();
                 for (i, key) in keys.iter().enumerate() {
                     match l1.get(key) {
@@ -298,7 +318,7 @@ where
                     }
                 }
             }
-            None => {
+            _ => {
                 out.resize(keys.len(), None);
                 missing.extend(0..keys.len());
             }

@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, Sample};
 use crate::respond::{self, Body, Timed};
 use crate::router::{Matched, Route, Router};
+use crate::written;
 use bytes::Bytes;
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
@@ -433,7 +434,15 @@ impl App {
         };
         let _in_flight = self.metrics.in_flight();
 
+        // A writer's reads just after a write skip this process's L1, which may not have
+        // heard of the write yet (the write may have gone to another replica).
+        let consistent = viewer.is_some_and(|v| written::recently(&parts.headers, v));
         let work = self.route(route, id.as_deref(), parts, body, viewer);
+        let work = if consistent {
+            futures::future::Either::Left(quiver_cache::consistent(work))
+        } else {
+            futures::future::Either::Right(work)
+        };
         let mut resp = match within(self.config.request_timeout, work).await {
             Ok(resp) => resp,
             Err(_) => {
@@ -448,6 +457,10 @@ impl App {
             }
         };
         ticket.finish(resp.status().is_server_error());
+        if let Some(v) = viewer.filter(|_| route.is_write() && resp.status().is_success()) {
+            resp.headers_mut()
+                .append(header::SET_COOKIE, written::cookie(v));
+        }
         respond::rate_limit_headers(
             resp.headers_mut(),
             self.config.rate_burst,

@@ -14,6 +14,7 @@ mod openapi;
 mod respond;
 mod router;
 mod serve;
+mod written;
 
 pub use app::{App, Parts};
 pub use config::ServerConfig;

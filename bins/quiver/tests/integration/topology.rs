@@ -92,9 +92,17 @@ impl Topology {
     }
 }
 
-/// Requests as the users make them.
-#[derive(Clone, Default)]
+/// Requests as the users make them, through a client that keeps cookies (a write's
+/// answer sets the one that makes its writer's next reads see it on any replica).
+#[derive(Clone)]
 struct Client(reqwest::Client);
+
+impl Default for Client {
+    fn default() -> Self {
+        let http = reqwest::Client::builder().cookie_store(true).build();
+        Self(http.expect("a client"))
+    }
+}
 
 impl Client {
     /// The ids on the first page of `viewer`'s home feed at `base` (a process or the

@@ -2,7 +2,8 @@
 //! deduplicated and split into those it loads itself (published to anyone who asks
 //! meanwhile) and those another lookup is already loading (awaited, or loaded again if
 //! that lookup was cancelled). An invalidation ends the claims on its keys, so a lookup
-//! that starts after it never waits for a load that started before it.
+//! that starts after it never waits for a load that started before it, and neither does
+//! a consistent read.
 
 use super::{Answer, CacheKey, Fast, Inner, Tally};
 use crate::outcome::Outcome;
@@ -138,11 +139,14 @@ where
             inflight: &self.inflight,
         };
         let mut follow = Vec::new();
+        // A consistent read takes the key over, as an invalidation would: the load in
+        // flight may have started before the write it must see.
+        let follows = !super::consistent_reads();
         for &d in todo {
             let key = &distinct[d];
             match inflight.get(key) {
-                Some(rx) => follow.push((d, rx.clone())),
-                None => {
+                Some(rx) if follows => follow.push((d, rx.clone())),
+                _ => {
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.clone(), rx);
                     lead.keys.push((d, key.clone(), tx));

@@ -4,6 +4,7 @@
 
 mod batcher;
 mod cluster;
+mod consistent;
 mod flight;
 mod redis;
 mod sizing;

@@ -311,3 +311,71 @@ async fn notifications_page_by_cursor_for_their_owner(pool: PgPool) {
     .await;
     s.shutdown().await.unwrap();
 }
+
+/// The L1 hits counted so far, over every cache.
+async fn l1_hits(s: &crate::support::Server) -> f64 {
+    metrics(s)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("quiver_cache_lookups_total{") && l.contains("hit_l1"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Another replica's L1 hears of a write through pub/sub, a moment after the write
+/// answered; the write's cookie makes its writer's reads skip the L1 meanwhile.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_writes_cookie_makes_its_writers_next_reads_skip_the_l1(pool: PgPool) {
+    let s = crate::support::start_with_events(pool).await;
+    let (a, b): (i64, i64) = sqlx::query_as(
+        "SELECT x.id, y.id FROM users x, users y WHERE x.id <> y.id
+           AND NOT EXISTS (SELECT 1 FROM follows WHERE follower_id = x.id AND followee_id = y.id)
+         ORDER BY 1, 2 LIMIT 1",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    let profile = |cookie: Option<String>| {
+        let mut req = s.get(&format!("/api/v1/users/{b}"), Some(a));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move { assert_eq!(req.send().await.unwrap().status(), StatusCode::OK) }
+    };
+    let resp = s
+        .http
+        .put(s.url(&format!("/api/v1/users/{b}/follow")))
+        .bearer_auth(s.token(a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with(&format!("quiver-written={a}.")), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("Max-Age=2"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+
+    profile(None).await;
+    let before = l1_hits(&s).await;
+    profile(None).await;
+    let warm = l1_hits(&s).await;
+    assert!(warm > before, "a warm read hits the l1");
+    profile(Some(cookie.clone())).await;
+    assert_eq!(l1_hits(&s).await, warm, "the writer's read skipped the l1");
+    // Another viewer's reads with the cookie are plain ones.
+    let other = || {
+        let req = s.get(&format!("/api/v1/users/{a}"), Some(b));
+        let req = req.header("cookie", cookie.clone());
+        async move { assert_eq!(req.send().await.unwrap().status(), StatusCode::OK) }
+    };
+    other().await;
+    let hits = l1_hits(&s).await;
+    other().await;
+    assert!(
+        l1_hits(&s).await > hits,
+        "another viewer's read still hits the l1"
+    );
+}

@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) warming: Mutex<HashSet<(i64, i64)>>,
     /// Discovery windows in the order of a seed, shared by the pages of a walk.
     pub(crate) shuffles: crate::discover::Shuffles,
+    /// Home heads merged with their celebrities' heads, reused while those are unchanged.
+    pub(crate) merges: crate::hydrate::Merges,
 }
 
 impl fmt::Debug for Engine {
@@ -120,6 +122,11 @@ impl Engine {
                 prefetch,
                 warming: Mutex::new(HashSet::new()),
                 shuffles: crate::discover::Shuffles::new(crate::discover::SHUFFLES),
+                merges: crate::hydrate::Merges::with_weighter(
+                    4096,
+                    crate::hydrate::MERGED_REFS,
+                    crate::hydrate::ByRefs,
+                ),
             }),
         }
     }

@@ -13,6 +13,65 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
 
+/// A viewer's home head merged with the heads of the celebrities it follows, with the
+/// very heads it was merged from, as the caches shared them: while the caches hand out
+/// the same ones (an L1 entry is one `Arc` until it is invalidated or refreshed), this is
+/// still their merge, and a warm page reuses it instead of sorting them together again.
+pub(crate) struct Merged {
+    home: Arc<FeedHead>,
+    celebrities: Vec<Option<Arc<FeedHead>>>,
+    head: Arc<FeedHead>,
+}
+
+/// Merged heads kept, by viewer, weighed by their refs.
+pub(crate) type Merges = quick_cache::sync::Cache<UserId, Arc<Merged>, ByRefs>;
+
+/// How many refs the kept merged heads may hold together: about 8 MB of them. (The heads
+/// they were merged from are mostly the caches' own, shared.)
+pub(crate) const MERGED_REFS: u64 = 350_000;
+
+/// Weighs a merged head by its refs.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ByRefs;
+
+impl quick_cache::Weighter<UserId, Arc<Merged>> for ByRefs {
+    fn weight(&self, _: &UserId, m: &Arc<Merged>) -> u64 {
+        m.head.refs.len() as u64 + 1
+    }
+}
+
+/// The merge of `home` with `celebrities` (an author gone has nothing to merge), from
+/// `merges` when it was made from these very heads.
+fn merge(
+    merges: &Merges,
+    viewer: UserId,
+    home: &Arc<FeedHead>,
+    celebrities: Vec<Option<Arc<FeedHead>>>,
+) -> Arc<FeedHead> {
+    let same = |a: &Option<Arc<FeedHead>>, b: &Option<Arc<FeedHead>>| match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    if let Some(m) = merges.get(&viewer)
+        && Arc::ptr_eq(&m.home, home)
+        && m.celebrities.len() == celebrities.len()
+        && m.celebrities
+            .iter()
+            .zip(&celebrities)
+            .all(|(a, b)| same(a, b))
+    {
+        return m.head.clone();
+    }
+    let head = Arc::new(home.merged(celebrities.iter().flatten().map(|h| &**h)));
+    let kept = Merged {
+        home: home.clone(),
+        celebrities,
+        head: head.clone(),
+    };
+    merges.insert(viewer, Arc::new(kept));
+    head
+}
+
 /// A slice of a skeleton: refs in order, and whether more follow.
 pub(crate) struct Chunk {
     pub(crate) refs: Vec<PostRef>,
@@ -106,9 +165,11 @@ impl Engine {
                 .flatten(),
             None => None,
         };
-        let head = match head {
-            Some(head) if !head.merge.is_empty() => self.merge_celebrities(&head).await?,
-            head => head,
+        let head = match (head, list) {
+            (Some(head), PostList::Home(viewer)) if !head.merge.is_empty() => {
+                self.merge_celebrities(viewer, &head).await?
+            }
+            (head, _) => head,
         };
         if let Some(head) = &head
             && let Some(page) = head.page(after, limit as u32)
@@ -127,7 +188,8 @@ impl Engine {
     /// heads: then the store merges every page).
     async fn merge_celebrities(
         &self,
-        head: &FeedHead,
+        viewer: UserId,
+        head: &Arc<FeedHead>,
     ) -> Result<Option<Arc<FeedHead>>, EnrichError> {
         let Some(author_heads) = &self.inner.sources.author_heads else {
             return Ok(None);
@@ -136,10 +198,7 @@ impl Engine {
             .load_shared(&head.merge)
             .await
             .map_err(EnrichError::load(Part::Skeleton))?;
-        // An author gone is a feed with nothing to merge.
-        Ok(Some(Arc::new(
-            head.merged(celebrities.iter().flatten().map(|h| &**h)),
-        )))
+        Ok(Some(merge(&self.inner.merges, viewer, head, celebrities)))
     }
 
     pub(crate) async fn assemble_home(
@@ -373,5 +432,68 @@ impl Engine {
             }
         }
         Ok(answers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(ids: &[i64], merge: &[i64]) -> Arc<FeedHead> {
+        let at = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).unwrap();
+        Arc::new(FeedHead {
+            refs: ids
+                .iter()
+                .map(|&i| PostRef {
+                    id: PostId(i),
+                    created_at: at(i),
+                })
+                .collect(),
+            more: false,
+            merge: merge.iter().map(|&u| UserId(u)).collect(),
+        })
+    }
+
+    fn ids(h: &FeedHead) -> Vec<i64> {
+        h.refs.iter().map(|r| r.id.0).collect()
+    }
+
+    #[test]
+    fn a_merge_is_reused_only_while_its_heads_are_the_ones_it_was_made_from() {
+        let merges = Merges::with_weighter(8, MERGED_REFS, ByRefs);
+        let viewer = UserId(1);
+        let home = head(&[9, 5, 1], &[7, 8]);
+        let (c7, c8) = (head(&[8, 4], &[]), head(&[6], &[]));
+        let first = merge(
+            &merges,
+            viewer,
+            &home,
+            vec![Some(c7.clone()), Some(c8.clone())],
+        );
+        assert_eq!(ids(&first), [9, 8, 6, 5, 4, 1]);
+        let again = merge(
+            &merges,
+            viewer,
+            &home,
+            vec![Some(c7.clone()), Some(c8.clone())],
+        );
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same heads: the same merge"
+        );
+
+        // A celebrity posted: their head is a new one, and the merge shows the post.
+        let c8_new = head(&[10, 6], &[]);
+        let changed = merge(&merges, viewer, &home, vec![Some(c7.clone()), Some(c8_new)]);
+        assert_eq!(ids(&changed), [10, 9, 8, 6, 5, 4, 1]);
+        // A celebrity gone, or the viewer's own head changed: merged again.
+        let gone = merge(&merges, viewer, &home, vec![Some(c7.clone()), None]);
+        assert_eq!(ids(&gone), [9, 8, 5, 4, 1]);
+        let home_new = head(&[11, 9, 5, 1], &[7, 8]);
+        let own = merge(&merges, viewer, &home_new, vec![Some(c7), None]);
+        assert_eq!(ids(&own), [11, 9, 8, 5, 4, 1]);
+        // Another viewer with the same heads has a merge of their own.
+        let other = merge(&merges, UserId(2), &home, vec![None, Some(c8)]);
+        assert_eq!(ids(&other), [9, 6, 5, 1]);
     }
 }

@@ -203,19 +203,7 @@ mod tests {
     #[test]
     fn a_shuffle_is_reused_only_for_the_window_it_was_built_from() {
         let at = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).unwrap();
-        let window = |ids: &[i64]| {
-            Arc::new(FeedHead {
-                refs: ids
-                    .iter()
-                    .map(|&i| PostRef {
-                        id: PostId(i),
-                        created_at: at(i),
-                    })
-                    .collect(),
-                more: false,
-                merge: Vec::new(),
-            })
-        };
+        let window = |ids: &[i64]| crate::hydrate::tests::head(ids, &[]);
         let ids = |s: &Shuffle| {
             let mut v: Vec<i64> = s.order.iter().map(|(_, r)| r.id.0).collect();
             v.sort_unstable();

@@ -436,10 +436,11 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn head(ids: &[i64], merge: &[i64]) -> Arc<FeedHead> {
+    /// A head of posts `ids`, post `i` made at minute `i`, merging the heads of `merge`.
+    pub(crate) fn head(ids: &[i64], merge: &[i64]) -> Arc<FeedHead> {
         let at = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).unwrap();
         Arc::new(FeedHead {
             refs: ids

@@ -437,7 +437,9 @@ impl App {
         // A writer's reads just after a write skip this process's L1, which may not have
         // heard of the write yet (the write may have gone to another replica).
         let consistent = viewer.is_some_and(|v| written::recently(&parts.headers, v));
-        let work = self.route(route, id.as_deref(), parts, body, viewer);
+        // Boxed: the route's future is most of a request's state, and every move of it
+        // inline (into the consistent-read scope, the deadline, the span) copies it whole.
+        let work = Box::pin(self.route(route, id.as_deref(), parts, body, viewer));
         let work = if consistent {
             futures::future::Either::Left(quiver_cache::consistent(work))
         } else {

@@ -181,6 +181,21 @@ fn cached(r: ResponseBuilder) -> ResponseBuilder {
     )
 }
 
+/// A write's read-your-writes cookie (`written`).
+fn written(r: ResponseBuilder) -> ResponseBuilder {
+    use utoipa::openapi::header::HeaderBuilder;
+    r.header(
+        "Set-Cookie",
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String).build())
+            .description(Some(
+                "`quiver-written=…; Max-Age=2`: sent back, it makes the writer's reads of \
+                 the next two seconds see this write on every replica",
+            ))
+            .build(),
+    )
+}
+
 /// The whole document.
 pub(crate) fn document() -> OpenApi {
     let mut doc = quiver_codec::openapi::document();
@@ -200,7 +215,7 @@ pub(crate) fn document() -> OpenApi {
         let (status, ok) = if route.creates() {
             (
                 "201",
-                ResponseBuilder::new().description("Created").content(
+                written(ResponseBuilder::new().description("Created")).content(
                     "application/json",
                     ContentBuilder::new()
                         .schema(Some(Ref::from_schema_name(
@@ -212,7 +227,7 @@ pub(crate) fn document() -> OpenApi {
         } else if route.is_write() {
             (
                 "204",
-                ResponseBuilder::new().description("Done (or already so)"),
+                written(ResponseBuilder::new().description("Done (or already so)")),
             )
         } else {
             (

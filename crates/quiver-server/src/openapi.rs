@@ -156,43 +156,40 @@ fn problem(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// A read's caching headers (`conditional`, `render`).
-fn cached(r: ResponseBuilder) -> ResponseBuilder {
+/// `r` with a string header `name`, described.
+fn header(r: ResponseBuilder, name: &str, description: &str) -> ResponseBuilder {
     use utoipa::openapi::header::HeaderBuilder;
-    let string = || ObjectBuilder::new().schema_type(Type::String).build();
     r.header(
-        "ETag",
+        name,
         HeaderBuilder::new()
-            .schema(string())
-            .description(Some(
-                "Strong tag of this representation (each content coding has its own)",
-            ))
+            .schema(ObjectBuilder::new().schema_type(Type::String).build())
+            .description(Some(description))
             .build(),
     )
-    .header(
+}
+
+/// A read's caching headers (`conditional`, `render`).
+fn cached(r: ResponseBuilder) -> ResponseBuilder {
+    let r = header(
+        r,
+        "ETag",
+        "Strong tag of this representation (each content coding has its own)",
+    );
+    header(
+        r,
         "Cache-Control",
-        HeaderBuilder::new()
-            .schema(string())
-            .description(Some(
-                "`public, max-age=…` for anonymous reads of posts, profiles and user posts; \
-                 `private, no-cache` for a viewer's",
-            ))
-            .build(),
+        "`public, max-age=…` for anonymous reads of posts, profiles and user posts; \
+         `private, no-cache` for a viewer's",
     )
 }
 
 /// A write's read-your-writes cookie (`written`).
 fn written(r: ResponseBuilder) -> ResponseBuilder {
-    use utoipa::openapi::header::HeaderBuilder;
-    r.header(
+    header(
+        r,
         "Set-Cookie",
-        HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::String).build())
-            .description(Some(
-                "`quiver-written=…; Max-Age=2`: sent back, it makes the writer's reads of \
-                 the next two seconds see this write on every replica",
-            ))
-            .build(),
+        "`quiver-written=…; Max-Age=2`: sent back, it makes the writer's reads of the next \
+         two seconds see this write on every replica",
     )
 }
 

@@ -6,7 +6,9 @@
 //!
 //! One process for every stream keeps the load generator's own CPU small next to the
 //! server's on a machine they share, and that CPU is reported beside the results: a
-//! limit is only a limit of the server when the server, not the generator, is busy.
+//! limit is only a limit of the server when the server, not the generator, is busy. A
+//! peak is counted rather than recorded (`Load::Counted`): recording each answer makes
+//! wrk copy its headers and body into Lua, which about doubles its CPU per request.
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
@@ -72,6 +74,12 @@ pub(crate) enum Load {
     /// Closed loop: this many connections in all, each sending its next request when the
     /// last one is answered.
     Concurrency(u32),
+    /// `Concurrency` counted by wrk alone, without a record per answer (the generator's
+    /// cheapest mode, for a peak): totals only, requests, bytes with headers, answers with
+    /// a status of 400 or more (`unexpected`) and socket errors. Only for streams whose
+    /// every expected status is below 400: a 200 where a 304 was expected goes unseen
+    /// here (the open-loop phase, recorded, checks each status).
+    Counted(u32),
     /// Open loop: this many requests per second in all, latency measured from when each
     /// request was due, on this many connections.
     Rate(f64, u32),
@@ -250,7 +258,7 @@ pub(crate) fn phase(
         bail!("{name} has no streams");
     }
     let (connections, rate, pause) = match load {
-        Load::Concurrency(c) => (c.max(1), 0.0, Duration::ZERO),
+        Load::Concurrency(c) | Load::Counted(c) => (c.max(1), 0.0, Duration::ZERO),
         Load::Rate(r, c) => (c.max(1), r.max(0.001), Duration::ZERO),
         Load::Paused(c, p) => (c.max(1), 0.0, p),
     };
@@ -269,6 +277,10 @@ pub(crate) fn phase(
     std::fs::write(&script, SCRIPT).context("cannot write the load script")?;
     let config = work.path().join("streams.lua");
     std::fs::write(&config, lua_config(streams, t.tokens)?).context("cannot write the streams")?;
+    let counted = matches!(load, Load::Counted(_));
+    if counted && streams.iter().any(|s| s.expect.iter().any(|&c| c >= 400)) {
+        bail!("{name} expects a status of 400 or more, which a counted phase cannot tell apart");
+    }
     let out = work.path().join("records");
     let secs = duration.as_secs().max(1);
     let cpu0 = children_cpu();
@@ -285,6 +297,7 @@ pub(crate) fn phase(
         .env("QUIVER_LOAD_RATE", format!("{rate:.3}"))
         .env("QUIVER_LOAD_PAUSE_MS", pause.as_millis().to_string())
         .env("QUIVER_LOAD_OUT", &out)
+        .env("QUIVER_LOAD_RECORDS", if counted { "0" } else { "1" })
         .stdin(Stdio::null())
         .output()
         .context("cannot run wrk")?;
@@ -298,6 +311,33 @@ pub(crate) fn phase(
             output.status,
             stderr.trim()
         );
+    }
+    let generator = |requests: f64| {
+        json!({
+            "tool": "wrk",
+            "cpu_seconds": generator_cpu,
+            "cores": generator_cpu / wall.max(f64::MIN_POSITIVE),
+            "cpu_us_per_request": generator_cpu * 1e6 / requests.max(1.0),
+        })
+    };
+    if counted {
+        let file = work.path().join("records-summary.csv");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("wrk wrote no totals at {}", file.display()))?;
+        let totals = parse_totals(&text)?;
+        let n = totals[0] as f64;
+        return Ok(json!({
+            "rps": n / secs as f64,
+            "requests": totals[0],
+            "wire_bytes_per_request": totals[1] as f64 / n.max(1.0),
+            "unexpected": totals[2],
+            "unpaired": 0,
+            "counted": true,
+            "streams": streams.len(),
+            "connections": connections,
+            "socket_errors": socket_errors(&stdout),
+            "generator": generator(n),
+        }));
     }
     let mut records = Vec::new();
     for id in 0..threads {
@@ -324,12 +364,7 @@ pub(crate) fn phase(
     v["streams"] = json!(streams.len());
     v["connections"] = json!(connections);
     v["socket_errors"] = socket_errors(&stdout);
-    v["generator"] = json!({
-        "tool": "wrk",
-        "cpu_seconds": generator_cpu,
-        "cores": generator_cpu / wall.max(f64::MIN_POSITIVE),
-        "cpu_us_per_request": generator_cpu * 1e6 / (records.len().max(1) as f64),
-    });
+    v["generator"] = generator(records.len() as f64);
     if let Load::Rate(r, _) = load {
         v["target_rps"] = json!(r);
     }
@@ -353,6 +388,17 @@ pub(crate) fn phase(
         v["write_share"] = json!(writes.len() as f64 / records.len() as f64);
     }
     Ok(v)
+}
+
+/// The script's totals: `requests,bytes,answers with a status of 400 or more`.
+fn parse_totals(text: &str) -> Result<[u64; 3]> {
+    let fields: Vec<u64> = text
+        .trim()
+        .split(',')
+        .map(|f| f.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("wrk's totals are not three numbers: {text:?}"))?;
+    <[u64; 3]>::try_from(fields).map_err(|f| anyhow::anyhow!("wrk wrote {} totals, not 3", f.len()))
 }
 
 /// The script's records: `stream,micros,status,bytes` per line, the stream counted from 1
@@ -409,6 +455,16 @@ fn summarize(records: &[Record], secs: f64) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_scripts_totals() {
+        assert_eq!(
+            parse_totals("120,1730000,3\n").unwrap(),
+            [120, 1_730_000, 3]
+        );
+        assert!(parse_totals("120,1730000\n").is_err());
+        assert!(parse_totals("120,x,3").is_err());
+    }
 
     #[test]
     fn reads_the_scripts_records() {

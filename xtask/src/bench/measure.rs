@@ -1,5 +1,6 @@
 //! One run measured: the closed-loop peak and the open-loop phase at half of it, with
-//! the server's CPU, cache outcomes and event lag beside the generator's numbers.
+//! the server's CPU, cache outcomes and event lag beside the generator's numbers; and an
+//! ablation's two sides measured in alternating rounds on two servers running at once.
 
 use super::*;
 
@@ -45,14 +46,21 @@ pub(crate) fn measure(
 ) -> Result<Value> {
     let dir = std::env::temp_dir();
     let t = Target::new(wrk, server.api, &f.tokens, &dir);
+    // The warm-up is recorded (it gives the answers' body size); the peak is counted.
     let closed = Load::Concurrency(ph.concurrency);
-    load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
+    let warmup = load::phase(&t, &run.name, &run.streams, ph.warmup, closed)?;
     // What each request asks of Redis and PostgreSQL (the capacity model's inputs),
     // over the peak phase, each side after PostgreSQL has published its counts.
     std::thread::sleep(STATS_FLUSH);
     let (redis0, pg0) = server.backend_ops();
     let peak = with_server_cpu(server, || {
-        load::phase(&t, &run.name, &run.streams, ph.peak, closed)
+        load::phase(
+            &t,
+            &run.name,
+            &run.streams,
+            ph.peak,
+            peak_load(&run.streams, ph),
+        )
     })?;
     std::thread::sleep(STATS_FLUSH);
     let (redis1, pg1) = server.backend_ops();
@@ -62,7 +70,7 @@ pub(crate) fn measure(
         "group": run.group,
         "flags": run.flags,
         "streams": run.streams.len(),
-        "bytes_per_request": peak["bytes_per_request"],
+        "bytes_per_request": warmup["bytes_per_request"],
         "cpu_us_per_request": peak["server"]["cpu_us_per_request"],
         "server_cores": peak["server"]["cores"],
         "rss_bytes": peak["server"]["rss_bytes"],
@@ -94,6 +102,104 @@ pub(crate) fn measure(
     }
     Ok(result)
 }
+/// The peak phase's load: counted by wrk alone (no record per answer, the generator's
+/// cheapest mode) unless a stream expects a status a count cannot tell apart.
+pub(crate) fn peak_load(streams: &[Stream], ph: &Phases) -> Load {
+    if streams.iter().all(|s| s.expect.iter().all(|&c| c < 400)) {
+        Load::Counted(ph.concurrency)
+    } else {
+        Load::Concurrency(ph.concurrency)
+    }
+}
+
+/// Rounds of an ablation: each side's peak is split into this many phases, alternating
+/// with the other side's, so a drift of the shared machine falls on both alike.
+pub(crate) const ABLATION_ROUNDS: u32 = 4;
+
+/// An ablation's two runs (`before`, `after`) measured on two servers running at once:
+/// both warmed up, then `ABLATION_ROUNDS` rounds of counted peak phases, half a peak each
+/// (so each side gets twice a scenario's peak), in the order before–after, after–before,
+/// and so on. Each side's CPU per request is over all its rounds; `rounds_cpu_us` keeps
+/// the rounds', so the report can show their spread.
+pub(crate) fn measure_ablation(
+    wrk: &Path,
+    servers: [&Server; 2],
+    runs: [&Run; 2],
+    f: &Fixture,
+    ph: &Phases,
+) -> Result<[Value; 2]> {
+    let dir = std::env::temp_dir();
+    let targets = servers.map(|s| Target::new(wrk, s.api, &f.tokens, &dir));
+    let mut warmups = Vec::new();
+    for (t, run) in targets.iter().zip(runs) {
+        let closed = Load::Concurrency(ph.concurrency);
+        warmups.push(load::phase(t, &run.name, &run.streams, ph.warmup, closed)?);
+    }
+    let round = (ph.peak / 2).max(Duration::from_secs(1));
+    #[derive(Default)]
+    struct Side {
+        cpu: f64,
+        requests: f64,
+        generator: f64,
+        secs: f64,
+        unexpected: u64,
+        rounds: Vec<f64>,
+    }
+    let mut sides = [Side::default(), Side::default()];
+    for r in 0..ABLATION_ROUNDS {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (t, run, server) = (&targets[side], runs[side], servers[side]);
+            let load = peak_load(&run.streams, ph);
+            let v = with_server_cpu(server, || {
+                load::phase(t, &run.name, &run.streams, round, load)
+            })?;
+            let requests = v["requests"].as_f64().unwrap_or(0.0);
+            let cpu = v["server"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+            let s = &mut sides[side];
+            s.cpu += cpu;
+            s.requests += requests;
+            s.generator += v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+            s.secs += round.as_secs_f64();
+            s.unexpected += v["unexpected"].as_u64().unwrap_or(0);
+            s.rounds.push(cpu * 1e6 / requests.max(1.0));
+        }
+    }
+    let side = |i: usize| {
+        let Side {
+            cpu,
+            requests,
+            generator,
+            secs,
+            unexpected,
+            ref rounds,
+        } = sides[i];
+        let server = servers[i];
+        json!({
+            "name": runs[i].name,
+            "group": runs[i].group,
+            "flags": runs[i].flags,
+            "streams": runs[i].streams.len(),
+            "bytes_per_request": warmups[i]["bytes_per_request"],
+            "cpu_us_per_request": cpu * 1e6 / requests.max(1.0),
+            "rounds_cpu_us": rounds,
+            "server_cores": cpu / secs.max(f64::MIN_POSITIVE),
+            "rss_bytes": server.usage().1,
+            "generator_cpu_us_per_request": generator * 1e6 / requests.max(1.0),
+            "generator_cores": generator / secs.max(f64::MIN_POSITIVE),
+            "generator_bound": generator > GENERATOR_CPU_MAX * cpu,
+            "peak": {
+                "rps": requests / secs.max(f64::MIN_POSITIVE),
+                "requests": requests,
+                "unexpected": unexpected,
+                "rounds": ABLATION_ROUNDS,
+            },
+            "cache": cache_outcomes(&server.metrics()),
+        })
+    };
+    Ok([side(0), side(1)])
+}
+
 /// Cache outcome totals from `/metrics`.
 pub(crate) fn cache_outcomes(metrics: &str) -> Value {
     let mut out: BTreeMap<String, f64> = BTreeMap::new();

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 mod fixture;
 mod flood;
 mod limits;
+mod markdown;
 mod measure;
 mod report;
 mod scenarios;
@@ -39,6 +40,7 @@ mod walk;
 use fixture::*;
 use flood::*;
 use limits::*;
+use markdown::*;
 use measure::*;
 use report::*;
 use scenarios::*;
@@ -275,15 +277,16 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     // the events it caused to take effect before its server stops: a later run must not
     // spend its CPU (nor PostgreSQL's) on an earlier run's fan-out backlog.
     let first_write = runs.iter().position(|r| r.writes()).unwrap_or(runs.len());
+    let binary = |run: &Run| match run.binary {
+        Binary::Default => &bin,
+        Binary::SystemAllocator => system_bin.as_ref().expect("built when needed"),
+        Binary::Pgo => pgo_bin.as_ref().expect("built when needed"),
+        Binary::Untraced => untraced_bin.as_ref().expect("built when needed"),
+    };
+    let start = |run: &Run| Server::start(binary(run), &db, redis, &run.flags, run.redis);
     let run_one = |run: &Run, results: &mut Vec<Value>| -> Result<()> {
         bar.set_message(run.name.clone());
-        let binary = match run.binary {
-            Binary::Default => &bin,
-            Binary::SystemAllocator => system_bin.as_ref().expect("built when needed"),
-            Binary::Pgo => pgo_bin.as_ref().expect("built when needed"),
-            Binary::Untraced => untraced_bin.as_ref().expect("built when needed"),
-        };
-        let server = Server::start(binary, &db, redis, &run.flags, run.redis)?;
+        let server = start(run)?;
         let r = measure(wrk, &server, run, &fixture, &phases)?;
         if run.writes() {
             server.drain(Duration::from_secs(180));
@@ -292,7 +295,23 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         bar.inc(1);
         Ok(())
     };
-    for run in &runs[..first_write] {
+    // An ablation's two sides (adjacent, before then after) run at once, alternating.
+    let mut reads = runs[..first_write].iter().peekable();
+    while let Some(run) = reads.next() {
+        if let Some(after) = reads.next_if(|next| run.pairs_with(next)) {
+            bar.set_message(run.name.clone());
+            let servers = [start(run)?, start(after)?];
+            let [b, a] = measure_ablation(
+                wrk,
+                [&servers[0], &servers[1]],
+                [run, after],
+                &fixture,
+                &phases,
+            )?;
+            results.extend([b, a]);
+            bar.inc(2);
+            continue;
+        }
         run_one(run, &mut results)?;
         if run.name == "warm" {
             page_bytes = results

@@ -51,6 +51,12 @@ impl Run {
         self.at_rate = false;
         self
     }
+    /// Whether `after` is the other side of this run's ablation (this one before).
+    pub(crate) fn pairs_with(&self, after: &Run) -> bool {
+        self.group
+            .strip_suffix(":before")
+            .is_some_and(|g| after.group.strip_suffix(":after") == Some(g))
+    }
     pub(crate) fn writes(&self) -> bool {
         self.streams.iter().any(|s| s.kind == Kind::Write)
     }
@@ -220,4 +226,20 @@ pub(crate) fn scenarios(f: &Fixture, quick: bool, built: &[Binary]) -> Vec<Run> 
     }
     runs.extend(writes);
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ablations_sides_pair_up_and_nothing_else_does() {
+        let before = Run::new("x", Vec::new()).ablation("x", "before");
+        let after = Run::new("x", Vec::new()).ablation("x", "after");
+        let other = Run::new("y", Vec::new()).ablation("y", "after");
+        assert!(before.pairs_with(&after));
+        assert!(!after.pairs_with(&before));
+        assert!(!before.pairs_with(&other));
+        assert!(!Run::new("warm", Vec::new()).pairs_with(&after));
+    }
 }

@@ -41,7 +41,7 @@ pub(crate) fn soak(
     let closed = Load::Concurrency(ph.concurrency);
     load::phase(&t, "soak", &streams, ph.warmup, closed)?;
     let peak = with_server_cpu(&server, || {
-        load::phase(&t, "soak", &streams, ph.peak, closed)
+        load::phase(&t, "soak", &streams, ph.peak, peak_load(&streams, ph))
     })?;
     let rate = (peak["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
     eprintln!(

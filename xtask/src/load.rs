@@ -8,7 +8,7 @@
 //! server's on a machine they share, and that CPU is reported beside the results: a
 //! limit is only a limit of the server when the server, not the generator, is busy. A
 //! peak is counted rather than recorded (`Load::Counted`): recording each answer makes
-//! wrk copy its headers and body into Lua, which about doubles its CPU per request.
+//! wrk copy its headers and body into Lua, about a third more of its CPU per request.
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;

@@ -88,7 +88,7 @@ pub(crate) struct ServeArgs {
     /// Disable cross-request coalescing of database batches
     #[arg(long, env = "QUIVER_NO_COALESCE")]
     no_coalesce: bool,
-    /// Coalescing window, microseconds
+    /// Coalescing: the longest a batch waits for the one loading before it, microseconds
     #[arg(long, env = "QUIVER_COALESCE_WINDOW_US", default_value_t = BatchConfig::default().window.as_micros() as u64)]
     coalesce_window_us: u64,
     /// Encode every feed item and author for every page instead of splicing the

@@ -1,11 +1,14 @@
-//! Cross-request coalescing with DataLoader semantics: keys that concurrent callers ask
-//! for within a short window (or until a batch is full) go to the inner loader as one
-//! batch, and each caller gets exactly the results, or the error, for its own keys.
+//! Cross-request coalescing with DataLoader semantics and natural batching: while the
+//! inner loader is idle a batch leaves at once; while one is loading, the keys concurrent
+//! callers ask for collect into the next batch until it returns (at most a short window,
+//! or until the batch is full). Each caller gets exactly the results, or the error, for
+//! its own keys.
 
 use async_trait::async_trait;
 use quiver_model::{ErrorCode, LoadError, Loader, dedup_keys};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -13,7 +16,7 @@ use tokio::sync::{Notify, oneshot};
 /// When a batch is sent.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchConfig {
-    /// How long the first caller's keys wait for company.
+    /// How long a batch waits at most for the one loading before it to return.
     pub window: Duration,
     /// A batch with this many distinct keys is sent at once.
     pub max_keys: usize,
@@ -51,6 +54,20 @@ struct Shared<L: Loader> {
     /// The batch being collected, if any. A batch is taken out (and a new one starts)
     /// when its dispatcher wakes, so keys never join a batch that is already loading.
     pending: Mutex<Option<Pending<L::Key, L::Value>>>,
+    /// Batches loading now.
+    loading: AtomicUsize,
+    /// Woken when a loading batch returns.
+    returned: Notify,
+}
+
+/// Counts a batch as loading until it returns (or its task is dropped).
+struct Loading<'a>(&'a AtomicUsize, &'a Notify);
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.notify_waiters();
+    }
 }
 
 impl<L: Loader> Clone for Batcher<L> {
@@ -77,18 +94,32 @@ impl<L: Loader + 'static> Batcher<L> {
                 loader,
                 config,
                 pending: Mutex::new(None),
+                loading: AtomicUsize::new(0),
+                returned: Notify::new(),
             }),
         }
     }
 
     async fn dispatch(inner: Arc<Shared<L>>, full: Arc<Notify>) {
-        tokio::select! {
-            () = tokio::time::sleep(inner.config.window) => {}
-            () = full.notified() => {}
+        // Registered before the check, so a batch returning in between is not missed.
+        let returned = inner.returned.notified();
+        tokio::pin!(returned);
+        returned.as_mut().enable();
+        if inner.loading.load(Ordering::Acquire) > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(inner.config.window) => {}
+                () = full.notified() => {}
+                () = returned => {}
+            }
+        } else {
+            // Idle: the callers already woken with this one join, then the batch leaves.
+            tokio::task::yield_now().await;
         }
         let Some(batch) = inner.pending.lock().expect("batcher lock").take() else {
             return;
         };
+        inner.loading.fetch_add(1, Ordering::AcqRel);
+        let _loading = Loading(&inner.loading, &inner.returned);
         let result = inner.loader.load_many(&batch.keys).await;
         for (keys, reply) in batch.waiters {
             let answer = match &result {

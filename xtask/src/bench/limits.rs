@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The server's home head: how many entries a cold page's timeline statement reads (and
+/// one more), `quiver serve`'s default `--home-head`.
+const HOME_HEAD: u32 = 100;
+/// Statements of one cold page.
+const STATEMENTS: u32 = 8;
+
 /// pgbench running the statements of one cold home-feed first page as one transaction,
 /// one script per viewer of the fixture, chosen at random per transaction.
 pub(crate) fn pgbench(db: &str, f: &Fixture, ph: &Phases) -> Result<Value> {
@@ -17,7 +23,7 @@ pub(crate) fn pgbench(db: &str, f: &Fixture, ph: &Phases) -> Result<Value> {
             db,
             &format!(
                 "SELECT t.post_id || ',' || p.author_id FROM home_timeline t JOIN posts p ON p.id = t.post_id
-                 WHERE t.user_id = {v} ORDER BY t.created_at DESC, t.post_id DESC LIMIT 21"
+                 WHERE t.user_id = {v} ORDER BY t.created_at DESC, t.post_id DESC LIMIT 20"
             ),
         )?;
         let pairs: Vec<(i64, i64)> = page
@@ -32,18 +38,21 @@ pub(crate) fn pgbench(db: &str, f: &Fixture, ph: &Phases) -> Result<Value> {
         page_authors.dedup();
         let page_posts: Vec<i64> = pairs.iter().map(|p| p.0).collect();
         let (posts, authors) = (list(&page_posts), list(&page_authors));
-        let viewers = list(&vec![v; page_authors.len()]);
+        // The statements a cold first page runs (PostgreSQL's log of one, 2026-12-04): the
+        // viewer's graph with its mutuals, the celebrities, the home head (its 100 entries
+        // and one more, cut to pages later), then the page's posts, media, tags, authors and
+        // their flags; "followed by" comes from the graph's mutuals.
         let script = format!(
-            "SELECT ARRAY(SELECT followee_id FROM follows WHERE follower_id = {v}), ARRAY(SELECT blocked_id FROM blocks WHERE blocker_id = {v}), ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = {v});
+            "SELECT ARRAY(SELECT followee_id FROM follows WHERE follower_id = {v}), ARRAY(SELECT f.followee_id FROM follows f JOIN follows back ON back.follower_id = f.followee_id AND back.followee_id = {v} WHERE f.follower_id = {v}), ARRAY(SELECT blocked_id FROM blocks WHERE blocker_id = {v}), ARRAY(SELECT blocker_id FROM blocks WHERE blocked_id = {v});
 SELECT u.id FROM users u WHERE u.celebrity_from IS NOT NULL AND EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = {v} AND f.followee_id = u.id) ORDER BY u.id;
-SELECT post_id AS id, created_at FROM home_timeline WHERE user_id = {v} AND (created_at, post_id) < ('9999-12-31'::timestamptz, 9223372036854775807) ORDER BY created_at DESC, post_id DESC LIMIT 21;
+SELECT post_id AS id, created_at FROM home_timeline WHERE user_id = {v} AND (created_at, post_id) < ('9999-12-31'::timestamptz, 9223372036854775807) ORDER BY created_at DESC, post_id DESC LIMIT {head};
 SELECT id, author_id, kind, body, price_cents, currency, product_url, created_at FROM posts WHERE id = ANY('{{{posts}}}'::bigint[]);
 SELECT id, post_id, kind, url, width, height, size_bytes, position FROM media WHERE post_id = ANY('{{{posts}}}'::bigint[]) ORDER BY post_id, position;
 SELECT post_id, tag FROM post_tags WHERE post_id = ANY('{{{posts}}}'::bigint[]) ORDER BY post_id, tag;
 SELECT id, handle, display_name, bio, avatar_url, created_at FROM users WHERE id = ANY('{{{authors}}}'::bigint[]);
 SELECT id, verified, creator, private FROM users WHERE id = ANY('{{{authors}}}'::bigint[]);
-SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{{authors}}}'::bigint[], '{{{viewers}}}'::bigint[]) AS k(follower_id, followee_id) USING (follower_id, followee_id);
-"
+",
+            head = HOME_HEAD + 1
         );
         let file =
             std::env::temp_dir().join(format!("quiver-cold-page-{}-{v}.sql", std::process::id()));
@@ -87,7 +96,7 @@ SELECT f.follower_id, f.followee_id, f.created_at FROM follows f JOIN UNNEST('{{
         })?;
     let client_cpu = load::children_cpu() - cpu0;
     Ok(
-        json!({"pages_per_second": tps, "statements_per_page": 9, "viewers": files.len(),
+        json!({"pages_per_second": tps, "statements_per_page": STATEMENTS, "viewers": files.len(),
         "client_cpu_seconds": client_cpu,
         "client_cores": client_cpu / ph.peak.as_secs_f64().max(1.0)}),
     )

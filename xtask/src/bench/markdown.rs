@@ -78,11 +78,12 @@ pub(crate) fn markdown(r: &Value) -> String {
     }
     let l = &r["limits"];
     md.push_str(&format!(
-        "\nLimits measured in the same run: static body {} RPS at {} µs of server CPU each (the server used {} % of the CPU it and the generator used); pgbench {} cold pages/s (9 statements each; pgbench itself {} cores); redis-benchmark {} MGET/s of 40 keys (redis-benchmark itself {} µs CPU each).\n",
+        "\nLimits measured in the same run: static body {} RPS at {} µs of server CPU each (the server used {} % of the CPU it and the generator used); pgbench {} cold pages/s ({} statements each; pgbench itself {} cores); redis-benchmark {} MGET/s of 40 keys (redis-benchmark itself {} µs CPU each).\n",
         fmt(&l["static_body"]["peak"]["rps"], 0),
         fmt(&l["static_body"]["cpu_us_per_request"], 1),
         fmt(&json!(l["static_body"]["peak"]["server_share"].as_f64().map(|x| x * 100.0)), 0),
         fmt(&l["pgbench"]["pages_per_second"], 0),
+        fmt(&l["pgbench"]["statements_per_page"], 0),
         fmt(&l["pgbench"]["client_cores"], 2),
         fmt(&l["redis_benchmark"]["mget_per_second"], 0),
         fmt(&l["redis_benchmark"]["client_cpu_us_per_mget"], 1),

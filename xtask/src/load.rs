@@ -54,6 +54,11 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    /// Whether a counted phase (which sees only statuses of 400 or more) can check it.
+    pub(crate) fn countable(&self) -> bool {
+        self.expect.iter().all(|&c| c < 400)
+    }
+
     pub(crate) fn get(user: Option<i64>, paths: Vec<String>) -> Self {
         Self {
             kind: Kind::Read,
@@ -278,7 +283,7 @@ pub(crate) fn phase(
     let config = work.path().join("streams.lua");
     std::fs::write(&config, lua_config(streams, t.tokens)?).context("cannot write the streams")?;
     let counted = matches!(load, Load::Counted(_));
-    if counted && streams.iter().any(|s| s.expect.iter().any(|&c| c >= 400)) {
+    if counted && !streams.iter().all(Stream::countable) {
         bail!("{name} expects a status of 400 or more, which a counted phase cannot tell apart");
     }
     let out = work.path().join("records");
@@ -313,12 +318,9 @@ pub(crate) fn phase(
         );
     }
     let generator = |requests: f64| {
-        json!({
-            "tool": "wrk",
-            "cpu_seconds": generator_cpu,
-            "cores": generator_cpu / wall.max(f64::MIN_POSITIVE),
-            "cpu_us_per_request": generator_cpu * 1e6 / requests.max(1.0),
-        })
+        json!({"tool": "wrk", "cpu_seconds": generator_cpu,
+        "cores": generator_cpu / wall.max(f64::MIN_POSITIVE),
+        "cpu_us_per_request": generator_cpu * 1e6 / requests.max(1.0)})
     };
     if counted {
         let file = work.path().join("records-summary.csv");

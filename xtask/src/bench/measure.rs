@@ -102,10 +102,11 @@ pub(crate) fn measure(
     }
     Ok(result)
 }
+
 /// The peak phase's load: counted by wrk alone (no record per answer, the generator's
 /// cheapest mode) unless a stream expects a status a count cannot tell apart.
 pub(crate) fn peak_load(streams: &[Stream], ph: &Phases) -> Load {
-    if streams.iter().all(|s| s.expect.iter().all(|&c| c < 400)) {
+    if streams.iter().all(Stream::countable) {
         Load::Counted(ph.concurrency)
     } else {
         Load::Concurrency(ph.concurrency)
@@ -136,12 +137,13 @@ pub(crate) fn measure_ablation(
         warmups.push(load::phase(t, &run.name, &run.streams, ph.warmup, closed)?);
     }
     let round = (ph.peak / 2).max(Duration::from_secs(1));
+    let secs = round.as_secs_f64() * f64::from(ABLATION_ROUNDS);
+    let loads = runs.map(|run| peak_load(&run.streams, ph));
     #[derive(Default)]
     struct Side {
         cpu: f64,
         requests: f64,
         generator: f64,
-        secs: f64,
         unexpected: u64,
         rounds: Vec<f64>,
     }
@@ -150,9 +152,8 @@ pub(crate) fn measure_ablation(
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let (t, run, server) = (&targets[side], runs[side], servers[side]);
-            let load = peak_load(&run.streams, ph);
             let v = with_server_cpu(server, || {
-                load::phase(t, &run.name, &run.streams, round, load)
+                load::phase(t, &run.name, &run.streams, round, loads[side])
             })?;
             let requests = v["requests"].as_f64().unwrap_or(0.0);
             let cpu = v["server"]["cpu_seconds"].as_f64().unwrap_or(0.0);
@@ -160,7 +161,6 @@ pub(crate) fn measure_ablation(
             s.cpu += cpu;
             s.requests += requests;
             s.generator += v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
-            s.secs += round.as_secs_f64();
             s.unexpected += v["unexpected"].as_u64().unwrap_or(0);
             s.rounds.push(cpu * 1e6 / requests.max(1.0));
         }
@@ -170,7 +170,6 @@ pub(crate) fn measure_ablation(
             cpu,
             requests,
             generator,
-            secs,
             unexpected,
             ref rounds,
         } = sides[i];
@@ -183,13 +182,13 @@ pub(crate) fn measure_ablation(
             "bytes_per_request": warmups[i]["bytes_per_request"],
             "cpu_us_per_request": cpu * 1e6 / requests.max(1.0),
             "rounds_cpu_us": rounds,
-            "server_cores": cpu / secs.max(f64::MIN_POSITIVE),
+            "server_cores": cpu / secs,
             "rss_bytes": server.usage().1,
             "generator_cpu_us_per_request": generator * 1e6 / requests.max(1.0),
-            "generator_cores": generator / secs.max(f64::MIN_POSITIVE),
+            "generator_cores": generator / secs,
             "generator_bound": generator > GENERATOR_CPU_MAX * cpu,
             "peak": {
-                "rps": requests / secs.max(f64::MIN_POSITIVE),
+                "rps": requests / secs,
                 "requests": requests,
                 "unexpected": unexpected,
                 "rounds": ABLATION_ROUNDS,

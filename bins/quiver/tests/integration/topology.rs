@@ -350,7 +350,11 @@ fn killing_a_redis_primary_or_the_postgresql_replica_fails_no_request() {
                             let (follower, _) = pairs[i % pairs.len()];
                             match probe.feed(lb, follower, 20).await.0 {
                                 200 => served.fetch_add(1, Ordering::Relaxed),
-                                _ => failed.fetch_add(1, Ordering::Relaxed),
+                                status => {
+                                    // Shown with the test's failure: which request, how.
+                                    eprintln!("a read of {follower}'s feed answered {status}");
+                                    failed.fetch_add(1, Ordering::Relaxed)
+                                }
                             };
                             i += 4;
                         }
@@ -362,7 +366,10 @@ fn killing_a_redis_primary_or_the_postgresql_replica_fails_no_request() {
                         let (_, author) = pairs[i % pairs.len()];
                         match probe.post(&lb, author).await {
                             Ok(_) => served.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                eprintln!("a post by {author} failed: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
                         };
                         i += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;

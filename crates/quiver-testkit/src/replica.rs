@@ -1,6 +1,9 @@
 //! Streaming PostgreSQL replicas for the read-replica tests: each test takes its own
 //! replica of the replication primary `cargo xtask test` starts (`pg_basebackup -R`), so
-//! it may pause, kill and restart it without disturbing any other test.
+//! it may pause, kill and restart it without disturbing any other test. Each replica has
+//! its own replication slot: without one, a checkpoint the primary takes between the copy
+//! and the replica's first connection (another test's `--checkpoint=fast` copy, its
+//! segment switch) may remove the WAL the replica needs next, and it never catches up.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -22,6 +25,8 @@ pub struct PgReplica {
     port: u16,
     bindir: PathBuf,
     as_postgres: bool,
+    /// The primary's replication slot that keeps the WAL this replica has not received.
+    slot: String,
 }
 
 impl PgReplica {
@@ -48,6 +53,7 @@ impl PgReplica {
             port,
             bindir,
             as_postgres,
+            slot: format!("quiver_replica_{}_{port}", std::process::id()),
         };
         if as_postgres {
             // PostgreSQL refuses to run as root.
@@ -59,7 +65,8 @@ impl PgReplica {
         backup
             .arg("-D")
             .arg(replica.dir.join("data"))
-            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync", "-d"])
+            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"])
+            .args(["--create-slot", "--slot", &replica.slot, "-d"])
             .arg(&primary);
         run(&mut backup);
         replica.restart();
@@ -117,6 +124,36 @@ impl Drop for PgReplica {
     fn drop(&mut self) {
         let _ = self.ctl().args(["-m", "immediate", "stop"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The slot would keep the primary's WAL for as long as it runs. Its walsender may
+        // outlive the replica's immediate stop by a moment: the primary waits for it.
+        let drop_slot = format!(
+            "DO $$ BEGIN
+               FOR i IN 1..200 LOOP
+                 IF NOT EXISTS (SELECT 1 FROM pg_replication_slots
+                                WHERE slot_name = '{slot}' AND active) THEN
+                   PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                     WHERE slot_name = '{slot}';
+                   RETURN;
+                 END IF;
+                 PERFORM pg_sleep(0.01);
+               END LOOP;
+             END $$",
+            slot = self.slot
+        );
+        let psql = self
+            .tool("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &drop_slot, "-d"])
+            .arg(primary_url())
+            .output();
+        if let Ok(out) = psql
+            && !out.status.success()
+        {
+            eprintln!(
+                "could not drop replication slot {}: {}",
+                self.slot,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
 }
 

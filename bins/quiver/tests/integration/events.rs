@@ -6,9 +6,11 @@ use crate::{ok, quiver};
 use quiver_model::UserId;
 use quiver_server::auth::Auth;
 use sqlx::Connection as _;
+use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SECRET: &str = "a test secret of at least 32 bytes!!";
@@ -123,12 +125,24 @@ pub(crate) struct Replica {
     child: std::process::Child,
     pub(crate) api: SocketAddr,
     admin: SocketAddr,
+    /// The process's last warnings and errors, shown if the test fails.
+    warnings: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How many of a process's warnings a failed test shows (the latest).
+const WARNINGS_KEPT: usize = 100;
 
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("warnings of the process at {}:", self.api);
+            for line in warnings.iter() {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
 
@@ -170,10 +184,19 @@ impl Replica {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let warnings = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = warnings.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("quiver is serving") {
                     let _ = tx.send(line);
+                } else if line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+                {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == WARNINGS_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
                 }
             }
         });
@@ -186,6 +209,7 @@ impl Replica {
             api: addr("api"),
             admin: addr("admin"),
             child,
+            warnings,
         }
     }
 

@@ -114,8 +114,13 @@ impl Client {
             .bearer_auth(token(viewer))
             .send()
             .await;
-        let Ok(resp) = resp else {
-            return (0, Vec::new());
+        let resp = match resp {
+            Ok(resp) => resp,
+            Err(e) => {
+                // No HTTP answer: what the transport said, shown if the test fails.
+                eprintln!("GET {base}/api/v1/feed as {viewer}: {e:?}");
+                return (0, Vec::new());
+            }
         };
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
@@ -152,6 +157,7 @@ impl Client {
 struct Balancer {
     child: Child,
     port: u16,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -166,23 +172,32 @@ impl Balancer {
             .enumerate()
             .map(|(i, r)| format!("    server q{i} {}\n", r.api))
             .collect();
+        // As the cluster runs it, plus a log of every session that ended abnormally
+        // (an error, a retry, a server marked down), shown if the test fails.
         let config = include_str!("../../../../xtask/haproxy.cfg")
             .replace("{bind}", &format!("127.0.0.1:{port}"))
-            .replace("{servers}", &servers);
+            .replace("{servers}", &servers)
+            .replace("global\n", "global\n    log stderr format raw local0\n")
+            .replace(
+                "defaults\n",
+                "defaults\n    log global\n    option httplog\n    option dontlog-normal\n",
+            );
         let dir = tempfile::tempdir().expect("a directory");
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("the config is written");
+        let log = dir.path().join("haproxy.log");
         let child = Command::new(haproxy)
             .arg("-db")
             .arg("-f")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("haproxy's log"))
             .spawn()
             .expect("haproxy starts");
         let balancer = Self {
             child,
             port,
+            log,
             _dir: dir,
         };
         let ready = format!("http://127.0.0.1:{port}/readyz");
@@ -205,6 +220,10 @@ impl Drop for Balancer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("haproxy's log of abnormal sessions and server states:\n{log}");
+        }
     }
 }
 

@@ -18,7 +18,13 @@ pub(crate) struct Fixture {
     /// Per viewer, the paths of their first feed pages, each with the cursor of the one
     /// before, as a client following `next_page` sends them.
     pub(crate) feed_pages: BTreeMap<i64, Vec<String>>,
+    /// The mean body size of those pages, in bytes: the size of the static body every
+    /// scenario's CPU is compared with.
+    pub(crate) page_bytes: f64,
 }
+
+/// How many of each viewer's first feed pages the feed scenarios cycle through.
+const FEED_PAGES: usize = 5;
 
 impl Fixture {
     pub(crate) fn pick(db: &str, bin: &Path, viewers: usize) -> Result<Self> {
@@ -56,6 +62,7 @@ impl Fixture {
             users,
             tokens,
             feed_pages: BTreeMap::new(),
+            page_bytes: 0.0,
         })
     }
 
@@ -67,16 +74,34 @@ impl Fixture {
             .collect()
     }
 
+    /// Records each viewer's first feed pages as `server` serves them, and their mean
+    /// body size.
+    pub(crate) fn record_feed_pages(&mut self, server: &Server) -> Result<()> {
+        let mut bytes = Vec::new();
+        for v in self.viewers.clone() {
+            let (paths, sizes) = feed_pages(server, &self.tokens[&v], FEED_PAGES)?;
+            self.feed_pages.insert(v, paths);
+            bytes.extend(sizes);
+        }
+        self.page_bytes = bytes.iter().sum::<usize>() as f64 / bytes.len().max(1) as f64;
+        Ok(())
+    }
+
     /// Every viewer walking their own first feed pages.
     pub(crate) fn feeds(&self) -> Vec<Stream> {
         self.as_viewers(|v| self.feed_pages[&v].clone())
     }
 }
 
-/// Walks `pages` pages of the feed with `token`, returning each page's path.
-pub(crate) fn feed_pages(server: &Server, token: &str, pages: usize) -> Result<Vec<String>> {
+/// Walks `pages` pages of the feed with `token`, returning each page's path and body size.
+pub(crate) fn feed_pages(
+    server: &Server,
+    token: &str,
+    pages: usize,
+) -> Result<(Vec<String>, Vec<usize>)> {
     let mut paths = vec!["/api/v1/feed?limit=20".to_owned()];
-    while paths.len() < pages {
+    let mut bytes = Vec::new();
+    loop {
         let out = Command::new("curl")
             .args(["-sf", "-H", &format!("Authorization: Bearer {token}")])
             .arg(format!(
@@ -86,11 +111,15 @@ pub(crate) fn feed_pages(server: &Server, token: &str, pages: usize) -> Result<V
             ))
             .output()
             .context("cannot run curl")?;
+        bytes.push(out.stdout.len());
+        if paths.len() >= pages {
+            break;
+        }
         let page: Value = serde_json::from_slice(&out.stdout).context("the feed answers json")?;
         match page["next_page"].as_str() {
             Some(c) => paths.push(format!("/api/v1/feed?limit=20&cursor={c}")),
             None => break,
         }
     }
-    Ok(paths)
+    Ok((paths, bytes))
 }

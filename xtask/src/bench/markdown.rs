@@ -10,6 +10,15 @@ pub(crate) fn fmt(v: &Value, digits: usize) -> String {
         .map_or("–".to_owned(), |x| format!("{x:.digits$}"))
 }
 
+/// A scenario's CPU ratio to the static body, with its rounds' range when it has one.
+fn ratio_with_range(s: &Value) -> String {
+    let ratio = fmt(&s["cpu_ratio_to_static"], 2);
+    match s["cpu_ratio_to_static_range"].as_array().map(Vec::as_slice) {
+        Some([lo, hi]) => format!("{ratio} ({}–{})", fmt(lo, 2), fmt(hi, 2)),
+        _ => ratio,
+    }
+}
+
 /// The whole report, as `report.md`.
 pub(crate) fn markdown(r: &Value) -> String {
     let mut md = format!(
@@ -22,7 +31,7 @@ pub(crate) fn markdown(r: &Value) -> String {
         r["machine"]["memory_gib"],
         r["viewers"],
     );
-    md.push_str("## Scenarios\n\nCPU ratio: the server's CPU per request over the static body's (the same server, the same streams), lower is better. Server and generator CPU: per answered request in the peak phase (fixed concurrency), and the cores each used then; a run marked generator-bound had a generator using more CPU than the server, so its throughput is the generator's. P50–P99.9: open loop at half the peak rate, latency from when each request was due.\n\n");
+    md.push_str("## Scenarios\n\nCPU ratio: the server's CPU per request over the static body's, lower is better; for a read, measured in alternating rounds on the scenario's own server (the same streams asking for a static body of the warm pages' mean size), with the range of the rounds' own ratios in brackets; for a write, over the static-body limit's row. Server and generator CPU: per answered request in the peak phase (fixed concurrency), and the cores each used then; a run marked generator-bound had a generator using more CPU than the server, so its throughput is the generator's. P50–P99.9: open loop at half the peak rate, latency from when each request was due.\n\n");
     md.push_str("| scenario | CPU ratio to static | server CPU µs/req | peak RPS | P50 ms | P90 ms | P99 ms | P99.9 ms | unexpected status | server cores | generator CPU µs/req | generator cores | RSS MB | limit | ratio to limit |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let rows = r["scenarios"]
         .as_array()
@@ -49,7 +58,7 @@ pub(crate) fn markdown(r: &Value) -> String {
             if static_row {
                 "1.00".to_owned()
             } else {
-                fmt(&s["cpu_ratio_to_static"], 2)
+                ratio_with_range(s)
             },
             fmt(&s["cpu_us_per_request"], 1),
             fmt(&s["peak"]["rps"], 0),

@@ -34,13 +34,15 @@ pub(crate) fn with_server_cpu(
 /// How long PostgreSQL may take to publish a backend's statistics once it is idle.
 const STATS_FLUSH: Duration = Duration::from_millis(1500);
 
-/// Warm-up, then the peak phase (fixed concurrency) and, for scenarios, the open-loop
-/// phase at half the peak rate; CPU of the server and of the load generator per phase,
-/// RSS of the server from `/proc`, cache outcomes and event lag from its `/metrics`.
+/// Warm-up, then the peak phase (fixed concurrency), the rounds against `paired` (the
+/// static body) when given, and, for scenarios, the open-loop phase at half the peak
+/// rate; CPU of the server and of the load generator per phase, RSS of the server from
+/// `/proc`, cache outcomes and event lag from its `/metrics`.
 pub(crate) fn measure(
     wrk: &Path,
     server: &Server,
     run: &Run,
+    paired: Option<&Run>,
     f: &Fixture,
     ph: &Phases,
 ) -> Result<Value> {
@@ -81,6 +83,9 @@ pub(crate) fn measure(
         "pg_transactions_per_request": (pg1 - pg0).max(0.0) / answered,
         "peak": peak,
     });
+    if let Some(other) = paired {
+        result["paired"] = paired_rounds(&t, server, [run, other], ph)?;
+    }
     if run.at_rate {
         let rate = (result["peak"]["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
         let at_rate = with_server_cpu(server, || {
@@ -197,6 +202,47 @@ pub(crate) fn measure_ablation(
         })
     };
     Ok([side(0), side(1)])
+}
+
+/// `runs[0]` against `runs[1]` on one server: `ABLATION_ROUNDS` rounds of a quarter
+/// peak each, alternating (0–1, 1–0, …), so the two are measured minutes apart by no
+/// drift of the shared machine. The scenario's CPU per request over the other's, over
+/// all rounds and the range of the rounds' own ratios.
+fn paired_rounds(t: &Target, server: &Server, runs: [&Run; 2], ph: &Phases) -> Result<Value> {
+    let round = (ph.peak / ABLATION_ROUNDS).max(Duration::from_secs(1));
+    let mut sums = [(0.0, 0.0); 2];
+    let mut rounds = [Vec::new(), Vec::new()];
+    for r in 0..ABLATION_ROUNDS {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let run = runs[side];
+            let load = peak_load(&run.streams, ph);
+            let v = with_server_cpu(server, || {
+                load::phase(t, &run.name, &run.streams, round, load)
+            })?;
+            let requests = v["requests"].as_f64().unwrap_or(0.0).max(1.0);
+            let cpu = v["server"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+            sums[side].0 += cpu;
+            sums[side].1 += requests;
+            rounds[side].push(cpu * 1e6 / requests);
+        }
+    }
+    let per_request = |(cpu, requests): (f64, f64)| cpu * 1e6 / requests;
+    let ratios: Vec<f64> = rounds[0]
+        .iter()
+        .zip(&rounds[1])
+        .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
+        .collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Ok(json!({
+        "with": runs[1].name,
+        "rounds": ABLATION_ROUNDS,
+        "cpu_us_per_request": per_request(sums[0]),
+        "with_cpu_us_per_request": per_request(sums[1]),
+        "ratio": per_request(sums[0]) / per_request(sums[1]).max(f64::MIN_POSITIVE),
+        "ratio_range": [lo, hi],
+    }))
 }
 
 /// Cache outcome totals from `/metrics`.

@@ -224,10 +224,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         // Each viewer's first pages, with the cursors a client would follow: the feed
         // scenarios cycle through them.
         let server = Server::start(&bin, &db, redis, &[], true)?;
-        for v in fixture.viewers.clone() {
-            let pages = feed_pages(&server, &fixture.tokens[&v], 5)?;
-            fixture.feed_pages.insert(v, pages);
-        }
+        fixture.record_feed_pages(&server)?;
     }
     if o.soak.is_some() {
         let report = soak(&o, &out_dir, &bench, &bin, &db, &fixture, &phases)?;
@@ -272,7 +269,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             .expect("valid template"),
     );
     let mut results = Vec::new();
-    let mut page_bytes = 0.0;
     // The runs that write go last, after the flood and the limits, and each waits for
     // the events it caused to take effect before its server stops: a later run must not
     // spend its CPU (nor PostgreSQL's) on an earlier run's fan-out backlog.
@@ -284,10 +280,19 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         Binary::Untraced => untraced_bin.as_ref().expect("built when needed"),
     };
     let start = |run: &Run| Server::start(binary(run), &db, redis, &run.flags, run.redis);
+    // The static body of the warm pages' mean size, on the warm scenario's streams (the
+    // same processes, connections and headers): every read scenario's CPU per request is
+    // compared with it in alternating rounds on the scenario's own server, and it is the
+    // static-body limit.
+    let static_run = {
+        let path = format!("/bench/static?bytes={}", fixture.page_bytes.max(2.0) as usize);
+        Run::new("static", fixture.as_viewers(|_| vec![path.clone()]))
+    };
     let run_one = |run: &Run, results: &mut Vec<Value>| -> Result<()> {
         bar.set_message(run.name.clone());
         let server = start(run)?;
-        let r = measure(wrk, &server, run, &fixture, &phases)?;
+        let paired = (!run.writes()).then_some(&static_run);
+        let r = measure(wrk, &server, run, paired, &fixture, &phases)?;
         if run.writes() {
             server.drain(Duration::from_secs(180));
         }
@@ -313,12 +318,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             continue;
         }
         run_one(run, &mut results)?;
-        if run.name == "warm" {
-            page_bytes = results
-                .last()
-                .and_then(|r| r["bytes_per_request"].as_f64())
-                .unwrap_or(0.0);
-        }
     }
     bar.set_message("connection flood");
     let flood = {
@@ -331,18 +330,8 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     };
     bar.set_message("limit: static body");
     let static_limit = {
-        // The warm scenario's streams (the same processes, connections and headers),
-        // each asking for a static body of the warm pages' mean size.
         let server = Server::start(&bin, &db, redis, &[], true)?;
-        let path = format!("/bench/static?bytes={}", page_bytes.max(2.0) as usize);
-        let streams = fixture.as_viewers(|_| vec![path.clone()]);
-        measure(
-            wrk,
-            &server,
-            &Run::new("static", streams),
-            &fixture,
-            &phases,
-        )?
+        measure(wrk, &server, &static_run, None, &fixture, &phases)?
     };
     bar.inc(1);
     bar.set_message("limit: pgbench");
@@ -434,10 +423,7 @@ pub(crate) fn train(bench: &Bench, bin: &Path, scale: &str) -> Result<()> {
     let ns = format!("pgo-{}", std::process::id());
     {
         let server = Server::start_in(bin, &db, &bench.redis, &[], true, &ns)?;
-        for v in fixture.viewers.clone() {
-            let pages = feed_pages(&server, &fixture.tokens[&v], 5)?;
-            fixture.feed_pages.insert(v, pages);
-        }
+        fixture.record_feed_pages(&server)?;
     }
     let dir = std::env::temp_dir();
     for run in scenarios(&fixture, true, &[])

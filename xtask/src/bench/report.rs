@@ -57,7 +57,15 @@ pub(crate) fn report(
         let mut s = r.clone();
         s["limit"] = json!(limit_name);
         s["ratio_to_limit"] = json!(if limit > 0.0 { rps / limit } else { 0.0 });
-        s["cpu_ratio_to_static"] = json!(cpu_ratio(cpu, static_cpu));
+        // Measured against the static body in alternating rounds on the scenario's own
+        // server where it was (every read); else against the static-body limit's run.
+        let paired = &r["paired"];
+        if paired["with"] == "static" {
+            s["cpu_ratio_to_static"] = paired["ratio"].clone();
+            s["cpu_ratio_to_static_range"] = paired["ratio_range"].clone();
+        } else {
+            s["cpu_ratio_to_static"] = json!(cpu_ratio(cpu, static_cpu));
+        }
         scenarios.push(s);
     }
     let ablations: Vec<Value> = ablations
@@ -400,6 +408,39 @@ mod tests {
             "{md}"
         );
         assert_eq!(cpu_ratio(Some(5.0), 0.0), None);
+    }
+
+    #[test]
+    pub(crate) fn a_read_measured_in_rounds_against_the_static_body_takes_that_ratio() {
+        let mut profile = scenario("profile", 8000.0, 15.0);
+        profile["paired"] = json!({"with": "static", "ratio": 1.2, "ratio_range": [1.1, 1.3],
+            "cpu_us_per_request": 15.0, "with_cpu_us_per_request": 12.5, "rounds": 4});
+        let o = Options {
+            quick: true,
+            scale: "small",
+            baseline: None,
+            soak: None,
+            pgo: false,
+        };
+        let limits = Limits {
+            static_body: json!({"name": "static", "cpu_us_per_request": 10.0,
+                "peak": {"rps": 10_000.0}}),
+            pg: json!({}),
+            redis: json!({}),
+        };
+        let r = report(&o, 8, &[profile], json!({}), limits, Duration::from_secs(1));
+        let s = &r["scenarios"][0];
+        // Not 15 / 10 from the limit's run: the rounds' own ratio.
+        assert!((s["cpu_ratio_to_static"].as_f64().unwrap() - 1.2).abs() < 1e-9);
+        let target = r["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"].as_str().unwrap().starts_with("GET /users/{id}"))
+            .unwrap();
+        assert_eq!(target["met"], true);
+        let md = markdown(&r);
+        assert!(md.contains("| profile | 1.20 (1.10–1.30) | 15.0 |"), "{md}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Walk {
         };
         for v in ids {
             let token = mint(bin, v)?;
-            walk.pages.insert(v, feed_pages(server, &token, pages)?);
+            walk.pages.insert(v, feed_pages(server, &token, pages)?.0);
             walk.tokens.insert(v, token);
         }
         Ok(walk)

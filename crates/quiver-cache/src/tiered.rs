@@ -27,6 +27,9 @@ use tokio::time::{Instant, timeout};
 mod flight;
 mod load;
 mod refresh;
+mod stamp;
+
+use stamp::FenceStamp;
 
 use flight::Inflight;
 use refresh::Refreshes;
@@ -169,8 +172,9 @@ struct Inner<L: Loader> {
     channel: String,
     breaker: Breaker,
     /// Generations that keep a load which started before an invalidation from filling
-    /// the L1 after it (the L2 has its own fence, the version keys).
-    fence: Fence,
+    /// the L1 after it (the L2 has its own fence, the version keys), and that fence what
+    /// the engine builds from this cache's values ([`quiver_model::fence`]).
+    fence: Arc<Fence>,
     /// Single flight: the keys being loaded right now, each with the channel its result
     /// will be published on. An entry lives from the claim to the end of the load; a
     /// lookup that finds one waits instead of loading. Dropping the loader's future
@@ -238,7 +242,7 @@ where
             l1,
             l1_max_weight,
             remote,
-            fence: Fence::new(),
+            fence: Arc::new(Fence::new()),
             inflight: Mutex::new(HashMap::default()),
             refreshing: Mutex::new(Refreshes::default()),
             stats: Stats::default(),
@@ -293,6 +297,13 @@ where
         let mut out: Vec<Option<Arc<L::Value>>> = Vec::with_capacity(keys.len());
         let mut tally = Tally::default();
         let mut missing: Vec<usize> = Vec::new();
+        // Inside a recording: tickets before the reads, and the record stays usable only
+        // if every key is answered by the L1 before its soft TTL.
+        let mut stamp = quiver_model::fence::is_recording().then(|| FenceStamp {
+            fence: inner.fence.clone(),
+            tickets: keys.iter().map(|k| inner.fence.ticket(k)).collect(),
+            until: None,
+        });
         match &inner.l1 {
             Some(l1) if !consistent_reads() => {
                 let now = Instant::now();
@@ -307,6 +318,9 @@ where
                             } else {
                                 Outcome::HitL1
                             };
+                            if let Some(st) = &mut stamp {
+                                st.answered(outcome, e.soft);
+                            }
                             tally.add(outcome);
                             seen(i, outcome);
                             out.push(e.value);
@@ -322,6 +336,9 @@ where
                 out.resize(keys.len(), None);
                 missing.extend(0..keys.len());
             }
+        }
+        if let Some(st) = stamp {
+            st.record(missing.is_empty());
         }
         let result = if missing.is_empty() {
             Ok(())
@@ -495,6 +512,9 @@ where
         if let Some(l1) = &self.l1 {
             l1.remove(key);
         }
+        // Again once the entry is gone: a ticket taken between the first bump and the
+        // removal, then a read of the old entry, would otherwise pass.
+        self.fence.invalidate(key);
     }
 
     fn flush_l1(&self) {
@@ -550,6 +570,11 @@ where
 
     async fn load_shared(&self, keys: &[L::Key]) -> Result<Vec<Option<Arc<L::Value>>>, LoadError> {
         self.resolve(keys, &mut |_, _| ()).await
+    }
+
+    /// Every lookup records its fence inside a recording, with an L1 to answer it.
+    fn fences(&self) -> bool {
+        self.inner.l1.is_some()
     }
 
     /// Whether the L1 holds every key before its soft TTL (a peek: it does not count as a

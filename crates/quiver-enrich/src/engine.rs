@@ -6,12 +6,14 @@
 use crate::discover::fresh_seed;
 use crate::error::{EnrichError, Part};
 use crate::hydrate::{Assembled, Filled};
+use crate::pages::{PageKey, PageStats, Pages};
 use crate::prefetch::{PrefetchPool, PrefetchStats};
 use crate::present::viewer_part;
 use crate::source::Sources;
 use quiver_codec::encode::encode;
 use quiver_codec::fragment::{SplicedItem, splice_post};
 use quiver_codec::wire::{OrderWire, OrdersPageWire, ProfileWire, ViewerWire};
+use quiver_model::fence::recording;
 use quiver_model::{Cursor, CursorCodec, OrderId, OrderStatus, PostId, UserId};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -35,6 +37,10 @@ pub struct EngineConfig {
     /// Encode feed pages whole with serde_json instead of splicing pre-encoded fragments
     /// (on only to measure what the chosen path buys; the bytes are the same).
     pub serde_json_pages: bool,
+    /// Bytes of finished home pages kept per viewer and served again while every input
+    /// they were built from holds (0: none; 16 MiB by default). Used only when every
+    /// source the home page reads records fences ([`quiver_model::Loader::fences`]).
+    pub finished_pages_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +52,7 @@ impl Default for EngineConfig {
             reuse_fragments: true,
             concurrent_lookups: true,
             serde_json_pages: false,
+            finished_pages_bytes: 16 << 20,
         }
     }
 }
@@ -62,8 +69,9 @@ pub struct Timings {
 /// An assembled response.
 #[derive(Clone, Debug)]
 pub struct Rendered {
-    /// The JSON body.
-    pub body: Vec<u8>,
+    /// The JSON body (shared: a page served again from the finished-page cache is not
+    /// copied).
+    pub body: bytes::Bytes,
     pub timings: Timings,
     /// Optional parts that could not be loaded (also in the body of pages and posts).
     pub partial: Vec<Part>,
@@ -95,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) shuffles: crate::discover::Shuffles,
     /// Home heads merged with their celebrities' heads, reused while those are unchanged.
     pub(crate) merges: crate::hydrate::Merges,
+    /// Finished home pages, when configured and every source fences.
+    pub(crate) pages: Option<Pages>,
 }
 
 impl fmt::Debug for Engine {
@@ -114,6 +124,8 @@ impl Engine {
         config: EngineConfig,
         prefetch: Option<PrefetchPool>,
     ) -> Self {
+        let pages = (config.finished_pages_bytes > 0 && sources.home_fences())
+            .then(|| Pages::new(config.finished_pages_bytes));
         Self {
             inner: Arc::new(Inner {
                 sources,
@@ -127,6 +139,7 @@ impl Engine {
                     crate::hydrate::MERGED_REFS,
                     crate::hydrate::ByRefs,
                 ),
+                pages,
             }),
         }
     }
@@ -139,6 +152,11 @@ impl Engine {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Counters of the finished-page cache, if there is one.
+    pub fn page_stats(&self) -> Option<PageStats> {
+        self.inner.pages.as_ref().map(Pages::stats)
     }
 
     /// Prefetch jobs waiting for a worker (0 without a pool).
@@ -161,6 +179,29 @@ impl Engine {
     ) -> Result<Rendered, EnrichError> {
         let limit = self.limit(limit)?;
         let after = self.keyset(cursor)?;
+        let Some(pages) = &self.inner.pages else {
+            return self.build_home(viewer, after, limit).await;
+        };
+        let key = PageKey {
+            viewer,
+            after,
+            limit,
+        };
+        if let Some(page) = pages.get(&key) {
+            return Ok(page);
+        }
+        let (rendered, fences) = recording(self.build_home(viewer, after, limit)).await;
+        let rendered = rendered?;
+        pages.offer(key, &rendered, fences);
+        Ok(rendered)
+    }
+
+    async fn build_home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Rendered, EnrichError> {
         let mut t = Timings::default();
         let (a, head) = self.assemble_home(viewer, after, limit, &mut t).await?;
         let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
@@ -260,7 +301,7 @@ impl Engine {
         let body = splice_post(&spliced, &names);
         t.present = start.elapsed();
         Ok(Rendered {
-            body,
+            body: body.into(),
             timings: t,
             partial,
             ids: vec![id.0],
@@ -305,7 +346,7 @@ impl Engine {
         let body = encode(&ProfileWire::new(&author.user, &author.flags, viewer_part));
         t.present = start.elapsed();
         Ok(Rendered {
-            body,
+            body: body.into(),
             timings: t,
             partial: Vec::new(),
             ids: vec![id.0],
@@ -362,7 +403,7 @@ impl Engine {
         });
         t.present = start.elapsed();
         Ok(Rendered {
-            body,
+            body: body.into(),
             timings: t,
             partial: Vec::new(),
             ids: shown,
@@ -400,7 +441,7 @@ impl Engine {
         let body = encode(&OrderWire::new(&order, &items));
         t.present = start.elapsed();
         Ok(Rendered {
-            body,
+            body: body.into(),
             timings: t,
             partial: Vec::new(),
             ids: vec![id.0],

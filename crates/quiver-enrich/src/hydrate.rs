@@ -176,6 +176,8 @@ impl Engine {
         {
             return Ok((page.into(), Some(head.clone())));
         }
+        // Past the head, or without one: the store answers, and nothing fences it.
+        quiver_model::fence::unfenced();
         let page = s
             .skeletons
             .posts(list, after, limit as u32)

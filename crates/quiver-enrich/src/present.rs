@@ -90,7 +90,7 @@ impl Engine {
         };
         t.present += start.elapsed();
         Rendered {
-            body,
+            body: body.into(),
             timings: *t,
             partial,
             ids: shown.iter().map(|(item, _, _)| item.post.id.0).collect(),

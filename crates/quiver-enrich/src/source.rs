@@ -41,6 +41,19 @@ pub struct Sources {
     pub order_items: DynLoader<OrderId, Vec<OrderItem>>,
 }
 
+impl Sources {
+    /// Whether every source a home page reads through records its fences (the skeleton
+    /// source never does: the engine marks its reads itself).
+    pub(crate) fn home_fences(&self) -> bool {
+        self.heads.as_ref().is_some_and(|h| h.fences())
+            && self.author_heads.as_ref().is_some_and(|h| h.fences())
+            && self.graphs.fences()
+            && self.items.fences()
+            && self.authors.fences()
+            && self.follows.fences()
+    }
+}
+
 impl fmt::Debug for Sources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sources").finish_non_exhaustive()

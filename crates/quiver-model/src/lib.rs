@@ -3,6 +3,7 @@ mod cursor;
 mod entities;
 mod error;
 mod event;
+pub mod fence;
 mod ids;
 mod load;
 mod skeleton;

@@ -58,6 +58,14 @@ pub trait Loader: Send + Sync {
         let _ = keys;
         false
     }
+
+    /// Whether every lookup through this loader inside a [`crate::fence::recording`]
+    /// records its fence (a cache with a process-local tier). A value built from a loader
+    /// that does not must never be reused on the strength of a recording; the default says
+    /// no.
+    fn fences(&self) -> bool {
+        false
+    }
 }
 
 /// `found` answered in the order of `keys` (duplicates share one value).
@@ -98,6 +106,10 @@ impl<L: Loader + ?Sized> Loader for Arc<L> {
 
     fn fresh(&self, keys: &[Self::Key]) -> bool {
         (**self).fresh(keys)
+    }
+
+    fn fences(&self) -> bool {
+        (**self).fences()
     }
 }
 

@@ -189,7 +189,7 @@ impl App {
     pub fn render_metrics(&self) -> Vec<u8> {
         let pool = self.store.pool_stats();
         self.metrics.render(&Sample {
-            caches: self.caches.stats(),
+            caches: self.cache_stats(),
             prefetch: self.engine.prefetch_stats(),
             prefetch_queued: self.engine.prefetch_queued(),
             pool_size: pool.size,
@@ -204,6 +204,19 @@ impl App {
             concurrency_limit: self.admission.limit(),
             concurrency_ceiling: self.admission.ceiling(),
         })
+    }
+
+    /// Every cache's counters, with the finished pages' as a cache named `page` (a page
+    /// served again is its `hit_l1`, a page built its `miss`).
+    fn cache_stats(&self) -> Vec<(String, quiver_cache::StatsSnapshot)> {
+        let mut all = self.caches.stats();
+        if let Some(p) = self.engine.page_stats() {
+            let mut s = quiver_cache::StatsSnapshot::default();
+            s.outcomes[quiver_cache::Outcome::HitL1 as usize] = p.hits;
+            s.outcomes[quiver_cache::Outcome::Miss as usize] = p.built;
+            all.push(("page".to_owned(), s));
+        }
+        all
     }
 
     /// Forgets rate-limit state of clients idle for a while (the keyed state otherwise

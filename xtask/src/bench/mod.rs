@@ -285,7 +285,10 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     // compared with it in alternating rounds on the scenario's own server, and it is the
     // static-body limit.
     let static_run = {
-        let path = format!("/bench/static?bytes={}", fixture.page_bytes.max(2.0) as usize);
+        let path = format!(
+            "/bench/static?bytes={}",
+            fixture.page_bytes.max(2.0) as usize
+        );
         Run::new("static", fixture.as_viewers(|_| vec![path.clone()]))
     };
     let run_one = |run: &Run, results: &mut Vec<Value>| -> Result<()> {

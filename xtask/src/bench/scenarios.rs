@@ -173,17 +173,31 @@ pub(crate) fn scenarios(f: &Fixture, quick: bool, built: &[Binary]) -> Vec<Run> 
             writers(f, &f.viewers[..n.min(8)], false, 1.0),
         ),
     ];
-    // Ablations: the same feed reads, the optimization off ("before") and on ("after").
-    let ablate = |name: &str, before: &[&str], after: &[&str]| {
+    // Ablations: the same feed reads, the optimization off ("before") and on ("after"),
+    // each with finished pages off on both sides (a page served again would skip what
+    // they measure), except the finished pages' own.
+    let ablate = |name: &str, before: &[&'static str], after: &[&'static str]| {
+        let pages_off = |flags: &[&'static str]| -> Vec<&'static str> {
+            let mut f = flags.to_vec();
+            if name != "finished pages" {
+                f.extend(["--finished-pages-mib", "0"]);
+            }
+            f
+        };
         [
             Run::new(name, feeds.clone())
-                .flags(before)
+                .flags(&pages_off(before))
                 .ablation(name, "before"),
             Run::new(name, feeds.clone())
-                .flags(after)
+                .flags(&pages_off(after))
                 .ablation(name, "after"),
         ]
     };
+    runs.extend(ablate(
+        "finished pages",
+        &["--finished-pages-mib", "0"],
+        &[],
+    ));
     runs.extend(ablate("home heads", &["--home-head", "0"], &[]));
     runs.extend(ablate("L1 cache", &["--l1-mib", "0"], &[]));
     runs.extend(ablate(

@@ -5,6 +5,7 @@
 mod batcher;
 mod cluster;
 mod consistent;
+mod fences;
 mod flight;
 mod redis;
 mod sizing;

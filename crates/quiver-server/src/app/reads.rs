@@ -106,7 +106,7 @@ impl App {
             next_page: next.clone(),
         });
         let rendered = Rendered {
-            body,
+            body: body.into(),
             timings: quiver_enrich::Timings {
                 skeleton,
                 hydrate: Duration::ZERO,

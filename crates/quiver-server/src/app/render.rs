@@ -12,7 +12,7 @@ impl App {
         viewer_specific: bool,
     ) -> Response<Body> {
         let tag = crate::conditional::etag(&r.body);
-        let mut resp = respond::json(StatusCode::OK, r.body);
+        let mut resp = respond::json_bytes(StatusCode::OK, r.body);
         let h = resp.headers_mut();
         h.insert(header::ETAG, tag);
         h.insert(

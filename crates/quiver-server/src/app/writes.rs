@@ -186,7 +186,7 @@ impl App {
         };
         match self.engine.post(Some(viewer), post.id).await {
             Ok(r) => {
-                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                let mut resp = respond::json_bytes(StatusCode::CREATED, r.body);
                 resp.headers_mut().insert(
                     header::LOCATION,
                     HeaderValue::from_str(&format!("/api/v1/posts/{}", post.id)).expect("ascii"),
@@ -324,7 +324,7 @@ impl App {
         };
         match self.engine.order(viewer, placed.order).await {
             Ok(r) => {
-                let mut resp = respond::json(StatusCode::CREATED, r.body);
+                let mut resp = respond::json_bytes(StatusCode::CREATED, r.body);
                 let h = resp.headers_mut();
                 h.insert(
                     header::LOCATION,

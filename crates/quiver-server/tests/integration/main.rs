@@ -5,6 +5,7 @@ mod caching;
 mod celebrities;
 mod coherence;
 mod faults;
+mod finished_pages;
 mod hardening;
 mod http;
 mod limits;

@@ -35,6 +35,11 @@ impl Loader for Gated {
         self.gate.pass().await;
         self.inner.load_many(keys).await
     }
+
+    /// Every lookup reaches the cache's own (which records its fences).
+    fn fences(&self) -> bool {
+        self.inner.fences()
+    }
 }
 
 pub(crate) struct Server {

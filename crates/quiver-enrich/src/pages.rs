@@ -1,0 +1,99 @@
+//! Finished home pages per viewer, served again while every input they were built from
+//! is unchanged: a page is kept only when each of its lookups was answered by a cache's
+//! L1 before its soft TTL, with the fences those lookups recorded
+//! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
+//! since, no input due a refresh, the task not reading its own writes).
+
+use crate::engine::Rendered;
+use quiver_model::fence::Fences;
+use quiver_model::{Cursor, UserId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+/// A page's identity: whose, from where, how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PageKey {
+    pub(crate) viewer: UserId,
+    pub(crate) after: Option<Cursor>,
+    pub(crate) limit: usize,
+}
+
+pub(crate) struct Page {
+    rendered: Rendered,
+    fences: Fences,
+}
+
+/// Weighs a page by its body, so the capacity is in bytes.
+#[derive(Clone)]
+struct ByBody;
+
+/// What a page costs beside its body (the key, the fences, the ids).
+const PAGE_OVERHEAD: u64 = 1024;
+
+impl quick_cache::Weighter<PageKey, Arc<Page>> for ByBody {
+    fn weight(&self, _: &PageKey, page: &Arc<Page>) -> u64 {
+        page.rendered.body.len() as u64 + PAGE_OVERHEAD
+    }
+}
+
+/// Counters of the finished-page cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Pages served from the cache.
+    pub hits: u64,
+    /// Pages built (no page, or one whose inputs changed).
+    pub built: u64,
+    /// Built pages kept (every input fenced).
+    pub kept: u64,
+}
+
+pub(crate) struct Pages {
+    cache: quick_cache::sync::Cache<PageKey, Arc<Page>, ByBody>,
+    hits: AtomicU64,
+    built: AtomicU64,
+    kept: AtomicU64,
+}
+
+impl Pages {
+    pub(crate) fn new(capacity_bytes: u64) -> Self {
+        // About 16 KB a page: the estimate only sizes the cache's tables.
+        let estimated = (capacity_bytes / 16_384).max(16) as usize;
+        Self {
+            cache: quick_cache::sync::Cache::with_weighter(estimated, capacity_bytes, ByBody),
+            hits: AtomicU64::new(0),
+            built: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
+        }
+    }
+
+    /// The page under `key` if every input it was built from still holds.
+    pub(crate) fn get(&self, key: &PageKey) -> Option<Rendered> {
+        let page = self.cache.get(key)?;
+        if !page.fences.hold(Instant::now()) {
+            return None;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(page.rendered.clone())
+    }
+
+    /// Keeps a page just built, if every input was fenced and none is missing.
+    pub(crate) fn offer(&self, key: PageKey, rendered: &Rendered, fences: Fences) {
+        self.built.fetch_add(1, Ordering::Relaxed);
+        if fences.hold(Instant::now()) && rendered.partial.is_empty() {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+            let rendered = rendered.clone();
+            self.cache.insert(key, Arc::new(Page { rendered, fences }));
+        } else {
+            self.cache.remove(&key);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PageStats {
+        PageStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            built: self.built.load(Ordering::Relaxed),
+            kept: self.kept.load(Ordering::Relaxed),
+        }
+    }
+}

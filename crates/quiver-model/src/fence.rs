@@ -1,0 +1,151 @@
+//! Fences over cached inputs: while a value is built inside [`recording`], every cache it
+//! reads records a [`Stamp`] of the keys it was asked for (taken before it read them) and
+//! how long the entries it answered with stay fresh; the value may be reused only while
+//! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]).
+//! A lookup a cache cannot fence (a miss, a stale entry, a read that bypasses it) makes
+//! the whole record unusable, and so does any read outside a cache ([`unfenced`]).
+
+use std::cell::RefCell;
+use std::fmt;
+use tokio::time::Instant;
+
+/// A cache's record of some keys as they were before it read them: `valid` says whether
+/// none of them has been invalidated (in this process, or through the cache's
+/// invalidation channel) since, and whether the calling task may still use them.
+pub trait Stamp: Send + Sync {
+    fn valid(&self) -> bool;
+}
+
+/// What [`recording`] collected: the stamps, the earliest moment an input is due a
+/// refresh, and whether every input could be fenced.
+pub struct Fences {
+    stamps: Vec<Box<dyn Stamp>>,
+    until: Option<Instant>,
+    complete: bool,
+}
+
+impl fmt::Debug for Fences {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fences")
+            .field("stamps", &self.stamps.len())
+            .field("until", &self.until)
+            .field("complete", &self.complete)
+            .finish()
+    }
+}
+
+impl Fences {
+    fn new() -> Self {
+        Self {
+            stamps: Vec::new(),
+            until: None,
+            complete: true,
+        }
+    }
+
+    /// Whether a value built inside the recording may be reused: every input fenced, none
+    /// due a refresh at `now`, none invalidated since.
+    pub fn hold(&self, now: Instant) -> bool {
+        self.usable()
+            && self.until.is_some_and(|u| now < u)
+            && self.stamps.iter().all(|s| s.valid())
+    }
+
+    /// Whether every input was fenced (a value built from others must not be kept).
+    pub fn usable(&self) -> bool {
+        self.complete && !self.stamps.is_empty()
+    }
+
+    /// The earliest moment an input is due a refresh.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+}
+
+tokio::task_local! {
+    static RECORDING: RefCell<Fences>;
+}
+
+/// Runs `f`, collecting the fences of every cached lookup it makes in its task.
+pub async fn recording<F: Future>(f: F) -> (F::Output, Fences) {
+    RECORDING
+        .scope(RefCell::new(Fences::new()), async move {
+            let out = f.await;
+            let fences = RECORDING.with(|r| std::mem::replace(&mut *r.borrow_mut(), Fences::new()));
+            (out, fences)
+        })
+        .await
+}
+
+/// Whether the running task is inside [`recording`] (a cache takes stamps only then).
+pub fn is_recording() -> bool {
+    RECORDING.try_with(|_| ()).is_ok()
+}
+
+/// Records a cache's stamp and the moment the entries it answered with are due a refresh;
+/// a no-op outside [`recording`].
+pub fn record(stamp: Box<dyn Stamp>, fresh_until: Instant) {
+    let _ = RECORDING.try_with(|r| {
+        let mut r = r.borrow_mut();
+        r.stamps.push(stamp);
+        r.until = Some(r.until.map_or(fresh_until, |u| u.min(fresh_until)));
+    });
+}
+
+/// Marks the recording unusable: the task read something no fence covers.
+pub fn unfenced() {
+    let _ = RECORDING.try_with(|r| r.borrow_mut().complete = false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    struct Flag(Arc<AtomicBool>);
+
+    impl Stamp for Flag {
+        fn valid(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_holds_until_a_stamp_breaks_an_input_is_due_or_one_was_unfenced() {
+        let now = Instant::now();
+        let ok = Arc::new(AtomicBool::new(true));
+        let ((), fences) = recording(async {
+            assert!(is_recording());
+            record(Box::new(Flag(ok.clone())), now + Duration::from_secs(5));
+            record(Box::new(Flag(ok.clone())), now + Duration::from_secs(2));
+        })
+        .await;
+        assert!(fences.hold(now));
+        assert_eq!(fences.until(), Some(now + Duration::from_secs(2)));
+        assert!(
+            !fences.hold(now + Duration::from_secs(2)),
+            "an input is due"
+        );
+        ok.store(false, Ordering::SeqCst);
+        assert!(!fences.hold(now), "an input was invalidated");
+
+        let ((), fences) = recording(async {
+            record(
+                Box::new(Flag(Arc::new(AtomicBool::new(true)))),
+                now + Duration::from_secs(5),
+            );
+            unfenced();
+        })
+        .await;
+        assert!(!fences.usable() && !fences.hold(now));
+        // Nothing read: nothing proves the value current.
+        let ((), fences) = recording(async {}).await;
+        assert!(!fences.usable());
+        assert!(!is_recording());
+        // Outside a recording the calls do nothing.
+        record(Box::new(Flag(ok)), now);
+        unfenced();
+    }
+}

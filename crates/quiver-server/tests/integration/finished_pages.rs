@@ -1,0 +1,201 @@
+//! Finished home pages are served again only while every input they were built from is
+//! unchanged: each test first proves the page is being served from the finished-page
+//! cache, then changes one input (the head, a merged celebrity's head, an item, an
+//! author, the viewer's graph) and reads the change at once.
+
+use crate::coherence::{cache_count, post_as};
+use crate::http::{json, scalar};
+use crate::support::{Events, Server, redis_url, start_with_events_at};
+use quiver_model::{PostId, UserId};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// The viewer's first page.
+async fn page(s: &Server, viewer: i64) -> Value {
+    let resp = s.get("/api/v1/feed?limit=20", Some(viewer)).send().await;
+    json(resp.unwrap()).await.1
+}
+
+/// Reads the viewer's first page until it is served from the finished pages (the first
+/// read may fill the inputs' caches, the next builds a page from them and keeps it);
+/// returns it, the same as the page built before it.
+async fn served_again(s: &Server, viewer: i64) -> Value {
+    let mut last = page(s, viewer).await;
+    for _ in 0..3 {
+        let hits = cache_count(s, "page", "hit_l1").await;
+        let now = page(s, viewer).await;
+        if cache_count(s, "page", "hit_l1").await > hits {
+            assert_eq!(now, last, "a page served again is the page built");
+            return now;
+        }
+        last = now;
+    }
+    panic!(
+        "the viewer's page is never served from the finished pages: {:?}",
+        s.app.engine().page_stats()
+    );
+}
+
+fn items(page: &Value) -> &Vec<Value> {
+    page["items"].as_array().expect("items")
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    items(page)
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn write(s: &Server, method: reqwest::Method, path: &str, who: i64) -> StatusCode {
+    let req = s
+        .http
+        .request(method, s.url(path))
+        .bearer_auth(s.token(who));
+    req.send().await.unwrap().status()
+}
+
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_graph(pool: PgPool) {
+    let mut s = start_with_events_at(pool, &redis_url(), Events::default()).await;
+    let viewer: i64 = scalar(
+        &s.pool,
+        "SELECT follower_id FROM follows f
+         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = f.follower_id
+                                                   OR blocked_id = f.follower_id)
+         GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )
+    .await;
+    let first = served_again(&s, viewer).await;
+    // An item by someone else, whose author does not follow the viewer.
+    let item = items(&first)
+        .iter()
+        .find(|i| {
+            i["author"]["id"].as_i64() != Some(viewer) && i["viewer"]["followed_by_author"] == false
+        })
+        .expect("an item by an author who does not follow the viewer")
+        .clone();
+    let (post, author) = (
+        item["id"].as_i64().unwrap(),
+        item["author"]["id"].as_i64().unwrap(),
+    );
+    let shown = |page: &Value| {
+        items(page)
+            .iter()
+            .find(|i| i["id"].as_i64() == Some(post))
+            .cloned()
+            .expect("the post is on the page")
+    };
+
+    // The item: a row changed under the cache shows once the post is invalidated.
+    sqlx::query("UPDATE posts SET body = 'edited under the page' WHERE id = $1")
+        .bind(post)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page(&s, viewer).await)["body"],
+        item["body"],
+        "not yet invalidated: the test would prove nothing otherwise"
+    );
+    s.caches
+        .invalidate_post(PostId(post), UserId(author))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page(&s, viewer).await)["body"],
+        "edited under the page"
+    );
+
+    // The author.
+    served_again(&s, viewer).await;
+    sqlx::query("UPDATE users SET display_name = 'Renamed under the page' WHERE id = $1")
+        .bind(author)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.caches.invalidate_user(UserId(author)).await.unwrap();
+    assert_eq!(
+        shown(&page(&s, viewer).await)["author"]["display_name"],
+        "Renamed under the page"
+    );
+
+    // The graph: the author follows the viewer (the author's write, not the viewer's).
+    served_again(&s, viewer).await;
+    let path = format!("/api/v1/users/{viewer}/follow");
+    assert_eq!(
+        write(&s, reqwest::Method::PUT, &path, author).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        shown(&page(&s, viewer).await)["viewer"]["followed_by_author"],
+        true
+    );
+
+    // The head: a followee posts, and only the fan-out's event can tell.
+    let before = served_again(&s, viewer).await;
+    let new = post_as(&s, author, "new under the page").await;
+    s.settle().await;
+    let now = page(&s, viewer).await;
+    assert_eq!(ids(&now)[0], new, "the followee's new post leads");
+    let n = ids(&now).len() - 1;
+    assert_eq!(ids(&now)[1..], ids(&before)[..n]);
+
+    // The viewer's own graph: an unfollow removes the author's posts at once.
+    served_again(&s, viewer).await;
+    let path = format!("/api/v1/users/{author}/follow");
+    assert_eq!(
+        write(&s, reqwest::Method::DELETE, &path, viewer).await,
+        StatusCode::NO_CONTENT
+    );
+    let now = page(&s, viewer).await;
+    assert!(
+        items(&now)
+            .iter()
+            .all(|i| i["author"]["id"].as_i64() != Some(author)),
+        "the unfollowed author's posts are gone"
+    );
+    served_again(&s, viewer).await;
+    s.shutdown().await.unwrap();
+}
+
+/// A celebrity's post changes no follower's head, only the celebrity's own: a follower's
+/// finished page is fenced on every head merged into it.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_finished_page_never_outlives_a_post_by_a_celebrity_merged_into_it(pool: PgPool) {
+    let events = Events {
+        celebrity_followers: 0,
+        ..Events::default()
+    };
+    let mut s = start_with_events_at(pool, &redis_url(), events).await;
+    let (reader, star): (i64, i64) = sqlx::query_as(
+        "SELECT f.follower_id, f.followee_id FROM follows f
+         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id IN (f.follower_id, f.followee_id)
+                                                  AND blocked_id IN (f.follower_id, f.followee_id))
+         ORDER BY 1, 2 LIMIT 1",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    // The first post finds the star past the threshold: from then on it is merged.
+    let promoting = post_as(&s, star, "promoting").await;
+    s.settle().await;
+    let before = served_again(&s, reader).await;
+    assert_eq!(ids(&before)[0], promoting);
+    let merged = post_as(&s, star, "merged").await;
+    s.settle().await;
+    let written: i64 = scalar(
+        &s.pool,
+        &format!(
+            "SELECT count(*) FROM home_timeline WHERE post_id = {merged} AND user_id = {reader}"
+        ),
+    )
+    .await;
+    assert_eq!(written, 0, "the reader's timeline never had it");
+    let now = page(&s, reader).await;
+    assert_eq!(ids(&now)[0], merged, "the merged post leads at once");
+    let n = ids(&now).len() - 1;
+    assert_eq!(ids(&now)[1..], ids(&before)[..n]);
+    s.shutdown().await.unwrap();
+}

@@ -3,8 +3,10 @@
 //!
 //! - `l1/*`: every lookup served from a warm L1 (the page cut from the viewer's cached
 //!   head), so this is the engine's own CPU cost, splicing the items' stored fragments or
-//!   encoding every item again; before measuring, it counts the heap allocations of one
-//!   warm page with a counting allocator (target: at most 60);
+//!   encoding every item again, with finished pages off; `l1/finished_page` is the same
+//!   page served again from the finished pages (its fences checked). Before measuring,
+//!   each counts the heap allocations of one warm page with a counting allocator
+//!   (target: at most 60);
 //! - `pg/*`: no caches, every lookup a PostgreSQL batch, with the independent batches
 //!   run concurrently or one after another (the parallel-calls table).
 //!
@@ -52,7 +54,21 @@ fn home_page(c: &mut Criterion) {
     let store: Arc<dyn Store> = Arc::new(pg);
     let mut g = c.benchmark_group("enrich_home_page_20");
 
-    for fragments in [true, false] {
+    let built = EngineConfig {
+        finished_pages_bytes: 0,
+        ..EngineConfig::default()
+    };
+    for (name, config) in [
+        ("l1/fragments", built),
+        (
+            "l1/encode_every_item",
+            EngineConfig {
+                reuse_fragments: false,
+                ..built
+            },
+        ),
+        ("l1/finished_page", EngineConfig::default()),
+    ] {
         let (sources, _caches) = rt.block_on(read_stack(
             store.clone(),
             None,
@@ -60,18 +76,15 @@ fn home_page(c: &mut Criterion) {
                 coalesce: None,
                 ..StackConfig::default()
             },
-            &EngineConfig::default(),
+            &config,
         ));
-        let e = engine(
-            sources,
-            EngineConfig {
-                reuse_fragments: fragments,
-                ..EngineConfig::default()
-            },
-        );
-        // Warm every cache tier the page touches.
-        let warm = rt.block_on(e.home(viewer, None, 20)).unwrap();
-        assert_eq!(warm.ids.len(), 20);
+        let e = engine(sources, config);
+        // Warm every cache tier the page touches (twice: the second page is built from
+        // the L1 alone, so a finished page is kept).
+        for _ in 0..2 {
+            let warm = rt.block_on(e.home(viewer, None, 20)).unwrap();
+            assert_eq!(warm.ids.len(), 20);
+        }
         let pages = 100;
         let region = Region::new(GLOBAL);
         for _ in 0..pages {
@@ -79,16 +92,14 @@ fn home_page(c: &mut Criterion) {
         }
         let stats = region.change();
         println!(
-            "warm page, fragments {}: {:.1} allocations, {:.0} bytes allocated per page",
-            if fragments { "stored" } else { "encoded" },
+            "warm page, {name}: {:.1} allocations, {:.0} bytes allocated per page",
             stats.allocations as f64 / pages as f64,
             stats.bytes_allocated as f64 / pages as f64,
         );
-        let name = if fragments {
-            "l1/fragments"
-        } else {
-            "l1/encode_every_item"
-        };
+        if name == "l1/finished_page" {
+            let hits = e.page_stats().expect("finished pages on").hits;
+            assert!(hits >= pages, "served from the finished pages ({hits})");
+        }
         g.bench_function(name, |b| {
             b.to_async(&rt)
                 .iter(|| async { e.home(viewer, None, 20).await.unwrap().body.len() })

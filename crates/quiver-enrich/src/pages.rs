@@ -4,7 +4,7 @@
 //! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
 //! since, no input due a refresh, the task not reading its own writes).
 
-use crate::engine::Rendered;
+use crate::engine::{Rendered, Timings};
 use quiver_model::fence::Fences;
 use quiver_model::{Cursor, UserId};
 use std::sync::Arc;
@@ -74,7 +74,11 @@ impl Pages {
             return None;
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(page.rendered.clone())
+        // Served, not built: no stage took any time.
+        Some(Rendered {
+            timings: Timings::default(),
+            ..page.rendered.clone()
+        })
     }
 
     /// Keeps a page just built, if every input was fenced and none is missing.

@@ -351,14 +351,18 @@ mod tests {
         json!({"name": name, "group": "scenario", "peak": {"rps": rps}, "cpu_us_per_request": cpu})
     }
 
-    pub(crate) fn sample(warm_cpu: f64, warm_rps: f64) -> Value {
-        let o = Options {
+    fn quick_options() -> Options {
+        Options {
             quick: true,
             scale: "small",
             baseline: None,
             soak: None,
             pgo: false,
-        };
+        }
+    }
+
+    pub(crate) fn sample(warm_cpu: f64, warm_rps: f64) -> Value {
+        let o = quick_options();
         let mut before = scenario("home heads before", 1000.0, 200.0);
         before["group"] = json!("ablation:home heads:before");
         let mut after = scenario("home heads after", 2000.0, 100.0);
@@ -415,13 +419,7 @@ mod tests {
         let mut profile = scenario("profile", 8000.0, 15.0);
         profile["paired"] = json!({"with": "static", "ratio": 1.2, "ratio_range": [1.1, 1.3],
             "cpu_us_per_request": 15.0, "with_cpu_us_per_request": 12.5, "rounds": 4});
-        let o = Options {
-            quick: true,
-            scale: "small",
-            baseline: None,
-            soak: None,
-            pgo: false,
-        };
+        let o = quick_options();
         let limits = Limits {
             static_body: json!({"name": "static", "cpu_us_per_request": 10.0,
                 "peak": {"rps": 10_000.0}}),

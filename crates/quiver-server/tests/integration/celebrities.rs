@@ -3,7 +3,7 @@
 
 use crate::coherence::{cache_count, feed_from_store, feed_over_http, post_as};
 use crate::http::scalar;
-use crate::support::{Events, redis_url, start_with_events_at};
+use crate::support::{Events, Server, redis_url, start_with_events_at};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
@@ -81,15 +81,14 @@ async fn a_post_by_a_hundred_thousand_follower_author_is_merged_at_read_time(poo
     s.shutdown().await.unwrap();
 }
 
-/// A celebrity's post reaches a follower's cached page through the celebrity's own head
-/// (forgotten by the post), not through the follower's (which no event names).
-#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
-async fn a_celebrity_s_post_reaches_cached_home_pages_through_the_author_s_head(pool: PgPool) {
+/// A server where every author with a follower is a celebrity from their next post on,
+/// a reader and one such author they follow, with no block between them.
+pub(crate) async fn with_a_celebrity(pool: PgPool) -> (Server, i64, i64) {
     let events = Events {
         celebrity_followers: 0,
         ..Events::default()
     };
-    let mut s = start_with_events_at(pool, &redis_url(), events).await;
+    let s = start_with_events_at(pool, &redis_url(), events).await;
     let (reader, star): (i64, i64) = sqlx::query_as(
         "SELECT f.follower_id, f.followee_id FROM follows f
          WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id IN (f.follower_id, f.followee_id)
@@ -99,6 +98,14 @@ async fn a_celebrity_s_post_reaches_cached_home_pages_through_the_author_s_head(
     .fetch_one(&s.pool)
     .await
     .unwrap();
+    (s, reader, star)
+}
+
+/// A celebrity's post reaches a follower's cached page through the celebrity's own head
+/// (forgotten by the post), not through the follower's (which no event names).
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_celebrity_s_post_reaches_cached_home_pages_through_the_author_s_head(pool: PgPool) {
+    let (mut s, reader, star) = with_a_celebrity(pool).await;
     let promoting = post_as(&s, star, "star").await;
     s.settle().await;
     assert_eq!(feed_over_http(&s, reader).await[0], promoting);

@@ -3,6 +3,7 @@
 //! cache, then changes one input (the head, a merged celebrity's head, an item, an
 //! author, the viewer's graph) and reads the change at once.
 
+use crate::celebrities::with_a_celebrity;
 use crate::coherence::{cache_count, post_as};
 use crate::http::{json, scalar};
 use crate::support::{Events, Server, redis_url, start_with_events_at};
@@ -164,20 +165,7 @@ async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_gr
 /// finished page is fenced on every head merged into it.
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn a_finished_page_never_outlives_a_post_by_a_celebrity_merged_into_it(pool: PgPool) {
-    let events = Events {
-        celebrity_followers: 0,
-        ..Events::default()
-    };
-    let mut s = start_with_events_at(pool, &redis_url(), events).await;
-    let (reader, star): (i64, i64) = sqlx::query_as(
-        "SELECT f.follower_id, f.followee_id FROM follows f
-         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id IN (f.follower_id, f.followee_id)
-                                                  AND blocked_id IN (f.follower_id, f.followee_id))
-         ORDER BY 1, 2 LIMIT 1",
-    )
-    .fetch_one(&s.pool)
-    .await
-    .unwrap();
+    let (mut s, reader, star) = with_a_celebrity(pool).await;
     // The first post finds the star past the threshold: from then on it is merged.
     let promoting = post_as(&s, star, "promoting").await;
     s.settle().await;

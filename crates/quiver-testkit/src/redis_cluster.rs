@@ -4,7 +4,8 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running cluster.
@@ -24,25 +25,20 @@ impl RedisCluster {
                  (Debian: apt-get install redis-server)"
             );
         }
-        let ports = free_ports(6);
+        static CLUSTERS: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "quiver-redis-cluster-{}-{}",
             std::process::id(),
-            ports[0]
+            CLUSTERS.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("cluster directory");
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
         };
-        for port in ports {
-            let child = cluster.spawn(port);
+        for _ in 0..6 {
+            let (port, child) = cluster.start_node();
             cluster.nodes.push((port, Some(child)));
-        }
-        for (port, _) in &cluster.nodes {
-            wait_until(&format!("node {port} answers"), || {
-                cli(*port, &["ping"]).is_some_and(|o| o.trim() == "PONG")
-            });
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -112,6 +108,42 @@ impl RedisCluster {
         }
     }
 
+    /// A node on a free port, once it answers. The port is free when picked, but another
+    /// test's connection may take it as its own before the node binds it: a node that
+    /// exits (or a port that another process answers on) is given up for another port.
+    fn start_node(&self) -> (u16, Child) {
+        let mut why = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = self.spawn(port);
+            let ours = format!("process_id:{}", child.id());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if cli(port, &["info", "server"]).is_some_and(|o| o.contains(&ours)) {
+                    return (port, child);
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    why = format!(
+                        "redis-server on port {port} exited ({status}): {}",
+                        std::fs::read_to_string(self.log(port)).unwrap_or_default()
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting until node {port} answers: {}",
+                    std::fs::read_to_string(self.log(port)).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("no cluster node started on five free ports; the last: {why}");
+    }
+
+    fn log(&self, port: u16) -> PathBuf {
+        self.dir.join(format!("node-{port}.log"))
+    }
+
     fn spawn(&self, port: u16) -> Child {
         Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -124,7 +156,7 @@ impl RedisCluster {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(self.log(port)).expect("a node's log"))
             .spawn()
             .expect("redis-server starts")
     }
@@ -163,20 +195,15 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// `n` ports that are free, each with its cluster bus port (+10000) free too.
-fn free_ports(n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    while ports.len() < n {
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_port() -> u16 {
+    loop {
         let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
             continue;
         };
         let port = l.local_addr().expect("bound").port();
-        if port < 55_000
-            && !ports.contains(&port)
-            && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
-        {
-            ports.push(port);
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
         }
     }
-    ports
 }

@@ -143,33 +143,14 @@ pub(crate) fn measure_ablation(
     }
     let round = (ph.peak / 2).max(Duration::from_secs(1));
     let secs = round.as_secs_f64() * f64::from(ABLATION_ROUNDS);
-    let loads = runs.map(|run| peak_load(&run.streams, ph));
-    #[derive(Default)]
-    struct Side {
-        cpu: f64,
-        requests: f64,
-        generator: f64,
-        unexpected: u64,
-        rounds: Vec<f64>,
-    }
-    let mut sides = [Side::default(), Side::default()];
-    for r in 0..ABLATION_ROUNDS {
-        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let (t, run, server) = (&targets[side], runs[side], servers[side]);
-            let v = with_server_cpu(server, || {
-                load::phase(t, &run.name, &run.streams, round, loads[side])
-            })?;
-            let requests = v["requests"].as_f64().unwrap_or(0.0);
-            let cpu = v["server"]["cpu_seconds"].as_f64().unwrap_or(0.0);
-            let s = &mut sides[side];
-            s.cpu += cpu;
-            s.requests += requests;
-            s.generator += v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
-            s.unexpected += v["unexpected"].as_u64().unwrap_or(0);
-            s.rounds.push(cpu * 1e6 / requests.max(1.0));
-        }
-    }
+    let sides = alternate(
+        [
+            (&targets[0], servers[0], runs[0]),
+            (&targets[1], servers[1], runs[1]),
+        ],
+        round,
+        ph,
+    )?;
     let side = |i: usize| {
         let Side {
             cpu,
@@ -210,39 +191,71 @@ pub(crate) fn measure_ablation(
 /// all rounds and the range of the rounds' own ratios.
 fn paired_rounds(t: &Target, server: &Server, runs: [&Run; 2], ph: &Phases) -> Result<Value> {
     let round = (ph.peak / ABLATION_ROUNDS).max(Duration::from_secs(1));
-    let mut sums = [(0.0, 0.0); 2];
-    let mut rounds = [Vec::new(), Vec::new()];
+    let [a, b] = alternate([(t, server, runs[0]), (t, server, runs[1])], round, ph)?;
+    let per_request = |s: &Side| s.cpu * 1e6 / s.requests.max(1.0);
+    let ratios: Vec<f64> = a
+        .rounds
+        .iter()
+        .zip(&b.rounds)
+        .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
+        .collect();
+    Ok(json!({
+        "with": runs[1].name,
+        "rounds": ABLATION_ROUNDS,
+        "cpu_us_per_request": per_request(&a),
+        "with_cpu_us_per_request": per_request(&b),
+        "ratio": per_request(&a) / per_request(&b).max(f64::MIN_POSITIVE),
+        "ratio_range": range(&ratios),
+    }))
+}
+
+/// One side of alternating rounds: totals over its rounds, and each round's CPU µs per
+/// request.
+#[derive(Default)]
+pub(crate) struct Side {
+    cpu: f64,
+    requests: f64,
+    generator: f64,
+    unexpected: u64,
+    rounds: Vec<f64>,
+}
+
+/// `ABLATION_ROUNDS` rounds of `round` each, the two sides' counted peak phases in
+/// alternating order (0–1, 1–0, …), so a drift of the shared machine falls on both alike.
+fn alternate(
+    sides: [(&Target, &Server, &Run); 2],
+    round: Duration,
+    ph: &Phases,
+) -> Result<[Side; 2]> {
+    let mut out = [Side::default(), Side::default()];
     for r in 0..ABLATION_ROUNDS {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
-            let run = runs[side];
+            let (t, server, run) = sides[side];
             let load = peak_load(&run.streams, ph);
             let v = with_server_cpu(server, || {
                 load::phase(t, &run.name, &run.streams, round, load)
             })?;
-            let requests = v["requests"].as_f64().unwrap_or(0.0).max(1.0);
+            let requests = v["requests"].as_f64().unwrap_or(0.0);
             let cpu = v["server"]["cpu_seconds"].as_f64().unwrap_or(0.0);
-            sums[side].0 += cpu;
-            sums[side].1 += requests;
-            rounds[side].push(cpu * 1e6 / requests);
+            let s = &mut out[side];
+            s.cpu += cpu;
+            s.requests += requests;
+            s.generator += v["generator"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+            s.unexpected += v["unexpected"].as_u64().unwrap_or(0);
+            s.rounds.push(cpu * 1e6 / requests.max(1.0));
         }
     }
-    let per_request = |(cpu, requests): (f64, f64)| cpu * 1e6 / requests;
-    let ratios: Vec<f64> = rounds[0]
-        .iter()
-        .zip(&rounds[1])
-        .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
-        .collect();
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Ok(json!({
-        "with": runs[1].name,
-        "rounds": ABLATION_ROUNDS,
-        "cpu_us_per_request": per_request(sums[0]),
-        "with_cpu_us_per_request": per_request(sums[1]),
-        "ratio": per_request(sums[0]) / per_request(sums[1]).max(f64::MIN_POSITIVE),
-        "ratio_range": [lo, hi],
-    }))
+    Ok(out)
+}
+
+/// The lowest and highest of `xs` (`None` when empty).
+pub(crate) fn range(xs: &[f64]) -> Option<[f64; 2]> {
+    (!xs.is_empty()).then(|| {
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        [lo, hi]
+    })
 }
 
 /// Cache outcome totals from `/metrics`.

@@ -94,11 +94,7 @@ pub(crate) fn report(
                 .filter(|(_, a)| *a > 0.0)
                 .map(|(b, a)| b / a)
                 .collect();
-            let range = (!per_round.is_empty()).then(|| {
-                let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                [lo, hi]
-            });
+            let range = range(&per_round);
             json!({"name": name,
                 "before_rps": rps(before), "after_rps": rps(after), "factor": factor,
                 "before_cpu_us_per_request": cpu(before),

@@ -77,6 +77,14 @@ pub(crate) struct ServeArgs {
     /// L1 cache size per entity cache, MiB (0 disables L1)
     #[arg(long, env = "QUIVER_L1_MIB", default_value_t = StackConfig::default().l1_capacity_bytes >> 20)]
     l1_mib: u64,
+    /// Soft TTL of every entity cache, seconds: past it an entry is served stale while
+    /// it is refreshed in the background
+    #[arg(long, env = "QUIVER_CACHE_SOFT_TTL_SECS", default_value_t = StackConfig::default().soft_ttl.as_secs_f64())]
+    cache_soft_ttl_secs: f64,
+    /// The last part of the soft TTL (0 to 1) in which a read refreshes an entry ahead,
+    /// in the background, so that entries read often never go stale (0 disables)
+    #[arg(long, env = "QUIVER_REFRESH_AHEAD", default_value_t = StackConfig::default().refresh_ahead)]
+    refresh_ahead: f64,
     /// Disable every cache tier (each lookup goes to the database)
     #[arg(long, env = "QUIVER_NO_CACHE")]
     no_cache: bool,
@@ -391,6 +399,13 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings {
         stack: StackConfig {
             l1_capacity_bytes: args.l1_mib << 20,
+            soft_ttl: Duration::try_from_secs_f64(args.cache_soft_ttl_secs)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .context("--cache-soft-ttl-secs must be a positive number of seconds")?,
+            refresh_ahead: Some(args.refresh_ahead)
+                .filter(|r| (0.0..=1.0).contains(r))
+                .context("--refresh-ahead must be between 0 and 1")?,
             cache: !args.no_cache,
             coalesce: (!args.no_coalesce).then(|| BatchConfig {
                 window: Duration::from_micros(args.coalesce_window_us),

@@ -17,6 +17,10 @@ pub struct CacheConfig {
     pub l1_capacity_bytes: u64,
     /// Past this age an L1 entry is served as `Stale` and refreshed in the background.
     pub soft_ttl: Duration,
+    /// The last part of an entry's soft TTL (a fraction, 0 turns it off) in which a read
+    /// that finds it also refreshes it in the background (refresh ahead): an entry read
+    /// often is reloaded before it goes stale, so its readers never see it stale.
+    pub refresh_ahead: f64,
     /// Past this age an entry is not served; it is loaded in line.
     pub hard_ttl: Duration,
     /// Time to live of a value in Redis (±10 % jitter, stretched under pressure).
@@ -50,6 +54,7 @@ impl CacheConfig {
             schema_version: 1,
             l1_capacity_bytes: 64 << 20,
             soft_ttl: Duration::from_secs(30),
+            refresh_ahead: 0.2,
             hard_ttl: Duration::from_secs(120),
             l2_ttl: Duration::from_secs(600),
             negative_ttl: Duration::from_secs(10),

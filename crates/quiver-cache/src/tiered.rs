@@ -83,6 +83,8 @@ fn consistent_reads() -> bool {
 #[derive(Clone)]
 struct Entry<V> {
     value: Option<Arc<V>>,
+    /// From here a read refreshes the entry ahead of its soft TTL.
+    ahead: Instant,
     soft: Instant,
     hard: Instant,
     weight: u64,
@@ -299,10 +301,11 @@ where
         let mut missing: Vec<usize> = Vec::new();
         // Inside a recording: tickets before the reads, and the record stays usable only
         // if every key is answered by the L1 before its soft TTL.
-        let mut stamp = quiver_model::fence::is_recording().then(|| FenceStamp {
-            fence: inner.fence.clone(),
-            tickets: keys.iter().map(|k| inner.fence.ticket(k)).collect(),
-            until: None,
+        let mut stamp = quiver_model::fence::is_recording().then(|| {
+            FenceStamp::new(
+                inner.fence.clone(),
+                keys.iter().map(|k| inner.fence.ticket(k)).collect(),
+            )
         });
         match &inner.l1 {
             Some(l1) if !consistent_reads() => {
@@ -313,13 +316,18 @@ where
                             let outcome = if now >= e.soft {
                                 self.refresh(key);
                                 Outcome::Stale
-                            } else if e.value.is_none() {
-                                Outcome::Negative
                             } else {
-                                Outcome::HitL1
+                                if now >= e.ahead {
+                                    self.refresh(key);
+                                }
+                                if e.value.is_none() {
+                                    Outcome::Negative
+                                } else {
+                                    Outcome::HitL1
+                                }
                             };
                             if let Some(st) = &mut stamp {
-                                st.answered(outcome, e.soft);
+                                st.answered(outcome, e.ahead, e.soft);
                             }
                             tally.add(outcome);
                             seen(i, outcome);
@@ -476,10 +484,12 @@ where
         let j = self.jitter();
         let soft = self.stretch(soft.mul_f64(j));
         let hard = self.stretch(hard.mul_f64(j)).max(soft);
+        let ahead = soft.mul_f64(1.0 - self.config.refresh_ahead.clamp(0.0, 1.0));
         l1.insert(
             key.clone(),
             Entry {
                 value,
+                ahead: now + ahead,
                 soft: now + soft,
                 hard: now + hard,
                 weight,

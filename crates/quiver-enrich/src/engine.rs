@@ -187,13 +187,29 @@ impl Engine {
             after,
             limit,
         };
-        if let Some(page) = pages.get(&key) {
-            return Ok(page);
+        if let Some(hit) = pages.get(&key) {
+            if hit.refresh {
+                self.refresh_ahead(key);
+            }
+            return Ok(hit.rendered);
         }
         let (rendered, fences) = recording(self.build_home(viewer, after, limit)).await;
         let rendered = rendered?;
         pages.offer(key, &rendered, fences);
         Ok(rendered)
+    }
+
+    /// Builds a finished page again in the background, outside any recording, and drops
+    /// it: its reads make the inputs' caches refresh those near their soft TTL while the
+    /// page is still served, so that it is built again from fresh inputs when it comes
+    /// due (not from stale ones, which cannot be kept, until their refreshes land).
+    fn refresh_ahead(&self, key: PageKey) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.build_home(key.viewer, key.after, key.limit).await {
+                tracing::debug!(error = %e, "a finished page's refresh ahead failed");
+            }
+        });
     }
 
     async fn build_home(

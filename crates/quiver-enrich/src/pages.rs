@@ -2,13 +2,16 @@
 //! is unchanged: a page is kept only when each of its lookups was answered by a cache's
 //! L1 before its soft TTL, with the fences those lookups recorded
 //! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
-//! since, no input due a refresh, the task not reading its own writes).
+//! since, no input due a refresh, the task not reading its own writes). A page served
+//! once an input has reached its refresh-ahead mark has its inputs read again in the
+//! background (once), so their caches reload them while the page is still served and it
+//! is built again from fresh inputs, not from stale ones that cannot be kept.
 
 use crate::engine::{Rendered, Timings};
 use quiver_model::fence::Fences;
 use quiver_model::{Cursor, UserId};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// A page's identity: whose, from where, how long.
@@ -22,6 +25,14 @@ pub(crate) struct PageKey {
 pub(crate) struct Page {
     rendered: Rendered,
     fences: Fences,
+    /// Set by the first hit past the refresh-ahead mark, which reads the inputs again.
+    refreshing: AtomicBool,
+}
+
+/// A page served again, and whether its inputs are to be read again now (refresh ahead).
+pub(crate) struct Hit {
+    pub(crate) rendered: Rendered,
+    pub(crate) refresh: bool,
 }
 
 /// Weighs a page by its body, so the capacity is in bytes.
@@ -46,6 +57,8 @@ pub struct PageStats {
     pub built: u64,
     /// Built pages kept (every input fenced).
     pub kept: u64,
+    /// Pages whose inputs were read again ahead of their soft TTL, while being served.
+    pub refreshed: u64,
 }
 
 pub(crate) struct Pages {
@@ -53,6 +66,7 @@ pub(crate) struct Pages {
     hits: AtomicU64,
     built: AtomicU64,
     kept: AtomicU64,
+    refreshed: AtomicU64,
 }
 
 impl Pages {
@@ -64,21 +78,31 @@ impl Pages {
             hits: AtomicU64::new(0),
             built: AtomicU64::new(0),
             kept: AtomicU64::new(0),
+            refreshed: AtomicU64::new(0),
         }
     }
 
-    /// The page under `key` if every input it was built from still holds.
-    pub(crate) fn get(&self, key: &PageKey) -> Option<Rendered> {
+    /// The page under `key` if every input it was built from still holds; `refresh` is
+    /// set for the first hit once an input has reached its refresh-ahead mark.
+    pub(crate) fn get(&self, key: &PageKey) -> Option<Hit> {
         let page = self.cache.get(key)?;
-        if !page.fences.hold(Instant::now()) {
+        let now = Instant::now();
+        if !page.fences.hold(now) {
             return None;
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
+        let refresh = page.fences.due(now)
+            && !page.refreshing.load(Ordering::Relaxed)
+            && !page.refreshing.swap(true, Ordering::Relaxed);
+        if refresh {
+            self.refreshed.fetch_add(1, Ordering::Relaxed);
+        }
         // Served, not built: no stage took any time.
-        Some(Rendered {
+        let rendered = Rendered {
             timings: Timings::default(),
             ..page.rendered.clone()
-        })
+        };
+        Some(Hit { rendered, refresh })
     }
 
     /// Keeps a page just built, if every input was fenced and none is missing.
@@ -87,7 +111,13 @@ impl Pages {
         if fences.hold(Instant::now()) && rendered.partial.is_empty() {
             self.kept.fetch_add(1, Ordering::Relaxed);
             let rendered = rendered.clone();
-            self.cache.insert(key, Arc::new(Page { rendered, fences }));
+            let refreshing = AtomicBool::new(false);
+            let page = Page {
+                rendered,
+                fences,
+                refreshing,
+            };
+            self.cache.insert(key, Arc::new(page));
         } else {
             self.cache.remove(&key);
         }
@@ -98,6 +128,7 @@ impl Pages {
             hits: self.hits.load(Ordering::Relaxed),
             built: self.built.load(Ordering::Relaxed),
             kept: self.kept.load(Ordering::Relaxed),
+            refreshed: self.refreshed.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Fences over cached inputs: while a value is built inside [`recording`], every cache it
 //! reads records a [`Stamp`] of the keys it was asked for (taken before it read them) and
 //! how long the entries it answered with stay fresh; the value may be reused only while
-//! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]).
+//! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]). From
+//! the earliest entry's refresh-ahead mark ([`Fences::due`]) a reader reads the inputs
+//! again in the background, so that their caches reload them before they go stale.
 //! A lookup a cache cannot fence (a miss, a stale entry, a read that bypasses it) makes
 //! the whole record unusable, and so does any read outside a cache ([`unfenced`]).
 
@@ -16,10 +18,11 @@ pub trait Stamp: Send + Sync {
     fn valid(&self) -> bool;
 }
 
-/// What [`recording`] collected: the stamps, the earliest moment an input is due a
-/// refresh, and whether every input could be fenced.
+/// What [`recording`] collected: the stamps, the earliest moments an input is to be
+/// refreshed ahead and is due a refresh, and whether every input could be fenced.
 pub struct Fences {
     stamps: Vec<Box<dyn Stamp>>,
+    ahead: Option<Instant>,
     until: Option<Instant>,
     complete: bool,
 }
@@ -28,6 +31,7 @@ impl fmt::Debug for Fences {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fences")
             .field("stamps", &self.stamps.len())
+            .field("ahead", &self.ahead)
             .field("until", &self.until)
             .field("complete", &self.complete)
             .finish()
@@ -38,6 +42,7 @@ impl Fences {
     fn new() -> Self {
         Self {
             stamps: Vec::new(),
+            ahead: None,
             until: None,
             complete: true,
         }
@@ -59,6 +64,12 @@ impl Fences {
     /// The earliest moment an input is due a refresh.
     pub fn until(&self) -> Option<Instant> {
         self.until
+    }
+
+    /// Whether, at `now`, an input has reached the mark from which its cache refreshes
+    /// it ahead of its soft TTL when it is read.
+    pub fn due(&self, now: Instant) -> bool {
+        self.ahead.is_some_and(|a| now >= a)
     }
 }
 
@@ -82,12 +93,14 @@ pub fn is_recording() -> bool {
     RECORDING.try_with(|_| ()).is_ok()
 }
 
-/// Records a cache's stamp and the moment the entries it answered with are due a refresh;
-/// a no-op outside [`recording`].
-pub fn record(stamp: Box<dyn Stamp>, fresh_until: Instant) {
+/// Records a cache's stamp, the moment from which a read of the entries it answered with
+/// refreshes them ahead, and the moment they are due a refresh; a no-op outside
+/// [`recording`].
+pub fn record(stamp: Box<dyn Stamp>, refresh_from: Instant, fresh_until: Instant) {
     let _ = RECORDING.try_with(|r| {
         let mut r = r.borrow_mut();
         r.stamps.push(stamp);
+        r.ahead = Some(r.ahead.map_or(refresh_from, |a| a.min(refresh_from)));
         r.until = Some(r.until.map_or(fresh_until, |u| u.min(fresh_until)));
     });
 }
@@ -118,12 +131,25 @@ mod tests {
         let ok = Arc::new(AtomicBool::new(true));
         let ((), fences) = recording(async {
             assert!(is_recording());
-            record(Box::new(Flag(ok.clone())), now + Duration::from_secs(5));
-            record(Box::new(Flag(ok.clone())), now + Duration::from_secs(2));
+            record(
+                Box::new(Flag(ok.clone())),
+                now + Duration::from_secs(4),
+                now + Duration::from_secs(5),
+            );
+            record(
+                Box::new(Flag(ok.clone())),
+                now + Duration::from_secs(1),
+                now + Duration::from_secs(2),
+            );
         })
         .await;
         assert!(fences.hold(now));
         assert_eq!(fences.until(), Some(now + Duration::from_secs(2)));
+        assert!(!fences.due(now));
+        assert!(
+            fences.due(now + Duration::from_secs(1)) && fences.hold(now + Duration::from_secs(1)),
+            "an input is to be refreshed ahead, and still fresh"
+        );
         assert!(
             !fences.hold(now + Duration::from_secs(2)),
             "an input is due"
@@ -134,6 +160,7 @@ mod tests {
         let ((), fences) = recording(async {
             record(
                 Box::new(Flag(Arc::new(AtomicBool::new(true)))),
+                now + Duration::from_secs(4),
                 now + Duration::from_secs(5),
             );
             unfenced();
@@ -145,7 +172,7 @@ mod tests {
         assert!(!fences.usable());
         assert!(!is_recording());
         // Outside a recording the calls do nothing.
-        record(Box::new(Flag(ok)), now);
+        record(Box::new(Flag(ok)), now, now);
         unfenced();
     }
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How the read stack is built.
 #[derive(Clone, Debug)]
@@ -35,6 +36,10 @@ pub struct StackConfig {
     /// value (the heads pages are cut from); 0 reads every such page, and every
     /// discovery window, from the store.
     pub home_head: u32,
+    /// Every entity cache's soft TTL (past it an entry is served stale and refreshed).
+    pub soft_ttl: Duration,
+    /// The last part of the soft TTL in which a read refreshes an entry ahead (0: off).
+    pub refresh_ahead: f64,
 }
 
 impl Default for StackConfig {
@@ -45,6 +50,8 @@ impl Default for StackConfig {
             cache: true,
             coalesce: Some(BatchConfig::default()),
             home_head: 100,
+            soft_ttl: CacheConfig::new("").soft_ttl,
+            refresh_ahead: CacheConfig::new("").refresh_ahead,
         }
     }
 }
@@ -300,6 +307,9 @@ impl Builder<'_> {
         let mut config = CacheConfig::new(name);
         config.namespace = self.config.namespace.clone();
         config.l1_capacity_bytes = self.config.l1_capacity_bytes;
+        config.soft_ttl = self.config.soft_ttl;
+        config.hard_ttl = config.hard_ttl.max(self.config.soft_ttl);
+        config.refresh_ahead = self.config.refresh_ahead;
         // The value formats of these changed with the ready items and the graph's
         // mutuals: entries another version wrote are misses, never misread.
         config.schema_version = 2;

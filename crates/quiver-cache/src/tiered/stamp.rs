@@ -1,6 +1,7 @@
 //! What a lookup inside a recording ([`quiver_model::fence`]) leaves: its keys' tickets,
-//! taken before it read them, and the earliest soft TTL of the entries that answered; a
-//! lookup the L1 could not answer whole makes the recording unusable.
+//! taken before it read them, and the earliest refresh-ahead mark and soft TTL of the
+//! entries that answered; a lookup the L1 could not answer whole makes the recording
+//! unusable.
 
 use super::consistent_reads;
 use crate::fence::{Fence, Ticket};
@@ -8,29 +9,45 @@ use crate::outcome::Outcome;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The stamp a lookup inside a recording takes: its keys' tickets, and the earliest soft
-/// TTL of the entries that answered (`None` once one could not be fenced).
+/// The stamp a lookup inside a recording takes: its keys' tickets, and the earliest
+/// refresh-ahead mark and soft TTL of the entries that answered.
 pub(super) struct FenceStamp {
     pub(super) fence: Arc<Fence>,
     pub(super) tickets: Vec<Ticket>,
-    pub(super) until: Option<Option<Instant>>,
+    /// The earliest (refresh-ahead mark, soft TTL) of the entries that answered so far.
+    pub(super) fresh: Option<(Instant, Instant)>,
+    /// Whether an entry answered that no fence covers (a stale one).
+    pub(super) unfenced: bool,
 }
 
 impl FenceStamp {
-    pub(super) fn answered(&mut self, outcome: Outcome, soft: Instant) {
-        self.until = match (outcome, self.until) {
-            (Outcome::HitL1 | Outcome::Negative, None) => Some(Some(soft)),
-            (Outcome::HitL1 | Outcome::Negative, Some(Some(u))) => Some(Some(u.min(soft))),
-            _ => Some(None),
-        };
+    pub(super) fn new(fence: Arc<Fence>, tickets: Vec<Ticket>) -> Self {
+        Self {
+            fence,
+            tickets,
+            fresh: None,
+            unfenced: false,
+        }
+    }
+
+    pub(super) fn answered(&mut self, outcome: Outcome, ahead: Instant, soft: Instant) {
+        match outcome {
+            Outcome::HitL1 | Outcome::Negative => {
+                self.fresh = Some(
+                    self.fresh
+                        .map_or((ahead, soft), |(a, s)| (a.min(ahead), s.min(soft))),
+                );
+            }
+            _ => self.unfenced = true,
+        }
     }
 
     /// Hands the stamp to the recording, or marks it unusable when a key missed the L1,
     /// was stale or the L1 was bypassed.
     pub(super) fn record(self, all_answered: bool) {
-        match self.until {
-            Some(Some(until)) if all_answered => {
-                quiver_model::fence::record(Box::new(self), until);
+        match self.fresh {
+            Some((ahead, soft)) if all_answered && !self.unfenced => {
+                quiver_model::fence::record(Box::new(self), ahead, soft);
             }
             // No keys: nothing read, nothing to fence.
             None if self.tickets.is_empty() => {}

@@ -19,6 +19,9 @@ async fn a_recording_holds_only_while_every_key_it_read_is_unchanged_on_every_re
     }
     let cfg = config(&ns);
     let soft = cfg.soft_ttl.mul_f64(1.0 + cfg.jitter);
+    // Past the refresh-ahead mark of every entry: the last tenth of the soft TTL (the
+    // mark is at four fifths of each entry's jittered soft TTL).
+    let last_tenth = cfg.soft_ttl.mul_f64(0.1);
     let a = replica(cfg.clone(), &source, &url).await;
     let b = replica(cfg, &source, &url).await;
     assert!(a.fences());
@@ -31,6 +34,10 @@ async fn a_recording_holds_only_while_every_key_it_read_is_unchanged_on_every_re
     assert!(fences.hold(Instant::now()));
     assert!(fences.until().unwrap() <= Instant::now() + soft);
     assert!(!fences.hold(fences.until().unwrap()), "due a refresh");
+    // From the last fifth of the soft TTL its inputs are to be refreshed ahead.
+    let until = fences.until().unwrap();
+    assert!(!fences.due(Instant::now()));
+    assert!(fences.due(until - last_tenth) && fences.due(until));
     // Reading your writes goes around the L1: no record holds there, none is made there.
     assert!(!consistent(async { fences.hold(Instant::now()) }).await);
     let (_, inside) = consistent(recording(a.load_shared(&[1]))).await;

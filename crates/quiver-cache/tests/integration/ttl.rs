@@ -42,11 +42,12 @@ async fn past_the_soft_ttl_an_entry_is_served_stale_and_refreshed_once_in_the_ba
     source.set(1, "v1");
     let c = cache(&source).await;
     assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::Miss));
-    advance(Duration::from_secs(9)).await;
+    // Before the refresh-ahead window (the last fifth of the soft TTL).
+    advance(Duration::from_secs(7)).await;
     assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::HitL1));
 
     source.set(1, "v2");
-    advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(4)).await;
     assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::Stale));
     assert_eq!(
         outcome(&c, 1).await.1,
@@ -92,6 +93,45 @@ async fn stale_keys_looked_up_one_at_a_time_are_refreshed_in_batches() {
     assert_eq!(outcome(&c, 0).await.1, Outcome::Stale);
     settle().await;
     assert_eq!(outcome(&c, 0).await, (Some("newer".into()), Outcome::HitL1));
+}
+
+/// A key read in the last fifth of its soft TTL is refreshed in the background while it
+/// is still fresh: read steadily, it is never served stale. With refresh ahead off, the
+/// same reads find it stale.
+#[tokio::test(start_paused = true)]
+async fn an_entry_read_near_its_soft_ttl_is_refreshed_ahead_and_never_served_stale() {
+    for ahead in [0.2, 0.0] {
+        let source = Arc::new(Source::default());
+        source.set(1, "v1");
+        let c = Tiered::new(
+            CacheConfig {
+                refresh_ahead: ahead,
+                ..cfg()
+            },
+            SourceLoader(source.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(outcome(&c, 1).await.1, Outcome::Miss);
+        advance(Duration::from_secs(7)).await;
+        assert_eq!(outcome(&c, 1).await.1, Outcome::HitL1);
+        settle().await;
+        assert_eq!(source.calls(), 1, "7 s: not yet in the window");
+        source.set(1, "v2");
+        advance(Duration::from_secs(2)).await;
+        // 9 s, in the window from 8 s: served fresh, and refreshed in the background.
+        assert_eq!(outcome(&c, 1).await, (Some("v1".into()), Outcome::HitL1));
+        settle().await;
+        advance(Duration::from_secs(2)).await;
+        // 11 s: past the first entry's soft TTL.
+        let (value, seen) = outcome(&c, 1).await;
+        if ahead > 0.0 {
+            assert_eq!(source.calls(), 2, "one refresh ahead");
+            assert_eq!((value.as_deref(), seen), (Some("v2"), Outcome::HitL1));
+        } else {
+            assert_eq!((value.as_deref(), seen), (Some("v1"), Outcome::Stale));
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,11 +224,11 @@ async fn pressure_stretches_ttls_up_to_max_age_and_they_return_to_normal_after()
     let c = cache(&source).await;
     c.set_pressure(true);
     outcome(&c, 10).await;
-    // Soft TTL 10 s stretched ×4: still fresh at 35 s; hard 30 s ×4 = 120 s is capped by
-    // max_age 60 s.
-    advance(Duration::from_secs(35)).await;
+    // Soft TTL 10 s stretched ×4: still fresh (and before its refresh-ahead mark, 32 s)
+    // at 30 s; hard 30 s ×4 = 120 s is capped by max_age 60 s.
+    advance(Duration::from_secs(30)).await;
     assert_eq!(outcome(&c, 10).await.1, Outcome::HitL1);
-    advance(Duration::from_secs(10)).await;
+    advance(Duration::from_secs(15)).await;
     assert_eq!(
         outcome(&c, 10).await.1,
         Outcome::Stale,

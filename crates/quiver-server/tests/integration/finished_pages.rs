@@ -6,11 +6,15 @@
 use crate::celebrities::with_a_celebrity;
 use crate::coherence::{cache_count, post_as};
 use crate::http::{json, scalar};
-use crate::support::{Events, Server, redis_url, start_with_events_at};
+use crate::support::{Events, Server, redis_url, start_with_events_at, start_with_stack};
+use quiver_cache::Outcome;
 use quiver_model::{PostId, UserId};
+use quiver_server::compose::StackConfig;
+use quiver_testkit::eventually;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::time::Duration;
 
 /// The viewer's first page.
 async fn page(s: &Server, viewer: i64) -> Value {
@@ -185,5 +189,50 @@ async fn a_finished_page_never_outlives_a_post_by_a_celebrity_merged_into_it(poo
     assert_eq!(ids(&now)[0], merged, "the merged post leads at once");
     let n = ids(&now).len() - 1;
     assert_eq!(ids(&now)[1..], ids(&before)[..n]);
+    s.shutdown().await.unwrap();
+}
+
+/// Read steadily across its inputs' soft TTL, a finished page has them refreshed ahead, in
+/// the background, while it is still served: it is built again from fresh inputs and kept,
+/// and no lookup ever finds an input stale. (With `refresh_ahead: 0.0` the page is built
+/// again, several times, from stale inputs that cannot be kept.)
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_finished_page_read_across_its_inputs_soft_ttl_is_built_again_from_fresh_ones(
+    pool: PgPool,
+) {
+    let stack = StackConfig {
+        soft_ttl: Duration::from_secs(2),
+        ..StackConfig::default()
+    };
+    let mut s = start_with_stack(pool, stack).await;
+    let viewer: i64 = scalar(
+        &s.pool,
+        "SELECT follower_id FROM follows GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )
+    .await;
+    let stale = || -> u64 {
+        let caches = s.caches.stats();
+        caches.iter().map(|(_, c)| c.get(Outcome::Stale)).sum()
+    };
+    let pages = || s.app.engine().page_stats().expect("finished pages on");
+    served_again(&s, viewer).await;
+    let (before, stale_before) = (pages(), stale());
+    eventually(
+        "the page is refreshed ahead, built again and kept",
+        || async {
+            page(&s, viewer).await;
+            let now = pages();
+            now.refreshed > before.refreshed && now.kept > before.kept
+        },
+    )
+    .await;
+    let after = pages();
+    assert_eq!(stale(), stale_before, "no input was ever read stale");
+    assert_eq!(
+        after.built - before.built,
+        after.kept - before.kept,
+        "every page built again was kept: {before:?} then {after:?}"
+    );
+    served_again(&s, viewer).await;
     s.shutdown().await.unwrap();
 }

@@ -141,7 +141,16 @@ pub(crate) async fn start_on(
     events: bool,
 ) -> Server {
     let events = events.then(Events::default);
-    start_at(store, pool, config, redis, events, &redis_url()).await
+    let stack = StackConfig::default();
+    start_at(store, pool, config, redis, events, &redis_url(), stack).await
+}
+
+/// Like [`start`], with the read stack's caches configured by `stack` (its namespace is
+/// the test's own).
+pub(crate) async fn start_with_stack(pool: PgPool, stack: StackConfig) -> Server {
+    let store = PgStore::from_pool(pool.clone());
+    let config = ServerConfig::default();
+    start_at(store, pool, config, None, None, &redis_url(), stack).await
 }
 
 /// How a test server runs its event layer.
@@ -173,6 +182,7 @@ pub(crate) async fn start_with_events_at(pool: PgPool, live: &str, events: Event
         None,
         Some(events),
         live,
+        StackConfig::default(),
     )
     .await
 }
@@ -184,6 +194,7 @@ async fn start_at(
     redis: Option<String>,
     events: Option<Events>,
     live: &str,
+    stack: StackConfig,
 ) -> Server {
     let ds = generate(&SeedConfig {
         users: 60,
@@ -209,7 +220,7 @@ async fn start_at(
         Some(remote.clone()),
         &StackConfig {
             namespace: namespace.clone(),
-            ..StackConfig::default()
+            ..stack
         },
         &EngineConfig::default(),
     )

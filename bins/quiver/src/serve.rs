@@ -93,8 +93,8 @@ pub(crate) struct ServeArgs {
     /// every discovery window, from the database; at most 1000)
     #[arg(long, env = "QUIVER_HOME_HEAD", default_value_t = StackConfig::default().home_head)]
     home_head: u32,
-    /// Finished home pages kept per viewer, MiB, served again while every cached input
-    /// they were built from is unchanged (0 disables; needs the L1)
+    /// Finished pages (home, and discovery of a given seed), MiB, served again while
+    /// every cached input they were built from is unchanged (0 disables; needs the L1)
     #[arg(long, env = "QUIVER_FINISHED_PAGES_MIB", default_value_t = EngineConfig::default().finished_pages_bytes >> 20)]
     finished_pages_mib: u64,
     /// Disable cross-request coalescing of database batches

@@ -6,7 +6,7 @@
 use crate::discover::fresh_seed;
 use crate::error::{EnrichError, Part};
 use crate::hydrate::{Assembled, Filled};
-use crate::pages::{PageKey, PageStats, Pages};
+use crate::pages::{Feed, PageKey, PageStats, Pages};
 use crate::prefetch::{PrefetchPool, PrefetchStats};
 use crate::present::viewer_part;
 use crate::source::Sources;
@@ -14,7 +14,7 @@ use quiver_codec::encode::encode;
 use quiver_codec::fragment::{SplicedItem, splice_post};
 use quiver_codec::wire::{OrderWire, OrdersPageWire, ProfileWire, ViewerWire};
 use quiver_model::fence::recording;
-use quiver_model::{Cursor, CursorCodec, OrderId, OrderStatus, PostId, UserId};
+use quiver_model::{Cursor, CursorCodec, DiscoverCursor, OrderId, OrderStatus, PostId, UserId};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -37,9 +37,10 @@ pub struct EngineConfig {
     /// Encode feed pages whole with serde_json instead of splicing pre-encoded fragments
     /// (on only to measure what the chosen path buys; the bytes are the same).
     pub serde_json_pages: bool,
-    /// Bytes of finished home pages kept per viewer and served again while every input
-    /// they were built from holds (0: none; 16 MiB by default). Used only when every
-    /// source the home page reads records fences ([`quiver_model::Loader::fences`]).
+    /// Bytes of finished pages (home, and discovery of a given seed) kept per viewer and
+    /// served again while every input they were built from holds (0: none; 16 MiB by
+    /// default). A feed keeps them only when every source it reads records fences
+    /// ([`quiver_model::Loader::fences`]).
     pub finished_pages_bytes: u64,
 }
 
@@ -103,8 +104,17 @@ pub(crate) struct Inner {
     pub(crate) shuffles: crate::discover::Shuffles,
     /// Home heads merged with their celebrities' heads, reused while those are unchanged.
     pub(crate) merges: crate::hydrate::Merges,
-    /// Finished home pages, when configured and every source fences.
+    /// Finished pages, when configured and every source of a feed fences.
     pub(crate) pages: Option<Pages>,
+    /// Which feeds keep finished pages.
+    pub(crate) finished: Finished,
+}
+
+/// Which feeds keep finished pages: those whose every source records its fences.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finished {
+    home: bool,
+    discover: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -124,8 +134,13 @@ impl Engine {
         config: EngineConfig,
         prefetch: Option<PrefetchPool>,
     ) -> Self {
-        let pages = (config.finished_pages_bytes > 0 && sources.home_fences())
-            .then(|| Pages::new(config.finished_pages_bytes));
+        let on = config.finished_pages_bytes > 0;
+        let finished = Finished {
+            home: on && sources.home_fences(),
+            discover: on && sources.discover_fences(),
+        };
+        let pages =
+            (finished.home || finished.discover).then(|| Pages::new(config.finished_pages_bytes));
         Self {
             inner: Arc::new(Inner {
                 sources,
@@ -140,6 +155,7 @@ impl Engine {
                     crate::hydrate::ByRefs,
                 ),
                 pages,
+                finished,
             }),
         }
     }
@@ -178,51 +194,13 @@ impl Engine {
         limit: u32,
     ) -> Result<Rendered, EnrichError> {
         let limit = self.limit(limit)?;
-        let after = self.keyset(cursor)?;
-        let Some(pages) = &self.inner.pages else {
-            return self.build_home(viewer, after, limit).await;
-        };
-        let key = PageKey {
+        let feed = Feed::Home(self.keyset(cursor)?);
+        self.finished(PageKey {
             viewer,
-            after,
+            feed,
             limit,
-        };
-        if let Some(hit) = pages.get(&key) {
-            if hit.refresh {
-                self.refresh_ahead(key);
-            }
-            return Ok(hit.rendered);
-        }
-        let (rendered, fences) = recording(self.build_home(viewer, after, limit)).await;
-        let rendered = rendered?;
-        pages.offer(key, &rendered, fences);
-        Ok(rendered)
-    }
-
-    /// Builds a finished page again in the background, outside any recording, and drops
-    /// it: its reads make the inputs' caches refresh those near their soft TTL while the
-    /// page is still served, so that it is built again from fresh inputs when it comes
-    /// due (not from stale ones, which cannot be kept, until their refreshes land).
-    fn refresh_ahead(&self, key: PageKey) {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = engine.build_home(key.viewer, key.after, key.limit).await {
-                tracing::debug!(error = %e, "a finished page's refresh ahead failed");
-            }
-        });
-    }
-
-    async fn build_home(
-        &self,
-        viewer: UserId,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Rendered, EnrichError> {
-        let mut t = Timings::default();
-        let (a, head) = self.assemble_home(viewer, after, limit, &mut t).await?;
-        let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
-        self.warm_next(viewer.0, &a, head.as_deref(), limit);
-        Ok(rendered)
+        })
+        .await
     }
 
     /// The discovery feed: the most recent posts, shuffled by `seed` (a fresh one when
@@ -243,8 +221,80 @@ impl Engine {
             (Some(p), Some(s)) if p.seed != s => return Err(EnrichError::SeedMismatch),
             (Some(p), _) => p.seed,
             (None, Some(s)) => s,
-            (None, None) => fresh_seed(),
+            // A fresh seed: a page nobody asks for again, so none is kept.
+            (None, None) => return self.build_discover(viewer, fresh_seed(), None, limit).await,
         };
+        let feed = Feed::Discover(seed, position);
+        self.finished(PageKey {
+            viewer,
+            feed,
+            limit,
+        })
+        .await
+    }
+
+    /// A home or discovery page: served again from the finished pages while they hold
+    /// it, else built (and kept when every input it read was fenced).
+    async fn finished(&self, key: PageKey) -> Result<Rendered, EnrichError> {
+        let pages = self.inner.pages.as_ref().filter(|_| match key.feed {
+            Feed::Home(_) => self.inner.finished.home,
+            Feed::Discover(..) => self.inner.finished.discover,
+        });
+        let Some(pages) = pages else {
+            return self.build(key).await;
+        };
+        if let Some(hit) = pages.get(&key) {
+            if hit.refresh {
+                self.refresh_ahead(key);
+            }
+            return Ok(hit.rendered);
+        }
+        let (rendered, fences) = recording(self.build(key)).await;
+        let rendered = rendered?;
+        pages.offer(key, &rendered, fences);
+        Ok(rendered)
+    }
+
+    /// Builds a finished page again in the background, outside any recording, and drops
+    /// it: its reads make the inputs' caches refresh those near their soft TTL while the
+    /// page is still served, so that it is built again from fresh inputs when it comes
+    /// due (not from stale ones, which cannot be kept, until their refreshes land).
+    fn refresh_ahead(&self, key: PageKey) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.build(key).await {
+                tracing::debug!(error = %e, "a finished page's refresh ahead failed");
+            }
+        });
+    }
+
+    async fn build(&self, key: PageKey) -> Result<Rendered, EnrichError> {
+        match key.feed {
+            Feed::Home(after) => self.build_home(key.viewer, after, key.limit).await,
+            Feed::Discover(seed, at) => self.build_discover(key.viewer, seed, at, key.limit).await,
+        }
+    }
+
+    async fn build_home(
+        &self,
+        viewer: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Rendered, EnrichError> {
+        let mut t = Timings::default();
+        let (a, head) = self.assemble_home(viewer, after, limit, &mut t).await?;
+        let rendered = self.present_feed(&a, self.keyset_next(&a), None, &mut t);
+        self.warm_next(viewer.0, &a, head.as_deref(), limit);
+        Ok(rendered)
+    }
+
+    async fn build_discover(
+        &self,
+        viewer: UserId,
+        seed: u64,
+        position: Option<DiscoverCursor>,
+        limit: usize,
+    ) -> Result<Rendered, EnrichError> {
         let mut t = Timings::default();
         let d = self
             .assemble_discover(viewer, seed, position, limit, &mut t)

@@ -1,4 +1,4 @@
-//! Finished home pages per viewer, served again while every input they were built from
+//! Finished home and discovery pages per viewer, served again while every input they were built from
 //! is unchanged: a page is kept only when each of its lookups was answered by a cache's
 //! L1 before its soft TTL, with the fences those lookups recorded
 //! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
@@ -9,17 +9,26 @@
 
 use crate::engine::{Rendered, Timings};
 use quiver_model::fence::Fences;
-use quiver_model::{Cursor, UserId};
+use quiver_model::{Cursor, DiscoverCursor, UserId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::time::Instant;
 
-/// A page's identity: whose, from where, how long.
+/// A page's identity: whose, which feed from where, how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PageKey {
     pub(crate) viewer: UserId,
-    pub(crate) after: Option<Cursor>,
+    pub(crate) feed: Feed,
     pub(crate) limit: usize,
+}
+
+/// Which feed a page is of, and its position in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Feed {
+    /// The home feed after a keyset cursor.
+    Home(Option<Cursor>),
+    /// Discovery in the order of a seed, after a position (a first page has none).
+    Discover(u64, Option<DiscoverCursor>),
 }
 
 pub(crate) struct Page {

@@ -47,7 +47,17 @@ impl Sources {
     pub(crate) fn home_fences(&self) -> bool {
         self.heads.as_ref().is_some_and(|h| h.fences())
             && self.author_heads.as_ref().is_some_and(|h| h.fences())
-            && self.graphs.fences()
+            && self.hydration_fences()
+    }
+
+    /// Whether every source a discovery page reads through records its fences.
+    pub(crate) fn discover_fences(&self) -> bool {
+        self.windows.as_ref().is_some_and(|w| w.fences()) && self.hydration_fences()
+    }
+
+    /// Whether the sources of every page's items, authors and viewer part fence.
+    fn hydration_fences(&self) -> bool {
+        self.graphs.fences()
             && self.items.fences()
             && self.authors.fences()
             && self.follows.fences()

@@ -16,20 +16,32 @@ use serde_json::Value;
 use sqlx::PgPool;
 use std::time::Duration;
 
-/// The viewer's first page.
+/// The viewer's first home page.
+const HOME: &str = "/api/v1/feed?limit=20";
+/// The viewer's first discovery page in the order of one seed.
+const DISCOVER: &str = "/api/v1/feed/discover?limit=20&seed=7";
+
 async fn page(s: &Server, viewer: i64) -> Value {
-    let resp = s.get("/api/v1/feed?limit=20", Some(viewer)).send().await;
+    page_at(s, viewer, HOME).await
+}
+
+async fn page_at(s: &Server, viewer: i64, path: &str) -> Value {
+    let resp = s.get(path, Some(viewer)).send().await;
     json(resp.unwrap()).await.1
 }
 
-/// Reads the viewer's first page until it is served from the finished pages (the first
-/// read may fill the inputs' caches, the next builds a page from them and keeps it);
-/// returns it, the same as the page built before it.
 async fn served_again(s: &Server, viewer: i64) -> Value {
-    let mut last = page(s, viewer).await;
+    served_again_at(s, viewer, HOME).await
+}
+
+/// Reads the viewer's page at `path` until it is served from the finished pages (the
+/// first read may fill the inputs' caches, the next builds a page from them and keeps
+/// it); returns it, the same as the page built before it.
+async fn served_again_at(s: &Server, viewer: i64, path: &str) -> Value {
+    let mut last = page_at(s, viewer, path).await;
     for _ in 0..3 {
         let hits = cache_count(s, "page", "hit_l1").await;
-        let now = page(s, viewer).await;
+        let now = page_at(s, viewer, path).await;
         if cache_count(s, "page", "hit_l1").await > hits {
             assert_eq!(now, last, "a page served again is the page built");
             return now;
@@ -189,6 +201,80 @@ async fn a_finished_page_never_outlives_a_post_by_a_celebrity_merged_into_it(poo
     assert_eq!(ids(&now)[0], merged, "the merged post leads at once");
     let n = ids(&now).len() - 1;
     assert_eq!(ids(&now)[1..], ids(&before)[..n]);
+    s.shutdown().await.unwrap();
+}
+
+/// A discovery page of a seed is kept like a home page: served again while its inputs
+/// hold, never past a change to an item or an author on it; a page of a fresh seed is
+/// never kept.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_finished_discovery_page_never_outlives_a_change_to_its_items_or_authors(pool: PgPool) {
+    let mut s = start_with_events_at(pool, &redis_url(), Events::default()).await;
+    let viewer: i64 = scalar(
+        &s.pool,
+        "SELECT id FROM users u WHERE NOT EXISTS (SELECT 1 FROM blocks
+                                 WHERE blocker_id = u.id OR blocked_id = u.id)
+         ORDER BY id LIMIT 1",
+    )
+    .await;
+    let first = served_again_at(&s, viewer, DISCOVER).await;
+    assert_eq!(first["seed"], 7);
+    let item = items(&first)
+        .iter()
+        .find(|i| i["author"]["id"].as_i64() != Some(viewer))
+        .expect("an item by someone else")
+        .clone();
+    let (post, author) = (
+        item["id"].as_i64().unwrap(),
+        item["author"]["id"].as_i64().unwrap(),
+    );
+    let shown = |page: &Value| {
+        items(page)
+            .iter()
+            .find(|i| i["id"].as_i64() == Some(post))
+            .cloned()
+            .expect("the post is on the page")
+    };
+    sqlx::query("UPDATE posts SET body = 'edited under the discovery page' WHERE id = $1")
+        .bind(post)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page_at(&s, viewer, DISCOVER).await)["body"],
+        item["body"],
+        "not yet invalidated: the test would prove nothing otherwise"
+    );
+    s.caches
+        .invalidate_post(PostId(post), UserId(author))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page_at(&s, viewer, DISCOVER).await)["body"],
+        "edited under the discovery page"
+    );
+
+    served_again_at(&s, viewer, DISCOVER).await;
+    sqlx::query("UPDATE users SET display_name = 'Renamed under discovery' WHERE id = $1")
+        .bind(author)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.caches.invalidate_user(UserId(author)).await.unwrap();
+    assert_eq!(
+        shown(&page_at(&s, viewer, DISCOVER).await)["author"]["display_name"],
+        "Renamed under discovery"
+    );
+
+    // Without a seed every page has a fresh one: none is kept or looked for.
+    let before = s.app.engine().page_stats().expect("finished pages on");
+    let fresh = "/api/v1/feed/discover?limit=20";
+    let (a, b) = (
+        page_at(&s, viewer, fresh).await,
+        page_at(&s, viewer, fresh).await,
+    );
+    assert_ne!(a["seed"], b["seed"]);
+    assert_eq!(s.app.engine().page_stats().unwrap(), before);
     s.shutdown().await.unwrap();
 }
 

@@ -1,6 +1,6 @@
-//! Finished home and discovery pages per viewer, served again while every input they were built from
-//! is unchanged: a page is kept only when each of its lookups was answered by a cache's
-//! L1 before its soft TTL, with the fences those lookups recorded
+//! Finished home and discovery pages per viewer, served again while every input they
+//! were built from is unchanged: a page is kept only when each of its lookups was
+//! answered by a cache's L1 before its soft TTL, with the fences those lookups recorded
 //! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
 //! since, no input due a refresh, the task not reading its own writes). A page served
 //! once an input has reached its refresh-ahead mark has its inputs read again in the

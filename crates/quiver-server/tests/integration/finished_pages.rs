@@ -73,6 +73,64 @@ async fn write(s: &Server, method: reqwest::Method, path: &str, who: i64) -> Sta
     req.send().await.unwrap().status()
 }
 
+/// The item of `post` on `page`.
+fn shown(page: &Value, post: i64) -> Value {
+    items(page)
+        .iter()
+        .find(|i| i["id"].as_i64() == Some(post))
+        .cloned()
+        .expect("the post is on the page")
+}
+
+/// Edits `item`'s post under the viewer's page at `path` (served again first) and
+/// invalidates it, then renames its author and invalidates them: each change shows on
+/// the next read. Returns the post and its author.
+async fn item_and_author_changes_show(
+    s: &Server,
+    viewer: i64,
+    path: &str,
+    item: &Value,
+) -> (i64, i64) {
+    let (post, author) = (
+        item["id"].as_i64().unwrap(),
+        item["author"]["id"].as_i64().unwrap(),
+    );
+    let shown = |page: &Value| shown(page, post);
+    // The item: a row changed under the cache shows once the post is invalidated.
+    served_again_at(s, viewer, path).await;
+    sqlx::query("UPDATE posts SET body = 'edited under the page' WHERE id = $1")
+        .bind(post)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page_at(s, viewer, path).await)["body"],
+        item["body"],
+        "not yet invalidated: the test would prove nothing otherwise"
+    );
+    s.caches
+        .invalidate_post(PostId(post), UserId(author))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&page_at(s, viewer, path).await)["body"],
+        "edited under the page"
+    );
+    // The author.
+    served_again_at(s, viewer, path).await;
+    sqlx::query("UPDATE users SET display_name = 'Renamed under the page' WHERE id = $1")
+        .bind(author)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.caches.invalidate_user(UserId(author)).await.unwrap();
+    assert_eq!(
+        shown(&page_at(s, viewer, path).await)["author"]["display_name"],
+        "Renamed under the page"
+    );
+    (post, author)
+}
+
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_graph(pool: PgPool) {
     let mut s = start_with_events_at(pool, &redis_url(), Events::default()).await;
@@ -93,50 +151,7 @@ async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_gr
         })
         .expect("an item by an author who does not follow the viewer")
         .clone();
-    let (post, author) = (
-        item["id"].as_i64().unwrap(),
-        item["author"]["id"].as_i64().unwrap(),
-    );
-    let shown = |page: &Value| {
-        items(page)
-            .iter()
-            .find(|i| i["id"].as_i64() == Some(post))
-            .cloned()
-            .expect("the post is on the page")
-    };
-
-    // The item: a row changed under the cache shows once the post is invalidated.
-    sqlx::query("UPDATE posts SET body = 'edited under the page' WHERE id = $1")
-        .bind(post)
-        .execute(&s.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        shown(&page(&s, viewer).await)["body"],
-        item["body"],
-        "not yet invalidated: the test would prove nothing otherwise"
-    );
-    s.caches
-        .invalidate_post(PostId(post), UserId(author))
-        .await
-        .unwrap();
-    assert_eq!(
-        shown(&page(&s, viewer).await)["body"],
-        "edited under the page"
-    );
-
-    // The author.
-    served_again(&s, viewer).await;
-    sqlx::query("UPDATE users SET display_name = 'Renamed under the page' WHERE id = $1")
-        .bind(author)
-        .execute(&s.pool)
-        .await
-        .unwrap();
-    s.caches.invalidate_user(UserId(author)).await.unwrap();
-    assert_eq!(
-        shown(&page(&s, viewer).await)["author"]["display_name"],
-        "Renamed under the page"
-    );
+    let (post, author) = item_and_author_changes_show(&s, viewer, HOME, &item).await;
 
     // The graph: the author follows the viewer (the author's write, not the viewer's).
     served_again(&s, viewer).await;
@@ -146,7 +161,7 @@ async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_gr
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        shown(&page(&s, viewer).await)["viewer"]["followed_by_author"],
+        shown(&page(&s, viewer).await, post)["viewer"]["followed_by_author"],
         true
     );
 
@@ -224,47 +239,7 @@ async fn a_finished_discovery_page_never_outlives_a_change_to_its_items_or_autho
         .find(|i| i["author"]["id"].as_i64() != Some(viewer))
         .expect("an item by someone else")
         .clone();
-    let (post, author) = (
-        item["id"].as_i64().unwrap(),
-        item["author"]["id"].as_i64().unwrap(),
-    );
-    let shown = |page: &Value| {
-        items(page)
-            .iter()
-            .find(|i| i["id"].as_i64() == Some(post))
-            .cloned()
-            .expect("the post is on the page")
-    };
-    sqlx::query("UPDATE posts SET body = 'edited under the discovery page' WHERE id = $1")
-        .bind(post)
-        .execute(&s.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        shown(&page_at(&s, viewer, DISCOVER).await)["body"],
-        item["body"],
-        "not yet invalidated: the test would prove nothing otherwise"
-    );
-    s.caches
-        .invalidate_post(PostId(post), UserId(author))
-        .await
-        .unwrap();
-    assert_eq!(
-        shown(&page_at(&s, viewer, DISCOVER).await)["body"],
-        "edited under the discovery page"
-    );
-
-    served_again_at(&s, viewer, DISCOVER).await;
-    sqlx::query("UPDATE users SET display_name = 'Renamed under discovery' WHERE id = $1")
-        .bind(author)
-        .execute(&s.pool)
-        .await
-        .unwrap();
-    s.caches.invalidate_user(UserId(author)).await.unwrap();
-    assert_eq!(
-        shown(&page_at(&s, viewer, DISCOVER).await)["author"]["display_name"],
-        "Renamed under discovery"
-    );
+    item_and_author_changes_show(&s, viewer, DISCOVER, &item).await;
 
     // Without a seed every page has a fresh one: none is kept or looked for.
     let before = s.app.engine().page_stats().expect("finished pages on");

@@ -313,18 +313,17 @@ where
                 for (i, key) in keys.iter().enumerate() {
                     match l1.get(key) {
                         Some(e) if now < e.hard => {
-                            let outcome = if now >= e.soft {
+                            // Stale, or fresh but in its refresh-ahead window
+                            // (which ends at the soft TTL): refreshed in the background.
+                            if now >= e.ahead {
                                 self.refresh(key);
+                            }
+                            let outcome = if now >= e.soft {
                                 Outcome::Stale
+                            } else if e.value.is_none() {
+                                Outcome::Negative
                             } else {
-                                if now >= e.ahead {
-                                    self.refresh(key);
-                                }
-                                if e.value.is_none() {
-                                    Outcome::Negative
-                                } else {
-                                    Outcome::HitL1
-                                }
+                                Outcome::HitL1
                             };
                             if let Some(st) = &mut stamp {
                                 st.answered(outcome, e.ahead, e.soft);

@@ -44,14 +44,15 @@ pub struct StackConfig {
 
 impl Default for StackConfig {
     fn default() -> Self {
+        let cache = CacheConfig::new("");
         Self {
             namespace: "quiver".to_owned(),
             l1_capacity_bytes: 64 << 20,
             cache: true,
             coalesce: Some(BatchConfig::default()),
             home_head: 100,
-            soft_ttl: CacheConfig::new("").soft_ttl,
-            refresh_ahead: CacheConfig::new("").refresh_ahead,
+            soft_ttl: cache.soft_ttl,
+            refresh_ahead: cache.refresh_ahead,
         }
     }
 }

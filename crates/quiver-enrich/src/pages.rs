@@ -3,15 +3,15 @@
 //! answered by a cache's L1 before its soft TTL, with the fences those lookups recorded
 //! ([`quiver_model::fence`]); a hit checks them all (no invalidation of any key it read
 //! since, no input due a refresh, the task not reading its own writes). A page served
-//! once an input has reached its refresh-ahead mark has its inputs read again in the
-//! background (once), so their caches reload them while the page is still served and it
-//! is built again from fresh inputs, not from stale ones that cannot be kept.
+//! past its inputs' earliest refresh-ahead mark, and again past their latest, has its
+//! inputs read again in the background, so their caches reload them while the page is
+//! still served and it is built again from fresh inputs, not from stale ones.
 
 use crate::engine::{Rendered, Timings};
 use quiver_model::fence::Fences;
 use quiver_model::{Cursor, DiscoverCursor, UserId};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// A page's identity: whose, which feed from where, how long.
@@ -34,8 +34,9 @@ pub(crate) enum Feed {
 pub(crate) struct Page {
     rendered: Rendered,
     fences: Fences,
-    /// Set by the first hit past the refresh-ahead mark, which reads the inputs again.
-    refreshing: AtomicBool,
+    /// How many of the inputs' refresh-ahead marks (earliest, latest) a hit has read
+    /// the inputs again past.
+    refreshed: AtomicU8,
 }
 
 /// A page served again, and whether its inputs are to be read again now (refresh ahead).
@@ -92,7 +93,8 @@ impl Pages {
     }
 
     /// The page under `key` if every input it was built from still holds; `refresh` is
-    /// set for the first hit once an input has reached its refresh-ahead mark.
+    /// set for the first hit past the inputs' earliest refresh-ahead mark, and for the
+    /// first past their latest.
     pub(crate) fn get(&self, key: &PageKey) -> Option<Hit> {
         let page = self.cache.get(key)?;
         let now = Instant::now();
@@ -100,9 +102,9 @@ impl Pages {
             return None;
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        let refresh = page.fences.due(now)
-            && !page.refreshing.load(Ordering::Relaxed)
-            && !page.refreshing.swap(true, Ordering::Relaxed);
+        let marks = page.fences.marks_passed(now);
+        let refresh = marks > page.refreshed.load(Ordering::Relaxed)
+            && page.refreshed.fetch_max(marks, Ordering::Relaxed) < marks;
         if refresh {
             self.refreshed.fetch_add(1, Ordering::Relaxed);
         }
@@ -120,11 +122,11 @@ impl Pages {
         if fences.hold(Instant::now()) && rendered.partial.is_empty() {
             self.kept.fetch_add(1, Ordering::Relaxed);
             let rendered = rendered.clone();
-            let refreshing = AtomicBool::new(false);
+            let refreshed = AtomicU8::new(0);
             let page = Page {
                 rendered,
                 fences,
-                refreshing,
+                refreshed,
             };
             self.cache.insert(key, Arc::new(page));
         } else {

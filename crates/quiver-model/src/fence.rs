@@ -2,7 +2,8 @@
 //! reads records a [`Stamp`] of the keys it was asked for (taken before it read them) and
 //! how long the entries it answered with stay fresh; the value may be reused only while
 //! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]). From
-//! the earliest entry's refresh-ahead mark ([`Fences::due`]) a reader reads the inputs
+//! the earliest entry's refresh-ahead mark, and again from the latest ([`Fences::due`]),
+//! a reader reads the inputs
 //! again in the background, so that their caches reload them before they go stale.
 //! A lookup a cache cannot fence (a miss, a stale entry, a read that bypasses it) makes
 //! the whole record unusable, and so does any read outside a cache ([`unfenced`]).
@@ -22,7 +23,8 @@ pub trait Stamp: Send + Sync {
 /// refreshed ahead and is due a refresh, and whether every input could be fenced.
 pub struct Fences {
     stamps: Vec<Box<dyn Stamp>>,
-    ahead: Option<Instant>,
+    /// The earliest and the latest refresh-ahead mark of the inputs.
+    ahead: Option<(Instant, Instant)>,
     until: Option<Instant>,
     complete: bool,
 }
@@ -69,7 +71,15 @@ impl Fences {
     /// Whether, at `now`, an input has reached the mark from which its cache refreshes
     /// it ahead of its soft TTL when it is read.
     pub fn due(&self, now: Instant) -> bool {
-        self.ahead.is_some_and(|a| now >= a)
+        self.ahead.is_some_and(|(a, _)| now >= a)
+    }
+
+    /// How many of the two refresh-ahead marks (the inputs' earliest and latest) `now`
+    /// has passed: reading the inputs once past each refreshes every one of them in its
+    /// window, before its soft TTL, when the windows overlap.
+    pub fn marks_passed(&self, now: Instant) -> u8 {
+        self.ahead
+            .map_or(0, |(a, z)| u8::from(now >= a) + u8::from(now >= z))
     }
 }
 
@@ -100,7 +110,9 @@ pub fn record(stamp: Box<dyn Stamp>, refresh_from: Instant, fresh_until: Instant
     let _ = RECORDING.try_with(|r| {
         let mut r = r.borrow_mut();
         r.stamps.push(stamp);
-        r.ahead = Some(r.ahead.map_or(refresh_from, |a| a.min(refresh_from)));
+        r.ahead = Some(r.ahead.map_or((refresh_from, refresh_from), |(a, z)| {
+            (a.min(refresh_from), z.max(refresh_from))
+        }));
         r.until = Some(r.until.map_or(fresh_until, |u| u.min(fresh_until)));
     });
 }
@@ -150,6 +162,8 @@ mod tests {
             fences.due(now + Duration::from_secs(1)) && fences.hold(now + Duration::from_secs(1)),
             "an input is to be refreshed ahead, and still fresh"
         );
+        assert_eq!(fences.marks_passed(now + Duration::from_secs(1)), 1);
+        assert_eq!(fences.marks_passed(now + Duration::from_secs(4)), 2);
         assert!(
             !fences.hold(now + Duration::from_secs(2)),
             "an input is due"

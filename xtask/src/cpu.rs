@@ -43,6 +43,32 @@ impl CpuTimes {
     }
 }
 
+/// CPU seconds the whole machine has been busy since boot, summed over its cores: every
+/// process, the kernel's interrupts and the time stolen by the hypervisor (`/proc/stat`).
+pub(crate) fn machine_busy() -> Option<f64> {
+    busy_of(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The busy seconds of `/proc/stat`'s first line: user, nice, system, irq, softirq and
+/// steal (not idle, not iowait).
+fn busy_of(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0.0));
+    Some(busy.sum::<f64>() / TICKS_PER_SECOND)
+}
+
+/// The cores this process may run on.
+pub(crate) fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// CPU seconds of this process's children that have exited and been waited for.
 pub(crate) fn children_cpu() -> f64 {
     CpuTimes::of("self").map_or(0.0, |t| t.children())
@@ -69,5 +95,13 @@ mod tests {
         assert!((t.own() - 3.0).abs() < 1e-9 && (t.children() - 10.0).abs() < 1e-9);
         assert!(CpuTimes::parse("4242 (x) S 1 2").is_none());
         assert!(CpuTimes::of("self").is_some());
+    }
+
+    #[test]
+    fn machine_busy_counts_all_but_idle_and_iowait() {
+        let stat = "cpu  100 10 50 900 40 5 15 20 0 0\ncpu0 50 5 25 450 20 2 7 10 0 0\n";
+        assert_eq!(busy_of(stat), Some(2.0));
+        assert!(busy_of("intr 1 2 3").is_none());
+        assert!(machine_busy().is_some_and(|b| b > 0.0));
     }
 }

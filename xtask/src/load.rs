@@ -268,7 +268,7 @@ pub(crate) fn phase(
         Load::Paused(c, p) => (c.max(1), 0.0, p),
     };
     // One thread per core: more only adds context switches to the generator's CPU.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = crate::cpu::cores();
     let threads = if pause.is_zero() {
         cores.min(connections)
     } else {

@@ -1,5 +1,5 @@
-//! The bench report as markdown: the scenarios beside their limits, what each request
-//! asks of Redis and PostgreSQL, the writes, the paused walk, the flood, the targets and
+//! The bench report as markdown: the scenarios beside their limits, open-loop latency
+//! beside the machine's load, what each request asks of Redis and PostgreSQL, the writes, the paused walk, the flood, the targets and
 //! the ablations.
 
 use super::*;
@@ -110,6 +110,7 @@ pub(crate) fn markdown(r: &Value) -> String {
             fmt(&c["bytes_200"], 0),
         ));
     }
+    md.push_str(&latency_and_load(r));
     md.push_str("\n## What a request asks of Redis and PostgreSQL\n\nPer answered request in the peak phase: commands Redis processed (L2 reads and fills, invalidations, the event stream) and transactions of the database (each read statement is one; a write is one with its outbox row, and its events' effects are more). The capacity model in ARCHITECTURE.md is built from these.\n\n| scenario | peak RPS | Redis commands/req | PostgreSQL transactions/req |\n| --- | --- | --- | --- |\n");
     for s in r["scenarios"].as_array().into_iter().flatten() {
         md.push_str(&format!(
@@ -227,6 +228,36 @@ pub(crate) fn markdown(r: &Value) -> String {
             fmt(&a["before_rps"], 0),
             fmt(&a["after_rps"], 0),
             fmt(&a["factor"], 2),
+        ));
+    }
+    md
+}
+
+/// The open-loop phases beside how busy the machine was: at half the peak the generator,
+/// on the same cores, may leave the machine far more than half busy; where it did, the
+/// same load at the rate that leaves it half busy.
+fn latency_and_load(r: &Value) -> String {
+    let mut md = format!(
+        "\n## Open-loop latency and the machine's load\n\nMachine cores: how many of its {} cores were busy with anything (the server, the generator, Redis, PostgreSQL, the kernel), from `/proc/stat`. Where half the peak left more than half of them busy, the second phase runs at the rate that leaves about half busy.\n\n| scenario | half the peak, req/s | machine cores | P50 ms | P99 ms | machine half busy, req/s | machine cores | P50 ms | P99 ms | P99.9 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        r["machine"]["cores"]
+    );
+    for s in r["scenarios"].as_array().into_iter().flatten() {
+        let (a, h) = (&s["at_rate"], &s["at_half_machine"]);
+        if a.is_null() {
+            continue;
+        }
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s["name"].as_str().unwrap_or(""),
+            fmt(&s["rate"], 0),
+            fmt(&a["machine_cores"], 2),
+            fmt(&a["p50_ms"], 2),
+            fmt(&a["p99_ms"], 2),
+            fmt(&h["rate"], 0),
+            fmt(&h["machine_cores"], 2),
+            fmt(&h["p50_ms"], 2),
+            fmt(&h["p99_ms"], 2),
+            fmt(&h["p999_ms"], 2),
         ));
     }
     md

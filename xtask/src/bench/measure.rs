@@ -1,20 +1,24 @@
-//! One run measured: the closed-loop peak and the open-loop phase at half of it, with
+//! One run measured: the closed-loop peak and the open-loop phase at half of it (again
+//! at the rate that leaves the machine half busy, when half the peak did not), with
 //! the server's CPU, cache outcomes and event lag beside the generator's numbers; and an
 //! ablation's two sides measured in alternating rounds on two servers running at once.
 
 use super::*;
 
 /// Runs `phase` and adds the server's side of it: CPU seconds, cores and CPU per answered
-/// request (from `/proc`), RSS at the end, and whether the server or the generator was
-/// the busier (`server_share`: the server's part of the CPU both used).
+/// request (from `/proc`), RSS at the end, whether the server or the generator was
+/// the busier (`server_share`: the server's part of the CPU both used), and how many of
+/// the machine's cores were busy with anything (`machine_cores`).
 pub(crate) fn with_server_cpu(
     server: &Server,
     phase: impl FnOnce() -> Result<Value>,
 ) -> Result<Value> {
     let (cpu0, _) = server.usage();
+    let busy0 = crate::cpu::machine_busy();
     let started = Instant::now();
     let mut v = phase()?;
     let wall = started.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+    let busy1 = crate::cpu::machine_busy();
     let (cpu1, rss) = server.usage();
     let cpu = (cpu1 - cpu0).max(0.0);
     let requests = v["requests"].as_f64().unwrap_or(0.0).max(1.0);
@@ -27,6 +31,9 @@ pub(crate) fn with_server_cpu(
         "rss_bytes": rss,
     });
     v["server_share"] = json!(share);
+    if let (Some(b0), Some(b1)) = (busy0, busy1) {
+        v["machine_cores"] = json!((b1 - b0).max(0.0) / wall);
+    }
     v["generator_bound"] = json!(generator > GENERATOR_CPU_MAX * cpu);
     Ok(v)
 }
@@ -97,6 +104,33 @@ pub(crate) fn measure(
                 Load::Rate(rate, ph.concurrency),
             )
         })?;
+        // The generator shares the machine and, pacing and recording each request, costs
+        // about as much per request as the server: at half the peak the machine may be
+        // far more than half busy, and the tail is then its queueing, not the server's.
+        // When it was, the same again at the rate that leaves the machine half busy.
+        let half = f64::from(crate::cpu::cores()) / 2.0;
+        let busy = |v: &Value| v["machine_cores"].as_f64().unwrap_or(0.0);
+        if busy(&at_rate) > half {
+            let at = |rate: f64, secs: Duration| {
+                with_server_cpu(server, || {
+                    let load = Load::Rate(rate, ph.concurrency);
+                    load::phase(&t, &run.name, &run.streams, secs, load)
+                })
+            };
+            // A request costs more CPU at a lower rate (fewer answered per wake-up), so
+            // the rate is scaled down in short probes until the machine is about half busy.
+            let (mut r, mut b) = (rate, busy(&at_rate));
+            for _ in 0..HALF_MACHINE_PROBES {
+                r = (r * half / b.max(f64::MIN_POSITIVE)).max(1.0);
+                b = busy(&at(r, (ph.rate / 5).max(Duration::from_secs(1)))?);
+                if b <= half * 1.1 {
+                    break;
+                }
+            }
+            let mut v = at(r, ph.rate)?;
+            v["rate"] = json!(r);
+            result["at_half_machine"] = v;
+        }
         result["rate"] = json!(rate);
         result["at_rate"] = at_rate;
     }
@@ -107,6 +141,9 @@ pub(crate) fn measure(
     }
     Ok(result)
 }
+
+/// Short probes that look for the rate which leaves the machine half busy.
+const HALF_MACHINE_PROBES: usize = 3;
 
 /// The peak phase's load: counted by wrk alone (no record per answer, the generator's
 /// cheapest mode) unless a stream expects a status a count cannot tell apart.

@@ -144,11 +144,24 @@ pub(crate) fn report(
         );
     }
     for name in ["warm", "profile"] {
-        if let Some(p99) = find(name).and_then(|w| w["at_rate"]["p99_ms"].as_f64()) {
+        let Some(s) = find(name) else { continue };
+        let busy = |v: &Value| {
+            v["machine_cores"].as_f64().map_or(String::new(), |c| {
+                format!(", {c:.2} cores of the machine busy")
+            })
+        };
+        if let Some(p99) = s["at_rate"]["p99_ms"].as_f64() {
             targets.push(
                 json!({"target": format!("{name}: P99 ≤ 2 ms at half the peak rate (open loop)"),
-                "measured": format!("{p99:.2} ms"), "met": p99 <= 2.0}),
+                "measured": format!("{p99:.2} ms{}", busy(&s["at_rate"])), "met": p99 <= 2.0}),
             );
+        }
+        let h = &s["at_half_machine"];
+        if let (Some(p99), Some(rate)) = (h["p99_ms"].as_f64(), h["rate"].as_f64()) {
+            targets.push(json!({
+                "target": format!("{name}: P99 ≤ 2 ms with the machine half busy (open loop; the generator shares its cores)"),
+                "measured": format!("{p99:.2} ms at {rate:.0} req/s{}", busy(h)),
+                "met": p99 <= 2.0}));
         }
     }
     if let Some(c) = find("cold") {

@@ -82,6 +82,10 @@ pub struct Rendered {
     pub next: Option<String>,
     /// The discovery seed, on discovery pages.
     pub seed: Option<u64>,
+    /// The body's XXH3-128 when it is already known: a page served again from the
+    /// finished-page cache carries the one taken when it was kept, so a caller that tags
+    /// the body (an `ETag`) need not hash 14 KB on every request.
+    pub digest: Option<u128>,
 }
 
 /// The feed engine. Cheap to clone; clones share the prefetch pool.
@@ -373,6 +377,7 @@ impl Engine {
             ids: vec![id.0],
             next: None,
             seed: None,
+            digest: None,
         })
     }
 
@@ -418,6 +423,7 @@ impl Engine {
             ids: vec![id.0],
             next: None,
             seed: None,
+            digest: None,
         })
     }
 
@@ -475,6 +481,7 @@ impl Engine {
             ids: shown,
             next,
             seed: None,
+            digest: None,
         })
     }
 
@@ -513,6 +520,7 @@ impl Engine {
             ids: vec![id.0],
             next: None,
             seed: None,
+            digest: None,
         })
     }
 

@@ -121,7 +121,10 @@ impl Pages {
         self.built.fetch_add(1, Ordering::Relaxed);
         if fences.hold(Instant::now()) && rendered.partial.is_empty() {
             self.kept.fetch_add(1, Ordering::Relaxed);
-            let rendered = rendered.clone();
+            let mut rendered = rendered.clone();
+            // Hashed once here rather than by every request that serves it again.
+            let digest = xxhash_rust::xxh3::xxh3_128(&rendered.body);
+            rendered.digest = Some(digest);
             let refreshed = AtomicU8::new(0);
             let page = Page {
                 rendered,

@@ -96,6 +96,7 @@ impl Engine {
             ids: shown.iter().map(|(item, _, _)| item.post.id.0).collect(),
             next,
             seed,
+            digest: None,
         }
     }
 }

@@ -116,6 +116,7 @@ impl App {
             ids: page.items.iter().map(|n| n.id.0).collect(),
             next,
             seed: None,
+            digest: None,
         };
         self.rendered(rendered, path, q, true)
     }

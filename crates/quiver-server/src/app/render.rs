@@ -11,7 +11,7 @@ impl App {
         q: &Query,
         viewer_specific: bool,
     ) -> Response<Body> {
-        let tag = crate::conditional::etag(&r.body);
+        let tag = crate::conditional::etag(&r.body, r.digest);
         let mut resp = respond::json_bytes(StatusCode::OK, r.body);
         let h = resp.headers_mut();
         h.insert(header::ETAG, tag);

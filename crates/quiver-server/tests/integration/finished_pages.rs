@@ -54,6 +54,18 @@ async fn served_again_at(s: &Server, viewer: i64, path: &str) -> Value {
     );
 }
 
+/// Whoever follows the most accounts, among those in no block.
+async fn heaviest_viewer(s: &Server) -> i64 {
+    scalar(
+        &s.pool,
+        "SELECT follower_id FROM follows f
+         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = f.follower_id
+                                                   OR blocked_id = f.follower_id)
+         GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )
+    .await
+}
+
 fn items(page: &Value) -> &Vec<Value> {
     page["items"].as_array().expect("items")
 }
@@ -134,14 +146,7 @@ async fn item_and_author_changes_show(
 #[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
 async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_graph(pool: PgPool) {
     let mut s = start_with_events_at(pool, &redis_url(), Events::default()).await;
-    let viewer: i64 = scalar(
-        &s.pool,
-        "SELECT follower_id FROM follows f
-         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = f.follower_id
-                                                   OR blocked_id = f.follower_id)
-         GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
-    )
-    .await;
+    let viewer = heaviest_viewer(&s).await;
     let first = served_again(&s, viewer).await;
     // An item by someone else, whose author does not follow the viewer.
     let item = items(&first)
@@ -189,6 +194,32 @@ async fn a_finished_page_never_outlives_a_change_to_its_head_items_authors_or_gr
         "the unfollowed author's posts are gone"
     );
     served_again(&s, viewer).await;
+    s.shutdown().await.unwrap();
+}
+
+/// A page served again carries the tag of its own bytes (hashed once, when it was kept,
+/// not per request), and a client holding that tag gets 304 from the kept page.
+#[sqlx::test(migrator = "quiver_store::PG_MIGRATOR")]
+async fn a_page_served_again_is_tagged_by_its_bytes_and_revalidates(pool: PgPool) {
+    let mut s = start_with_events_at(pool, &redis_url(), Events::default()).await;
+    let viewer = heaviest_viewer(&s).await;
+    served_again(&s, viewer).await;
+    let hits = cache_count(&s, "page", "hit_l1").await;
+    let resp = s.get(HOME, Some(viewer)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let tag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(
+        cache_count(&s, "page", "hit_l1").await,
+        hits + 1.0,
+        "served again"
+    );
+    let hash = xxhash_rust::xxh3::xxh3_128(&body).to_be_bytes();
+    assert_eq!(tag, format!("\"{}\"", hex::encode(hash)));
+    let resp = s.get(HOME, Some(viewer)).header("if-none-match", &tag);
+    let resp = resp.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(cache_count(&s, "page", "hit_l1").await, hits + 2.0);
     s.shutdown().await.unwrap();
 }
 

@@ -1,6 +1,6 @@
 //! The bench report as markdown: the scenarios beside their limits, open-loop latency
-//! beside the machine's load, what each request asks of Redis and PostgreSQL, the writes, the paused walk, the flood, the targets and
-//! the ablations.
+//! beside the machine's load, what each request asks of Redis and PostgreSQL, the
+//! writes, the paused walk, the flood, the targets and the ablations.
 
 use super::*;
 

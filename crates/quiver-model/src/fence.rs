@@ -1,10 +1,10 @@
 //! Fences over cached inputs: while a value is built inside [`recording`], every cache it
 //! reads records a [`Stamp`] of the keys it was asked for (taken before it read them) and
 //! how long the entries it answered with stay fresh; the value may be reused only while
-//! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]). From
-//! the earliest entry's refresh-ahead mark, and again from the latest ([`Fences::due`]),
-//! a reader reads the inputs
-//! again in the background, so that their caches reload them before they go stale.
+//! every stamp holds and none of those entries is due a refresh ([`Fences::hold`]). Past
+//! the earliest entry's refresh-ahead mark, and again past the latest
+//! ([`Fences::marks_passed`]), a reader reads the inputs again in the background, so that
+//! their caches reload them before they go stale.
 //! A lookup a cache cannot fence (a miss, a stale entry, a read that bypasses it) makes
 //! the whole record unusable, and so does any read outside a cache ([`unfenced`]).
 
@@ -66,12 +66,6 @@ impl Fences {
     /// The earliest moment an input is due a refresh.
     pub fn until(&self) -> Option<Instant> {
         self.until
-    }
-
-    /// Whether, at `now`, an input has reached the mark from which its cache refreshes
-    /// it ahead of its soft TTL when it is read.
-    pub fn due(&self, now: Instant) -> bool {
-        self.ahead.is_some_and(|(a, _)| now >= a)
     }
 
     /// How many of the two refresh-ahead marks (the inputs' earliest and latest) `now`
@@ -157,9 +151,10 @@ mod tests {
         .await;
         assert!(fences.hold(now));
         assert_eq!(fences.until(), Some(now + Duration::from_secs(2)));
-        assert!(!fences.due(now));
+        assert_eq!(fences.marks_passed(now), 0);
         assert!(
-            fences.due(now + Duration::from_secs(1)) && fences.hold(now + Duration::from_secs(1)),
+            fences.marks_passed(now + Duration::from_secs(1)) > 0
+                && fences.hold(now + Duration::from_secs(1)),
             "an input is to be refreshed ahead, and still fresh"
         );
         assert_eq!(fences.marks_passed(now + Duration::from_secs(1)), 1);

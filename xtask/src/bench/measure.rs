@@ -95,15 +95,13 @@ pub(crate) fn measure(
     }
     if run.at_rate {
         let rate = (result["peak"]["rps"].as_f64().unwrap_or(0.0) / 2.0).max(1.0);
-        let at_rate = with_server_cpu(server, || {
-            load::phase(
-                &t,
-                &run.name,
-                &run.streams,
-                ph.rate,
-                Load::Rate(rate, ph.concurrency),
-            )
-        })?;
+        let at = |rate: f64, secs: Duration| {
+            with_server_cpu(server, || {
+                let load = Load::Rate(rate, ph.concurrency);
+                load::phase(&t, &run.name, &run.streams, secs, load)
+            })
+        };
+        let at_rate = at(rate, ph.rate)?;
         // The generator shares the machine and, pacing and recording each request, costs
         // about as much per request as the server: at half the peak the machine may be
         // far more than half busy, and the tail is then its queueing, not the server's.
@@ -111,12 +109,6 @@ pub(crate) fn measure(
         let half = f64::from(crate::cpu::cores()) / 2.0;
         let busy = |v: &Value| v["machine_cores"].as_f64().unwrap_or(0.0);
         if busy(&at_rate) > half {
-            let at = |rate: f64, secs: Duration| {
-                with_server_cpu(server, || {
-                    let load = Load::Rate(rate, ph.concurrency);
-                    load::phase(&t, &run.name, &run.streams, secs, load)
-                })
-            };
             // A request costs more CPU at a lower rate (fewer answered per wake-up), so
             // the rate is scaled down in short probes until the machine is about half busy.
             let (mut r, mut b) = (rate, busy(&at_rate));
